@@ -1,0 +1,253 @@
+package fetch
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// Client is an HTTP(S) range client: one connection pool, one rate limiter, one set of
+// options. It is safe for concurrent use; Objects from Probe share it. Close releases idle
+// connections; the Client stays usable afterwards (it just dials again).
+type Client struct {
+	o       Options
+	hc      *http.Client
+	tr      *http.Transport
+	limiter *tokenBucket // nil when unlimited
+	bufs    sync.Pool    // *[]byte of copyBufSize: the only body buffers
+}
+
+// copyBufSize is the fixed body buffer: large enough for few syscalls per MiB, small enough
+// that memory stays proportional to connections, never to file or range size.
+const copyBufSize = 256 << 10
+
+// NewClient returns a Client configured by o (see Options for defaults).
+func NewClient(o Options) *Client {
+	o = o.withDefaults()
+	c := &Client{o: o}
+	c.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
+	if o.RateLimit > 0 {
+		c.limiter = newTokenBucket(o.RateLimit)
+	}
+	c.tr = &http.Transport{
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            c.dialer(),
+		TLSClientConfig:        &tls.Config{InsecureSkipVerify: o.Insecure}, //nolint:gosec // explicit user choice
+		TLSHandshakeTimeout:    o.TLSHandshakeTimeout,
+		ResponseHeaderTimeout:  o.ResponseHeaderTimeout,
+		MaxConnsPerHost:        o.Connections,
+		MaxIdleConnsPerHost:    o.Connections,
+		MaxIdleConns:           4 * o.Connections,
+		IdleConnTimeout:        90e9,
+		DisableCompression:     true, // we ask for identity and reject anything else
+		ForceAttemptHTTP2:      true, // HTTP/2 over TLS only: plain http stays HTTP/1.1 (no h2c)
+		MaxResponseHeaderBytes: maxHeaderBytes,
+		ReadBufferSize:         64 << 10,
+		WriteBufferSize:        8 << 10,
+	}
+	c.hc = &http.Client{Transport: c.tr, CheckRedirect: c.checkRedirect}
+	return c
+}
+
+// Close closes idle connections. Requests in flight are not affected.
+func (c *Client) Close() { c.tr.CloseIdleConnections() }
+
+// allowKey is the context key under which a request carries the one IP address that may be
+// dialed even though it is link-local etc. (the user asked for it explicitly).
+type allowKey struct{}
+
+// forbiddenIP reports addresses a redirect or a DNS answer must never lead us to: link-local
+// (cloud metadata at 169.254.169.254, fe80::/10), unspecified and multicast.
+func forbiddenIP(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast() ||
+		a.IsMulticast() || a.IsUnspecified()
+}
+
+// forbiddenHost reports whether host (no port, brackets allowed) is a forbidden IP literal.
+func forbiddenHost(host string) (netip.Addr, bool) {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if i := strings.IndexByte(host, '%'); i >= 0 { // zone: fe80::1%eth0
+		host = host[:i]
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a, forbiddenIP(a)
+}
+
+// allowed reports whether ctx explicitly permits dialing a.
+func allowed(ctx context.Context, a netip.Addr) bool {
+	p, ok := ctx.Value(allowKey{}).(netip.Addr)
+	return ok && p == a.Unmap()
+}
+
+// dialer returns the DialContext for the transport: forbidden IP literals are refused before
+// any dial; with the real net.Dialer, the resolved address is checked again in ControlContext
+// so a DNS name pointing at 169.254.169.254 is refused too.
+func (c *Client) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	inner := c.o.DialContext
+	if inner == nil {
+		d := &net.Dialer{
+			Timeout:   c.o.DialTimeout,
+			KeepAlive: 30e9,
+			ControlContext: func(ctx context.Context, network, address string, _ syscall.RawConn) error {
+				host, _, _ := net.SplitHostPort(address)
+				if a, bad := forbiddenHost(host); bad && !allowed(ctx, a) {
+					return fmt.Errorf("%w: refusing to connect to %s", ErrRedirect, a)
+				}
+				return nil
+			},
+		}
+		inner = d.DialContext
+	}
+	timeout := c.o.DialTimeout
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		if a, bad := forbiddenHost(host); bad && !allowed(ctx, a) {
+			return nil, fmt.Errorf("%w: refusing to connect to %s", ErrRedirect, a)
+		}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return inner(ctx, network, addr)
+	}
+}
+
+// checkRedirect enforces the redirect policy. Go copies the first request's headers (Range,
+// If-Range, Accept-Encoding, user headers) onto every hop; here we drop what must not travel.
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	orig := via[0].URL
+	target := redactURL(req.URL)
+	if len(via) > maxRedirects {
+		return fmt.Errorf("%w: more than %d redirects (last to %s)", ErrRedirect, maxRedirects, target)
+	}
+	switch req.URL.Scheme {
+	case "http", "https":
+	default:
+		return fmt.Errorf("%w: redirect to non-HTTP scheme %q", ErrRedirect, req.URL.Scheme)
+	}
+	for _, v := range via {
+		if v.URL.Scheme == "https" && req.URL.Scheme == "http" {
+			return fmt.Errorf("%w: https to http downgrade (to %s)", ErrRedirect, target)
+		}
+	}
+	if a, bad := forbiddenHost(req.URL.Hostname()); bad && !allowed(req.Context(), a) {
+		return fmt.Errorf("%w: redirect to forbidden address %s", ErrRedirect, a)
+	}
+	// The Referer Go adds carries the previous URL's query (a presigned signature).
+	req.Header.Del("Referer")
+	foreign := false
+	for _, v := range append(via[1:], req) {
+		if !strings.EqualFold(v.URL.Host, orig.Host) {
+			foreign = true
+		}
+	}
+	if foreign {
+		for k := range c.o.Header {
+			req.Header.Del(k)
+		}
+		req.Header.Del("Authorization")
+		req.Header.Del("Cookie")
+		req.Header.Del("Proxy-Authorization")
+	}
+	return nil
+}
+
+// target is one parsed, validated remote URL plus its credentials. Immutable.
+type target struct {
+	u       *url.URL // userinfo removed; what we request
+	auth    string   // "Basic ..." from userinfo, "" if none
+	secrets secretSet
+	allow   netip.Addr // valid when the original host is a link-local etc. literal
+	redact  string     // Redact(u)
+}
+
+func parseTarget(rawURL string, h http.Header) (*target, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: invalid URL %s", Redact(rawURL))
+	}
+	t := &target{secrets: collectSecrets(u, h)}
+	switch u.Scheme {
+	case "http", "https":
+	default:
+		return nil, fmt.Errorf("fetch: unsupported URL scheme %q (only http and https)", u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("fetch: URL has no host: %s", Redact(rawURL))
+	}
+	if u.User != nil {
+		user := u.User.Username()
+		pass, _ := u.User.Password()
+		r := &http.Request{Header: http.Header{}}
+		r.SetBasicAuth(user, pass)
+		t.auth = r.Header.Get("Authorization")
+	}
+	cu := *u
+	cu.User = nil
+	cu.Fragment, cu.RawFragment = "", ""
+	t.u = &cu
+	t.redact = redactURL(&cu)
+	if a, bad := forbiddenHost(cu.Hostname()); bad {
+		t.allow = a.Unmap()
+	}
+	return t, nil
+}
+
+// newRequest builds a request to t with the user's headers and credentials. ctx carries the
+// dial permission for an explicitly requested link-local host.
+func (c *Client) newRequest(ctx context.Context, method string, t *target) (*http.Request, error) {
+	if t.allow.IsValid() {
+		ctx = context.WithValue(ctx, allowKey{}, t.allow)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, t.u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: cannot build request for %s", t.redact)
+	}
+	for k, vv := range c.o.Header {
+		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vv...)
+	}
+	if t.auth != "" && req.Header.Get("Authorization") == "" {
+		req.Header.Set("Authorization", t.auth)
+	}
+	// Ask for the bytes as stored: a compressed range cannot be written at an offset.
+	req.Header.Set("Accept-Encoding", "identity")
+	return req, nil
+}
+
+// do sends req and sanitizes any transport error.
+func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, t.secrets.sanitize(err)
+	}
+	return resp, nil
+}
+
+// discardSmall drains at most a few KiB of a body we do not want, then closes it: a short
+// error body lets the connection be reused; a long one is not worth reading.
+func discardSmall(resp *http.Response) {
+	const limit = 4 << 10
+	if resp.ContentLength >= 0 && resp.ContentLength <= limit {
+		var b [512]byte
+		for n := 0; n < limit; {
+			m, err := resp.Body.Read(b[:])
+			n += m
+			if err != nil {
+				break
+			}
+		}
+	}
+	resp.Body.Close()
+}

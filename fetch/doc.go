@@ -1,0 +1,17 @@
+// Package fetch is a stateless HTTP(S) range client: it pins one version of a remote file
+// (Probe) and reads byte ranges of exactly that version (Object.Fetch), or streams the
+// whole body from servers that ignore ranges (Object.Stream).
+//
+// What it guarantees:
+//   - A range is written to the caller's writer only after the answer was checked: 206,
+//     Content-Range equal to the request, total size and validators equal to the pinned
+//     ones, identity encoding, not multipart. Anything else is a typed error.
+//   - Failures are retried (full-jitter backoff, Retry-After honoured) and only the missing
+//     remainder is asked for again; a no-progress watchdog ends stalled or trickling bodies.
+//   - Memory is one fixed buffer per transfer, never proportional to range or file size.
+//   - Secrets (URL userinfo, query values, user header values) never appear in errors or
+//     log records; user headers and credentials never follow a redirect to another host;
+//     redirects to link-local, unspecified or multicast addresses are refused before dialing.
+//
+// It imports the standard library only.
+package fetch

@@ -1,0 +1,78 @@
+package fetch
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Sentinel errors. Every error returned by this package matches at most one of them with
+// errors.Is, and no error string contains a URL secret (userinfo, query values, header values).
+var (
+	// ErrRangeIgnored: the server answered 200 to a Range request, or a 206 without Content-Range.
+	ErrRangeIgnored = errors.New("server ignored the Range request")
+	// ErrChanged: the remote file is no longer the version pinned at Probe (validator or size
+	// differs, or 416). Its concrete type has a RemoteChanged() bool method returning true, so
+	// packages that must not import fetch can recognise it.
+	ErrChanged error = &changedError{}
+	// ErrGone: 404 or 410. A *StatusError with those codes also matches it.
+	ErrGone = errors.New("remote file is gone")
+	// ErrNoSize: neither HEAD nor a ranged GET told the size.
+	ErrNoSize = errors.New("server did not tell the file size")
+	// ErrEncoding: the server applied a Content-Encoding other than identity.
+	ErrEncoding = errors.New("server sent an encoded (compressed) body")
+	// ErrBadRange: a 206 whose Content-Range is not the one asked for, is malformed, or a
+	// multipart/byteranges answer. Retried.
+	ErrBadRange = errors.New("server sent a different or malformed range")
+	// ErrRedirect: a redirect was refused (too many, https->http, non-http scheme, or a
+	// link-local/unspecified/multicast target).
+	ErrRedirect = errors.New("redirect refused")
+)
+
+// changedError is the concrete type of ErrChanged. The method lets cache/ detect a remote
+// change through errors.As without importing this package.
+type changedError struct{}
+
+func (*changedError) Error() string       { return "remote file changed" }
+func (*changedError) RemoteChanged() bool { return true }
+
+// StatusError is an HTTP answer with an unexpected status code. URL is redacted.
+// For 404 and 410 it also matches ErrGone with errors.Is.
+type StatusError struct {
+	Code int
+	URL  string // redacted: no userinfo, query values replaced
+
+	retryAfter time.Duration // parsed Retry-After (already capped); 0 when absent
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("HTTP %d %s from %s", e.Code, http.StatusText(e.Code), e.URL)
+}
+
+// Is makes errors.Is(err, ErrGone) true for 404 and 410.
+func (e *StatusError) Is(target error) bool {
+	return target == ErrGone && (e.Code == http.StatusNotFound || e.Code == http.StatusGone)
+}
+
+// WriteError wraps an error returned by the caller's io.Writer. It is never retried.
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return "write: " + e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// errStall: the no-progress watchdog ended an attempt.
+var errStall = errors.New("no progress: transfer stalled or too slow")
+
+// errShortBody: the body ended before the promised bytes arrived.
+var errShortBody = errors.New("body shorter than promised")
+
+// redactedError carries a transport error whose text has been scrubbed of secrets. Unwrap
+// gives the (URL-redacted) original so errors.Is/As keep working.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }

@@ -1,0 +1,296 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// Fetch writes exactly the n bytes at [off, off+n) of the pinned version to w, in order.
+// After a failure only the remainder is requested again; a failure that delivered less than
+// MinProgress bytes counts toward MaxAttempts. On error w may have received a prefix (never
+// a byte of another version: every answer is checked against the pinned validators and size
+// before its body is read). A write error from w is returned at once as *WriteError.
+// Safe for concurrent use; memory use is one fixed buffer per call.
+func (o *Object) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
+	if off < 0 || n < 0 || off > o.Size-n {
+		return fmt.Errorf("fetch: range [%d,+%d) outside a file of %d bytes", off, n, o.Size)
+	}
+	if n == 0 {
+		return nil
+	}
+	pos, end := off, off+n
+	return o.c.retryLoop(ctx, "fetch", o.t, func(ctx context.Context) (bool, error) {
+		want := end - pos
+		got, err := o.fetchAttempt(ctx, pos, want, w)
+		pos += got
+		return got >= min(want, o.c.o.MinProgress), err
+	})
+}
+
+// fetchAttempt sends one ranged GET for [off, off+n) and copies what arrives to w.
+func (o *Object) fetchAttempt(ctx context.Context, off, n int64, w io.Writer) (int64, error) {
+	c := o.c
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := c.newRequest(actx, http.MethodGet, o.t)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10))
+	if v := o.ifRange(); v != "" {
+		req.Header.Set("If-Range", v)
+	}
+	resp, err := c.do(req, o.t)
+	if err != nil {
+		return 0, err
+	}
+	if err := o.checkRange(resp, off, n); err != nil {
+		if resp.StatusCode == http.StatusOK {
+			resp.Body.Close() // maybe the whole file: not worth draining
+		} else {
+			discardSmall(resp)
+		}
+		return 0, err
+	}
+	written, err := c.copyBody(ctx, cancel, resp.Body, n, w)
+	err = o.t.secrets.sanitizeForeign(err)
+	// Closing before EOF (a body longer than promised, or an error) makes the transport drop
+	// the connection instead of reusing one whose framing we no longer trust.
+	resp.Body.Close()
+	return written, err
+}
+
+// checkRange validates the answer to "Range: bytes=off-(off+n-1)" before any byte of its body
+// is used.
+func (o *Object) checkRange(resp *http.Response, off, n int64) error {
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusOK:
+		// If-Range made the server send the whole (new) file, or it ignores Range.
+		if why := o.changedBy(resp); why != "" {
+			return fmt.Errorf("%w: %s (%s)", ErrChanged, why, o.t.redact)
+		}
+		return fmt.Errorf("%w: 200 (%s, length %d) to a Range request from %s", ErrRangeIgnored,
+			resp.Header.Get("Content-Type"), resp.ContentLength, o.t.redact)
+	case http.StatusRequestedRangeNotSatisfiable:
+		return fmt.Errorf("%w: 416 for bytes %d-%d of %d (Content-Range %q) from %s", ErrChanged,
+			off, off+n-1, o.Size, resp.Header.Get("Content-Range"), o.t.redact)
+	default:
+		return o.statusError(resp)
+	}
+	if ce := contentEncoding(resp); ce != "" {
+		return fmt.Errorf("%w: Content-Encoding %q on a range from %s", ErrEncoding, ce, o.t.redact)
+	}
+	if why := o.changedBy(resp); why != "" {
+		return fmt.Errorf("%w: %s (%s)", ErrChanged, why, o.t.redact)
+	}
+	if isMultipart(resp) {
+		return fmt.Errorf("%w: multipart answer to one range from %s", ErrBadRange, o.t.redact)
+	}
+	cr := resp.Header.Get("Content-Range")
+	if cr == "" {
+		return fmt.Errorf("%w: 206 without Content-Range from %s", ErrRangeIgnored, o.t.redact)
+	}
+	first, last, total, err := ParseContentRange(cr)
+	if err != nil {
+		return fmt.Errorf("%w: malformed Content-Range %q from %s", ErrBadRange, cr, o.t.redact)
+	}
+	if total != o.Size {
+		return fmt.Errorf("%w: size %d, pinned %d (%s)", ErrChanged, total, o.Size, o.t.redact)
+	}
+	if first != off || last != off+n-1 {
+		return fmt.Errorf("%w: asked bytes %d-%d, got %q from %s", ErrBadRange, off, off+n-1, cr, o.t.redact)
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength < n {
+		return fmt.Errorf("%w: Content-Length %d for a %d-byte range from %s", ErrBadRange, resp.ContentLength, n, o.t.redact)
+	}
+	return nil
+}
+
+// Stream copies the whole body of one plain GET to w: the fallback for servers that ignore
+// Range (Ranges false) when the size is known. It checks status, encoding, validators and
+// length. It retries only while nothing has been written; there is no resume.
+func (o *Object) Stream(ctx context.Context, w io.Writer) error {
+	var written int64
+	return o.c.retryLoop(ctx, "stream", o.t, func(ctx context.Context) (bool, error) {
+		n, err := o.streamAttempt(ctx, w)
+		written += n
+		if err != nil && written > 0 {
+			err = &finalError{fmt.Errorf("stream broken after %d of %d bytes (no resume): %w", written, o.Size, err)}
+		}
+		return false, err
+	})
+}
+
+func (o *Object) streamAttempt(ctx context.Context, w io.Writer) (int64, error) {
+	c := o.c
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := c.newRequest(actx, http.MethodGet, o.t)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.do(req, o.t)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		return 0, o.statusError(resp)
+	case contentEncoding(resp) != "":
+		return 0, fmt.Errorf("%w: Content-Encoding %q from %s", ErrEncoding, contentEncoding(resp), o.t.redact)
+	case o.changedBy(resp) != "":
+		return 0, fmt.Errorf("%w: %s (%s)", ErrChanged, o.changedBy(resp), o.t.redact)
+	case resp.ContentLength >= 0 && resp.ContentLength != o.Size:
+		return 0, &finalError{fmt.Errorf("fetch: %s answered %d bytes (%s), expected %d",
+			o.t.redact, resp.ContentLength, resp.Header.Get("Content-Type"), o.Size)}
+	}
+	n, err := c.copyBody(ctx, cancel, resp.Body, o.Size, w)
+	err = o.t.secrets.sanitizeForeign(err)
+	if err == nil && resp.ContentLength < 0 {
+		// Unknown length: the body must end exactly here.
+		var one [1]byte
+		if m, _ := io.ReadFull(resp.Body, one[:]); m > 0 {
+			err = &finalError{fmt.Errorf("fetch: %s sent more than the expected %d bytes", o.t.redact, o.Size)}
+		}
+	}
+	return n, err
+}
+
+// finalError marks an error that must not be retried whatever it wraps.
+type finalError struct{ err error }
+
+func (e *finalError) Error() string { return e.err.Error() }
+func (e *finalError) Unwrap() error { return e.err }
+
+// retryLoop runs attempt until it succeeds, fails permanently, the caller's ctx ends, or
+// MaxAttempts consecutive attempts made no progress. attempt reports whether it made progress
+// (which resets the count and the backoff).
+func (c *Client) retryLoop(ctx context.Context, op string, t *target, attempt func(context.Context) (bool, error)) error {
+	failures := 0
+	for n := 1; ; n++ {
+		progress, err := attempt(ctx)
+		if err == nil {
+			return nil
+		}
+		var fe *finalError
+		if errors.As(err, &fe) || !retryable(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		if progress {
+			failures = 0
+		}
+		failures++
+		if failures >= c.o.MaxAttempts {
+			c.o.Logger.Warn("giving up", "op", op, "url", t.redact, "attempts", n, "err", err.Error())
+			return fmt.Errorf("%s %s: giving up after %d attempts: %w", op, t.redact, n, err)
+		}
+		d := c.retryDelay(err, failures)
+		c.o.Logger.Debug("retrying", "op", op, "url", t.redact, "attempt", n, "delay", d, "err", err.Error())
+		if err := sleep(ctx, d); err != nil {
+			return err
+		}
+	}
+}
+
+// copyBody copies exactly n bytes of body to w through one pooled buffer. A watchdog ends the
+// attempt (via cancel, which aborts the blocked Read) when fewer than MinProgress bytes arrive
+// within StallTimeout; time spent in w.Write or in the rate limiter is not held against the
+// server. The loop does no per-byte work and starts no goroutine per Read: one watchdog
+// goroutine and timer per attempt, a clock read and two atomic stores per buffer.
+func (c *Client) copyBody(ctx context.Context, cancel context.CancelFunc, body io.Reader, n int64, w io.Writer) (written int64, err error) {
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	buf := *bp
+	if c.limiter != nil {
+		buf = buf[:c.limiter.chunk()]
+	}
+
+	stall, minProgress := c.o.StallTimeout, c.o.MinProgress
+	var (
+		deadline atomic.Int64 // UnixNano by which the current window must be complete
+		paused   atomic.Bool  // in w.Write or the rate limiter
+		stalled  atomic.Bool
+		done     = make(chan struct{})
+	)
+	deadline.Store(time.Now().Add(stall).UnixNano())
+	go func() {
+		t := time.NewTimer(stall)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if paused.Load() {
+				t.Reset(stall)
+				continue
+			}
+			if left := time.Duration(deadline.Load() - time.Now().UnixNano()); left > 0 {
+				t.Reset(left)
+				continue
+			}
+			stalled.Store(true)
+			cancel()
+			return
+		}
+	}()
+	defer close(done)
+
+	var window int64
+	for written < n {
+		nr, er := body.Read(buf[:min(int64(len(buf)), n-written)])
+		if nr > 0 {
+			window += int64(nr)
+			if window >= minProgress {
+				deadline.Store(time.Now().Add(stall).UnixNano())
+				window = 0
+			}
+			paused.Store(true)
+			t0 := time.Now()
+			if c.limiter != nil {
+				if d := c.limiter.take(nr); d > 0 {
+					if err := sleep(ctx, d); err != nil {
+						return written, err
+					}
+				}
+			}
+			nw, ew := w.Write(buf[:nr])
+			deadline.Add(int64(time.Since(t0)))
+			paused.Store(false)
+			if nw > nr || nw < 0 {
+				nw, ew = 0, io.ErrShortWrite
+			}
+			written += int64(nw)
+			if ew == nil && nw < nr {
+				ew = io.ErrShortWrite
+			}
+			if ew != nil {
+				return written, &WriteError{Err: ew}
+			}
+		}
+		if er != nil {
+			switch {
+			case er == io.EOF && written == n:
+			case stalled.Load():
+				return written, errStall
+			case er == io.EOF, errors.Is(er, io.ErrUnexpectedEOF):
+				return written, fmt.Errorf("%w: %d of %d bytes", errShortBody, written, n)
+			default:
+				return written, er
+			}
+		}
+	}
+	return written, nil
+}
