@@ -1,0 +1,160 @@
+package cache
+
+import (
+	"context"
+	"sync"
+)
+
+// priority orders requests for a Pool slot; lower values go first.
+type priority int
+
+const (
+	prioDemand    priority = iota // a reader is waiting for these bytes now
+	prioReadAhead                 // a sequential reader will want these next
+	prioBulk                      // Fill: the caller wants the whole file
+	prioPrefetch                  // background fill of a mounted file
+	numPrio
+)
+
+// Pool is the budget of concurrent Source.Fetch calls, shared by all Files of
+// one process so demand reads on one file and prefetch on another compete for
+// the same connections. It is safe for concurrent use and needs no Close.
+//
+// Grants go to the highest priority first and in arrival order within a
+// priority. Prefetch never takes the last quarter of the slots (at least one
+// when there are two or more) and is never granted while anything of higher
+// priority is queued, so a demand read finds a slot as soon as any fetch
+// finishes, and at once while prefetch is saturated.
+type Pool struct {
+	mu      sync.Mutex
+	limit   int
+	reserve int // slots prefetch leaves free for demand
+	active  int
+	queue   [numPrio][]*poolWaiter
+	maxSeen int // highest active count observed (tests, Stats of the pool)
+}
+
+type poolWaiter struct {
+	ready   chan struct{} // closed when the slot is granted
+	granted bool          // guarded by Pool.mu
+}
+
+// NewPool returns a Pool allowing connections concurrent fetches
+// (at least 1).
+func NewPool(connections int) *Pool {
+	connections = max(connections, 1)
+	reserve := 0
+	if connections > 1 {
+		reserve = max(1, connections/4)
+	}
+	return &Pool{limit: connections, reserve: reserve}
+}
+
+// canGrant reports whether a request at prio may start now. p.mu is held.
+func (p *Pool) canGrant(prio priority) bool {
+	if prio == prioPrefetch {
+		for q := prioDemand; q < prioPrefetch; q++ {
+			if len(p.queue[q]) > 0 {
+				return false
+			}
+		}
+		return p.active < p.limit-p.reserve
+	}
+	return p.active < p.limit
+}
+
+// acquire waits for a slot at prio. It returns a release function to call
+// exactly once when the fetch is over, or ctx.Err() if ctx ends first.
+func (p *Pool) acquire(ctx context.Context, prio priority) (release func(), err error) {
+	p.mu.Lock()
+	if p.queuedAtOrAbove(prio) == 0 && p.canGrant(prio) {
+		p.take()
+		p.mu.Unlock()
+		return p.releaseOnce(), nil
+	}
+	w := &poolWaiter{ready: make(chan struct{})}
+	p.queue[prio] = append(p.queue[prio], w)
+	p.mu.Unlock()
+
+	select {
+	case <-w.ready:
+		return p.releaseOnce(), nil
+	case <-ctx.Done():
+		p.mu.Lock()
+		if w.granted {
+			// Granted while we were giving up: hand the slot on.
+			p.active--
+			p.dispatch()
+		} else {
+			p.remove(prio, w)
+		}
+		p.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// queuedAtOrAbove counts waiters that must go before a new request at prio.
+func (p *Pool) queuedAtOrAbove(prio priority) int {
+	n := 0
+	for q := prioDemand; q <= prio; q++ {
+		n += len(p.queue[q])
+	}
+	return n
+}
+
+func (p *Pool) take() {
+	p.active++
+	p.maxSeen = max(p.maxSeen, p.active)
+}
+
+func (p *Pool) releaseOnce() func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			p.active--
+			p.dispatch()
+			p.mu.Unlock()
+		})
+	}
+}
+
+// dispatch grants free slots to queued waiters, best priority first.
+// p.mu is held.
+func (p *Pool) dispatch() {
+	for prio := prioDemand; prio < numPrio; prio++ {
+		for len(p.queue[prio]) > 0 && p.canGrant(prio) {
+			w := p.queue[prio][0]
+			p.queue[prio][0] = nil
+			p.queue[prio] = p.queue[prio][1:]
+			w.granted = true
+			p.take()
+			close(w.ready)
+		}
+		if len(p.queue[prio]) > 0 {
+			// Lower priorities wait behind a blocked higher one.
+			return
+		}
+	}
+}
+
+func (p *Pool) remove(prio priority, w *poolWaiter) {
+	q := p.queue[prio]
+	for i, x := range q {
+		if x == w {
+			copy(q[i:], q[i+1:])
+			q[len(q)-1] = nil
+			p.queue[prio] = q[:len(q)-1]
+			break
+		}
+	}
+	// A removed head may have been blocking lower priorities.
+	p.dispatch()
+}
+
+// stats returns the current and the highest observed number of slots in use.
+func (p *Pool) stats() (active, maxSeen int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.active, p.maxSeen
+}
