@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func TestFillPatternIsPositional(t *testing.T) {
+	whole := make([]byte, 10000)
+	fillPattern(whole, 0, 5)
+	// Any sub-span filled on its own, at any alignment, equals the same span of the whole.
+	for _, span := range [][2]int{{0, 1}, {1, 7}, {3, 8}, {7, 9}, {8, 16}, {13, 4096}, {4095, 4097}, {9991, 9}} {
+		off, n := span[0], span[1]
+		part := make([]byte, n)
+		fillPattern(part, int64(off), 5)
+		if !bytes.Equal(part, whole[off:off+n]) {
+			t.Errorf("span at %d len %d differs from the whole-file pattern", off, n)
+		}
+	}
+	other := make([]byte, 64)
+	fillPattern(other, 0, 6)
+	if bytes.Equal(other, whole[:64]) {
+		t.Error("different seeds gave the same content")
+	}
+	if bytes.Count(whole, []byte{0}) > len(whole)/64 {
+		t.Error("pattern is suspiciously full of zeros")
+	}
+}
+
+func TestEnsureDataFileAndHash(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "www")
+	os.MkdirAll(dir, 0o755)
+	const size = 3<<20 + 123 // not a multiple of the write buffer
+	d, err := ensureDataFile(dir, size, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(d.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, size)
+	fillPattern(want, 0, 11)
+	if !bytes.Equal(raw, want) {
+		t.Fatal("file content is not the pattern")
+	}
+	sum := sha256.Sum256(want)
+	if d.sum != hex.EncodeToString(sum[:]) {
+		t.Errorf("recorded sha256 %s, want %s", d.sum, hex.EncodeToString(sum[:]))
+	}
+	n, got, err := readAndHash(context.Background(), d.path)
+	if err != nil || n != size || got != d.sum {
+		t.Errorf("readAndHash = %d, %s, %v", n, got, err)
+	}
+
+	// Reused when size and seed match (mtime unchanged), regenerated when not.
+	fi1, _ := os.Stat(d.path)
+	d2, err := ensureDataFile(dir, size, 11)
+	fi2, _ := os.Stat(d.path)
+	if err != nil || d2.sum != d.sum || !fi2.ModTime().Equal(fi1.ModTime()) {
+		t.Errorf("second call did not reuse the file: %v", err)
+	}
+	d3, err := ensureDataFile(dir, size, 12)
+	if err != nil || d3.sum == d.sum {
+		t.Errorf("a new seed must regenerate: %v", err)
+	}
+
+	// A cancelled context stops the read.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := readAndHash(ctx, d.path); err == nil {
+		t.Error("readAndHash ignored a cancelled context")
+	}
+}
+
+func TestRandomReadsChecksContent(t *testing.T) {
+	dir := t.TempDir()
+	d, err := ensureDataFile(dir, 1<<20, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs := randomOffsets(50, d.size, 1)
+	lat, ok, err := randomReads(context.Background(), d.path, offs, 4)
+	if err != nil || !ok || len(lat) != 50 {
+		t.Fatalf("randomReads = %d reads, ok %v, %v", len(lat), ok, err)
+	}
+	// Corrupt one page that an offset reads: the check must notice.
+	f, err := os.OpenFile(d.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	f.ReadAt(b, offs[10]+100)
+	f.WriteAt([]byte{^b[0]}, offs[10]+100)
+	f.Close()
+	if _, ok, _ := randomReads(context.Background(), d.path, offs, 4); ok {
+		t.Error("a corrupted page went unnoticed")
+	}
+}
+
+func TestRandomOffsets(t *testing.T) {
+	const size = 1<<30 + 100
+	a := randomOffsets(200, size, 1)
+	if !slices.Equal(a, randomOffsets(200, size, 1)) {
+		t.Error("same seed, different offsets")
+	}
+	if slices.Equal(a, randomOffsets(200, size, 2)) {
+		t.Error("different seeds, same offsets")
+	}
+	for _, o := range a {
+		if o%4096 != 0 || o < 0 || o+4096 > size {
+			t.Errorf("offset %d not a whole 4 KiB page inside the file", o)
+		}
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(a)))) < 190 {
+		t.Error("offsets are not spread over the file")
+	}
+}
