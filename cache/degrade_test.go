@@ -1,0 +1,95 @@
+package cache
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// lockedBuffer is a log sink safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestDiskFullDegradesToUncachedReads(t *testing.T) {
+	m := testMeta(16 * testChunk)
+	dir := cacheDir(t)
+	var logs lockedBuffer
+	var fd *faultyData
+	src := newFake(m.Size)
+	o := Options{
+		MaxRequest: 2 * testChunk,
+		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
+		wrapData: func(d dataFile) dataFile {
+			fd = &faultyData{dataFile: d, budget: 5*testChunk + 1000, writeErr: syscall.ENOSPC}
+			return fd
+		},
+	}
+	f, err := Open(dir, m, src, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, f, 100000) // every byte correct although the disk filled up
+	readAll(t, f, 77777)  // and again, from what was cached plus the network
+	st := f.Stats()
+	if st.Present > 5 || st.Present == 0 {
+		t.Fatalf("present = %d; only the 5 chunks written before ENOSPC may be present", st.Present)
+	}
+	if n := strings.Count(logs.String(), "cache disk failed"); n != 1 {
+		t.Fatalf("disk failure logged %d times, want once:\n%s", n, logs.String())
+	}
+	if err := f.Fill(bg); !isDiskError(err) {
+		t.Fatalf("Fill on a failed disk: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every chunk the index recorded was really written and synced.
+	f2 := openT(t, dir, m, newFake(m.Size), Options{})
+	if got := f2.Stats().Present; got != st.Present {
+		t.Fatalf("index recorded %d chunks, memory said %d", got, st.Present)
+	}
+	if err := f2.Verify(bg); err != nil {
+		t.Fatalf("Verify of chunks committed before ENOSPC: %v", err)
+	}
+	readAll(t, f2, 100000)
+}
+
+func TestSyncFailureMarksNothingPresent(t *testing.T) {
+	m := testMeta(6 * testChunk)
+	dir := cacheDir(t)
+	o := Options{wrapData: func(d dataFile) dataFile {
+		return &faultyData{dataFile: d, budget: -1, syncErr: syscall.EIO}
+	}}
+	f, err := Open(dir, m, newFake(m.Size), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, f, 50000)
+	if got := f.Stats().Present; got != 0 {
+		t.Fatalf("present = %d although no fdatasync succeeded", got)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, st, err := Inspect(dir); err != nil || st.Present != 0 {
+		t.Fatalf("index after failed syncs: %+v %v", st, err)
+	}
+}

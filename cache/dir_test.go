@@ -1,0 +1,105 @@
+package cache
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestModesOfNewCache(t *testing.T) {
+	dir := cacheDir(t)
+	openT(t, dir, testMeta(testChunk), newFake(testChunk), Options{})
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		t.Fatalf("cache dir mode %v, want 0700", fi.Mode().Perm())
+	}
+	for _, name := range []string{dataName, indexName, ownerName} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Fatalf("%s mode %v, want 0600", name, fi.Mode().Perm())
+		}
+	}
+}
+
+func TestWritableDirRefused(t *testing.T) {
+	dir := cacheDir(t)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(dir, testMeta(10), newFake(10), Options{})
+	if err == nil {
+		f.Close()
+		t.Fatal("Open accepted a 0777 cache dir")
+	}
+	if !strings.Contains(err.Error(), "writable") {
+		t.Fatalf("error %q does not say why", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, indexName)); !os.IsNotExist(err) {
+		t.Fatal("Open created files in a refused dir")
+	}
+}
+
+func TestSymlinkDirRefused(t *testing.T) {
+	parent := t.TempDir()
+	real := filepath.Join(parent, "real")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(parent, "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := Open(link, testMeta(10), newFake(10), Options{}); err == nil {
+		f.Close()
+		t.Fatal("Open followed a symlinked cache dir")
+	}
+}
+
+func TestSymlinkedFilesNotFollowed(t *testing.T) {
+	for _, name := range []string{indexName, dataName, ownerName} {
+		t.Run(name, func(t *testing.T) {
+			m := testMeta(2 * testChunk)
+			dir := cacheDir(t)
+			fillAndClose(t, dir, m)
+			victim := filepath.Join(t.TempDir(), "victim")
+			precious := []byte("precious bytes, not a cache file")
+			if err := os.WriteFile(victim, precious, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, name)
+			os.Remove(path)
+			if err := os.Symlink(victim, path); err != nil {
+				t.Fatal(err)
+			}
+			f, err := Open(dir, m, newFake(m.Size), Options{})
+			if err == nil {
+				f.Close()
+				t.Fatalf("Open used a symlinked %s", name)
+			}
+			if !strings.Contains(err.Error(), "symlink") {
+				t.Fatalf("error %q does not say why", err)
+			}
+			if got := fileBytes(t, victim); string(got) != string(precious) {
+				t.Fatal("the symlink target was modified")
+			}
+			if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+				t.Fatal("the symlink was replaced or moved")
+			}
+			if name == indexName {
+				if _, _, err := Inspect(dir); err == nil {
+					t.Fatal("Inspect followed a symlinked index")
+				}
+			}
+		})
+	}
+}

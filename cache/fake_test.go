@@ -1,0 +1,278 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// pattern is the content of every fake remote file: byte o of the file is
+// pattern[o%len(pattern)]. The length is odd so no two chunks are alike.
+var pattern = func() []byte {
+	p := make([]byte, 1<<20+7)
+	x := uint32(2463534242)
+	for i := range p {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		p[i] = byte(x)
+	}
+	return p
+}()
+
+// want returns the pattern bytes [off, off+n).
+func want(off, n int64) []byte {
+	b := make([]byte, n)
+	for i := int64(0); i < n; {
+		o := (off + i) % int64(len(pattern))
+		i += int64(copy(b[i:], pattern[o:]))
+	}
+	return b
+}
+
+// changedErr is what a Source returns when the remote file changed.
+type changedErr struct{}
+
+func (changedErr) Error() string       { return "fake: remote changed" }
+func (changedErr) RemoteChanged() bool { return true }
+
+// fetchCall records one Fetch.
+type fetchCall struct{ off, n int64 }
+
+// fakeSource serves the pattern with fault switches. All fields after mu are
+// guarded by it; set them before use or under mu.
+type fakeSource struct {
+	size      int64
+	writeSize int // bytes per Write call; default 64 KiB
+
+	mu        sync.Mutex
+	calls     []fetchCall
+	bytes     int64
+	active    int
+	maxActive int
+	failN     int   // fail this many next calls (before writing anything)
+	changed   bool  // fail every call with a RemoteChanged error
+	partial   int64 // if > 0: write this many bytes of the next call, then fail
+	// gate, if set, returns a channel the call waits on before writing
+	// (nil: no wait). It is called without mu held.
+	gate func(off, n int64) <-chan struct{}
+	// started, if set, receives every call as it begins.
+	started chan fetchCall
+}
+
+func newFake(size int64) *fakeSource { return &fakeSource{size: size} }
+
+var errInjected = errors.New("fake: injected failure")
+
+func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
+	s.mu.Lock()
+	s.calls = append(s.calls, fetchCall{off, n})
+	s.active++
+	s.maxActive = max(s.maxActive, s.active)
+	fail := s.failN > 0
+	if fail {
+		s.failN--
+	}
+	changed := s.changed
+	partial := s.partial
+	s.partial = 0
+	gate, started := s.gate, s.started
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.active--
+		s.mu.Unlock()
+	}()
+	if started != nil {
+		started <- fetchCall{off, n}
+	}
+	if gate != nil {
+		if ch := gate(off, n); ch != nil {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	switch {
+	case fail:
+		return errInjected
+	case changed:
+		return fmt.Errorf("fake: %w", changedErr{})
+	case off < 0 || n < 0 || off+n > s.size:
+		return fmt.Errorf("fake: range %d+%d outside size %d", off, n, s.size)
+	}
+	ws := int64(s.writeSize)
+	if ws == 0 {
+		ws = 64 << 10
+	}
+	limit := n
+	if partial > 0 {
+		limit = min(partial, n)
+	}
+	for done := int64(0); done < limit; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		o := (off + done) % int64(len(pattern))
+		k := min(ws, limit-done, int64(len(pattern))-o)
+		m, err := w.Write(pattern[o : o+k])
+		s.mu.Lock()
+		s.bytes += int64(m)
+		s.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("fake: write: %w", err)
+		}
+		done += k
+	}
+	if partial > 0 {
+		return errInjected
+	}
+	return nil
+}
+
+func (s *fakeSource) nCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
+}
+
+func (s *fakeSource) callList() []fetchCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]fetchCall(nil), s.calls...)
+}
+
+func (s *fakeSource) set(fn func(s *fakeSource)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(s)
+}
+
+const testChunk = 64 << 10
+
+func testMeta(size int64) Meta {
+	return Meta{Size: size, ChunkSize: testChunk, ETag: `"v1"`, LastModified: "Mon, 02 Jan 2006 15:04:05 GMT", URL: "https://example.test/f"}
+}
+
+// cacheDir returns a fresh cache directory path (not yet created).
+func cacheDir(t testing.TB) string {
+	return filepath.Join(t.TempDir(), "c")
+}
+
+// openT opens a cache and closes it at test end.
+func openT(t testing.TB, dir string, m Meta, src Source, o Options) *File {
+	t.Helper()
+	f, err := Open(dir, m, src, o)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// readAll reads the whole file with ReadAt in pieces of step bytes and
+// checks it against the pattern.
+func readAll(t testing.TB, f *File, step int) {
+	t.Helper()
+	size := f.Meta().Size
+	buf := make([]byte, step)
+	for off := int64(0); off < size; off += int64(step) {
+		n, err := f.ReadAt(context.Background(), buf, off)
+		if err != nil && !(err == io.EOF && off+int64(n) == size) {
+			t.Fatalf("ReadAt(%d): n=%d err=%v", off, n, err)
+		}
+		if !bytes.Equal(buf[:n], want(off, int64(n))) {
+			t.Fatalf("ReadAt(%d): bytes differ from the pattern", off)
+		}
+	}
+}
+
+// readChunk reads chunk i of f and checks it.
+func readChunk(t testing.TB, f *File, i int64) error {
+	t.Helper()
+	s, e := f.lay.bounds(i)
+	buf := make([]byte, e-s)
+	n, err := f.ReadAt(context.Background(), buf, s)
+	if err != nil && err != io.EOF {
+		return err
+	}
+	if !bytes.Equal(buf[:n], want(s, e-s)) {
+		t.Fatalf("chunk %d: bytes differ from the pattern", i)
+	}
+	return nil
+}
+
+// waitFor polls cond (bounded: 10 s) for conditions that have no event to
+// wait on, such as a background prefetch finishing.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// recv waits (bounded) for a value on ch.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// faultyData wraps a dataFile and fails writes and/or syncs on demand.
+type faultyData struct {
+	dataFile
+	mu       sync.Mutex
+	writeErr error // returned by WriteAt once budget is exhausted
+	budget   int64 // bytes WriteAt may still write before failing; < 0: unlimited
+	syncErr  error // returned by Sync when set
+}
+
+func (d *faultyData) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.budget >= 0 && int64(len(p)) > d.budget {
+		return 0, d.writeErr
+	}
+	if d.budget >= 0 {
+		d.budget -= int64(len(p))
+	}
+	return d.dataFile.WriteAt(p, off)
+}
+
+func (d *faultyData) Sync() error {
+	d.mu.Lock()
+	err := d.syncErr
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return d.dataFile.Sync()
+}
+
+// fileBytes returns the contents of path.
+func fileBytes(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,462 @@
+package cache
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Source is where missing bytes come from; *fetch.Object implements it.
+//
+// Fetch writes exactly the n bytes at [off, off+n) of one pinned version of
+// the remote file to w, in order, and returns nil only if all n were written.
+// On error w may have received a prefix. An error whose chain has a
+// RemoteChanged() bool method returning true means the remote file is no
+// longer the pinned version. Fetch must be safe for concurrent use.
+type Source interface {
+	Fetch(ctx context.Context, off, n int64, w io.Writer) error
+}
+
+// Meta identifies the cached version of a remote object. Open compares every
+// field except URL with what the cache directory holds.
+type Meta struct {
+	Size         int64
+	ChunkSize    int64  // power of two, 64 KiB..64 MiB
+	ETag         string // strong ETag as sent, or ""
+	LastModified string // as sent, or ""
+	URL          string // secret-free, informational only
+}
+
+// Options tune a File. The zero value is usable.
+type Options struct {
+	Pool         *Pool        // nil: a private NewPool(8)
+	MaxRequest   int64        // max bytes of adjacent missing chunks in one Source.Fetch; default 16 MiB
+	ReadAheadMax int64        // cap of a Reader's read-ahead window; default 8 MiB
+	Logger       *slog.Logger // nil: discard
+
+	// wrapData lets tests put a fault injector between the cache and its
+	// data file.
+	wrapData func(dataFile) dataFile
+	// onWait, if set, is called by a read just before it blocks on chunks
+	// others are fetching, so tests can count waiters without sleeping.
+	onWait func()
+}
+
+// Stats is a snapshot of a File's state.
+type Stats struct {
+	Size, ChunkSize int64
+	Chunks, Present int64 // chunk counts
+	BytesPresent    int64
+	BytesFetched    int64 // bytes received from the Source this session
+	Requests        int64 // Source.Fetch calls this session
+	Active          int   // Source.Fetch calls in progress now
+}
+
+const (
+	minChunkSize = 64 << 10
+	maxChunkSize = 64 << 20
+	// maxChunks bounds the in-memory bitsets (two bits per chunk, 32 MiB at
+	// the limit); a larger file needs a larger chunk size.
+	maxChunks = 1 << 27
+
+	defaultMaxRequest   = 16 << 20
+	defaultReadAheadMax = 8 << 20
+	defaultConnections  = 8
+)
+
+// File is one cached remote object: a sparse data file, its bbolt index and
+// the scheduler that fills it from a Source. It is safe for concurrent use
+// and valid until Close; after Close every method but Meta, Discarded,
+// DataPath and Stats returns ErrClosed.
+type File struct {
+	meta      Meta
+	lay       layout
+	dir       string
+	dataPath  string
+	discarded string
+	src       Source
+	pool      *Pool
+	maxReq    int64 // chunks per Source.Fetch
+	raMax     int64 // chunks of read-ahead window
+	log       *slog.Logger
+	onWait    func()
+
+	db   *bolt.DB
+	data dataFile
+	com  *committer
+
+	// ctx governs every fetch; Close cancels it. Fetches never run on a
+	// caller's ctx because other readers may be waiting on them.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// wg counts everything that may touch data or db: fetch jobs,
+	// background workers and calls in progress. Close waits for it. Add is
+	// only called under mu with closed false (see enter).
+	wg sync.WaitGroup
+
+	mu           sync.Mutex
+	closed       bool
+	present      bitset            // chunk is in data and recorded in index.db (writes under mu)
+	verified     bitset            // present chunk's checksum was written or checked this session (writes under mu)
+	inflight     map[int64]*flight // chunks being fetched or verified
+	nPresent     int64
+	bytesPresent int64
+	prefetching  bool
+
+	closedFlag   atomic.Bool
+	stale        atomic.Pointer[error] // set once: the error every later read returns
+	degraded     atomic.Bool           // the data disk failed: no more caching
+	bytesFetched atomic.Int64
+	requests     atomic.Int64
+	active       atomic.Int64
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// flight is the single-flight record of one chunk that is being fetched or
+// verified. Waiters block on done; err is written before done is closed and
+// read only after.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// Open opens or creates the cache for the object m in dir and returns a File
+// serving it from src. See the package contract for the directory rules. The
+// caller must Close the File.
+func Open(dir string, m Meta, src Source, o Options) (*File, error) {
+	if err := validateMeta(m); err != nil {
+		return nil, err
+	}
+	if src == nil {
+		return nil, errors.New("cache: nil Source")
+	}
+	if err := prepareDir(dir, true); err != nil {
+		return nil, err
+	}
+	db, moved, err := openIndex(dir, nil)
+	if err != nil {
+		return nil, err
+	}
+	f, err := openWithIndex(dir, m, src, o, db, moved)
+	var ce *corruptionError
+	if err != nil && moved == "" && errors.As(err, &ce) {
+		// bbolt opened the file but its pages were damaged: start over
+		// with a fresh index, once.
+		db.Close()
+		db, moved, err = openIndex(dir, err)
+		if err != nil {
+			return nil, err
+		}
+		f, err = openWithIndex(dir, m, src, o, db, moved)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func validateMeta(m Meta) error {
+	if m.ChunkSize < minChunkSize || m.ChunkSize > maxChunkSize || m.ChunkSize&(m.ChunkSize-1) != 0 {
+		return fmt.Errorf("cache: chunk size %d is not a power of two in 64 KiB..64 MiB", m.ChunkSize)
+	}
+	if m.Size < 0 {
+		return fmt.Errorf("cache: negative size %d", m.Size)
+	}
+	if n := newLayout(m.Size, m.ChunkSize).chunks; n > maxChunks {
+		return fmt.Errorf("cache: %d chunks of %d bytes is too many; use a larger chunk size", n, m.ChunkSize)
+	}
+	return nil
+}
+
+// openWithIndex finishes Open once the index is locked. On error the caller
+// closes db.
+func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved string) (*File, error) {
+	if err := writeOwner(dir); err != nil {
+		return nil, fmt.Errorf("cache: write owner file: %w", err)
+	}
+	dataPath := filepath.Join(dir, dataName)
+	if err := refuseLink(dataPath); err != nil {
+		return nil, err
+	}
+	df, err := openFileNoFollow(dataPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cache: open data file: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			df.Close()
+		}
+	}()
+	fi, err := df.Stat()
+	if err != nil {
+		return nil, err
+	}
+	dataLen := fi.Size()
+
+	f := &File{
+		meta:     m,
+		lay:      newLayout(m.Size, m.ChunkSize),
+		dir:      dir,
+		dataPath: dataPath,
+		src:      src,
+		pool:     o.Pool,
+		maxReq:   max(1, o.MaxRequest/m.ChunkSize),
+		raMax:    max(1, o.ReadAheadMax/m.ChunkSize),
+		log:      o.Logger,
+		onWait:   o.onWait,
+		db:       db,
+		inflight: make(map[int64]*flight),
+	}
+	if f.pool == nil {
+		f.pool = NewPool(defaultConnections)
+	}
+	if o.MaxRequest <= 0 {
+		f.maxReq = max(1, defaultMaxRequest/m.ChunkSize)
+	}
+	if o.ReadAheadMax <= 0 {
+		f.raMax = max(1, defaultReadAheadMax/m.ChunkSize)
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	f.present = newBitset(f.lay.chunks)
+	f.verified = newBitset(f.lay.chunks)
+
+	// Decide whether what is on disk belongs to m. Discarding happens in
+	// the index first, then in the data file, so a crash in between leaves
+	// an index that under-reports.
+	var sm storedMeta
+	var hasMeta bool
+	if err := guarded(func() error {
+		return db.View(func(tx *bolt.Tx) error { sm, hasMeta = readMeta(tx); return nil })
+	}); err != nil {
+		return nil, err
+	}
+	switch {
+	case moved != "":
+		f.discarded = fmt.Sprintf("cache index was unreadable; moved aside to %s and rebuilt", filepath.Base(moved))
+	case hasMeta:
+		f.discarded = metaMismatch(sm, m)
+	}
+	if !hasMeta || f.discarded != "" {
+		if err := db.Update(func(tx *bolt.Tx) error { return writeMeta(tx, m) }); err != nil {
+			return nil, fmt.Errorf("cache: write index: %w", err)
+		}
+		if dataLen > 0 {
+			// Truncating to zero frees the old blocks; the Truncate below
+			// re-extends the file as a hole.
+			if err := df.Truncate(0); err != nil {
+				return nil, fmt.Errorf("cache: discard data: %w", err)
+			}
+			dataLen = 0
+		}
+	}
+	if f.discarded != "" {
+		f.log.Info("discarded old cache", "dir", dir, "reason", f.discarded)
+	}
+	if err := f.loadChunks(dataLen); err != nil {
+		return nil, err
+	}
+	if dataLen != m.Size {
+		if err := df.Truncate(m.Size); err != nil {
+			return nil, fmt.Errorf("cache: size data file: %w", err)
+		}
+	}
+
+	f.data = osData{df}
+	if o.wrapData != nil {
+		f.data = o.wrapData(f.data)
+	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	f.com = newCommitter(f)
+	go f.com.run()
+	ok = true
+	return f, nil
+}
+
+// loadChunks fills the present bitset from the chunks bucket with one cursor
+// pass. Checksums are not read here (they are checked when a chunk is first
+// served), so a cache with many chunks opens at once. Records that cannot be
+// right, because the data file does not reach their chunk or the key is out
+// of range, are deleted before anything is served.
+func (f *File) loadChunks(dataLen int64) error {
+	var drop [][]byte
+	err := guarded(func() error {
+		return f.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketChunks).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				i := int64(-1)
+				if len(k) == 8 {
+					i = int64(binary.BigEndian.Uint64(k))
+				}
+				if i < 0 || i >= f.lay.chunks || len(v) != 4 {
+					drop = append(drop, append([]byte(nil), k...))
+					continue
+				}
+				if _, end := f.lay.bounds(i); end > dataLen {
+					drop = append(drop, append([]byte(nil), k...))
+					continue
+				}
+				f.present.set(i)
+				f.nPresent++
+				f.bytesPresent += f.lay.chunkLen(i)
+			}
+			return nil
+		})
+	})
+	if err != nil || len(drop) == 0 {
+		return err
+	}
+	f.log.Info("dropping index records without data", "dir", f.dir, "records", len(drop))
+	return f.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketChunks)
+		for _, k := range drop {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Meta returns the Meta the File was opened with.
+func (f *File) Meta() Meta { return f.meta }
+
+// Discarded returns why Open threw away an old cache in the directory, or ""
+// if nothing was discarded.
+func (f *File) Discarded() string { return f.discarded }
+
+// DataPath returns the path of the sparse data file. Its bytes are valid
+// only where Stats says chunks are present; once Present == Chunks and
+// Verify returned nil, it is the whole object.
+func (f *File) DataPath() string { return f.dataPath }
+
+// Stats returns a snapshot of the File's counters.
+func (f *File) Stats() Stats {
+	f.mu.Lock()
+	s := Stats{
+		Size:         f.lay.size,
+		ChunkSize:    f.lay.chunk,
+		Chunks:       f.lay.chunks,
+		Present:      f.nPresent,
+		BytesPresent: f.bytesPresent,
+	}
+	f.mu.Unlock()
+	s.BytesFetched = f.bytesFetched.Load()
+	s.Requests = f.requests.Load()
+	s.Active = int(f.active.Load())
+	return s
+}
+
+// Close cancels fetches, waits for workers and calls in progress, commits
+// the chunks already written, and closes the index and data file. It is
+// idempotent; later calls return the first call's result.
+func (f *File) Close() error {
+	f.closeOnce.Do(func() {
+		f.mu.Lock()
+		f.closed = true
+		f.mu.Unlock()
+		f.closedFlag.Store(true)
+		f.cancel()
+		f.wg.Wait()
+		f.com.stop()
+		errs := []error{}
+		if err := os.Remove(filepath.Join(f.dir, ownerName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		errs = append(errs, f.db.Close(), f.data.Close())
+		f.closeErr = errors.Join(errs...)
+	})
+	return f.closeErr
+}
+
+// enter registers an operation that touches data or db, so Close waits for
+// it. It fails once Close has begun. f.mu must be held.
+func (f *File) enterLocked() error {
+	if f.closed {
+		return ErrClosed
+	}
+	f.wg.Add(1)
+	return nil
+}
+
+func (f *File) enter() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.enterLocked()
+}
+
+// usable returns the error every read must fail with now, if any.
+func (f *File) usable() error {
+	if f.closedFlag.Load() {
+		return ErrClosed
+	}
+	if p := f.stale.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// markStale records that the remote changed. The first cause wins.
+func (f *File) markStale(cause error) error {
+	err := staleError(cause)
+	if f.stale.CompareAndSwap(nil, &err) {
+		f.log.Warn("remote file changed; cached handle is stale", "url", f.meta.URL, "err", cause)
+	}
+	return *f.stale.Load()
+}
+
+// degrade stops caching after a disk failure. Reads keep working from the
+// network (and from chunks already committed); it logs once.
+func (f *File) degrade(err error) {
+	if f.degraded.CompareAndSwap(false, true) {
+		f.log.Error("cache disk failed; serving uncached from now on", "dir", f.dir, "err", err)
+	}
+}
+
+// resolveLocked ends the flight of chunk i with err and wakes its waiters.
+// f.mu is held.
+func (f *File) resolveLocked(i int64, err error) {
+	fl := f.inflight[i]
+	if fl == nil {
+		return
+	}
+	delete(f.inflight, i)
+	fl.err = err
+	close(fl.done)
+}
+
+// markPresentLocked flips chunk i to present and verified. f.mu is held.
+func (f *File) markPresentLocked(i int64) {
+	if !f.present.get(i) {
+		f.present.set(i)
+		f.nPresent++
+		f.bytesPresent += f.lay.chunkLen(i)
+	}
+	f.verified.set(i)
+}
+
+// dropLocked forgets chunk i in memory. f.mu is held.
+func (f *File) dropLocked(i int64) {
+	if f.present.get(i) {
+		f.present.clear(i)
+		f.nPresent--
+		f.bytesPresent -= f.lay.chunkLen(i)
+	}
+	f.verified.clear(i)
+}

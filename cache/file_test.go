@@ -1,0 +1,952 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var bg = context.Background()
+
+func TestFullReadMatchesPattern(t *testing.T) {
+	for _, size := range []int64{1, 100, testChunk, testChunk + 1, 5*testChunk + 12345} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			src := newFake(size)
+			f := openT(t, cacheDir(t), testMeta(size), src, Options{})
+			readAll(t, f, 10007) // unaligned steps cross chunk boundaries
+			st := f.Stats()
+			if st.Present != st.Chunks || st.BytesPresent != size {
+				t.Fatalf("after full read: %+v", st)
+			}
+			if st.BytesFetched != size {
+				t.Fatalf("fetched %d bytes for a %d-byte file", st.BytesFetched, size)
+			}
+			calls := src.nCalls()
+			readAll(t, f, 65536)
+			if src.nCalls() != calls {
+				t.Fatalf("second read fetched again: %d -> %d calls", calls, src.nCalls())
+			}
+			if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
+				t.Fatal("data file differs from the pattern")
+			}
+		})
+	}
+}
+
+func TestReadAtEdges(t *testing.T) {
+	size := int64(3*testChunk + 10)
+	f := openT(t, cacheDir(t), testMeta(size), newFake(size), Options{})
+	buf := make([]byte, 100)
+	if n, err := f.ReadAt(bg, buf, size-10); n != 10 || err != io.EOF || !bytes.Equal(buf[:10], want(size-10, 10)) {
+		t.Fatalf("read across EOF: n=%d err=%v", n, err)
+	}
+	if n, err := f.ReadAt(bg, buf, size); n != 0 || err != io.EOF {
+		t.Fatalf("read at EOF: n=%d err=%v", n, err)
+	}
+	if n, err := f.ReadAt(bg, buf, size+5); n != 0 || err != io.EOF {
+		t.Fatalf("read past EOF: n=%d err=%v", n, err)
+	}
+	if n, err := f.ReadAt(bg, buf[:0], 0); n != 0 || err != nil {
+		t.Fatalf("empty read: n=%d err=%v", n, err)
+	}
+	if _, err := f.ReadAt(bg, buf, -1); err == nil {
+		t.Fatal("negative offset accepted")
+	}
+
+	empty := openT(t, cacheDir(t), testMeta(0), newFake(0), Options{})
+	if n, err := empty.ReadAt(bg, buf, 0); n != 0 || err != io.EOF {
+		t.Fatalf("empty file read: n=%d err=%v", n, err)
+	}
+	if err := empty.Fill(bg); err != nil {
+		t.Fatalf("Fill of empty file: %v", err)
+	}
+	if st := empty.Stats(); st.Chunks != 0 || st.Present != 0 {
+		t.Fatalf("empty file stats %+v", st)
+	}
+}
+
+func TestOpenRejectsBadMeta(t *testing.T) {
+	for _, m := range []Meta{
+		{Size: 10, ChunkSize: 0},
+		{Size: 10, ChunkSize: 32 << 10},
+		{Size: 10, ChunkSize: 128 << 20},
+		{Size: 10, ChunkSize: 3 << 16},
+		{Size: -1, ChunkSize: testChunk},
+		{Size: 1 << 62, ChunkSize: testChunk},
+	} {
+		if f, err := Open(cacheDir(t), m, newFake(10), Options{}); err == nil {
+			f.Close()
+			t.Errorf("Open accepted %+v", m)
+		}
+	}
+}
+
+func TestReopenWithoutRefetch(t *testing.T) {
+	size := int64(20*testChunk + 7)
+	dir := cacheDir(t)
+	m := testMeta(size)
+	f, err := Open(dir, m, newFake(size), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fill(bg); err != nil {
+		t.Fatalf("Fill: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	src := newFake(size)
+	f2 := openT(t, dir, m, src, Options{})
+	if d := f2.Discarded(); d != "" {
+		t.Fatalf("reopen discarded: %s", d)
+	}
+	if st := f2.Stats(); st.Present != st.Chunks {
+		t.Fatalf("reopen: %d of %d chunks present", st.Present, st.Chunks)
+	}
+	readAll(t, f2, 50000)
+	r := f2.NewReader()
+	buf := make([]byte, 4096)
+	for off := int64(0); off < size; off += 4096 {
+		if _, err := r.ReadAt(bg, buf, off); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+	}
+	if err := f2.Verify(bg); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if n := src.nCalls(); n != 0 {
+		t.Fatalf("reopened cache made %d Source calls, want 0", n)
+	}
+}
+
+// fillAndClose creates a complete cache for m in dir.
+func fillAndClose(t *testing.T, dir string, m Meta) {
+	t.Helper()
+	f, err := Open(dir, m, newFake(m.Size), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fill(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMetaMismatchDiscards(t *testing.T) {
+	base := testMeta(8 * testChunk)
+	tests := []struct {
+		name   string
+		change func(m *Meta)
+		patch  func(t *testing.T, dir string)
+		word   string
+	}{
+		{name: "etag", change: func(m *Meta) { m.ETag = `"v2"` }, word: "ETag"},
+		{name: "last-modified", change: func(m *Meta) { m.LastModified = "Tue, 03 Jan 2006 15:04:05 GMT" }, word: "Last-Modified"},
+		{name: "size", change: func(m *Meta) { m.Size += 1000 }, word: "size"},
+		{name: "chunk size", change: func(m *Meta) { m.ChunkSize *= 2 }, word: "chunk size"},
+		{name: "format version", patch: func(t *testing.T, dir string) {
+			db, err := bolt.Open(filepath.Join(dir, indexName), 0o600, &bolt.Options{Timeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if err := db.Update(func(tx *bolt.Tx) error {
+				var v [8]byte
+				binary.BigEndian.PutUint64(v[:], formatVersion+1)
+				return tx.Bucket(bucketMeta).Put(keyFormat, v[:])
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}, word: "format"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := cacheDir(t)
+			fillAndClose(t, dir, base)
+			m := base
+			if tc.change != nil {
+				tc.change(&m)
+			}
+			if tc.patch != nil {
+				tc.patch(t, dir)
+			}
+			src := newFake(m.Size)
+			f := openT(t, dir, m, src, Options{})
+			if !strings.Contains(f.Discarded(), tc.word) {
+				t.Fatalf("Discarded() = %q, want it to mention %q", f.Discarded(), tc.word)
+			}
+			if st := f.Stats(); st.Present != 0 {
+				t.Fatalf("%d chunks present after discard", st.Present)
+			}
+			readAll(t, f, 100000)
+			if src.nCalls() == 0 {
+				t.Fatal("nothing refetched after discard")
+			}
+			if got, _ := os.Stat(f.DataPath()); got.Size() != m.Size {
+				t.Fatalf("data file size %d, want %d", got.Size(), m.Size)
+			}
+		})
+	}
+}
+
+func TestRecordWithoutDataRefetched(t *testing.T) {
+	m := testMeta(8 * testChunk)
+	t.Run("data truncated", func(t *testing.T) {
+		dir := cacheDir(t)
+		fillAndClose(t, dir, m)
+		if err := os.Truncate(filepath.Join(dir, dataName), 3*testChunk+testChunk/2); err != nil {
+			t.Fatal(err)
+		}
+		src := newFake(m.Size)
+		f := openT(t, dir, m, src, Options{})
+		if st := f.Stats(); st.Present != 3 {
+			t.Fatalf("present = %d after truncating data to 3.5 chunks, want 3", st.Present)
+		}
+		readAll(t, f, 30000)
+		if st := f.Stats(); st.BytesFetched != m.Size-3*testChunk {
+			t.Fatalf("fetched %d bytes, want %d", st.BytesFetched, m.Size-3*testChunk)
+		}
+	})
+	t.Run("data removed", func(t *testing.T) {
+		dir := cacheDir(t)
+		fillAndClose(t, dir, m)
+		if err := os.Remove(filepath.Join(dir, dataName)); err != nil {
+			t.Fatal(err)
+		}
+		src := newFake(m.Size)
+		f := openT(t, dir, m, src, Options{})
+		if st := f.Stats(); st.Present != 0 {
+			t.Fatalf("present = %d with the data file removed", st.Present)
+		}
+		readAll(t, f, 30000)
+		if st := f.Stats(); st.BytesFetched != m.Size {
+			t.Fatalf("fetched %d bytes, want %d", st.BytesFetched, m.Size)
+		}
+	})
+}
+
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	fh, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	b := make([]byte, 1)
+	if _, err := fh.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := fh.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadChecksumRefetchedNeverServed(t *testing.T) {
+	m := testMeta(8 * testChunk)
+	dir := cacheDir(t)
+	fillAndClose(t, dir, m)
+	flipByte(t, filepath.Join(dir, dataName), 2*testChunk+100)
+	flipByte(t, filepath.Join(dir, dataName), 5*testChunk+testChunk-1)
+
+	src := newFake(m.Size)
+	f := openT(t, dir, m, src, Options{})
+	if st := f.Stats(); st.Present != 8 {
+		t.Fatalf("present = %d at open, want 8 (checks are lazy)", st.Present)
+	}
+	// A small read inside the bad chunk must get the pattern, refetched.
+	buf := make([]byte, 10)
+	if _, err := f.ReadAt(bg, buf, 2*testChunk+95); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, want(2*testChunk+95, 10)) {
+		t.Fatal("served bytes of a chunk with a bad checksum")
+	}
+	if calls := src.callList(); len(calls) != 1 || calls[0] != (fetchCall{2 * testChunk, testChunk}) {
+		t.Fatalf("calls = %v, want one fetch of chunk 2", calls)
+	}
+	err := f.Verify(bg)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "1 chunks") {
+		t.Fatalf("Verify = %v, want ErrCorrupt for 1 chunk", err)
+	}
+	if st := f.Stats(); st.Present != 7 {
+		t.Fatalf("present = %d after Verify dropped one, want 7", st.Present)
+	}
+	readAll(t, f, 20000)
+	if n := src.nCalls(); n != 2 {
+		t.Fatalf("%d Source calls, want 2 (the two bad chunks)", n)
+	}
+	if err := f.Verify(bg); err != nil {
+		t.Fatalf("second Verify: %v", err)
+	}
+}
+
+func TestCorruptIndexMovedAsideAndRebuilt(t *testing.T) {
+	for _, garbage := range [][]byte{[]byte("not a database"), bytes.Repeat(pattern[:4096], 4)} {
+		t.Run(fmt.Sprint(len(garbage)), func(t *testing.T) {
+			m := testMeta(4*testChunk + 1)
+			dir := cacheDir(t)
+			fillAndClose(t, dir, m)
+			if err := os.WriteFile(filepath.Join(dir, indexName), garbage, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			src := newFake(m.Size)
+			f, err := Open(dir, m, src, Options{})
+			if err != nil {
+				t.Fatalf("Open with a garbage index: %v", err)
+			}
+			if !strings.Contains(f.Discarded(), "unreadable") {
+				t.Fatalf("Discarded() = %q", f.Discarded())
+			}
+			moved, _ := filepath.Glob(filepath.Join(dir, indexName+".corrupt-*"))
+			if len(moved) != 1 || !bytes.Equal(fileBytes(t, moved[0]), garbage) {
+				t.Fatalf("moved-aside index: %v", moved)
+			}
+			if st := f.Stats(); st.Present != 0 {
+				t.Fatalf("present = %d with a rebuilt index", st.Present)
+			}
+			readAll(t, f, 40000)
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// The rebuilt index is a normal one: no crash loop, no refetch.
+			src2 := newFake(m.Size)
+			f2 := openT(t, dir, m, src2, Options{})
+			if f2.Discarded() != "" || f2.Stats().Present != f2.Stats().Chunks {
+				t.Fatalf("second open: discarded %q, stats %+v", f2.Discarded(), f2.Stats())
+			}
+			readAll(t, f2, 40000)
+			if src2.nCalls() != 0 {
+				t.Fatal("second open refetched")
+			}
+		})
+	}
+}
+
+func TestSingleFlight64Readers(t *testing.T) {
+	size := int64(4 * testChunk)
+	src := newFake(size)
+	release := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} { return release }
+	waiting := make(chan struct{}, 64)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{onWait: func() { waiting <- struct{}{} }})
+
+	errs := make(chan error, 64)
+	for g := range 64 {
+		go func() {
+			off := int64(testChunk + g*100)
+			buf := make([]byte, 1000)
+			_, err := f.ReadAt(bg, buf, off)
+			if err == nil && !bytes.Equal(buf, want(off, 1000)) {
+				err = fmt.Errorf("reader %d: wrong bytes", g)
+			}
+			errs <- err
+		}()
+	}
+	for range 64 {
+		recv(t, waiting, "64 readers waiting")
+	}
+	close(release)
+	for range 64 {
+		if err := recv(t, errs, "readers"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if calls := src.callList(); len(calls) != 1 || calls[0] != (fetchCall{testChunk, testChunk}) {
+		t.Fatalf("calls = %v, want exactly one fetch of chunk 1", calls)
+	}
+}
+
+func sortedCalls(src *fakeSource) []fetchCall {
+	c := src.callList()
+	sort.Slice(c, func(i, j int) bool { return c[i].off < c[j].off })
+	return c
+}
+
+func TestCoalescing(t *testing.T) {
+	size := int64(10 * testChunk)
+	wantRuns := []fetchCall{{0, 4 * testChunk}, {4 * testChunk, 4 * testChunk}, {8 * testChunk, 2 * testChunk}}
+	t.Run("fill", func(t *testing.T) {
+		src := newFake(size)
+		f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), MaxRequest: 4 * testChunk})
+		if err := f.Fill(bg); err != nil {
+			t.Fatal(err)
+		}
+		if got := sortedCalls(src); fmt.Sprint(got) != fmt.Sprint(wantRuns) {
+			t.Fatalf("fetches %v, want %v", got, wantRuns)
+		}
+		readAll(t, f, 70000)
+	})
+	t.Run("demand", func(t *testing.T) {
+		src := newFake(size)
+		f := openT(t, cacheDir(t), testMeta(size), src, Options{MaxRequest: 4 * testChunk})
+		buf := make([]byte, size)
+		if _, err := f.ReadAt(bg, buf, 0); err != nil || !bytes.Equal(buf, want(0, size)) {
+			t.Fatalf("ReadAt: %v", err)
+		}
+		if got := sortedCalls(src); fmt.Sprint(got) != fmt.Sprint(wantRuns) {
+			t.Fatalf("fetches %v, want %v", got, wantRuns)
+		}
+	})
+	t.Run("around present chunks", func(t *testing.T) {
+		src := newFake(size)
+		f := openT(t, cacheDir(t), testMeta(size), src, Options{MaxRequest: 4 * testChunk})
+		for _, i := range []int64{2, 5} {
+			if err := readChunk(t, f, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		src.set(func(s *fakeSource) { s.calls = nil })
+		buf := make([]byte, size)
+		if _, err := f.ReadAt(bg, buf, 0); err != nil || !bytes.Equal(buf, want(0, size)) {
+			t.Fatalf("ReadAt: %v", err)
+		}
+		runs := []fetchCall{{0, 2 * testChunk}, {3 * testChunk, 2 * testChunk}, {6 * testChunk, 4 * testChunk}}
+		if got := sortedCalls(src); fmt.Sprint(got) != fmt.Sprint(runs) {
+			t.Fatalf("fetches %v, want %v", got, runs)
+		}
+	})
+}
+
+func TestCancelledWaiterReturnsWhileFetchGoesOn(t *testing.T) {
+	size := int64(2 * testChunk)
+	src := newFake(size)
+	release := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} { return release }
+	waiting := make(chan struct{}, 2)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{onWait: func() { waiting <- struct{}{} }})
+
+	ctxA, cancelA := context.WithCancel(bg)
+	errA := make(chan error, 1)
+	go func() {
+		_, err := f.ReadAt(ctxA, make([]byte, 10), 0)
+		errA <- err
+	}()
+	recv(t, waiting, "reader A waiting")
+	errB := make(chan error, 1)
+	bufB := make([]byte, 100)
+	go func() {
+		_, err := f.ReadAt(bg, bufB, 50)
+		errB <- err
+	}()
+	recv(t, waiting, "reader B waiting")
+
+	cancelA()
+	if err := recv(t, errA, "cancelled reader"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled reader got %v", err)
+	}
+	select {
+	case err := <-errB:
+		t.Fatalf("reader B returned (%v) before the fetch was released", err)
+	default:
+	}
+	close(release)
+	if err := recv(t, errB, "reader B"); err != nil || !bytes.Equal(bufB, want(50, 100)) {
+		t.Fatalf("reader B: %v", err)
+	}
+	if n := src.nCalls(); n != 1 {
+		t.Fatalf("%d fetches, want 1", n)
+	}
+	if st := f.Stats(); st.Present != 1 {
+		t.Fatalf("present = %d, want 1 (the shared fetch completed)", st.Present)
+	}
+}
+
+func TestPoolLimitAcrossFiles(t *testing.T) {
+	const limit = 3
+	size := int64(24 * testChunk)
+	src := newFake(size)
+	barrier := make(chan struct{})
+	started := 0
+	src.gate = func(off, n int64) <-chan struct{} {
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		started++
+		if started == limit {
+			close(barrier)
+		}
+		return barrier
+	}
+	pool := NewPool(limit)
+	o := Options{Pool: pool, MaxRequest: testChunk}
+	fa := openT(t, cacheDir(t), testMeta(size), src, o)
+	fb := openT(t, cacheDir(t), testMeta(size), src, o)
+	ctx, cancel := context.WithTimeout(bg, 20*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- fa.Fill(ctx) }()
+	go func() { errs <- fb.Fill(ctx) }()
+	for range 2 {
+		if err := recv(t, errs, "Fill"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src.mu.Lock()
+	maxActive := src.maxActive
+	src.mu.Unlock()
+	if maxActive != limit {
+		t.Fatalf("max concurrent fetches %d, want exactly the pool limit %d", maxActive, limit)
+	}
+	if _, seen := pool.stats(); seen > limit {
+		t.Fatalf("pool handed out %d slots, limit %d", seen, limit)
+	}
+	readAll(t, fa, 100000)
+	readAll(t, fb, 100000)
+}
+
+func TestPrefetchLeavesRoomForDemand(t *testing.T) {
+	size := int64(16 * testChunk)
+	src := newFake(size)
+	release := make(chan struct{})
+	demandOff := int64(15 * testChunk)
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off < demandOff {
+			return release
+		}
+		return nil
+	}
+	src.started = make(chan fetchCall, 64)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), MaxRequest: testChunk})
+	f.StartPrefetch()
+	f.StartPrefetch() // a second call must not start a second prefetcher
+	for range 3 {
+		if c := recv(t, src.started, "prefetch fetches"); c.off >= demandOff {
+			t.Fatalf("prefetch fetched the demand chunk first: %v", c)
+		}
+	}
+	// Prefetch now holds 3 of 4 slots and may take no more; a demand read
+	// must get the last one while every prefetch fetch is still blocked.
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	buf := make([]byte, testChunk)
+	if _, err := f.ReadAt(ctx, buf, demandOff); err != nil {
+		t.Fatalf("demand read while prefetch saturated: %v", err)
+	}
+	if !bytes.Equal(buf, want(demandOff, testChunk)) {
+		t.Fatal("demand read: wrong bytes")
+	}
+	if c := recv(t, src.started, "demand fetch"); c.off != demandOff {
+		t.Fatalf("4th fetch was %v, want the demand chunk", c)
+	}
+	close(release)
+	go func() {
+		for range src.started {
+		}
+	}()
+	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
+	if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
+		t.Fatal("prefetched data differs from the pattern")
+	}
+	f.Close()
+	close(src.started)
+}
+
+func TestSecondOpenFailsLockedNamingPID(t *testing.T) {
+	dir := cacheDir(t)
+	m := testMeta(2 * testChunk)
+	f := openT(t, dir, m, newFake(m.Size), Options{})
+	start := time.Now()
+	f2, err := Open(dir, m, newFake(m.Size), Options{})
+	if err == nil {
+		f2.Close()
+		t.Fatal("second Open of a cache in use succeeded")
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+	if want := fmt.Sprintf("in use by rangefs pid %d", os.Getpid()); !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not name the holder (%q)", err, want)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("second Open took %v to fail", d)
+	}
+	if _, _, err := Inspect(dir); !errors.Is(err, ErrLocked) {
+		t.Fatalf("Inspect of a cache in use: %v, want ErrLocked", err)
+	}
+	if err := readChunk(t, f, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, st, err := Inspect(dir)
+	if err != nil {
+		t.Fatalf("Inspect after Close: %v", err)
+	}
+	if got.Size != m.Size || got.ETag != m.ETag || got.URL != m.URL || st.Present != 1 || st.Chunks != 2 || st.BytesPresent != testChunk {
+		t.Fatalf("Inspect = %+v %+v", got, st)
+	}
+}
+
+func TestStaleAfterRemoteChanged(t *testing.T) {
+	size := int64(4 * testChunk)
+	src := newFake(size)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{})
+	if err := readChunk(t, f, 0); err != nil {
+		t.Fatal(err)
+	}
+	src.set(func(s *fakeSource) { s.changed = true })
+	_, err := f.ReadAt(bg, make([]byte, 10), 2*testChunk)
+	if !errors.Is(err, ErrStale) || !IsRemoteChanged(err) {
+		t.Fatalf("read after remote change: %v, want ErrStale", err)
+	}
+	src.set(func(s *fakeSource) { s.changed = false })
+	// Even cached chunks are refused now: the handle is bound to a version.
+	if _, err := f.ReadAt(bg, make([]byte, 10), 0); !errors.Is(err, ErrStale) {
+		t.Fatalf("cached read after stale: %v", err)
+	}
+	if _, err := f.NewReader().ReadAt(bg, make([]byte, 10), 0); !errors.Is(err, ErrStale) {
+		t.Fatalf("Reader read after stale: %v", err)
+	}
+	if err := f.Fill(bg); !errors.Is(err, ErrStale) {
+		t.Fatalf("Fill after stale: %v", err)
+	}
+	if IsRemoteChanged(errInjected) || IsRemoteChanged(nil) {
+		t.Fatal("IsRemoteChanged true for an ordinary error")
+	}
+}
+
+func TestPartialChunkNeverPresent(t *testing.T) {
+	m := testMeta(4 * testChunk)
+	dir := cacheDir(t)
+	src := newFake(m.Size)
+	src.partial = testChunk + testChunk/2 // chunk 0 complete, chunk 1 half
+	f, err := Open(dir, m, src, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(bg, make([]byte, 2*testChunk), 0); !errors.Is(err, errInjected) {
+		t.Fatalf("read with a failing fetch: %v", err)
+	}
+	if st := f.Stats(); st.Present != 1 || !f.present.get(0) || f.present.get(1) {
+		t.Fatalf("after a fetch failed mid-chunk 1: present %d (chunk0 %v chunk1 %v), want only chunk 0",
+			st.Present, f.present.get(0), f.present.get(1))
+	}
+	// A later read retries and succeeds.
+	if err := readChunk(t, f, 1); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	src.set(func(s *fakeSource) { s.partial = testChunk / 3 })
+	if err := readChunk(t, f, 3); !errors.Is(err, errInjected) {
+		t.Fatalf("single-chunk partial fetch: %v", err)
+	}
+	if f.present.get(3) {
+		t.Fatal("a chunk whose fetch failed half-way is marked present")
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, st, err := Inspect(dir); err != nil || st.Present != 2 {
+		t.Fatalf("index after close: %+v %v, want chunks 0 and 1", st, err)
+	}
+	f2 := openT(t, dir, m, newFake(m.Size), Options{})
+	if err := f2.Verify(bg); err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, f2, 33333)
+}
+
+func TestFetchErrorLeavesChunksMissing(t *testing.T) {
+	size := int64(3 * testChunk)
+	src := newFake(size)
+	src.failN = 1
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{})
+	if err := readChunk(t, f, 1); !errors.Is(err, errInjected) {
+		t.Fatalf("first read: %v, want the injected error", err)
+	}
+	if f.Stats().Present != 0 {
+		t.Fatal("failed chunk marked present")
+	}
+	if err := readChunk(t, f, 1); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+}
+
+func TestFill(t *testing.T) {
+	size := int64(40*testChunk + 99)
+	t.Run("complete", func(t *testing.T) {
+		src := newFake(size)
+		f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), MaxRequest: 4 * testChunk})
+		if err := f.Fill(bg); err != nil {
+			t.Fatal(err)
+		}
+		if st := f.Stats(); st.Present != st.Chunks || st.BytesFetched != size {
+			t.Fatalf("after Fill: %+v", st)
+		}
+		// 41 chunks over 4 connections: pieces of min(4, ceil(41/4)) = 4 chunks.
+		if n := src.nCalls(); n != 11 {
+			t.Fatalf("%d fetches, want 11", n)
+		}
+		if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
+			t.Fatal("filled data differs")
+		}
+		if err := f.Verify(bg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("permanent error", func(t *testing.T) {
+		src := newFake(size)
+		src.failN = 1 << 30
+		f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4)})
+		if err := f.Fill(bg); !errors.Is(err, errInjected) {
+			t.Fatalf("Fill: %v, want the injected error", err)
+		}
+		if f.Stats().Present != 0 {
+			t.Fatal("chunks present after failed fetches")
+		}
+		src.set(func(s *fakeSource) { s.failN = 0 })
+		if err := f.Fill(bg); err != nil {
+			t.Fatalf("second Fill: %v", err)
+		}
+		readAll(t, f, 1<<20)
+	})
+	t.Run("ctx cancel", func(t *testing.T) {
+		src := newFake(size)
+		release := make(chan struct{})
+		defer close(release)
+		src.gate = func(off, n int64) <-chan struct{} { return release }
+		src.started = make(chan fetchCall, 64)
+		f := openT(t, cacheDir(t), testMeta(size), src, Options{})
+		ctx, cancel := context.WithCancel(bg)
+		errc := make(chan error, 1)
+		go func() { errc <- f.Fill(ctx) }()
+		recv(t, src.started, "a fill fetch")
+		cancel()
+		if err := recv(t, errc, "Fill to return"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Fill after cancel: %v", err)
+		}
+	})
+}
+
+func TestReaderReadAhead(t *testing.T) {
+	size := int64(32 * testChunk)
+	src := newFake(size)
+	release := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off >= testChunk {
+			return release // read-ahead stays blocked
+		}
+		return nil
+	}
+	src.started = make(chan fetchCall, 64)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{ReadAheadMax: 4 * testChunk})
+	r := f.NewReader()
+	buf := make([]byte, 4096)
+	// The first read at 0 is sequential: chunk 0 on demand, chunk 1 ahead,
+	// and the caller does not wait for chunk 1.
+	if _, err := r.ReadAt(bg, buf, 0); err != nil || !bytes.Equal(buf, want(0, 4096)) {
+		t.Fatalf("first read: %v", err)
+	}
+	calls := []fetchCall{recv(t, src.started, "demand fetch"), recv(t, src.started, "read-ahead fetch")}
+	sort.Slice(calls, func(i, j int) bool { return calls[i].off < calls[j].off })
+	if calls[0] != (fetchCall{0, testChunk}) || calls[1] != (fetchCall{testChunk, testChunk}) {
+		t.Fatalf("fetches %v, want chunk 0 (demand) and chunk 1 (read-ahead)", calls)
+	}
+	windows := []int64{r.window}
+	for off := int64(4096); off < 5*4096; off += 4096 {
+		if _, err := r.ReadAt(bg, buf, off); err != nil {
+			t.Fatal(err)
+		}
+		windows = append(windows, r.window)
+	}
+	if fmt.Sprint(windows) != "[1 2 4 4 4]" {
+		t.Fatalf("windows %v, want [1 2 4 4 4] (doubling, capped at 4 chunks)", windows)
+	}
+	// A seek resets the window; read-ahead stops claiming.
+	close(release)
+	if _, err := r.ReadAt(bg, buf, 20*testChunk); err != nil {
+		t.Fatal(err)
+	}
+	if r.window != 0 {
+		t.Fatalf("window %d after a seek, want 0", r.window)
+	}
+	if _, err := r.ReadAt(bg, buf, 20*testChunk+4096); err != nil {
+		t.Fatal(err)
+	}
+	if r.window != 1 {
+		t.Fatalf("window %d after seek then sequential read, want 1", r.window)
+	}
+	go func() {
+		for range src.started {
+		}
+	}()
+	waitFor(t, "read-ahead of chunk 21", func() bool { return f.present.get(21) })
+	f.Close()
+	close(src.started)
+	if f.present.get(25) {
+		t.Fatal("read-ahead ran past its window")
+	}
+}
+
+func TestCloseCancelsAndIsIdempotent(t *testing.T) {
+	size := int64(4 * testChunk)
+	src := newFake(size)
+	never := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} { return never }
+	waiting := make(chan struct{}, 1)
+	f, err := Open(cacheDir(t), testMeta(size), src, Options{onWait: func() { waiting <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := f.ReadAt(bg, make([]byte, 10), 0)
+		errc <- err
+	}()
+	recv(t, waiting, "reader waiting")
+	closed := make(chan error, 1)
+	go func() { closed <- f.Close() }()
+	if err := recv(t, closed, "Close with a fetch in flight"); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, errc, "reader"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("reader during Close: %v, want ErrClosed", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := f.ReadAt(bg, make([]byte, 1), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("ReadAt after Close: %v", err)
+	}
+	if err := f.Fill(bg); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Fill after Close: %v", err)
+	}
+	if err := f.Verify(bg); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Verify after Close: %v", err)
+	}
+	f.StartPrefetch() // must not panic or start anything
+	if _, err := os.Stat(filepath.Join(filepath.Dir(f.DataPath()), ownerName)); !os.IsNotExist(err) {
+		t.Fatalf("owner file left after Close: %v", err)
+	}
+}
+
+func TestDirName(t *testing.T) {
+	a, b := DirName("https://h/x"), DirName("https://h/y")
+	if len(a) != 32 || a == b || a != DirName("https://h/x") || strings.Trim(a, "0123456789abcdef") != "" {
+		t.Fatalf("DirName: %q %q", a, b)
+	}
+}
+
+// makeIndex writes an index for m in dir with records for chunks [0, n)
+// (checksums of the pattern, data file left sparse), as a cache with many
+// chunks looks after a crash that lost the data page cache.
+func makeIndex(t testing.TB, dir string, m Meta, n int64) {
+	t.Helper()
+	f, err := Open(dir, m, newFake(m.Size), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	db, err := bolt.Open(filepath.Join(dir, indexName), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketChunks)
+		b.FillPercent = 1
+		for i := range n {
+			var v [4]byte
+			binary.BigEndian.PutUint32(v[:], uint32(i)*2654435761)
+			if err := b.Put(chunkKey(i), v[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpen100kRecords(t *testing.T) {
+	const n = 100_000
+	m := testMeta(n * testChunk)
+	dir := cacheDir(t)
+	makeIndex(t, dir, m, n)
+	src := newFake(m.Size)
+	f := openT(t, dir, m, src, Options{})
+	if st := f.Stats(); st.Present != n {
+		t.Fatalf("present = %d, want %d", st.Present, n)
+	}
+	if src.nCalls() != 0 {
+		t.Fatal("Open fetched")
+	}
+	// The records do not match the (sparse, zero) data: first use detects
+	// it and refetches.
+	if err := readChunk(t, f, 777); err != nil {
+		t.Fatal(err)
+	}
+	if calls := src.callList(); len(calls) != 1 || calls[0].off != 777*testChunk {
+		t.Fatalf("calls %v, want one refetch of chunk 777", calls)
+	}
+}
+
+func TestReaderOutOfOrderIsNotASeek(t *testing.T) {
+	size := int64(32 * testChunk)
+	f := openT(t, cacheDir(t), testMeta(size), newFake(size), Options{ReadAheadMax: 8 * testChunk})
+	r := f.NewReader()
+	buf := make([]byte, testChunk/2)
+	read := func(off int64) {
+		t.Helper()
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, int64(len(buf)))) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	read(0)
+	read(testChunk / 2) // window 2
+	h := int64(testChunk / 2)
+	read(3 * h) // the kernel's next two reads arrive swapped
+	read(2 * h)
+	if r.window != 2 {
+		t.Fatalf("window %d after a swapped pair, want 2 (kept)", r.window)
+	}
+	read(4 * h)
+	if r.window != 4 {
+		t.Fatalf("window %d after continuing, want 4", r.window)
+	}
+}
+
+func TestDamagedIndexPageRebuilt(t *testing.T) {
+	const n = 20_000
+	m := testMeta(n * testChunk)
+	dir := cacheDir(t)
+	makeIndex(t, dir, m, n)
+	path := filepath.Join(dir, indexName)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Smash pages in the middle (the meta pages at the start stay valid,
+	// so bbolt opens the file and only the cursor meets the damage).
+	fh, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := bytes.Repeat([]byte{0xa5}, int(fi.Size()/2))
+	if _, err := fh.WriteAt(junk, fi.Size()/4); err != nil {
+		t.Fatal(err)
+	}
+	fh.Close()
+	src := newFake(m.Size)
+	f := openT(t, dir, m, src, Options{})
+	if !strings.Contains(f.Discarded(), "unreadable") || f.Stats().Present != 0 {
+		t.Fatalf("damaged index: discarded %q, present %d", f.Discarded(), f.Stats().Present)
+	}
+	if err := readChunk(t, f, 12345); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,228 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// plan hands out pieces of the missing chunks in [cursor, hi) to background
+// workers (Fill, prefetch, read-ahead). Its fields are guarded by f.mu.
+type plan struct {
+	cursor, hi int64
+	piece      int64 // max chunks per piece
+	workers    int   // goroutines working on the plan (see work)
+}
+
+// claimNextLocked claims the next run of missing, not-in-flight chunks of
+// p, at most p.piece long, and advances the cursor past it. f.mu is held.
+func (f *File) claimNextLocked(p *plan) (first, end int64, ok bool) {
+	for i := p.cursor; i < p.hi; i++ {
+		i = f.present.nextClear(i, p.hi)
+		if i >= p.hi {
+			break
+		}
+		if f.inflight[i] != nil {
+			continue
+		}
+		end = i + 1
+		for end < p.hi && end-i < p.piece && !f.present.get(end) && f.inflight[end] == nil {
+			end++
+		}
+		f.claimLocked(i, end)
+		p.cursor = end
+		return i, end, true
+	}
+	p.cursor = p.hi
+	return 0, 0, false
+}
+
+// work is the loop of one background worker: take a Pool slot at prio, then
+// claim a piece of p (taking the slot first means no chunk sits claimed in a
+// queue while a demand read could fetch it), fetch it, repeat until p has
+// nothing left. Fetches run on ctx. The caller counted the worker in
+// p.workers; work uncounts it under f.mu at the moment it decides to stop,
+// so whoever extends the plan under f.mu either sees the worker still
+// counted (and it will claim the new chunks) or gone (and starts another).
+func (f *File) work(ctx context.Context, prio priority, p *plan) error {
+	for {
+		release, err := f.pool.acquire(ctx, prio)
+		if err != nil {
+			f.mu.Lock()
+			p.workers--
+			f.mu.Unlock()
+			return f.classify(ctx, err)
+		}
+		f.mu.Lock()
+		if f.closed {
+			p.workers--
+			f.mu.Unlock()
+			release()
+			return ErrClosed
+		}
+		first, end, ok := f.claimNextLocked(p)
+		if !ok {
+			p.workers--
+		}
+		f.mu.Unlock()
+		if !ok {
+			release()
+			return nil
+		}
+		if err := f.fetchRun(ctx, prio, first, end, release); err != nil {
+			f.mu.Lock()
+			p.workers--
+			f.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// Fill fetches every missing chunk at bulk priority, splitting the missing
+// runs into pieces so every Pool connection is busy (pieces of at most
+// MaxRequest), and returns nil when the file is complete. It returns the
+// first error that stops a piece (cancelling the other pieces), ctx.Err()
+// when ctx ends, or an error wrapping ErrStale. It does not re-verify chunks
+// that were present at Open; call Verify for that. Safe for concurrent use.
+func (f *File) Fill(ctx context.Context) error {
+	if err := f.enter(); err != nil {
+		return err
+	}
+	defer f.wg.Done()
+	return f.fill(ctx, prioBulk, f.pool.limit)
+}
+
+// StartPrefetch starts filling the file in the background at the lowest
+// priority, until it is complete or the File is closed. Prefetch leaves part
+// of the Pool to demand reads and yields to queued ones; after a failure it
+// backs off and tries again. Calling it again while it runs does nothing.
+func (f *File) StartPrefetch() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.prefetching {
+		return
+	}
+	if f.goJobLocked(f.prefetch) {
+		f.prefetching = true
+	}
+}
+
+func (f *File) prefetch() {
+	conns := max(1, f.pool.limit-f.pool.reserve)
+	backoff := time.Second
+	for {
+		err := f.fill(f.ctx, prioPrefetch, conns)
+		switch {
+		case err == nil:
+			f.log.Debug("prefetch complete", "dir", f.dir)
+			return
+		case f.ctx.Err() != nil, errors.Is(err, ErrClosed), errors.Is(err, ErrStale), isDiskError(err):
+			return
+		}
+		f.log.Warn("prefetch failed; will retry", "dir", f.dir, "err", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-f.ctx.Done():
+			t.Stop()
+			return
+		}
+		backoff = min(2*backoff, time.Minute)
+	}
+}
+
+// fill is Fill and prefetch: rounds of conns workers over the whole file,
+// then a wait for chunks others were fetching, until nothing is missing.
+// The calling goroutine must be counted in f.wg.
+func (f *File) fill(ctx context.Context, prio priority, conns int) error {
+	for {
+		if err := f.usable(); err != nil {
+			return err
+		}
+		if f.degraded.Load() {
+			return fmt.Errorf("cache: cannot fill %s: %w", f.dir, errUncached)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		f.mu.Lock()
+		missing := f.lay.chunks - f.nPresent
+		f.mu.Unlock()
+		if missing == 0 {
+			return nil
+		}
+		if err := f.fillRound(ctx, prio, conns, missing); err != nil {
+			return err
+		}
+		if err := f.awaitInflight(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// fillRound runs conns workers over every missing chunk once. Fetches run
+// on a child of the File's ctx that ends early when ctx ends or a worker
+// fails.
+func (f *File) fillRound(ctx context.Context, prio priority, conns int, missing int64) error {
+	// piece = min(MaxRequest, max(chunk, remaining/connections)), in whole
+	// chunks (rounded up, so conns pieces cover everything).
+	piece := min(f.maxReq, max(1, (missing+int64(conns)-1)/int64(conns)))
+	p := &plan{hi: f.lay.chunks, piece: piece}
+
+	runCtx, cancel := context.WithCancel(f.ctx)
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	f.mu.Lock()
+	for range conns {
+		wg.Add(1)
+		p.workers++
+		started := f.goJobLocked(func() {
+			defer wg.Done()
+			if err := f.work(runCtx, prio, p); err != nil && !errors.Is(err, errAbandoned) {
+				errOnce.Do(func() { firstErr = err; cancel() })
+			}
+		})
+		if !started {
+			p.workers--
+			wg.Done()
+			f.mu.Unlock()
+			wg.Wait()
+			return ErrClosed
+		}
+	}
+	f.mu.Unlock()
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+// awaitInflight waits for every chunk currently in flight (fetched by
+// demand reads or read-ahead while the round ran). Their errors are not
+// ours to report: a chunk that failed is still missing, and the next round
+// claims it and meets the error itself.
+func (f *File) awaitInflight(ctx context.Context) error {
+	f.mu.Lock()
+	waits := make([]*flight, 0, len(f.inflight))
+	for _, fl := range f.inflight {
+		waits = append(waits, fl)
+	}
+	f.mu.Unlock()
+	for _, fl := range waits {
+		select {
+		case <-fl.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}

@@ -1,0 +1,206 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// maxEnsureRounds bounds how often one read goes around "claim, wait,
+// re-check". A round only repeats when a chunk changed state under it (a
+// bad checksum dropped it, or the job that claimed it was stopped), so a
+// healthy read needs one or two; the bound turns a livelock bug into an
+// error instead of a hang.
+const maxEnsureRounds = 64
+
+// ReadAt reads len(p) bytes at off at demand priority. Missing chunks are
+// fetched (adjacent ones with one request; a chunk already being fetched is
+// waited for, never fetched twice). Waiting honours ctx: cancelling it
+// returns ctx.Err() at once while the shared fetch goes on for others.
+// It returns io.EOF with n < len(p) at the end of the file, and never
+// returns bytes of a chunk that is not committed and verified. After a
+// Source reported a remote change every call fails with ErrStale.
+// Safe for concurrent use.
+func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("cache: negative offset %d", off)
+	}
+	if err := f.usable(); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n := f.lay.clamp(off, int64(len(p)))
+	if n == 0 {
+		return 0, io.EOF
+	}
+	if err := f.enter(); err != nil {
+		return 0, err
+	}
+	defer f.wg.Done()
+	got, err := f.read(ctx, p[:n], off)
+	if err == nil && int(n) < len(p) {
+		err = io.EOF
+	}
+	return got, err
+}
+
+// read fills p (already clamped to the file) from the cache, fetching what
+// is missing; after a disk failure it falls back to the network.
+func (f *File) read(ctx context.Context, p []byte, off int64) (int, error) {
+	if !f.degraded.Load() {
+		first, end := f.lay.span(off, int64(len(p)))
+		err := f.ensure(ctx, first, end, prioDemand)
+		if err == nil {
+			_, err = f.data.ReadAt(p, off)
+			if err == nil {
+				return len(p), nil
+			}
+			f.degrade(&diskError{op: "read data", err: err})
+		} else if !isDiskError(err) {
+			return 0, err
+		}
+	}
+	return f.readUncached(ctx, p, off)
+}
+
+// ready reports whether every chunk in [first, end) can be served now. It is
+// lock-free: a chunk's bits only go from ready to not-ready while it is in
+// flight, and in-flight chunks are never ready.
+func (f *File) ready(first, end int64) bool {
+	for i := first; i < end; i++ {
+		if !f.present.get(i) || !f.verified.get(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// ensure makes chunks [first, end) present and verified, fetching missing
+// ones at prio and verifying ones not yet checked this session. The calling
+// goroutine must be counted in f.wg.
+func (f *File) ensure(ctx context.Context, first, end int64, prio priority) error {
+	for round := 0; ; round++ {
+		if f.ready(first, end) {
+			return nil
+		}
+		if err := f.usable(); err != nil {
+			return err
+		}
+		if f.degraded.Load() {
+			return errUncached
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if round == maxEnsureRounds {
+			return fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, end-1, round)
+		}
+		waits, verify, err := f.claimForRead(first, end, prio)
+		if err != nil {
+			return err
+		}
+		for _, i := range verify {
+			f.verifyClaimed(i)
+		}
+		if f.onWait != nil && len(waits) > 0 {
+			f.onWait()
+		}
+		for _, fl := range waits {
+			select {
+			case <-fl.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		for _, fl := range waits {
+			if fl.err != nil && !errors.Is(fl.err, errAbandoned) {
+				return fl.err
+			}
+		}
+	}
+}
+
+// claimForRead looks at chunks [first, end) once, under f.mu: in-flight
+// chunks are to be waited for; present but unverified ones are claimed for
+// verification by the caller; missing ones are claimed and fetched in runs
+// of adjacent chunks (at most maxReq each) by new jobs at prio.
+func (f *File) claimForRead(first, end int64, prio priority) (waits []*flight, verify []int64, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, nil, ErrClosed
+	}
+	runStart := int64(-1)
+	flush := func(i int64) {
+		if runStart < 0 {
+			return
+		}
+		a, b := runStart, i
+		runStart = -1
+		if !f.goJobLocked(func() { _ = f.fetchRun(f.ctx, prio, a, b, nil) }) {
+			f.failRunLocked(a, b, ErrClosed)
+		}
+	}
+	for i := first; i < end; i++ {
+		if fl := f.inflight[i]; fl != nil {
+			flush(i)
+			waits = append(waits, fl)
+			continue
+		}
+		if f.present.get(i) {
+			flush(i)
+			if !f.verified.get(i) {
+				f.claimLocked(i, i+1)
+				verify = append(verify, i)
+			}
+			continue
+		}
+		if runStart >= 0 && i-runStart == f.maxReq {
+			flush(i)
+		}
+		if runStart < 0 {
+			runStart = i
+		}
+		f.claimLocked(i, i+1)
+		waits = append(waits, f.inflight[i])
+	}
+	flush(end)
+	return waits, verify, nil
+}
+
+// readUncached serves p at off without caching anything: chunks already
+// present and verified come from the data file (if it still reads), the rest
+// straight from the Source into p.
+func (f *File) readUncached(ctx context.Context, p []byte, off int64) (int, error) {
+	pos, end := off, off+int64(len(p))
+	for pos < end {
+		i := f.lay.chunkOf(pos)
+		_, ce := f.lay.bounds(i)
+		ce = min(ce, end)
+		if f.present.get(i) && f.verified.get(i) {
+			if _, err := f.data.ReadAt(p[pos-off:ce-off], pos); err == nil {
+				pos = ce
+				continue
+			}
+		}
+		// Extend the network segment over the following chunks that
+		// cannot be served locally.
+		se := ce
+		for se < end {
+			j := f.lay.chunkOf(se)
+			if f.present.get(j) && f.verified.get(j) {
+				break
+			}
+			_, je := f.lay.bounds(j)
+			se = min(je, end)
+		}
+		if err := f.fetchDirect(ctx, p[pos-off:se-off], pos); err != nil {
+			return int(pos - off), err
+		}
+		pos = se
+	}
+	return len(p), nil
+}

@@ -1,0 +1,381 @@
+package cache
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// On-disk layout of one cache directory:
+//
+//	data      sparse file, truncated to the full logical size; chunk i lives
+//	          at offset i*ChunkSize
+//	index.db  bbolt: bucket "meta" (what version of what object) and bucket
+//	          "chunks" (one record per chunk known to be in data)
+//	owner     the PID of the process holding the index lock, for the message
+//	          a second process prints
+const (
+	dataName  = "data"
+	indexName = "index.db"
+	ownerName = "owner"
+
+	// formatVersion changes whenever the meaning of data or index.db
+	// changes; a cache of another version is discarded, never misread.
+	formatVersion = 1
+
+	// lockTimeout bounds how long Open waits for another holder: long
+	// enough to ride out an Inspect's shared lock, short enough that a
+	// second mount fails at once (promise 4).
+	lockTimeout = time.Second
+	// inspectTimeout is the read-only wait of Inspect.
+	inspectTimeout = 250 * time.Millisecond
+)
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketChunks = []byte("chunks")
+
+	keyFormat  = []byte("format")
+	keySize    = []byte("size")
+	keyChunk   = []byte("chunk_size")
+	keyETag    = []byte("etag")
+	keyLastMod = []byte("last_modified")
+	keyURL     = []byte("url")
+)
+
+// dataFile is everything the cache does to the sparse data file once it is
+// open. It exists so tests can inject disk failures (ENOSPC, EIO) between the
+// cache and the file system.
+type dataFile interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Sync() error // fdatasync: the data written so far is durable when it returns nil
+	Close() error
+}
+
+// osData is the real dataFile.
+type osData struct{ f *os.File }
+
+func (d osData) ReadAt(p []byte, off int64) (int, error)  { return d.f.ReadAt(p, off) }
+func (d osData) WriteAt(p []byte, off int64) (int, error) { return d.f.WriteAt(p, off) }
+func (d osData) Sync() error                              { return fdatasync(d.f) }
+func (d osData) Close() error                             { return d.f.Close() }
+
+// prepareDir creates dir (0700) or checks an existing one. A directory that
+// is a symlink, not ours, or writable by group/others is refused: whoever can
+// write it could swap our files for links to somewhere we would then write.
+func prepareDir(dir string, create bool) error {
+	fi, err := os.Lstat(dir)
+	if create && errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		fi, err = os.Lstat(dir)
+	}
+	if err != nil {
+		return err
+	}
+	return checkDir(dir, fi)
+}
+
+func checkDir(dir string, fi fs.FileInfo) error {
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("cache dir %s is a symlink; refusing to use it", dir)
+	case !fi.IsDir():
+		return fmt.Errorf("cache dir %s is not a directory", dir)
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("cache dir %s is writable by group or others (mode %v); refusing to use it (chmod 700 it)", dir, fi.Mode().Perm())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("cache dir %s belongs to uid %d, not to us (uid %d); refusing to use it", dir, st.Uid, os.Getuid())
+	}
+	return nil
+}
+
+// openFileNoFollow opens a regular file without following a symlink at its
+// last component, creating it 0600 when flag has O_CREATE. It matches the
+// signature of bolt.Options.OpenFile.
+func openFileNoFollow(path string, flag int, _ os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, refusedf("%s is a symlink; refusing to follow it", path)
+		}
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, refusedf("%s is not a regular file", path)
+	}
+	return f, nil
+}
+
+// refuseLink fails when path exists and is not a regular file. Opening with
+// O_NOFOLLOW alone would also refuse, but this names the problem plainly and
+// keeps a planted link from being mistaken for a corrupt index.
+func refuseLink(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return refusedf("%s is a symlink; refusing to follow it", path)
+	}
+	if !fi.Mode().IsRegular() {
+		return refusedf("%s is not a regular file", path)
+	}
+	return nil
+}
+
+// refusedError reports a cache file we will not touch (a symlink, a device).
+// It is a safety refusal, never taken for index corruption.
+type refusedError struct{ msg string }
+
+func (e *refusedError) Error() string { return e.msg }
+
+func refusedf(format string, args ...any) error {
+	return &refusedError{msg: fmt.Sprintf(format, args...)}
+}
+
+// openIndex opens (creating if needed) dir/index.db with the exclusive lock.
+// An index bbolt cannot read is renamed aside and replaced by an empty one;
+// moved names the new location of the old file then. A non-nil damaged
+// (a corruptionError found by the caller while reading a previous open of
+// the index, now closed) skips straight to that. A lock held elsewhere
+// yields a lockedError.
+func openIndex(dir string, damaged error) (db *bolt.DB, moved string, err error) {
+	path := filepath.Join(dir, indexName)
+	if err := refuseLink(path); err != nil {
+		return nil, "", err
+	}
+	opts := &bolt.Options{Timeout: lockTimeout, OpenFile: openFileNoFollow}
+	err = damaged
+	if err == nil {
+		db, err = openBoltGuarded(path, opts)
+		if err == nil {
+			return db, "", nil
+		}
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, "", &lockedError{dir: dir, pid: readOwner(dir)}
+		}
+		if !isCorruption(err) {
+			return nil, "", fmt.Errorf("open cache index %s: %w", path, err)
+		}
+	}
+	moved = fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if rerr := os.Rename(path, moved); rerr != nil {
+		return nil, "", fmt.Errorf("cache index %s is unreadable (%v) and could not be moved aside: %w", path, err, rerr)
+	}
+	db, err = openBoltGuarded(path, opts)
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, "", &lockedError{dir: dir, pid: readOwner(dir)}
+		}
+		return nil, "", fmt.Errorf("create cache index %s: %w", path, err)
+	}
+	return db, moved, nil
+}
+
+// corruptionError marks an index that bbolt opened or read only with a panic
+// or a fault, or failed to validate.
+type corruptionError struct{ cause any }
+
+func (e *corruptionError) Error() string { return fmt.Sprintf("index unreadable: %v", e.cause) }
+
+// isCorruption tells an unreadable index (move it aside) from an environment
+// problem such as permissions or a full file table (report it): bbolt's
+// validation errors and recovered panics are the former, system call errors
+// the latter.
+func isCorruption(err error) bool {
+	var ce *corruptionError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var re *refusedError
+	if errors.As(err, &re) {
+		return false
+	}
+	if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
+		return true
+	}
+	var pe *fs.PathError
+	var errno syscall.Errno
+	return !errors.As(err, &pe) && !errors.As(err, &errno)
+}
+
+// openBoltGuarded opens a bbolt file, turning a panic or a memory fault while
+// bbolt reads a damaged file into an error (so a bad index is moved aside,
+// never a crash loop).
+func openBoltGuarded(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	err = guarded(func() error {
+		db, err = bolt.Open(path, 0o600, opts)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// guarded runs fn, a read of index.db, turning a panic or memory fault
+// inside bbolt (a damaged page) into a corruptionError, so the index is
+// moved aside and rebuilt instead of crashing the process on every start.
+func guarded(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = &corruptionError{cause: r}
+		}
+	}()
+	return fn()
+}
+
+// storedMeta is what index.db says about the cached object.
+type storedMeta struct {
+	format uint64
+	meta   Meta
+}
+
+// readMeta returns the stored meta, or ok=false for a fresh (or meta-less)
+// index.
+func readMeta(tx *bolt.Tx) (sm storedMeta, ok bool) {
+	b := tx.Bucket(bucketMeta)
+	if b == nil || tx.Bucket(bucketChunks) == nil {
+		return sm, false
+	}
+	u64 := func(k []byte) uint64 {
+		v := b.Get(k)
+		if len(v) != 8 {
+			return 0
+		}
+		return binary.BigEndian.Uint64(v)
+	}
+	sm.format = u64(keyFormat)
+	sm.meta = Meta{
+		Size:         int64(u64(keySize)),
+		ChunkSize:    int64(u64(keyChunk)),
+		ETag:         string(b.Get(keyETag)),
+		LastModified: string(b.Get(keyLastMod)),
+		URL:          string(b.Get(keyURL)),
+	}
+	return sm, sm.format != 0
+}
+
+// writeMeta replaces the meta bucket and empties the chunks bucket: the
+// index then describes m with nothing cached.
+func writeMeta(tx *bolt.Tx, m Meta) error {
+	for _, name := range [][]byte{bucketMeta, bucketChunks} {
+		if tx.Bucket(name) != nil {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := tx.CreateBucket(bucketChunks); err != nil {
+		return err
+	}
+	b, err := tx.CreateBucket(bucketMeta)
+	if err != nil {
+		return err
+	}
+	put64 := func(k []byte, v uint64) error {
+		var buf [8]byte
+		binary.BigEndian.PutUint64(buf[:], v)
+		return b.Put(k, buf[:])
+	}
+	if err := put64(keyFormat, formatVersion); err != nil {
+		return err
+	}
+	if err := put64(keySize, uint64(m.Size)); err != nil {
+		return err
+	}
+	if err := put64(keyChunk, uint64(m.ChunkSize)); err != nil {
+		return err
+	}
+	for k, v := range map[string]string{string(keyETag): m.ETag, string(keyLastMod): m.LastModified, string(keyURL): m.URL} {
+		if err := b.Put([]byte(k), []byte(v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// metaMismatch explains why a stored cache does not belong to m, or returns
+// "" when it does. URL is informational and not compared.
+func metaMismatch(sm storedMeta, m Meta) string {
+	var why []string
+	if sm.format != formatVersion {
+		why = append(why, fmt.Sprintf("cache format %d, want %d", sm.format, formatVersion))
+	}
+	if sm.meta.Size != m.Size {
+		why = append(why, fmt.Sprintf("size %d, now %d", sm.meta.Size, m.Size))
+	}
+	if sm.meta.ChunkSize != m.ChunkSize {
+		why = append(why, fmt.Sprintf("chunk size %d, now %d", sm.meta.ChunkSize, m.ChunkSize))
+	}
+	if sm.meta.ETag != m.ETag {
+		why = append(why, fmt.Sprintf("ETag %q, now %q", sm.meta.ETag, m.ETag))
+	}
+	if sm.meta.LastModified != m.LastModified {
+		why = append(why, fmt.Sprintf("Last-Modified %q, now %q", sm.meta.LastModified, m.LastModified))
+	}
+	if len(why) == 0 {
+		return ""
+	}
+	return "cached version differs: " + strings.Join(why, "; ")
+}
+
+func chunkKey(i int64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], uint64(i))
+	return k[:]
+}
+
+// writeOwner records our PID beside the index we hold locked.
+func writeOwner(dir string) error {
+	f, err := openFileNoFollow(filepath.Join(dir, ownerName), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// readOwner returns the PID in dir/owner, or 0 if it cannot be read.
+func readOwner(dir string) int {
+	f, err := openFileNoFollow(filepath.Join(dir, ownerName), os.O_RDONLY, 0)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	buf := make([]byte, 32)
+	n, _ := io.ReadFull(f, buf)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(buf[:n])))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
