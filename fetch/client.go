@@ -96,17 +96,7 @@ func allowed(ctx context.Context, a netip.Addr) bool {
 func (c *Client) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
 	inner := c.o.DialContext
 	if inner == nil {
-		d := &net.Dialer{
-			Timeout:   c.o.DialTimeout,
-			KeepAlive: 30e9,
-			ControlContext: func(ctx context.Context, network, address string, _ syscall.RawConn) error {
-				host, _, _ := net.SplitHostPort(address)
-				if a, bad := forbiddenHost(host); bad && !allowed(ctx, a) {
-					return fmt.Errorf("%w: refusing to connect to %s", ErrRedirect, a)
-				}
-				return nil
-			},
-		}
+		d := &net.Dialer{Timeout: c.o.DialTimeout, KeepAlive: 30e9, ControlContext: c.controlDial()}
 		inner = d.DialContext
 	}
 	timeout := c.o.DialTimeout
@@ -121,6 +111,17 @@ func (c *Client) dialer() func(ctx context.Context, network, addr string) (net.C
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		return inner(ctx, network, addr)
+	}
+}
+
+// controlDial is the net.Dialer hook that sees the resolved address just before connect.
+func (c *Client) controlDial() func(ctx context.Context, network, address string, _ syscall.RawConn) error {
+	return func(ctx context.Context, network, address string, _ syscall.RawConn) error {
+		host, _, _ := net.SplitHostPort(address)
+		if a, bad := forbiddenHost(host); bad && !allowed(ctx, a) {
+			return fmt.Errorf("%w: refusing to connect to %s", ErrRedirect, a)
+		}
+		return nil
 	}
 }
 

@@ -153,6 +153,11 @@ func (c *Client) probeRange(ctx context.Context, o *Object) error {
 		if resp.ContentLength >= 0 {
 			o.Size = resp.ContentLength
 		}
+		if o.Size == 0 {
+			// An empty file has no range to honour (Go's ServeContent answers 200 here).
+			o.Ranges = true
+			return nil
+		}
 		c.o.Logger.Warn("server ignored a Range request", "url", o.t.redact,
 			"content_type", resp.Header.Get("Content-Type"), "content_length", resp.ContentLength)
 		return nil

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"regexp"
 	"sort"
@@ -109,6 +110,9 @@ func collectSecrets(u *url.URL, h map[string][]string) secretSet {
 	return s
 }
 
+// errBadLocation replaces Go's error for an unparseable Location header.
+var errBadLocation = fmt.Errorf("%w: unparseable Location header", ErrRedirect)
+
 // urlInText matches absolute URLs embedded in error text (Go's errors echo them, e.g.
 // `failed to parse Location header "https://..."`).
 var urlInText = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s"'<>]+`)
@@ -142,7 +146,12 @@ func (s secretSet) sanitize(err error) error {
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		err = &url.Error{Op: ue.Op, URL: Redact(ue.URL), Err: ue.Err}
+		if strings.Contains(ue.Err.Error(), "failed to parse Location header") {
+			// Go quotes the raw Location, whose secrets we cannot know: keep none of it.
+			err = &url.Error{Op: ue.Op, URL: redactedValue, Err: errBadLocation}
+		} else {
+			err = &url.Error{Op: ue.Op, URL: Redact(ue.URL), Err: ue.Err}
+		}
 	}
 	return &redactedError{msg: s.scrub(err.Error()), err: err}
 }

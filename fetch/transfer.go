@@ -180,11 +180,15 @@ func (c *Client) retryLoop(ctx context.Context, op string, t *target, attempt fu
 		if err == nil {
 			return nil
 		}
-		var fe *finalError
-		if errors.As(err, &fe) || !retryable(err) {
+		if cerr := ctx.Err(); cerr != nil {
+			// The caller gave up; make sure errors.Is sees that whatever the transport said.
+			if !errors.Is(err, cerr) {
+				err = fmt.Errorf("%w: %w", cerr, err)
+			}
 			return err
 		}
-		if ctx.Err() != nil {
+		var fe *finalError
+		if errors.As(err, &fe) || !retryable(err) {
 			return err
 		}
 		if progress {
