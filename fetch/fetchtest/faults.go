@@ -217,6 +217,11 @@ func (fw *faultWriter) WriteHeader(code int) {
 		h.Del("Content-Encoding") // error answers from ServeContent are never compressed
 	}
 	fw.rw.WriteHeader(code)
+	if body && h.Get("Content-Length") == "" {
+		// Commit the header now: otherwise net/http adds a Content-Length itself to a
+		// small response that fits in its buffer, and "no length" would not be tested.
+		_ = http.NewResponseController(fw.rw).Flush()
+	}
 }
 
 func (fw *faultWriter) Write(p []byte) (int, error) {
