@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Client is an HTTP(S) range client: one connection pool, one rate limiter, one set of
@@ -39,13 +40,13 @@ func NewClient(o Options) *Client {
 	c.tr = &http.Transport{
 		Proxy:                  http.ProxyFromEnvironment,
 		DialContext:            c.dialer(),
-		TLSClientConfig:        &tls.Config{InsecureSkipVerify: o.Insecure}, //nolint:gosec // explicit user choice
+		TLSClientConfig:        &tls.Config{InsecureSkipVerify: o.Insecure}, // only by explicit user choice
 		TLSHandshakeTimeout:    o.TLSHandshakeTimeout,
 		ResponseHeaderTimeout:  o.ResponseHeaderTimeout,
 		MaxConnsPerHost:        o.Connections,
 		MaxIdleConnsPerHost:    o.Connections,
 		MaxIdleConns:           4 * o.Connections,
-		IdleConnTimeout:        90e9,
+		IdleConnTimeout:        90 * time.Second,
 		DisableCompression:     true, // we ask for identity and reject anything else
 		ForceAttemptHTTP2:      true, // HTTP/2 over TLS only: plain http stays HTTP/1.1 (no h2c)
 		MaxResponseHeaderBytes: maxHeaderBytes,
@@ -96,7 +97,7 @@ func allowed(ctx context.Context, a netip.Addr) bool {
 func (c *Client) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
 	inner := c.o.DialContext
 	if inner == nil {
-		d := &net.Dialer{Timeout: c.o.DialTimeout, KeepAlive: 30e9, ControlContext: c.controlDial()}
+		d := &net.Dialer{Timeout: c.o.DialTimeout, KeepAlive: 30 * time.Second, ControlContext: c.controlDial()}
 		inner = d.DialContext
 	}
 	timeout := c.o.DialTimeout

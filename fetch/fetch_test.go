@@ -584,3 +584,29 @@ func TestStream(t *testing.T) {
 		t.Fatalf("Stream of a new version: %v, %d bytes", err, buf.Len())
 	}
 }
+
+// A server that accepts and never speaks (plain: no response header; TLS: no handshake):
+// each attempt ends at its timeout, attempts are bounded, and the error says timeout.
+func TestBlackHoleServer(t *testing.T) {
+	bh := fetchtest.NewSilentServer()
+	t.Cleanup(bh.Close)
+	opt := fastOptions()
+	opt.TLSHandshakeTimeout = 200 * time.Millisecond
+	opt.ResponseHeaderTimeout = 200 * time.Millisecond
+	opt.MaxAttempts = 2
+	c := newTestClient(t, opt)
+	for _, scheme := range []string{"http", "https"} {
+		start := time.Now()
+		_, err := c.Probe(ctxT(t), bh.URL(scheme, "/x"))
+		if err == nil || !strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("%s black hole: %v; want a timeout", scheme, err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("%s black hole took %v", scheme, d)
+		}
+	}
+	// HEAD + 2 GET attempts per scheme, each on a fresh connection.
+	if n := bh.Accepted(); n != 6 {
+		t.Fatalf("black hole accepted %d connections, want 6", n)
+	}
+}

@@ -27,6 +27,9 @@ func (o *Object) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
 	pos, end := off, off+n
 	return o.c.retryLoop(ctx, "fetch", o.t, func(ctx context.Context) (bool, error) {
 		want := end - pos
+		if want == 0 {
+			return true, nil // the previous attempt delivered everything, then failed
+		}
 		got, err := o.fetchAttempt(ctx, pos, want, w)
 		pos += got
 		return got >= min(want, o.c.o.MinProgress), err
@@ -286,7 +289,9 @@ func (c *Client) copyBody(ctx context.Context, cancel context.CancelFunc, body i
 		}
 		if er != nil {
 			switch {
-			case er == io.EOF && written == n:
+			case written == n:
+				// Everything arrived; an error after the last byte (a reset instead of
+				// a clean end) costs nothing but the connection.
 			case stalled.Load():
 				return written, errStall
 			case er == io.EOF, errors.Is(er, io.ErrUnexpectedEOF):
