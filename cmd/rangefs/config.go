@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// errHelp is returned by the parsers when the user asked for --help; the
+// usage text has already been printed.
+var errHelp = errors.New("help requested")
+
+// usageError marks a mistake in the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// commonConfig holds the flags `get` and `mount` share.
+type commonConfig struct {
+	Connections int
+	ChunkSize   int64
+	Headers     http.Header
+	Insecure    bool
+	MaxSize     int64
+	LimitRate   int64
+	Verbose     bool
+	Quiet       bool
+}
+
+type getConfig struct {
+	commonConfig
+	URL    string
+	Output string
+	SHA256 string
+	Force  bool
+}
+
+type mountConfig struct {
+	commonConfig
+	URLs       []string
+	Mountpoint string
+	CacheDir   string
+	Name       string
+	NoPrefetch bool
+	OpTimeout  time.Duration
+	AllowOther bool
+	DebugFUSE  bool
+}
+
+type statusConfig struct {
+	Target   string // a mount point, or "" with CacheDir
+	CacheDir string
+}
+
+// Env is how the parsers see the environment, so tests can supply their own.
+type Env func(string) string
+
+// commonFlags registers the shared flags on fs and returns a function that
+// finishes parsing them into c once fs.Parse has run.
+func commonFlags(fs *pflag.FlagSet, c *commonConfig) func(env Env) error {
+	var chunk, maxSize, rate string
+	var headers []string
+	var headerFile string
+	fs.IntVarP(&c.Connections, "connections", "j", 8, "parallel HTTP connections to the server")
+	fs.StringVar(&chunk, "chunk-size", "1MiB", "cache and request granularity, a power of two from 64KiB to 64MiB")
+	fs.StringArrayVarP(&headers, "header", "H", nil, "extra request header 'Name: value' (repeatable; sent only to the URL's own host)")
+	fs.StringVar(&headerFile, "header-file", "", "read headers from FILE, one 'Name: value' per line (keeps tokens out of the process list)")
+	fs.BoolVar(&c.Insecure, "insecure", false, "do not verify the server's TLS certificate (prints a warning)")
+	fs.StringVar(&maxSize, "max-size", "", "refuse remote files larger than SIZE")
+	fs.StringVar(&rate, "limit-rate", "", "limit the total download rate to RATE bytes per second (e.g. 5M)")
+	fs.BoolVarP(&c.Verbose, "verbose", "v", false, "log requests, retries and cache decisions")
+	fs.BoolVarP(&c.Quiet, "quiet", "q", false, "print nothing but errors")
+	return func(env Env) error {
+		var err error
+		if c.Connections < 1 || c.Connections > 64 {
+			return usagef("--connections must be between 1 and 64, not %d", c.Connections)
+		}
+		if c.ChunkSize, err = parseSize(chunk); err != nil {
+			return usagef("--chunk-size: %v", err)
+		}
+		if c.ChunkSize < 64<<10 || c.ChunkSize > 64<<20 || c.ChunkSize&(c.ChunkSize-1) != 0 {
+			return usagef("--chunk-size must be a power of two from 64KiB to 64MiB, not %s", chunk)
+		}
+		if maxSize != "" {
+			if c.MaxSize, err = parseSize(maxSize); err != nil {
+				return usagef("--max-size: %v", err)
+			}
+		}
+		if rate != "" {
+			if c.LimitRate, err = parseSize(rate); err != nil {
+				return usagef("--limit-rate: %v", err)
+			}
+		}
+		c.Headers = http.Header{}
+		lines := append([]string(nil), headers...)
+		if v := env("RANGEFS_HEADERS"); v != "" {
+			lines = append(lines, strings.Split(v, "\n")...)
+		}
+		if headerFile != "" {
+			data, err := os.ReadFile(headerFile)
+			if err != nil {
+				return usagef("--header-file: %v", err)
+			}
+			lines = append(lines, strings.Split(string(data), "\n")...)
+		}
+		for _, l := range lines {
+			if err := addHeader(c.Headers, l); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// addHeader parses one "Name: value" line. Blank lines and #comments (from a
+// header file) are skipped. The value is never echoed in an error: it may be
+// a token.
+func addHeader(h http.Header, line string) error {
+	line = strings.TrimRight(line, "\r")
+	if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
+		return nil
+	}
+	name, value, ok := strings.Cut(line, ":")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || strings.ContainsAny(name, " \t\r\n") {
+		return usagef("header %q is not of the form 'Name: value'", name)
+	}
+	for _, r := range name {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r) {
+			return usagef("header name %q has a character headers may not have", name)
+		}
+	}
+	value = strings.TrimSpace(value)
+	if strings.ContainsAny(value, "\r\n\x00") {
+		return usagef("header %s: the value has a line break or NUL", name)
+	}
+	switch http.CanonicalHeaderKey(name) {
+	case "Range", "If-Range", "Accept-Encoding", "Host", "Content-Length":
+		return usagef("header %s is set by rangefs itself", name)
+	}
+	h.Add(name, value)
+	return nil
+}
+
+// parseSize reads sizes such as 4096, 512K, 4M, 1GiB, 1.5G. K, M, G and T
+// (with or without "i" and "B") are powers of 1024, as in curl and aria2c;
+// KB, MB, GB, TB are powers of 1000.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
+	v, err := strconv.ParseFloat(num, 64)
+	if num == "" || err != nil || v < 0 {
+		return 0, fmt.Errorf("%q is not a size (try 4096, 512K, 16M, 1GiB)", s)
+	}
+	mult := map[string]float64{
+		"": 1, "B": 1,
+		"K": 1 << 10, "KI": 1 << 10, "KIB": 1 << 10, "KB": 1e3,
+		"M": 1 << 20, "MI": 1 << 20, "MIB": 1 << 20, "MB": 1e6,
+		"G": 1 << 30, "GI": 1 << 30, "GIB": 1 << 30, "GB": 1e9,
+		"T": 1 << 40, "TI": 1 << 40, "TIB": 1 << 40, "TB": 1e12,
+	}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("%q has an unknown unit %q (use K, M, G, T or KB, MB, GB, TB)", s, unit)
+	}
+	v *= mult
+	if v >= 1<<62 {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return int64(v), nil
+}
+
+// parseURL accepts an http(s) URL, or @FILE naming a file whose first line is
+// the URL, so that presigned URLs need not appear in the process list.
+func parseURL(arg string) (string, error) {
+	raw := arg
+	if strings.HasPrefix(arg, "@") {
+		f, err := os.Open(arg[1:])
+		if err != nil {
+			return "", usagef("URL file: %v", err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		raw = ""
+		for sc.Scan() {
+			if l := strings.TrimSpace(sc.Text()); l != "" {
+				raw = l
+				break
+			}
+		}
+		if raw == "" {
+			return "", usagef("URL file %s is empty", arg[1:])
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error repeats the whole URL, secrets included: say less.
+		return "", usagef("bad URL: it does not parse as a URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", usagef("bad URL: only http:// and https:// are supported, not %q", u.Scheme+":")
+	}
+	if u.Host == "" {
+		return "", usagef("bad URL: it has no host")
+	}
+	return raw, nil
+}
+
+func newFlagSet(name, usage string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(os.Stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fmt.Fprintf(fs.Output(), "\nFlags:\n%s", fs.FlagUsages())
+	}
+	return fs
+}
+
+// parseFlags runs fs.Parse, turning pflag's errors into usage errors.
+func parseFlags(fs *pflag.FlagSet, args []string) error {
+	fs.SetOutput(os.Stderr)
+	err := fs.Parse(args)
+	if errors.Is(err, pflag.ErrHelp) {
+		return errHelp
+	}
+	if err != nil {
+		return usagef("%v", err)
+	}
+	return nil
+}
+
+const getUsage = `Usage: rangefs get [flags] URL
+
+Download URL with parallel Range requests into a file in the current
+directory (or -o FILE). The download resumes where it stopped when the same
+command runs again after Ctrl-C, a crash or a dropped network; the partial
+state lives beside the output in FILE.rangefs/ and the finished file is
+renamed into place, so FILE is never seen half-written.
+`
+
+func parseGet(args []string, env Env) (*getConfig, error) {
+	c := &getConfig{}
+	fs := newFlagSet("get", getUsage)
+	finish := commonFlags(fs, &c.commonConfig)
+	fs.StringVarP(&c.Output, "output", "o", "", "save to FILE (default: the URL's file name in the current directory)")
+	fs.StringVar(&c.SHA256, "sha256", "", "verify the result against this SHA-256 (hex); on mismatch nothing is left at the output")
+	fs.BoolVar(&c.Force, "force", false, "overwrite an existing output file")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	if err := finish(env); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 1 {
+		return nil, usagef("get takes exactly one URL (got %d arguments); see rangefs get --help", fs.NArg())
+	}
+	var err error
+	if c.URL, err = parseURL(fs.Arg(0)); err != nil {
+		return nil, err
+	}
+	if c.SHA256 != "" {
+		c.SHA256 = strings.ToLower(c.SHA256)
+		if len(c.SHA256) != 64 || strings.Trim(c.SHA256, "0123456789abcdef") != "" {
+			return nil, usagef("--sha256 must be 64 hex digits")
+		}
+	}
+	return c, nil
+}
+
+const mountUsage = `Usage: rangefs mount [flags] URL... MOUNTPOINT
+
+Show each URL as a read-only file in MOUNTPOINT. Reads fetch only the chunks
+they touch; a background prefetcher fills in the rest; everything fetched is
+kept in the cache and survives unmount, crash and reboot. Runs in the
+foreground until Ctrl-C, SIGTERM, or fusermount3 -u MOUNTPOINT.
+`
+
+func parseMount(args []string, env Env) (*mountConfig, error) {
+	c := &mountConfig{}
+	fs := newFlagSet("mount", mountUsage)
+	finish := commonFlags(fs, &c.commonConfig)
+	fs.StringVar(&c.CacheDir, "cache-dir", "", "where cached chunks live (default $XDG_CACHE_HOME/rangefs or ~/.cache/rangefs)")
+	fs.StringVar(&c.Name, "name", "", "file name in the mount (only with one URL)")
+	fs.BoolVar(&c.NoPrefetch, "no-prefetch", false, "fetch only what is read (plus read-ahead); no background fill")
+	fs.DurationVar(&c.OpTimeout, "op-timeout", 30*time.Second, "longest a read waits for the network before it fails with EIO")
+	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
+	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	if err := finish(env); err != nil {
+		return nil, err
+	}
+	if fs.NArg() < 2 {
+		return nil, usagef("mount needs at least one URL and a mount point; see rangefs mount --help")
+	}
+	for _, a := range fs.Args()[:fs.NArg()-1] {
+		u, err := parseURL(a)
+		if err != nil {
+			return nil, err
+		}
+		c.URLs = append(c.URLs, u)
+	}
+	c.Mountpoint = fs.Arg(fs.NArg() - 1)
+	if c.Name != "" && len(c.URLs) != 1 {
+		return nil, usagef("--name works with exactly one URL")
+	}
+	if c.Name != "" && (strings.ContainsAny(c.Name, "/\x00") || c.Name == "." || c.Name == "..") {
+		return nil, usagef("--name %q is not a plain file name", c.Name)
+	}
+	if c.OpTimeout <= 0 {
+		return nil, usagef("--op-timeout must be positive")
+	}
+	if c.CacheDir == "" {
+		c.CacheDir = defaultCacheDir(env)
+	}
+	return c, nil
+}
+
+const statusUsage = `Usage: rangefs status [MOUNTPOINT | --cache-dir DIR]
+
+Show what is cached: for each file of a running mount, or for each object in a
+cache directory (default: the default cache directory).
+`
+
+func parseStatus(args []string, env Env) (*statusConfig, error) {
+	c := &statusConfig{}
+	fs := newFlagSet("status", statusUsage)
+	fs.StringVar(&c.CacheDir, "cache-dir", "", "cache directory to inspect")
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() > 1:
+		return nil, usagef("status takes at most one mount point")
+	case fs.NArg() == 1 && c.CacheDir != "":
+		return nil, usagef("give a mount point or --cache-dir, not both")
+	case fs.NArg() == 1:
+		c.Target = fs.Arg(0)
+	case c.CacheDir == "":
+		c.CacheDir = defaultCacheDir(env)
+	}
+	return c, nil
+}
+
+func defaultCacheDir(env Env) string {
+	if x := env("XDG_CACHE_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "rangefs")
+	}
+	if h := env("HOME"); h != "" {
+		return filepath.Join(h, ".cache", "rangefs")
+	}
+	return filepath.Join(os.TempDir(), "rangefs-cache")
+}

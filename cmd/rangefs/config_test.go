@@ -1,0 +1,184 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func noEnv(string) string { return "" }
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		bad  bool
+	}{
+		{"4096", 4096, false},
+		{"0", 0, false},
+		{"512K", 512 << 10, false},
+		{"512k", 512 << 10, false},
+		{"4M", 4 << 20, false},
+		{"1GiB", 1 << 30, false},
+		{"1.5G", 3 << 29, false},
+		{"2MB", 2e6, false},
+		{"10 MiB", 10 << 20, false},
+		{"", 0, true},
+		{"M", 0, true},
+		{"-1", 0, true},
+		{"1X", 0, true},
+		{"1.2.3", 0, true},
+		{"9999999T", 0, true},
+	} {
+		got, err := parseSize(tc.in)
+		if (err != nil) != tc.bad || (!tc.bad && got != tc.want) {
+			t.Errorf("parseSize(%q) = %d, %v; want %d, bad=%v", tc.in, got, err, tc.want, tc.bad)
+		}
+	}
+}
+
+func TestAddHeader(t *testing.T) {
+	for _, tc := range []struct {
+		line, name, value string
+		bad               bool
+	}{
+		{"Authorization: Bearer abc", "Authorization", "Bearer abc", false},
+		{"X-Thing:v", "X-Thing", "v", false},
+		{"  # a comment", "", "", false},
+		{"", "", "", false},
+		{"NoColon", "", "", true},
+		{": value", "", "", true},
+		{"Bad Name: v", "", "", true},
+		{"Range: bytes=0-1", "", "", true},
+		{"X-A: one\x00two", "", "", true},
+	} {
+		h := http.Header{}
+		err := addHeader(h, tc.line)
+		if (err != nil) != tc.bad {
+			t.Errorf("addHeader(%q) error = %v, bad=%v", tc.line, err, tc.bad)
+			continue
+		}
+		if tc.name != "" && h.Get(tc.name) != tc.value {
+			t.Errorf("addHeader(%q): %s = %q, want %q", tc.line, tc.name, h.Get(tc.name), tc.value)
+		}
+	}
+	// A rejected header's value never shows in the message: it may be a token.
+	err := addHeader(http.Header{}, "X-Token: sec\nret")
+	if err == nil || strings.Contains(err.Error(), "sec") {
+		t.Errorf("error %v leaks the value", err)
+	}
+}
+
+func TestParseGet(t *testing.T) {
+	dir := t.TempDir()
+	urlFile := filepath.Join(dir, "url")
+	os.WriteFile(urlFile, []byte("\nhttps://h.example/f.iso?sig=abc\n"), 0o600)
+	hdrFile := filepath.Join(dir, "headers")
+	os.WriteFile(hdrFile, []byte("# token\nAuthorization: Bearer t0k\n"), 0o600)
+
+	c, err := parseGet([]string{"-j", "4", "--chunk-size", "4M", "-o", "x.iso", "--header-file", hdrFile, "@" + urlFile}, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Connections != 4 || c.ChunkSize != 4<<20 || c.Output != "x.iso" || c.URL != "https://h.example/f.iso?sig=abc" ||
+		c.Headers.Get("Authorization") != "Bearer t0k" {
+		t.Errorf("parsed %+v", c)
+	}
+	env := func(k string) string {
+		if k == "RANGEFS_HEADERS" {
+			return "X-A: 1\nX-B: 2"
+		}
+		return ""
+	}
+	c, err = parseGet([]string{"http://h/f"}, env)
+	if err != nil || c.Headers.Get("X-A") != "1" || c.Headers.Get("X-B") != "2" || c.Connections != 8 || c.ChunkSize != 1<<20 {
+		t.Errorf("defaults/env: %+v %v", c, err)
+	}
+
+	for _, args := range [][]string{
+		{},
+		{"a", "b"},
+		{"ftp://h/f"},
+		{"file:///etc/passwd"},
+		{"http://"},
+		{"-j", "0", "http://h/f"},
+		{"-j", "1000", "http://h/f"},
+		{"--chunk-size", "3M", "http://h/f"},
+		{"--chunk-size", "32K", "http://h/f"},
+		{"--chunk-size", "128M", "http://h/f"},
+		{"--sha256", "xyz", "http://h/f"},
+		{"--no-such-flag", "http://h/f"},
+		{"@" + filepath.Join(dir, "missing"), "x"},
+	} {
+		_, err := parseGet(args, noEnv)
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("parseGet(%q) = %v, want a usage error", args, err)
+		}
+	}
+	if _, err := parseGet([]string{"--help"}, noEnv); !errors.Is(err, errHelp) {
+		t.Errorf("--help: %v", err)
+	}
+}
+
+func TestParseMount(t *testing.T) {
+	env := func(k string) string { return map[string]string{"HOME": "/home/u"}[k] }
+	c, err := parseMount([]string{"--no-prefetch", "--op-timeout", "5s", "http://h/a", "http://h/b", "mnt"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.URLs) != 2 || c.Mountpoint != "mnt" || !c.NoPrefetch || c.OpTimeout != 5*time.Second ||
+		c.CacheDir != filepath.Join("/home/u", ".cache", "rangefs") {
+		t.Errorf("parsed %+v", c)
+	}
+	xdg := func(k string) string { return map[string]string{"HOME": "/home/u", "XDG_CACHE_HOME": "/x"}[k] }
+	if c, _ := parseMount([]string{"http://h/a", "m"}, xdg); c.CacheDir != filepath.Join("/x", "rangefs") {
+		t.Errorf("XDG cache dir: %s", c.CacheDir)
+	}
+	for _, args := range [][]string{
+		{"mnt"},
+		{"--name", "x", "http://h/a", "http://h/b", "m"},
+		{"--name", "a/b", "http://h/a", "m"},
+		{"--op-timeout", "0s", "http://h/a", "m"},
+		{"gopher://h/a", "m"},
+	} {
+		_, err := parseMount(args, env)
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("parseMount(%q) = %v, want a usage error", args, err)
+		}
+	}
+}
+
+func TestUniqueName(t *testing.T) {
+	taken := map[string]bool{}
+	var got []string
+	for _, n := range []string{"a.iso", "a.iso", "a.iso", "b", "b"} {
+		got = append(got, uniqueName(taken, n))
+	}
+	if want := "a.iso a-2.iso a-3.iso b b-2"; strings.Join(got, " ") != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestSafeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"f.iso": "f.iso", "../../x": "x", "/etc/passwd": "passwd", "..": "download", "": "download", "a/..": "download",
+	} {
+		if got := safeName(in); got != want {
+			t.Errorf("safeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 3 << 29: "1.5 GiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

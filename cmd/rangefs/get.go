@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"rangefs/cache"
+	"rangefs/fetch"
+)
+
+var (
+	errChecksum = errors.New("checksum mismatch")
+	errNoSpace  = errors.New("not enough disk space")
+)
+
+// maxRestarts bounds how often a download starts over because the remote
+// file changed under it.
+const maxRestarts = 3
+
+func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
+	log := newLogger(stderr, &c.commonConfig)
+	client := newClient(&c.commonConfig, log, stderr)
+	defer client.Close()
+
+	obj, err := client.Probe(ctx, c.URL)
+	if err != nil {
+		return err
+	}
+	if err := checkSize(&c.commonConfig, obj); err != nil {
+		return err
+	}
+	out, err := outputPath(c.Output, obj.Name)
+	if err != nil {
+		return err
+	}
+	state := out + ".rangefs"
+	if _, err := os.Lstat(out); err == nil && !c.Force {
+		return usagef("%s already exists; remove it, choose another -o, or pass --force", out)
+	}
+
+	if !obj.Ranges {
+		fmt.Fprintf(stderr, "rangefs: warning: %s ignores Range requests; downloading in one stream (no parallelism, no resume)\n", obj.URL())
+		return streamGet(ctx, c, obj, out, stderr)
+	}
+
+	for restart := 0; ; restart++ {
+		err = fillOnce(ctx, c, obj, state, stderr)
+		if !errors.Is(err, cache.ErrStale) || restart == maxRestarts {
+			break
+		}
+		fmt.Fprintln(stderr, "rangefs: the remote file changed during the download; starting over with the new version")
+		if obj, err = client.Probe(ctx, c.URL); err != nil {
+			return err
+		}
+	}
+	if err != nil {
+		return err
+	}
+	data := filepath.Join(state, "data")
+	if c.SHA256 != "" {
+		if err := checkSHA256(data, c.SHA256); err != nil {
+			// The bytes are what the server serves: keeping them would only
+			// make the next run fail the same way.
+			os.RemoveAll(state)
+			return err
+		}
+	}
+	if err := os.Chmod(data, 0o666&^umask()); err != nil {
+		return err
+	}
+	if err := os.Rename(data, out); err != nil {
+		return fmt.Errorf("move the finished file into place: %w", err)
+	}
+	syncDir(filepath.Dir(out))
+	os.RemoveAll(state)
+	if !c.Quiet {
+		fmt.Fprintf(stderr, "rangefs: saved %s (%s)\n", out, humanBytes(obj.Size))
+	}
+	return nil
+}
+
+// fillOnce opens (or resumes) the download state in dir and fetches what is
+// missing. On return the index is flushed and closed.
+func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, stderr io.Writer) error {
+	log := newLogger(stderr, &c.commonConfig)
+	f, err := cache.Open(dir, cache.Meta{
+		Size:         obj.Size,
+		ChunkSize:    c.ChunkSize,
+		ETag:         obj.ETag,
+		LastModified: obj.LastModified,
+		URL:          obj.URL(),
+	}, obj, cache.Options{Pool: cache.NewPool(c.Connections), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if why := f.Discarded(); why != "" {
+		fmt.Fprintf(stderr, "rangefs: discarded the partial download (%s); starting from scratch\n", why)
+	}
+	st := f.Stats()
+	if err := checkSpace(dir, st.Size-st.BytesPresent); err != nil {
+		return err
+	}
+	if st.Present > 0 && !c.Quiet {
+		fmt.Fprintf(stderr, "rangefs: resuming: %s of %s already here\n", humanBytes(st.BytesPresent), humanBytes(st.Size))
+	}
+	prog := startProgress(stderr, c.Quiet, f.Stats)
+	defer prog.stop()
+	// A resumed download re-checks the chunks of earlier runs before they
+	// become part of the file; bad ones are fetched again.
+	for range 3 {
+		if err := f.Fill(ctx); err != nil {
+			prog.stop()
+			if ctx.Err() != nil {
+				st := f.Stats()
+				return fmt.Errorf("interrupted with %s of %s downloaded; run the same command again to resume: %w",
+					humanBytes(st.BytesPresent), humanBytes(st.Size), ctx.Err())
+			}
+			return err
+		}
+		err := f.Verify(ctx)
+		if err == nil {
+			return f.Close()
+		}
+		if !errors.Is(err, cache.ErrCorrupt) {
+			return err
+		}
+		log.Warn("chunks from an earlier run failed their checksum; fetching them again", "err", err)
+	}
+	return errors.New("chunks keep failing their checksum; the disk may be faulty")
+}
+
+// streamGet is the fallback for a server that ignores Range: one GET into a
+// temporary file beside the output, renamed into place when complete.
+func streamGet(ctx context.Context, c *getConfig, obj *fetch.Object, out string, stderr io.Writer) error {
+	if err := checkSpace(filepath.Dir(out), obj.Size); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".partial-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	h := sha256.New()
+	cw := &countingWriter{w: io.MultiWriter(tmp, h)}
+	prog := startProgress(stderr, c.Quiet, func() cache.Stats {
+		return cache.Stats{Size: obj.Size, BytesPresent: cw.n.Load(), BytesFetched: cw.n.Load(), Active: 1}
+	})
+	err = obj.Stream(ctx, cw)
+	prog.stop()
+	if err != nil {
+		return err
+	}
+	if cw.n.Load() != obj.Size {
+		return fmt.Errorf("the server sent %d bytes, not the %d it announced", cw.n.Load(), obj.Size)
+	}
+	if c.SHA256 != "" && hex.EncodeToString(h.Sum(nil)) != c.SHA256 {
+		return fmt.Errorf("%w: got sha256 %x, want %s; nothing was saved", errChecksum, h.Sum(nil), c.SHA256)
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Chmod(0o666 &^ umask()); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(out))
+	if !c.Quiet {
+		fmt.Fprintf(stderr, "rangefs: saved %s (%s)\n", out, humanBytes(obj.Size))
+	}
+	return nil
+}
+
+// outputPath decides where the file goes: -o as given (a directory means
+// "inside it"), else the server's suggested name in the current directory.
+// The suggested name comes from the network, so it is checked to be a plain
+// name that stays in the directory.
+func outputPath(flag, suggested string) (string, error) {
+	if flag != "" {
+		if fi, err := os.Stat(flag); err == nil && fi.IsDir() {
+			return filepath.Join(flag, safeName(suggested)), nil
+		}
+		return flag, nil
+	}
+	return safeName(suggested), nil
+}
+
+func safeName(s string) string {
+	s = filepath.Base(filepath.Clean("/" + s))
+	if s == "/" || s == "." || s == ".." || s == "" {
+		return "download"
+	}
+	return s
+}
+
+func checkSHA256(path, want string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return fmt.Errorf("%w: got sha256 %s, want %s; nothing was saved", errChecksum, got, want)
+	}
+	return nil
+}
+
+// checkSpace fails early, with what to do, when the file cannot fit.
+func checkSpace(dir string, need int64) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return nil // cannot tell; the write errors will
+	}
+	avail := int64(st.Bavail) * st.Bsize
+	if need > avail {
+		return fmt.Errorf("%w in %s: need %s more, %s free; free some space or choose another -o",
+			errNoSpace, dir, humanBytes(need), humanBytes(avail))
+	}
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+func umask() os.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return os.FileMode(m)
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"rangefs/cache"
+	"rangefs/fetch"
+	"rangefs/fs"
+)
+
+func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
+	log := newLogger(stderr, &c.commonConfig)
+	if cleaned, err := fs.CleanStale(c.Mountpoint); err != nil {
+		return err
+	} else if cleaned {
+		fmt.Fprintf(stderr, "rangefs: removed a stale mount left at %s by a process that died\n", c.Mountpoint)
+	}
+	if fi, err := os.Stat(c.Mountpoint); err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("mount point %s is not a directory", c.Mountpoint)
+	}
+	if err := os.MkdirAll(c.CacheDir, 0o700); err != nil {
+		return fmt.Errorf("cache directory: %w", err)
+	}
+
+	client := newClient(&c.commonConfig, log, stderr)
+	defer client.Close()
+	objs, err := probeAll(ctx, client, c.URLs)
+	if err != nil {
+		return err
+	}
+
+	pool := cache.NewPool(c.Connections)
+	var files []*cache.File
+	defer func() {
+		for _, f := range files {
+			if err := f.Close(); err != nil {
+				log.Warn("closing cache", "err", err)
+			}
+		}
+	}()
+	names := map[string]bool{}
+	var entries []fs.Entry
+	for _, o := range objs {
+		if err := checkSize(&c.commonConfig, o); err != nil {
+			return err
+		}
+		if !o.Ranges {
+			return fmt.Errorf("%s: %w: the server answered a Range request with the whole file; "+
+				"it cannot be mounted (rangefs get can still download it)", o.URL(), fetch.ErrRangeIgnored)
+		}
+		dir := filepath.Join(c.CacheDir, cache.DirName(o.Identity()))
+		f, err := cache.Open(dir, cache.Meta{
+			Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, LastModified: o.LastModified, URL: o.URL(),
+		}, o, cache.Options{Pool: pool, Logger: log})
+		if err != nil {
+			return fmt.Errorf("%s: %w", o.URL(), err)
+		}
+		files = append(files, f)
+		if why := f.Discarded(); why != "" && !c.Quiet {
+			fmt.Fprintf(stderr, "rangefs: %s: discarded its cached data (%s)\n", o.URL(), why)
+		}
+		name := o.Name
+		if c.Name != "" {
+			name = c.Name
+		}
+		name = uniqueName(names, safeName(name))
+		entries = append(entries, fs.Entry{Name: name, File: f, Mtime: lastModified(o)})
+	}
+
+	srv, err := fs.Mount(c.Mountpoint, entries, fs.Options{
+		OpTimeout: c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("%w (is fuse3 installed and /dev/fuse usable?)", err)
+	}
+	if !c.NoPrefetch {
+		for _, f := range files {
+			f.StartPrefetch()
+		}
+	}
+	if !c.Quiet {
+		fmt.Fprintf(stderr, "rangefs: mounted %d file(s) at %s; Ctrl-C or 'fusermount3 -u %s' to unmount\n",
+			len(entries), c.Mountpoint, c.Mountpoint)
+	}
+
+	unmounted := make(chan struct{})
+	go func() { srv.Wait(); close(unmounted) }()
+	select {
+	case <-unmounted:
+	case <-ctx.Done():
+		// Stop fetching first, so reads in flight fail at once instead of
+		// holding the unmount up; then detach.
+		for _, f := range files {
+			f.Close()
+		}
+		if err := srv.Unmount(); err != nil {
+			log.Warn("unmount", "err", err)
+		}
+		select {
+		case <-unmounted:
+		case <-time.After(5 * time.Second):
+			log.Warn("the kernel did not finish the unmount in 5 s; exiting anyway")
+		}
+	}
+	return nil
+}
+
+// probeAll probes the URLs concurrently; the first failure names its URL.
+func probeAll(ctx context.Context, client *fetch.Client, urls []string) ([]*fetch.Object, error) {
+	objs := make([]*fetch.Object, len(urls))
+	errs := make([]error, len(urls))
+	var wg sync.WaitGroup
+	for i, u := range urls {
+		wg.Go(func() { objs[i], errs[i] = client.Probe(ctx, u) })
+	}
+	wg.Wait()
+	return objs, errors.Join(errs...)
+}
+
+// uniqueName returns name, or name with "-2", "-3"... before its extension
+// when an earlier URL already took it.
+func uniqueName(taken map[string]bool, name string) string {
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	cand := name
+	for i := 2; taken[cand]; i++ {
+		cand = fmt.Sprintf("%s-%d%s", stem, i, ext)
+	}
+	taken[cand] = true
+	return cand
+}
+
+func lastModified(o *fetch.Object) time.Time {
+	t, err := http.ParseTime(o.LastModified)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}

@@ -1,0 +1,154 @@
+// Package fs shows cached remote files as a read-only FUSE file system. It is
+// a thin adapter: every operation answers from memory or calls cache/, and
+// errors are translated in one place (errno.go).
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Options configure a mount. The zero value is usable.
+type Options struct {
+	OpTimeout  time.Duration // longest a read may wait before it fails with EIO; default 30 s
+	AllowOther bool          // let other users read the mount (implies default_permissions)
+	Debug      bool          // log every FUSE request (go-fuse's debug output)
+	Logger     *slog.Logger  // nil discards
+}
+
+// Server is a running mount. Its methods are safe for concurrent use.
+type Server struct {
+	dir    string
+	server *fuse.Server
+	log    *slog.Logger
+}
+
+// cacheTimeout is how long the kernel may keep names and attributes. The
+// directory never changes while mounted and the content is pinned by its
+// validator, so there is nothing to revalidate.
+const cacheTimeout = 24 * time.Hour
+
+// Mount shows entries as files in dir and returns once the kernel has the
+// mount. The entries' cache.Files must stay open until Wait returns.
+func Mount(dir string, entries []Entry, o Options) (*Server, error) {
+	if o.OpTimeout <= 0 {
+		o.OpTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = discardLogger
+	}
+	root := &rootNode{entries: entries, opts: &o, mtime: time.Now()}
+	timeout := cacheTimeout
+	mo := fuse.MountOptions{
+		FsName: "rangefs",
+		Name:   "rangefs",
+		// Read-only at the VFS level too, so writes fail before reaching us.
+		Options: []string{"ro"},
+		// 1 MiB requests: measured 358 MB/s at go-fuse's 128 KiB default
+		// versus 974 MB/s at 1 MiB on this kind of machine.
+		MaxWrite: 1 << 20,
+		// Enough async reads in flight to keep read-ahead and parallel
+		// readers fed; the kernel default of 12 starves -j 8..16.
+		MaxBackground: 64,
+		// Our read results are in memory: splicing them through a pipe is an
+		// extra copy, and a 1 MiB result plus header overflows the default pipe.
+		DisableSplice: true,
+		// Security labels are not ours to answer; the kernel skips asking.
+		IgnoreSecurityLabels: true,
+		// As root, mount(2) directly instead of through fusermount3; it
+		// falls back to fusermount3 for everyone else.
+		DirectMount: true,
+		Debug:       o.Debug,
+		AllowOther:  o.AllowOther,
+	}
+	if o.AllowOther {
+		// Other users must still be subject to the file modes.
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	server, err := fusefs.Mount(dir, root, &fusefs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	s := &Server{dir: dir, server: server, log: o.Logger}
+	s.raiseReadAhead()
+	return s, nil
+}
+
+// raiseReadAhead lifts the kernel's read-ahead for this mount from 128 KiB to
+// 1 MiB: measured 974 MB/s before and 2.0 GB/s after for a sequential read.
+// It needs root; without it the mount still works at the lower figure.
+func (s *Server) raiseReadAhead() {
+	var st syscall.Stat_t
+	if err := syscall.Stat(s.dir, &st); err != nil {
+		return
+	}
+	major, minor := (st.Dev>>8)&0xfff, (st.Dev&0xff)|((st.Dev>>12)&0xfff00)
+	path := "/sys/class/bdi/" + strconv.FormatUint(major, 10) + ":" + strconv.FormatUint(minor, 10) + "/read_ahead_kb"
+	if err := os.WriteFile(path, []byte("1024"), 0); err != nil {
+		s.log.Debug("kernel read-ahead left at its default", "err", err)
+	}
+}
+
+// Wait blocks until the file system is unmounted (by Unmount, fusermount3 -u
+// or umount).
+func (s *Server) Wait() { s.server.Wait() }
+
+// Unmount detaches the mount. When programs still hold files open, a plain
+// unmount fails with EBUSY; the mount is then detached lazily so the process
+// can still exit, and those programs get errors on their next access.
+func (s *Server) Unmount() error {
+	err := s.server.Unmount()
+	if err == nil {
+		return nil
+	}
+	s.log.Debug("unmount failed, detaching lazily", "err", err)
+	return lazyUnmount(s.dir)
+}
+
+// CleanStale removes a dead mount left at dir by a killed rangefs (stat then
+// fails with ENOTCONN, "Transport endpoint is not connected"). It does nothing
+// to a healthy directory.
+func CleanStale(dir string) (bool, error) {
+	_, err := os.Stat(dir)
+	if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+		return false, nil
+	}
+	if err := lazyUnmount(dir); err != nil {
+		return false, fmt.Errorf("stale mount at %s: %w (try: fusermount3 -uz %s)", dir, err, dir)
+	}
+	return true, nil
+}
+
+func lazyUnmount(dir string) error {
+	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err == nil {
+		return nil
+	}
+	// Not root: fusermount3 is setuid and may unmount the caller's own mount.
+	for _, prog := range []string{"fusermount3", "fusermount"} {
+		path, err := exec.LookPath(prog)
+		if err != nil {
+			continue
+		}
+		out, err := exec.Command(path, "-u", "-z", filepath.Clean(dir)).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s -uz: %v: %s", prog, err, out)
+		}
+		return nil
+	}
+	return errors.New("cannot unmount: not root and no fusermount3 found")
+}

@@ -1,0 +1,200 @@
+package fs
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"rangefs/cache"
+)
+
+// Entry is one remote file shown in the mount's root directory.
+type Entry struct {
+	Name  string      // file name in the mount; unique, no '/'
+	File  *cache.File // owned by the caller, who closes it after the server has stopped
+	Mtime time.Time   // from the remote's Last-Modified; zero means the mount time
+}
+
+// rootNode is the mount's only directory. Its children are fixed at mount
+// time, so lookups and listings never touch the network.
+type rootNode struct {
+	fusefs.Inode
+	entries []Entry
+	opts    *Options
+	mtime   time.Time
+}
+
+var (
+	_ = (fusefs.NodeOnAdder)((*rootNode)(nil))
+	_ = (fusefs.NodeGetattrer)((*rootNode)(nil))
+	_ = (fusefs.NodeStatfser)((*rootNode)(nil))
+)
+
+func (r *rootNode) OnAdd(ctx context.Context) {
+	for i, e := range r.entries {
+		n := &fileNode{entry: e, opts: r.opts, mtime: e.Mtime}
+		if n.mtime.IsZero() {
+			n.mtime = r.mtime
+		}
+		child := r.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: uint64(i) + 2})
+		r.AddChild(e.Name, child, false)
+	}
+}
+
+func (r *rootNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o555
+	out.Nlink = 2
+	setTimes(&out.Attr, r.mtime)
+	return 0
+}
+
+// Statfs reports the remote files' total size, so df shows something
+// meaningful without asking the network.
+func (r *rootNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	const bsize = 4096
+	var total, cached int64
+	for _, e := range r.entries {
+		st := e.File.Stats()
+		total += st.Size
+		cached += st.BytesPresent
+	}
+	out.Bsize = bsize
+	out.Frsize = bsize
+	out.Blocks = uint64((total + bsize - 1) / bsize)
+	out.Bfree = 0
+	out.Bavail = 0
+	out.Files = uint64(len(r.entries))
+	out.NameLen = 255
+	return 0
+}
+
+// fileNode is one remote file. Its attributes come from the probe made at
+// mount time; the content is pinned by the remote's validator.
+type fileNode struct {
+	fusefs.Inode
+	entry Entry
+	opts  *Options
+	mtime time.Time
+}
+
+var (
+	_ = (fusefs.NodeGetattrer)((*fileNode)(nil))
+	_ = (fusefs.NodeOpener)((*fileNode)(nil))
+	_ = (fusefs.NodeGetxattrer)((*fileNode)(nil))
+	_ = (fusefs.NodeListxattrer)((*fileNode)(nil))
+)
+
+func (n *fileNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	st := n.entry.File.Stats()
+	out.Mode = syscall.S_IFREG | 0o444
+	out.Nlink = 1
+	out.Size = uint64(st.Size)
+	// Blocks counts what is on local disk, so `du` shows how much is cached.
+	out.Blocks = uint64((st.BytesPresent + 511) / 512)
+	out.Blksize = uint32(min(st.ChunkSize, 1<<20))
+	setTimes(&out.Attr, n.mtime)
+	return 0
+}
+
+func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	h := &fileHandle{node: n, reader: n.entry.File.NewReader()}
+	// KEEP_CACHE: the content never changes under one mount (it is pinned by
+	// the validator seen at mount time), so the kernel may keep pages across opens.
+	return h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Extended attributes expose the cache state of each file.
+const xattrPrefix = "user.rangefs."
+
+var xattrNames = []string{"url", "etag", "last_modified", "size", "chunk_size", "cached_bytes", "chunks"}
+
+func (n *fileNode) xattr(name string) (string, bool) {
+	m := n.entry.File.Meta()
+	st := n.entry.File.Stats()
+	switch name {
+	case "url":
+		return m.URL, true
+	case "etag":
+		return m.ETag, true
+	case "last_modified":
+		return m.LastModified, true
+	case "size":
+		return strconv.FormatInt(st.Size, 10), true
+	case "chunk_size":
+		return strconv.FormatInt(st.ChunkSize, 10), true
+	case "cached_bytes":
+		return strconv.FormatInt(st.BytesPresent, 10), true
+	case "chunks":
+		return strconv.FormatInt(st.Present, 10) + "/" + strconv.FormatInt(st.Chunks, 10), true
+	}
+	return "", false
+}
+
+func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if len(attr) <= len(xattrPrefix) || attr[:len(xattrPrefix)] != xattrPrefix {
+		return 0, syscall.ENODATA
+	}
+	v, ok := n.xattr(attr[len(xattrPrefix):])
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	return copyOut(dest, v)
+}
+
+func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var list []byte
+	for _, name := range xattrNames {
+		list = append(list, xattrPrefix+name...)
+		list = append(list, 0)
+	}
+	return copyOut(dest, string(list))
+}
+
+// copyOut follows getxattr(2): an empty dest asks for the size; a short one is ERANGE.
+func copyOut(dest []byte, v string) (uint32, syscall.Errno) {
+	if len(dest) == 0 {
+		return uint32(len(v)), 0
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// fileHandle is one open(2) of a file. Its Reader keeps the per-handle
+// sequential detector that drives read-ahead.
+type fileHandle struct {
+	node   *fileNode
+	reader *cache.Reader
+}
+
+var _ = (fusefs.FileReader)((*fileHandle)(nil))
+
+func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	// No read waits longer than the op timeout, whatever the server does. The
+	// FUSE context is cancelled on an interrupt, which ends only this wait.
+	ctx, cancel := context.WithTimeout(ctx, h.node.opts.OpTimeout)
+	defer cancel()
+	n, err := h.reader.ReadAt(ctx, dest, off)
+	if errno := toErrno(h.node.opts.Logger, "read", h.node.entry.Name, err); errno != 0 {
+		return nil, errno
+	}
+	// A vector result is written to /dev/fuse with one writev; go-fuse's
+	// plain data result would be copied through a splice pipe first.
+	return fuse.ReadResultVector([][]byte{dest[:n]}), 0
+}
+
+func setTimes(a *fuse.Attr, t time.Time) {
+	a.SetTimes(&t, &t, &t)
+}
+
+// discardLogger is used when the caller gives none.
+var discardLogger = slog.New(slog.DiscardHandler)
