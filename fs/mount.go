@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -120,18 +121,65 @@ func (s *Server) Unmount() error {
 	return lazyUnmount(s.dir)
 }
 
-// CleanStale removes a dead mount left at dir by a killed rangefs (stat then
-// fails with ENOTCONN, "Transport endpoint is not connected"). It does nothing
-// to a healthy directory.
+// CleanStale removes a dead mount left at dir by a killed rangefs: the kernel
+// still lists it, but every request fails with ENOTCONN ("Transport endpoint
+// is not connected"). A live mount at dir is an error; a plain directory is
+// left alone. Attributes may still be answered from the kernel's cache after
+// the daemon died, so the check lists the directory, which always asks.
 func CleanStale(dir string) (bool, error) {
-	_, err := os.Stat(dir)
-	if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false, err
+	}
+	if !isMountPoint(abs) {
 		return false, nil
 	}
-	if err := lazyUnmount(dir); err != nil {
+	_, err = os.ReadDir(abs)
+	if err == nil {
+		return false, fmt.Errorf("%s is already a mount point; unmount it first (fusermount3 -u %s)", dir, dir)
+	}
+	if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+		return false, fmt.Errorf("mount point %s: %w", dir, err)
+	}
+	if err := lazyUnmount(abs); err != nil {
 		return false, fmt.Errorf("stale mount at %s: %w (try: fusermount3 -uz %s)", dir, err, dir)
 	}
 	return true, nil
+}
+
+// isMountPoint reports whether dir (absolute, clean) is listed in this
+// process's mount table.
+func isMountPoint(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// Field 5 is the mount point, with space, tab, newline and
+		// backslash escaped as octal.
+		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 func lazyUnmount(dir string) error {

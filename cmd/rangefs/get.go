@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -25,7 +26,8 @@ var (
 const maxRestarts = 3
 
 func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
-	log := newLogger(stderr, &c.commonConfig)
+	// get reports its failures itself, once; the log is for -v.
+	log := newLogger(stderr, &c.commonConfig, slog.LevelError)
 	client := newClient(&c.commonConfig, log, stderr)
 	defer client.Close()
 
@@ -46,12 +48,16 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 	}
 
 	if !obj.Ranges {
-		fmt.Fprintf(stderr, "rangefs: warning: %s ignores Range requests; downloading in one stream (no parallelism, no resume)\n", obj.URL())
 		return streamGet(ctx, c, obj, out, stderr)
 	}
 
 	for restart := 0; ; restart++ {
 		err = fillOnce(ctx, c, obj, state, stderr)
+		if errors.Is(err, fetch.ErrRangeIgnored) {
+			// The server advertised ranges but answered with whole bodies.
+			os.RemoveAll(state)
+			return streamGet(ctx, c, obj, out, stderr)
+		}
 		if !errors.Is(err, cache.ErrStale) || restart == maxRestarts {
 			break
 		}
@@ -89,7 +95,7 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 // fillOnce opens (or resumes) the download state in dir and fetches what is
 // missing. On return the index is flushed and closed.
 func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, stderr io.Writer) error {
-	log := newLogger(stderr, &c.commonConfig)
+	log := newLogger(stderr, &c.commonConfig, slog.LevelError)
 	f, err := cache.Open(dir, cache.Meta{
 		Size:         obj.Size,
 		ChunkSize:    c.ChunkSize,
@@ -132,7 +138,7 @@ func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, 
 		if !errors.Is(err, cache.ErrCorrupt) {
 			return err
 		}
-		log.Warn("chunks from an earlier run failed their checksum; fetching them again", "err", err)
+		fmt.Fprintf(stderr, "rangefs: chunks from an earlier run failed their checksum (%v); fetching them again\n", err)
 	}
 	return errors.New("chunks keep failing their checksum; the disk may be faulty")
 }
@@ -140,6 +146,7 @@ func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, 
 // streamGet is the fallback for a server that ignores Range: one GET into a
 // temporary file beside the output, renamed into place when complete.
 func streamGet(ctx context.Context, c *getConfig, obj *fetch.Object, out string, stderr io.Writer) error {
+	fmt.Fprintf(stderr, "rangefs: warning: %s ignores Range requests; downloading in one stream (no parallelism, no resume)\n", obj.URL())
 	if err := checkSpace(filepath.Dir(out), obj.Size); err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -95,6 +96,7 @@ func run(args []string, env Env, stdout, stderr io.Writer) int {
 func exitCode(ctx context.Context, err error) int {
 	var ue *usageError
 	var se *fetch.StatusError
+	var ne net.Error
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
@@ -108,16 +110,15 @@ func exitCode(ctx context.Context, err error) int {
 		return exitChanged
 	case errors.As(err, &se), errors.Is(err, fetch.ErrRangeIgnored), errors.Is(err, fetch.ErrNoSize),
 		errors.Is(err, fetch.ErrGone), errors.Is(err, fetch.ErrRedirect), errors.Is(err, fetch.ErrEncoding),
-		errors.Is(err, fetch.ErrBadRange):
+		errors.Is(err, fetch.ErrBadRange), errors.As(err, &ne):
 		return exitNetwork
 	}
 	return exitFailure
 }
 
-// newLogger logs to stderr: warnings by default, everything with -v, errors
-// only with -q.
-func newLogger(w io.Writer, c *commonConfig) *slog.Logger {
-	level := slog.LevelWarn
+// newLogger logs to stderr at level (what a command shows by default),
+// everything with -v, errors only with -q.
+func newLogger(w io.Writer, c *commonConfig, level slog.Level) *slog.Logger {
 	switch {
 	case c.Verbose:
 		level = slog.LevelDebug

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,7 +19,8 @@ import (
 )
 
 func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
-	log := newLogger(stderr, &c.commonConfig)
+	// A mount runs unattended: warnings (a read that failed, and why) show.
+	log := newLogger(stderr, &c.commonConfig, slog.LevelWarn)
 	if cleaned, err := fs.CleanStale(c.Mountpoint); err != nil {
 		return err
 	} else if cleaned {
