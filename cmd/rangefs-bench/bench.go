@@ -128,7 +128,9 @@ func (b *bench) selfCheck() error {
 	cmd := exec.CommandContext(ctx, "curl", "-sS", "-f", "-r", "0-15", b.url(false))
 	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("nginx self-check (GET %s through the proxy): %v (%s)", b.url(false), err, tailFile(filepath.Join(b.work, "nginx", "error.log")))
+		return fmt.Errorf("nginx self-check (GET %s through the proxy): %v (%s; nginx workers run unprivileged "+
+			"when the driver is root, so every directory above the work dir must be world-searchable)",
+			b.url(false), err, tailFile(filepath.Join(b.work, "nginx", "error.log")))
 	}
 	want := make([]byte, 16)
 	fillPattern(want, 0, b.cfg.seed)

@@ -26,6 +26,7 @@ type config struct {
 	randomReads  int           // random 4 KiB reads per mount phase; 0 = skip random phases
 	seed         uint64        // seeds the file content and the random offsets
 	mountTimeout time.Duration // how long a mount may take to show its file
+	rcloneTuned  []string      // extra rclone mount flags of the tuned row
 	list         bool          // print the selected rows and the time estimate, run nothing
 	verbose      bool          // log every command line
 }
@@ -54,6 +55,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fl.IntVar(&c.randomReads, "random", 200, "random 4 KiB reads per mount phase (0 = no random-read rows)")
 	fl.Uint64Var(&c.seed, "seed", 1, "seed of the file content and the random read offsets")
 	fl.DurationVar(&c.mountTimeout, "mount-timeout", 30*time.Second, "max wait for a mount to show its file")
+	tuned := fl.String("rclone-tuned", strings.Join(rcloneTunedDefault, " "), "extra rclone mount flags of the mount-rclone-tuned row")
 	fl.BoolVar(&c.list, "list", false, "list the selected rows with a time estimate and exit")
 	fl.BoolVarP(&c.verbose, "verbose", "v", false, "log every command line")
 	if err := fl.Parse(args); err != nil {
@@ -62,6 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fl.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fl.Arg(0))
 	}
+	c.rcloneTuned = strings.Fields(*tuned)
 	var err error
 	if c.size, err = parseSize(*size); err != nil {
 		return c, fmt.Errorf("--size: %w", err)

@@ -89,6 +89,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "[%d/%d] %s (~%s)\n", i+1, len(rows), r.id, r.est.Round(time.Second))
 		for _, x := range r.run(ctx, b) {
+			if ctx.Err() != nil && x.Err != "" {
+				x.Err = "interrupted (" + x.Err + ")"
+			}
 			fmt.Fprintf(stderr, "    %s\n", oneLine(x))
 			results = append(results, x)
 		}
