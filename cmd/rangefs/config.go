@@ -52,10 +52,13 @@ type mountConfig struct {
 	Mountpoint string
 	CacheDir   string
 	Name       string
-	NoPrefetch bool
-	OpTimeout  time.Duration
-	AllowOther bool
-	DebugFUSE  bool
+	// VolatileQuery keys the cache by the URL without its query, so a
+	// presigned URL replaced by a fresh one finds its cached data.
+	VolatileQuery bool
+	NoPrefetch    bool
+	OpTimeout     time.Duration
+	AllowOther    bool
+	DebugFUSE     bool
 }
 
 type statusConfig struct {
@@ -297,6 +300,7 @@ func parseMount(args []string, env Env) (*mountConfig, error) {
 	finish := commonFlags(fs, &c.commonConfig)
 	fs.StringVar(&c.CacheDir, "cache-dir", "", "where cached chunks live (default $XDG_CACHE_HOME/rangefs or ~/.cache/rangefs)")
 	fs.StringVar(&c.Name, "name", "", "file name in the mount (only with one URL)")
+	fs.BoolVar(&c.VolatileQuery, "volatile-query", false, "the query string changes between runs (a signature): key the cache without it (automatic for S3, GCS and Azure signed URLs)")
 	fs.BoolVar(&c.NoPrefetch, "no-prefetch", false, "fetch only what is read (plus read-ahead); no background fill")
 	fs.DurationVar(&c.OpTimeout, "op-timeout", 30*time.Second, "longest a read waits for the network before it fails with EIO")
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")

@@ -182,3 +182,18 @@ func TestHumanBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestSignedQuery(t *testing.T) {
+	for raw, want := range map[string]bool{
+		"https://b.s3.amazonaws.com/k?X-Amz-Signature=abc&X-Amz-Expires=60": true,
+		"https://storage.googleapis.com/b/o?X-Goog-Signature=ab":            true,
+		"https://a.blob.core.windows.net/c/b?sv=2020&sig=xyz":               true,
+		"https://d.cloudfront.net/f?Expires=1&Signature=s&Key-Pair-Id=k":    true,
+		"https://h/f?version=2": false,
+		"https://h/f":           false,
+	} {
+		if got := signedQuery(raw); got != want {
+			t.Errorf("signedQuery(%q) = %v, want %v", raw, got, want)
+		}
+	}
+}

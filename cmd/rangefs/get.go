@@ -96,6 +96,16 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 // missing. On return the index is flushed and closed.
 func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, stderr io.Writer) error {
 	log := newLogger(stderr, &c.commonConfig, slog.LevelError)
+	// Fail before creating anything when the file cannot fit; what an
+	// earlier run already stored counts as space found.
+	var already int64
+	var st0 syscall.Stat_t
+	if syscall.Stat(filepath.Join(dir, "data"), &st0) == nil {
+		already = st0.Blocks * 512
+	}
+	if err := checkSpace(filepath.Dir(dir), obj.Size-already); err != nil {
+		return err
+	}
 	f, err := cache.Open(dir, cache.Meta{
 		Size:         obj.Size,
 		ChunkSize:    c.ChunkSize,
@@ -111,9 +121,6 @@ func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, 
 		fmt.Fprintf(stderr, "rangefs: discarded the partial download (%s); starting from scratch\n", why)
 	}
 	st := f.Stats()
-	if err := checkSpace(dir, st.Size-st.BytesPresent); err != nil {
-		return err
-	}
 	if st.Present > 0 && !c.Quiet {
 		fmt.Fprintf(stderr, "rangefs: resuming: %s of %s already here\n", humanBytes(st.BytesPresent), humanBytes(st.Size))
 	}

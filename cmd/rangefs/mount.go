@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,7 +54,7 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 	}()
 	names := map[string]bool{}
 	var entries []fs.Entry
-	for _, o := range objs {
+	for i, o := range objs {
 		if err := checkSize(&c.commonConfig, o); err != nil {
 			return err
 		}
@@ -61,7 +62,11 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 			return fmt.Errorf("%s: %w: the server answered a Range request with the whole file; "+
 				"it cannot be mounted (rangefs get can still download it)", o.URL(), fetch.ErrRangeIgnored)
 		}
-		dir := filepath.Join(c.CacheDir, cache.DirName(o.Identity()))
+		id := o.Identity()
+		if c.VolatileQuery || signedQuery(c.URLs[i]) {
+			id = o.IdentityNoQuery()
+		}
+		dir := filepath.Join(c.CacheDir, cache.DirName(id))
 		f, err := cache.Open(dir, cache.Meta{
 			Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, LastModified: o.LastModified, URL: o.URL(),
 		}, o, cache.Options{Pool: pool, Logger: log})
@@ -128,6 +133,24 @@ func probeAll(ctx context.Context, client *fetch.Client, urls []string) ([]*fetc
 	}
 	wg.Wait()
 	return objs, errors.Join(errs...)
+}
+
+// signedQuery reports whether the URL's query carries a signature that is
+// replaced when the URL is re-signed (S3, GCS, Azure SAS, CloudFront), so the
+// cache must not be keyed by it.
+func signedQuery(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	for k := range u.Query() {
+		switch strings.ToLower(k) {
+		case "x-amz-signature", "x-amz-credential", "x-goog-signature", "x-goog-credential",
+			"sig", "signature", "key-pair-id":
+			return true
+		}
+	}
+	return false
 }
 
 // uniqueName returns name, or name with "-2", "-3"... before its extension
