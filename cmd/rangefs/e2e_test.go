@@ -558,3 +558,51 @@ func TestMountCleansStaleMountAndResumesCache(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, m2.stderr.String())
 	}
 }
+
+func TestStatusOfCacheDirAndMount(t *testing.T) {
+	needFUSE(t)
+	srv, _ := patternServer(t, 3<<20, 21)
+	mnt, cdir := t.TempDir(), t.TempDir()
+	m := startMount(t, "file", "--cache-dir", cdir, "--no-prefetch", srv.URL(), mnt)
+	fileSHA256(t, filepath.Join(mnt, "file"))
+	out, err := exec.Command(binary, "status", mnt).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "file") || !strings.Contains(string(out), "100.0") ||
+		!strings.Contains(string(out), "3/3") {
+		t.Errorf("status of the mount: %v\n%s", err, out)
+	}
+	out, _ = exec.Command(binary, "status", "--cache-dir", cdir).CombinedOutput()
+	if !strings.Contains(string(out), "in use") {
+		t.Errorf("status of a cache in use: %s", out)
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	m.wait(t)
+	out, err = exec.Command(binary, "status", "--cache-dir", cdir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "100.0") || !strings.Contains(string(out), srv.URL()) {
+		t.Errorf("status of an idle cache: %v\n%s", err, out)
+	}
+	out, err = exec.Command(binary, "status", t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not a rangefs mount") {
+		t.Errorf("status of a plain directory: %v\n%s", err, out)
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"get", "--help"}, {"mount", "--help"}, {"status", "--help"}, {"version"}} {
+		out, err := exec.Command(binary, args...).CombinedOutput()
+		if err != nil || len(out) == 0 {
+			t.Errorf("rangefs %q: %v\n%s", args, err, out)
+		}
+	}
+	out, _ := exec.Command(binary, "mount", "--help").CombinedOutput()
+	for _, flag := range []string{"--cache-dir", "--no-prefetch", "--op-timeout", "--allow-other", "--connections", "--chunk-size", "--header", "--insecure", "--max-size", "--limit-rate", "--verbose"} {
+		if !strings.Contains(string(out), flag) {
+			t.Errorf("mount --help does not list %s", flag)
+		}
+	}
+	if code := rangefs(t, t.TempDir(), "frobnicate").code; code != exitUsage {
+		t.Errorf("unknown command: exit %d, want %d", code, exitUsage)
+	}
+	if code := rangefs(t, t.TempDir()).code; code != exitUsage {
+		t.Errorf("no command: exit %d, want %d", code, exitUsage)
+	}
+}
