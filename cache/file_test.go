@@ -950,3 +950,59 @@ func TestDamagedIndexPageRebuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Stats.Verified and AllVerified count only chunks checked this session.
+func TestVerifiedCount(t *testing.T) {
+	size := int64(5*testChunk + 10)
+	dir := cacheDir(t)
+	m := testMeta(size)
+	src := newFake(size)
+	f := openT(t, dir, m, src, Options{})
+	if f.AllVerified() {
+		t.Fatal("empty cache reported all verified")
+	}
+	if err := readChunk(t, f, 2); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.Stats(); st.Verified != 1 || st.Present != 1 {
+		t.Fatalf("after one read: %+v", st)
+	}
+	if err := f.Fill(bg); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.Stats(); st.Verified != 6 || !f.AllVerified() {
+		t.Fatalf("after Fill: %+v", st)
+	}
+	f.Close()
+
+	// Reopened, everything is present but nothing verified yet; one bad
+	// chunk is dropped by Verify and the count follows.
+	flipByte(t, f.DataPath(), 4*testChunk+5)
+	f2 := openT(t, dir, m, src, Options{})
+	if st := f2.Stats(); st.Present != 6 || st.Verified != 0 || f2.AllVerified() {
+		t.Fatalf("after reopen: %+v", st)
+	}
+	if err := readChunk(t, f2, 0); err != nil {
+		t.Fatal(err)
+	}
+	if st := f2.Stats(); st.Verified != 1 {
+		t.Fatalf("after reading chunk 0: %+v", st)
+	}
+	if err := f2.Verify(bg); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Verify: %v, want ErrCorrupt", err)
+	}
+	if st := f2.Stats(); st.Present != 5 || st.Verified != 5 || f2.AllVerified() {
+		t.Fatalf("after Verify dropped a chunk: %+v", st)
+	}
+	if err := f2.Fill(bg); err != nil {
+		t.Fatal(err)
+	}
+	if st := f2.Stats(); st.Verified != 6 || !f2.AllVerified() {
+		t.Fatalf("after refill: %+v", st)
+	}
+
+	empty := openT(t, cacheDir(t), testMeta(0), newFake(0), Options{})
+	if !empty.AllVerified() {
+		t.Fatal("an empty file is complete")
+	}
+}

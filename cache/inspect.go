@@ -23,7 +23,7 @@ func DirName(identity string) string {
 // Inspect reads the meta and chunk counts of the cache in dir without
 // opening it for use and without touching the data file (for `rangefs
 // status`). Present counts what the index records; checksums are not
-// checked. It fails with an error wrapping ErrLocked if the cache is in use.
+// checked, so Verified is 0. It fails with an error wrapping ErrLocked if the cache is in use.
 func Inspect(dir string) (Meta, Stats, error) {
 	fi, err := os.Lstat(dir)
 	if err != nil {

@@ -77,7 +77,7 @@ func (f *File) verifyClaimed(i int64) bool {
 	}
 	f.mu.Lock()
 	if good {
-		f.verified.set(i)
+		f.markVerifiedLocked(i)
 	} else {
 		f.dropLocked(i)
 	}
