@@ -65,6 +65,14 @@ type fakeSource struct {
 	gate func(off, n int64) <-chan struct{}
 	// started, if set, receives every call as it begins.
 	started chan fetchCall
+	// pause, if set, is called (without mu) before each Write after the
+	// first, with the call's offset and the bytes written so far; a
+	// non-nil channel is waited on.
+	pause func(off, done int64) <-chan struct{}
+	// perChunk, if not nil, counts the bytes the cache accepted, per
+	// chunk of testChunk bytes: a chunk fetched twice shows up as more
+	// than its length. (Benchmarks leave it nil.)
+	perChunk map[int64]int64
 }
 
 func newFake(size int64) *fakeSource { return &fakeSource{size: size} }
@@ -83,7 +91,7 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 	changed := s.changed
 	partial := s.partial
 	s.partial = 0
-	gate, started := s.gate, s.started
+	gate, started, pause := s.gate, s.started, s.pause
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -122,11 +130,21 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if pause != nil && done > 0 {
+			if ch := pause(off, done); ch != nil {
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
 		o := (off + done) % int64(len(pattern))
 		k := min(ws, limit-done, int64(len(pattern))-o)
 		m, err := w.Write(pattern[o : o+k])
 		s.mu.Lock()
 		s.bytes += int64(m)
+		s.count(off+done, int64(m))
 		s.mu.Unlock()
 		if err != nil {
 			return fmt.Errorf("fake: write: %w", err)
@@ -137,6 +155,46 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 		return errInjected
 	}
 	return nil
+}
+
+// newCountingFake is newFake with perChunk counting on.
+func newCountingFake(size int64) *fakeSource {
+	s := newFake(size)
+	s.perChunk = make(map[int64]int64)
+	return s
+}
+
+// count adds the n accepted bytes at off to perChunk, if counting. s.mu is
+// held.
+func (s *fakeSource) count(off, n int64) {
+	if s.perChunk == nil {
+		return
+	}
+	for n > 0 {
+		i := off / testChunk
+		k := min(n, (i+1)*testChunk-off)
+		s.perChunk[i] += k
+		off, n = off+k, n-k
+	}
+}
+
+// checkOnce fails t unless every chunk of f was received exactly once:
+// all its bytes, and none twice.
+func (s *fakeSource) checkOnce(t testing.TB, f *File) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perChunk == nil {
+		t.Fatal("checkOnce needs a source from newCountingFake")
+	}
+	for i := range f.lay.chunks {
+		if got, want := s.perChunk[i], f.lay.chunkLen(i); got != want {
+			t.Errorf("chunk %d: received %d bytes from the source, want exactly %d", i, got, want)
+		}
+	}
+	if len(s.perChunk) != int(f.lay.chunks) {
+		t.Errorf("bytes received for %d chunks, file has %d", len(s.perChunk), f.lay.chunks)
+	}
 }
 
 func (s *fakeSource) nCalls() int {

@@ -132,10 +132,12 @@ type File struct {
 
 // flight is the single-flight record of one chunk that is being fetched or
 // verified. Waiters block on done; err is written before done is closed and
-// read only after.
+// read only after. A stolen chunk keeps its flight when it moves to the
+// thief's run, so its waiters never notice.
 type flight struct {
 	done chan struct{}
 	err  error
+	run  *run // the run fetching the chunk; nil while verifying. Guarded by f.mu.
 }
 
 // Open opens or creates the cache for the object m in dir and returns a File

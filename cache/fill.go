@@ -16,27 +16,31 @@ type plan struct {
 	workers    int   // goroutines working on the plan (see work)
 }
 
-// claimNextLocked claims the next run of missing, not-in-flight chunks of
-// p, at most p.piece long, and advances the cursor past it. f.mu is held.
-func (f *File) claimNextLocked(p *plan) (first, end int64, ok bool) {
+// claimNextLocked claims the next run of p at prio: missing chunks that are
+// not in flight (or, for read-ahead, in flight in a Fill or prefetch run
+// whose writer has not reached them: see run), at most p.piece long, and
+// advances the cursor past it. f.mu is held.
+func (f *File) claimNextLocked(p *plan, prio priority) (r *run, first int64, ok bool) {
+	c := f.newClaims(prio)
+	defer c.done()
 	for i := p.cursor; i < p.hi; i++ {
 		i = f.present.nextClear(i, p.hi)
 		if i >= p.hi {
 			break
 		}
-		if f.inflight[i] != nil {
+		if !c.free(i) {
 			continue
 		}
-		end = i + 1
-		for end < p.hi && end-i < p.piece && !f.present.get(end) && f.inflight[end] == nil {
-			end++
+		r = c.newRun(i, p)
+		c.claim(i, r)
+		for end := i + 1; end < p.hi && end-i < p.piece && c.free(end); end++ {
+			c.claim(end, r)
 		}
-		f.claimLocked(i, end)
-		p.cursor = end
-		return i, end, true
+		p.cursor = r.end
+		return r, i, true
 	}
 	p.cursor = p.hi
-	return 0, 0, false
+	return nil, 0, false
 }
 
 // work is the loop of one background worker: take a Pool slot at prio, then
@@ -62,7 +66,7 @@ func (f *File) work(ctx context.Context, prio priority, p *plan) error {
 			release()
 			return ErrClosed
 		}
-		first, end, ok := f.claimNextLocked(p)
+		r, first, ok := f.claimNextLocked(p, prio)
 		if !ok {
 			p.workers--
 		}
@@ -71,7 +75,7 @@ func (f *File) work(ctx context.Context, prio priority, p *plan) error {
 			release()
 			return nil
 		}
-		if err := f.fetchRun(ctx, prio, first, end, release); err != nil {
+		if err := f.fetchRun(ctx, r, first, release); err != nil {
 			f.mu.Lock()
 			p.workers--
 			f.mu.Unlock()

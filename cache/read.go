@@ -16,7 +16,9 @@ const maxEnsureRounds = 64
 
 // ReadAt reads len(p) bytes at off at demand priority. Missing chunks are
 // fetched (adjacent ones with one request; a chunk already being fetched is
-// waited for, never fetched twice). Waiting honours ctx: cancelling it
+// waited for, never fetched twice, unless a background fetch (read-ahead,
+// Fill, prefetch) has not reached it yet: then the read takes it over and
+// the background fetch stops short of it). Waiting honours ctx: cancelling it
 // returns ctx.Err() at once while the shared fetch goes on for others.
 // It returns io.EOF with n < len(p) at the end of the file, and never
 // returns bytes of a chunk that is not committed and verified. After a
@@ -124,50 +126,56 @@ func (f *File) ensure(ctx context.Context, first, end int64, prio priority) erro
 }
 
 // claimForRead looks at chunks [first, end) once, under f.mu: in-flight
-// chunks are to be waited for; present but unverified ones are claimed for
-// verification by the caller; missing ones are claimed and fetched in runs
-// of adjacent chunks (at most maxReq each) by new jobs at prio.
+// chunks are to be waited for, unless they sit in a run of lower priority
+// whose writer has not reached them (then they are stolen, see run);
+// present but unverified ones are claimed for verification by the caller;
+// missing and stolen ones are claimed and fetched in runs of adjacent chunks
+// (at most maxReq each) by new jobs at prio.
 func (f *File) claimForRead(first, end int64, prio priority) (waits []*flight, verify []int64, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return nil, nil, ErrClosed
 	}
-	runStart := int64(-1)
-	flush := func(i int64) {
-		if runStart < 0 {
+	c := f.newClaims(prio)
+	defer c.done()
+	var (
+		cur      *run
+		runStart int64
+	)
+	flush := func() {
+		if cur == nil {
 			return
 		}
-		a, b := runStart, i
-		runStart = -1
-		if !f.goJobLocked(func() { _ = f.fetchRun(f.ctx, prio, a, b, nil) }) {
-			f.failRunLocked(a, b, ErrClosed)
+		r, a := cur, runStart
+		cur = nil
+		if !f.goJobLocked(func() { _ = f.fetchRun(f.ctx, r, a, nil) }) {
+			f.failRunLocked(a, r.end, ErrClosed)
 		}
 	}
 	for i := first; i < end; i++ {
-		if fl := f.inflight[i]; fl != nil {
-			flush(i)
+		if fl := f.inflight[i]; fl != nil && !c.free(i) {
+			flush()
 			waits = append(waits, fl)
 			continue
 		}
 		if f.present.get(i) {
-			flush(i)
+			flush()
 			if !f.verified.get(i) {
 				f.claimLocked(i, i+1)
 				verify = append(verify, i)
 			}
 			continue
 		}
-		if runStart >= 0 && i-runStart == f.maxReq {
-			flush(i)
+		if cur != nil && i-runStart == f.maxReq {
+			flush()
 		}
-		if runStart < 0 {
-			runStart = i
+		if cur == nil {
+			cur, runStart = c.newRun(i, nil), i
 		}
-		f.claimLocked(i, i+1)
-		waits = append(waits, f.inflight[i])
+		waits = append(waits, c.claim(i, cur))
 	}
-	flush(end)
+	flush()
 	return waits, verify, nil
 }
 

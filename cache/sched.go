@@ -71,27 +71,34 @@ func (f *File) classify(ctx context.Context, err error) error {
 	return err
 }
 
-// fetchRun fetches the claimed chunks [first, end) with one Source.Fetch on
-// ctx. If release is nil it first waits for a Pool slot at prio; either way
-// it gives the slot back when done. Every chunk of the run is resolved: the
-// complete ones by the committer, the rest here with the error.
-func (f *File) fetchRun(ctx context.Context, prio priority, first, end int64, release func()) error {
+// fetchRun fetches the chunks of r, which the caller claimed from first on,
+// with one Source.Fetch on ctx. If release is nil it first waits for a Pool
+// slot at r.prio; either way it gives the slot back when done. Every chunk
+// of the run is resolved: the complete ones by the committer, the rest here
+// with the error. A run cut short (see run) ends without error once its
+// writer reaches the cut.
+func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()) error {
 	if release == nil {
-		r, err := f.pool.acquire(ctx, prio)
+		rel, err := f.pool.acquire(ctx, r.prio)
 		if err != nil {
 			err = f.classify(ctx, err)
 			f.mu.Lock()
-			f.failRunLocked(first, end, err)
+			f.failRunLocked(first, r.end, err)
 			f.mu.Unlock()
 			return err
 		}
-		release = r
+		release = rel
 	}
 	defer release()
 
+	// Ask only for what is still ours: the run may have been cut while it
+	// waited for its slot.
+	f.mu.Lock()
+	end := r.end
+	f.mu.Unlock()
 	off, n := f.lay.runBytes(first, end)
 	_, chunkEnd := f.lay.bounds(first)
-	w := &runWriter{f: f, off: off, end: off + n, next: first, chunkEnd: chunkEnd}
+	w := &runWriter{f: f, r: r, off: off, end: off + n, next: first, chunkEnd: chunkEnd}
 	var err error
 	if f.degraded.Load() {
 		err = errUncached
@@ -100,14 +107,24 @@ func (f *File) fetchRun(ctx context.Context, prio priority, first, end int64, re
 		f.active.Add(1)
 		err = f.src.Fetch(ctx, off, n, w)
 		f.active.Add(-1)
-		if err == nil && w.next < end {
-			err = fmt.Errorf("cache: source wrote %d of %d bytes at offset %d", w.off-off, n, off)
-		}
+	}
+	// Once the writer stopped, only chunks after w.next can still be
+	// stolen, so r.end is read again when failing the rest.
+	f.mu.Lock()
+	runEnd := r.end
+	f.mu.Unlock()
+	if w.cut && w.next == runEnd {
+		// Every chunk left in the run was written; whatever the Source
+		// made of errCut is no failure.
+		err = nil
+	}
+	if err == nil && w.next < runEnd {
+		err = fmt.Errorf("cache: source wrote %d of %d bytes at offset %d", w.off-off, n, off)
 	}
 	if err != nil {
 		err = f.classify(ctx, err)
 		f.mu.Lock()
-		f.failRunLocked(w.next, end, err)
+		f.failRunLocked(w.next, r.end, err)
 		f.mu.Unlock()
 	}
 	return err
@@ -118,14 +135,17 @@ func (f *File) fetchRun(ctx context.Context, prio priority, first, end int64, re
 // Source's own buffer (no copy, nothing that grows with the run), updates
 // the checksum of the current chunk, and hands every completed chunk to the
 // committer at once, so waiters on the first chunk of a 16 MiB run wake long
-// before the run ends. It is used by one goroutine at a time.
+// before the run ends. Between chunks it checks whether the run was cut
+// short (see advance). It is used by one goroutine at a time.
 type runWriter struct {
 	f        *File
+	r        *run
 	off      int64  // file offset of the next byte
-	end      int64  // end of the run
+	end      int64  // end of the bytes this writer may still write
 	next     int64  // chunk being written; chunks before it are with the committer
 	chunkEnd int64  // end offset of chunk next
 	crc      uint32 // CRC-32C of chunk next so far
+	cut      bool   // the run ended early at end
 }
 
 var errOverrun = errors.New("cache: source wrote more bytes than requested")
@@ -140,6 +160,9 @@ func (w *runWriter) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		if w.off >= w.end {
 			f.bytesFetched.Add(int64(written))
+			if w.cut {
+				return written, errCut
+			}
 			return written, errOverrun
 		}
 		k := min(int64(len(p)), w.chunkEnd-w.off)
@@ -157,11 +180,29 @@ func (w *runWriter) Write(p []byte) (int, error) {
 			f.com.add(w.next, w.crc)
 			w.next++
 			w.crc = 0
+			if w.off < w.end && !w.advance() {
+				w.cut = true
+				w.end = w.off
+			}
 			w.chunkEnd = min(w.chunkEnd+f.lay.chunk, w.end)
 		}
 	}
 	f.bytesFetched.Add(int64(written))
 	return written, nil
+}
+
+// advance moves the writer on to chunk w.next, at a chunk boundary. It
+// reports false when the run ends here instead because a more urgent read
+// stole the rest.
+func (w *runWriter) advance() bool {
+	f, r := w.f, w.r
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if w.next >= r.end {
+		return false
+	}
+	r.writing = w.next
+	return true
 }
 
 // sliceWriter fills a caller's buffer; it is the uncached data path.

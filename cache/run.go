@@ -1,0 +1,128 @@
+package cache
+
+import "errors"
+
+// A run is a range of adjacent chunks claimed together and filled, in
+// order, by one Source.Fetch. Background runs (read-ahead, Fill, prefetch)
+// may be long, up to MaxRequest, so a read that needs a chunk near the end
+// of one would wait for the whole stream to reach it. Instead a read of
+// better priority steals the chunks the run's writer has not reached: the
+// run is cut short before them (its writer stops at the new end, the chunks
+// it finished are committed as usual) and the read fetches them itself.
+//
+// The writer and the thieves agree through f.mu: the writer moves on to the
+// next chunk only under f.mu and only while that chunk is still before end;
+// a thief takes only chunks after the one being written. So no chunk is ever
+// written by two fetches, and a cut never leaves a run empty.
+type run struct {
+	prio priority
+	// plan is the background plan that claimed the run, nil for a demand
+	// read. Stolen chunks the thief does not need go back to it.
+	plan *plan
+	// end is one past the last chunk of the run. It only shrinks.
+	// Guarded by f.mu.
+	end int64
+	// writing is the chunk the writer is in, or will start with. Chunks
+	// after it and before end may be stolen. Guarded by f.mu.
+	writing int64
+}
+
+// errCut is what a runWriter returns once its run was cut short: the Source
+// stops there (dropping its connection), and fetchRun treats the fetch as a
+// success because every chunk still in the run was written.
+var errCut = errors.New("cache: run cut short for a more urgent read")
+
+// mayStealFrom reports whether a request at prio may take chunks from r.
+// Demand steals from every background run, read-ahead from Fill and
+// prefetch; Fill and prefetch take nothing (they would only shuffle work
+// between themselves).
+func mayStealFrom(prio priority, r *run) bool {
+	return r != nil && prio <= prioReadAhead && r.prio > prio
+}
+
+// claims is one pass of claiming chunks under f.mu, by a request at prio.
+// Chunks stolen from other runs are held in taken until the pass either
+// gives them to one of its own runs (keeping their flights, so whoever waits
+// on them simply goes on waiting) or, in done, hands them back as missing.
+// A claims value lives only while f.mu is held; done must run before f.mu is
+// released.
+type claims struct {
+	f     *File
+	prio  priority
+	taken map[int64]takenChunk
+}
+
+// takenChunk is a chunk cut out of a run and not yet given to a new one.
+type takenChunk struct {
+	fl   *flight
+	from *plan // the victim's plan, or nil
+}
+
+func (f *File) newClaims(prio priority) *claims { return &claims{f: f, prio: prio} }
+
+// free reports whether the pass may claim chunk i: it is missing and not in
+// flight, or in flight in a run this pass may steal from whose writer has not
+// reached it. In the latter case the run is cut before i at once, and i and
+// the rest of that run's chunks wait in c.taken.
+func (c *claims) free(i int64) bool {
+	f := c.f
+	fl := f.inflight[i]
+	if fl == nil {
+		return !f.present.get(i)
+	}
+	r := fl.run
+	if !mayStealFrom(c.prio, r) || i <= r.writing {
+		return false
+	}
+	c.cut(r, i)
+	return true
+}
+
+// cut ends r before chunk i (r.writing < i <= r.end) and moves the flights
+// of the chunks after the cut to c.taken.
+func (c *claims) cut(r *run, i int64) {
+	if i < r.end && c.taken == nil {
+		c.taken = make(map[int64]takenChunk, r.end-i)
+	}
+	for k := i; k < r.end; k++ {
+		c.taken[k] = takenChunk{fl: c.f.inflight[k], from: r.plan}
+		delete(c.f.inflight, k)
+	}
+	r.end = i
+}
+
+// claim adds chunk i, which free just approved, to r and returns its flight.
+// A stolen chunk keeps its flight; any other gets a new one.
+func (c *claims) claim(i int64, r *run) *flight {
+	var fl *flight
+	if t, ok := c.taken[i]; ok {
+		delete(c.taken, i)
+		fl = t.fl
+	} else {
+		fl = &flight{done: make(chan struct{})}
+	}
+	fl.run = r
+	c.f.inflight[i] = fl
+	r.end = max(r.end, i+1)
+	return fl
+}
+
+// done gives every stolen chunk the pass did not claim back: it is missing
+// again, its waiters wake with errAbandoned (they look again and find the
+// chunk missing or in a new flight), and the victim's plan is rewound so a
+// background worker claims it again later.
+func (c *claims) done() {
+	for k, t := range c.taken {
+		t.fl.err = errAbandoned
+		close(t.fl.done)
+		if t.from != nil {
+			t.from.cursor = min(t.from.cursor, k)
+		}
+	}
+	c.taken = nil
+}
+
+// newRun starts a run at chunk first for a pass of c.
+func (c *claims) newRun(first int64, p *plan) *run {
+	return &run{prio: c.prio, plan: p, end: first, writing: first}
+}

@@ -1,0 +1,292 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+)
+
+// flightsOf returns the flights of chunks [first, end) now (nil where none).
+func flightsOf(f *File, first, end int64) []*flight {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fls := make([]*flight, 0, end-first)
+	for i := first; i < end; i++ {
+		fls = append(fls, f.inflight[i])
+	}
+	return fls
+}
+
+func resolved(fl *flight) bool {
+	select {
+	case <-fl.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// readRange reads [off, off+n) of f at demand priority, bounded in time,
+// and checks the bytes.
+func readRange(t *testing.T, f *File, off, n int64) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	buf := make([]byte, n)
+	got, err := f.ReadAt(ctx, buf, off)
+	if err == io.EOF && off+int64(got) == f.Meta().Size {
+		err = nil
+	}
+	if err == nil && !bytes.Equal(buf[:got], want(off, int64(got))) {
+		err = fmt.Errorf("read at %d: wrong bytes", off)
+	}
+	return err
+}
+
+// With one prefetch connection the whole file is one run; the demand read
+// for its last chunk must fetch that chunk itself while the prefetch fetch
+// is still blocked (a read that waits on the run deadlocks here, and the
+// bounded read fails), and the prefetch must then finish the rest without
+// fetching any chunk a second time.
+func TestDemandStealsEndOfBlockedPrefetchRun(t *testing.T) {
+	size := int64(7*testChunk + 999) // 8 chunks, the last one short
+	src := newCountingFake(size)
+	release := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off == 0 {
+			return release
+		}
+		return nil
+	}
+	src.started = make(chan fetchCall, 16)
+	// NewPool(2) leaves prefetch one connection, so it claims all 8 chunks
+	// as one run.
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2)})
+	f.StartPrefetch()
+	if c := recv(t, src.started, "prefetch fetch"); c != (fetchCall{0, size}) {
+		t.Fatalf("prefetch fetch %v, want the whole file as one run", c)
+	}
+	before := flightsOf(f, 0, 8)
+	for i, fl := range before {
+		if fl == nil {
+			t.Fatalf("chunk %d not in flight in the prefetch run", i)
+		}
+	}
+
+	if err := readRange(t, f, 7*testChunk, 999); err != nil {
+		t.Fatalf("demand read of the run's last chunk: %v", err)
+	}
+	if c := recv(t, src.started, "demand fetch"); c != (fetchCall{7 * testChunk, 999}) {
+		t.Fatalf("demand fetch %v, want only the stolen chunk", c)
+	}
+	// The stolen chunk kept its flight (anyone waiting on it was woken by
+	// the demand fetch); the rest still belongs to the blocked prefetch.
+	if !resolved(before[7]) || before[7].err != nil {
+		t.Fatalf("flight of the stolen chunk: resolved %v, err %v", resolved(before[7]), before[7].err)
+	}
+	for i, fl := range before[:7] {
+		if resolved(fl) {
+			t.Fatalf("chunk %d resolved while its prefetch fetch is blocked", i)
+		}
+	}
+
+	close(release)
+	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
+	src.checkOnce(t, f)
+	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint([]fetchCall{{0, size}, {7 * testChunk, 999}}) {
+		t.Fatalf("fetches %v, want the cut prefetch run and the demand chunk only", got)
+	}
+	if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
+		t.Fatal("data file differs from the pattern")
+	}
+	if st := f.Stats(); st.Verified != st.Chunks || !f.AllVerified() {
+		t.Fatalf("after the fill: %+v, AllVerified %v", st, f.AllVerified())
+	}
+}
+
+// A demand read in the middle of a blocked prefetch run takes what it needs;
+// the chunks after it become missing at once (their flights end with
+// errAbandoned, so nobody is left waiting on a fetch that will not come) and
+// the prefetch fetches them later with a new request.
+func TestStolenChunksReturnToThePlan(t *testing.T) {
+	size := int64(8 * testChunk)
+	src := newCountingFake(size)
+	release := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off == 0 {
+			return release
+		}
+		return nil
+	}
+	src.started = make(chan fetchCall, 16)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2)})
+	f.StartPrefetch()
+	recv(t, src.started, "prefetch fetch")
+	before := flightsOf(f, 0, 8)
+
+	// Chunks 3 and 4.
+	if err := readRange(t, f, 3*testChunk+100, testChunk); err != nil {
+		t.Fatal(err)
+	}
+	if c := recv(t, src.started, "demand fetch"); c != (fetchCall{3 * testChunk, 2 * testChunk}) {
+		t.Fatalf("demand fetch %v, want chunks 3-4 in one request", c)
+	}
+	for i := 3; i < 5; i++ {
+		if !resolved(before[i]) || before[i].err != nil {
+			t.Fatalf("chunk %d (stolen and fetched): resolved %v err %v", i, resolved(before[i]), before[i].err)
+		}
+	}
+	for i := 5; i < 8; i++ {
+		if !resolved(before[i]) || !errors.Is(before[i].err, errAbandoned) {
+			t.Fatalf("chunk %d (given back): resolved %v err %v, want errAbandoned", i, resolved(before[i]), before[i].err)
+		}
+	}
+	for i, fl := range flightsOf(f, 5, 8) {
+		if fl != nil {
+			t.Fatalf("chunk %d still in flight after being given back", 5+i)
+		}
+	}
+	for i := range 3 {
+		if resolved(before[i]) {
+			t.Fatalf("chunk %d resolved while its prefetch fetch is blocked", i)
+		}
+	}
+
+	close(release)
+	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
+	src.checkOnce(t, f)
+	wantCalls := []fetchCall{{0, size}, {3 * testChunk, 2 * testChunk}, {5 * testChunk, 3 * testChunk}}
+	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(wantCalls) {
+		t.Fatalf("fetches %v, want %v", got, wantCalls)
+	}
+	if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
+		t.Fatal("data file differs from the pattern")
+	}
+}
+
+// Read-ahead steals from prefetch too: a sequential reader's window lands in
+// a blocked prefetch run past its first chunk, and read-ahead fetches those
+// chunks itself while the prefetch stays blocked.
+func TestReadAheadStealsFromPrefetch(t *testing.T) {
+	size := int64(12 * testChunk)
+	src := newCountingFake(size)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), ReadAheadMax: 4 * testChunk})
+	for i := range int64(2) {
+		if err := readChunk(t, f, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := make(chan struct{})
+	src.set(func(s *fakeSource) {
+		s.gate = func(off, n int64) <-chan struct{} {
+			if off == 2*testChunk {
+				return release
+			}
+			return nil
+		}
+		s.started = make(chan fetchCall, 16)
+	})
+	f.StartPrefetch()
+	if c := recv(t, src.started, "prefetch fetch"); c != (fetchCall{2 * testChunk, 10 * testChunk}) {
+		t.Fatalf("prefetch fetch %v, want chunks 2-11 as one run", c)
+	}
+	// Three sequential reads in chunk 0 grow the window to 4 chunks:
+	// 1..4, of which 1 is present, 2 is the prefetch's current chunk (not
+	// stealable), 3 and 4 are the prefetch's and get stolen.
+	r := f.NewReader()
+	buf := make([]byte, 4096)
+	for off := int64(0); off < 3*4096; off += 4096 {
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, 4096)) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	waitFor(t, "read-ahead of chunks 3 and 4", func() bool { return f.present.get(3) && f.present.get(4) })
+	if f.present.get(2) {
+		t.Fatal("chunk 2 present while its fetch is blocked")
+	}
+
+	close(release)
+	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
+	src.checkOnce(t, f)
+	wantCalls := []fetchCall{
+		{0, testChunk}, {testChunk, testChunk}, // the first reads
+		{2 * testChunk, 10 * testChunk},                        // prefetch, cut after chunk 2
+		{3 * testChunk, testChunk}, {4 * testChunk, testChunk}, // read-ahead
+		{5 * testChunk, 7 * testChunk}, // prefetch again, for what read-ahead gave back
+	}
+	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(wantCalls) {
+		t.Fatalf("fetches %v, want %v", got, wantCalls)
+	}
+}
+
+// Many readers, sequential Readers with read-ahead and the prefetcher all
+// race over one file whose Source is slow enough for runs to overlap and be
+// stolen from. Every read must return the right bytes, and no chunk may
+// ever be received twice.
+func TestStealingUnderConcurrencyFetchesEachChunkOnce(t *testing.T) {
+	size := int64(48*testChunk + 123)
+	src := newCountingFake(size)
+	src.writeSize = 16 << 10
+	src.pause = func(off, done int64) <-chan struct{} {
+		time.Sleep(100 * time.Microsecond)
+		return nil
+	}
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), MaxRequest: 8 * testChunk, ReadAheadMax: 4 * testChunk})
+	f.StartPrefetch()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 6 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for range 15 {
+				off := rng.Int64N(size)
+				n := 1 + rng.Int64N(3*testChunk)
+				if err := readRange(t, f, off, n); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	for g := range 2 {
+		wg.Go(func() {
+			r := f.NewReader()
+			buf := make([]byte, 32<<10)
+			for off := int64(g) * 20 * testChunk; off < size; off += int64(len(buf)) {
+				ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+				n, err := r.ReadAt(ctx, buf, off)
+				cancel()
+				if err == io.EOF && off+int64(n) == size {
+					err = nil
+				}
+				if err == nil && !bytes.Equal(buf[:n], want(off, int64(n))) {
+					err = fmt.Errorf("sequential read at %d: wrong bytes", off)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
+	// Let the last read-ahead and prefetch workers wind down before
+	// counting: Close waits for them.
+	f.Close()
+	src.checkOnce(t, f)
+	if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
+		t.Fatal("data file differs from the pattern")
+	}
+}
