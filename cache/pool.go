@@ -23,8 +23,10 @@ const (
 // Grants go to the highest priority first and in arrival order within a
 // priority. Prefetch never takes the last quarter of the slots (at least one
 // when there are two or more) and is never granted while anything of higher
-// priority is queued, so a demand read finds a slot as soon as any fetch
-// finishes, and at once while prefetch is saturated.
+// priority is queued, so a demand read finds a slot at once while prefetch
+// is saturated. When every slot is busy, background fetches give theirs up
+// at their next chunk boundary (see runWriter.advance), so a queued demand
+// read waits for about one chunk, not for a whole background piece.
 type Pool struct {
 	mu      sync.Mutex
 	limit   int
@@ -100,6 +102,20 @@ func (p *Pool) queuedAtOrAbove(prio priority) int {
 		n += len(p.queue[q])
 	}
 	return n
+}
+
+// waitingBefore reports whether a request of better priority than prio is
+// queued for a slot. A background fetch asks between chunks and, if so,
+// ends early to hand over its slot.
+func (p *Pool) waitingBefore(prio priority) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for q := prioDemand; q < prio; q++ {
+		if len(p.queue[q]) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Pool) take() {

@@ -126,3 +126,12 @@ func (c *claims) done() {
 func (c *claims) newRun(first int64, p *plan) *run {
 	return &run{prio: c.prio, plan: p, end: first, writing: first}
 }
+
+// cutSelfLocked ends r before chunk i (r.writing < i <= r.end) because its
+// writer gives up its connection to a more urgent request. The chunks after
+// the cut become missing again, as in claims.done. f.mu is held.
+func (f *File) cutSelfLocked(r *run, i int64) {
+	c := f.newClaims(r.prio)
+	c.cut(r, i)
+	c.done()
+}

@@ -136,7 +136,8 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 // the checksum of the current chunk, and hands every completed chunk to the
 // committer at once, so waiters on the first chunk of a 16 MiB run wake long
 // before the run ends. Between chunks it checks whether the run was cut
-// short (see advance). It is used by one goroutine at a time.
+// short or should yield its connection (see advance). It is used by one
+// goroutine at a time.
 type runWriter struct {
 	f        *File
 	r        *run
@@ -192,13 +193,20 @@ func (w *runWriter) Write(p []byte) (int, error) {
 }
 
 // advance moves the writer on to chunk w.next, at a chunk boundary. It
-// reports false when the run ends here instead because a more urgent read
-// stole the rest.
+// reports false when the run ends here instead: a more urgent read stole
+// the rest, or a background run gives its connection to a more urgent
+// request waiting for a Pool slot, so that request waits for one chunk at
+// most, however long the run.
 func (w *runWriter) advance() bool {
 	f, r := w.f, w.r
+	yield := r.prio > prioDemand && f.pool.waitingBefore(r.prio)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if w.next >= r.end {
+		return false
+	}
+	if yield {
+		f.cutSelfLocked(r, w.next)
 		return false
 	}
 	r.writing = w.next

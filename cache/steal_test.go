@@ -225,6 +225,71 @@ func TestReadAheadStealsFromPrefetch(t *testing.T) {
 	}
 }
 
+// When every Pool slot is busy, a background fetch gives its slot to a
+// queued demand read at its next chunk boundary instead of streaming the
+// rest of its run first. Here the prefetch fetch would block after its
+// third chunk until the demand read returned, so a prefetch that does not
+// yield deadlocks the test (bounded: the read times out).
+func TestBusyPrefetchYieldsSlotToQueuedDemand(t *testing.T) {
+	size := int64(8 * testChunk)
+	src := newCountingFake(size)
+	src.writeSize = testChunk
+	resume, afterB, gateA := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off == 6*testChunk {
+			return gateA
+		}
+		return nil
+	}
+	src.pause = func(off, done int64) <-chan struct{} {
+		switch {
+		case off != 0:
+			return nil
+		case done == testChunk:
+			return resume
+		case done == 3*testChunk:
+			return afterB
+		}
+		return nil
+	}
+	src.started = make(chan fetchCall, 16)
+	pool := NewPool(2)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: pool})
+	f.StartPrefetch()
+	recv(t, src.started, "prefetch fetch")
+	// Chunk 0 is written (and the prefetch is on chunk 1) before anyone
+	// queues, so the yield must come at the end of chunk 1.
+	waitFor(t, "chunk 0", func() bool { return f.present.get(0) })
+
+	// Reader A takes the second slot and keeps it.
+	errA := make(chan error, 1)
+	go func() { errA <- readRange(t, f, 6*testChunk, testChunk) }()
+	if c := recv(t, src.started, "reader A's fetch"); c != (fetchCall{6 * testChunk, testChunk}) {
+		t.Fatalf("reader A's fetch %v", c)
+	}
+	// Reader B finds no slot and queues.
+	errB := make(chan error, 1)
+	go func() { errB <- readRange(t, f, 7*testChunk, testChunk) }()
+	waitFor(t, "reader B to queue for a slot", func() bool { return queued(pool, prioDemand) == 1 })
+
+	close(resume)
+	if err := recv(t, errB, "reader B"); err != nil {
+		t.Fatalf("reader B: %v", err)
+	}
+	close(afterB)
+	close(gateA)
+	if err := recv(t, errA, "reader A"); err != nil {
+		t.Fatalf("reader A: %v", err)
+	}
+	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
+	src.checkOnce(t, f)
+	// The prefetch wrote chunks 0-1, yielded, and fetched 2-5 later.
+	wantCalls := []fetchCall{{0, size}, {2 * testChunk, 4 * testChunk}, {6 * testChunk, testChunk}, {7 * testChunk, testChunk}}
+	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(wantCalls) {
+		t.Fatalf("fetches %v, want %v", got, wantCalls)
+	}
+}
+
 // Many readers, sequential Readers with read-ahead and the prefetcher all
 // race over one file whose Source is slow enough for runs to overlap and be
 // stolen from. Every read must return the right bytes, and no chunk may
