@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,6 +26,9 @@ type Options struct {
 	AllowOther bool          // let other users read the mount (implies default_permissions)
 	Debug      bool          // log every FUSE request (go-fuse's debug output)
 	Logger     *slog.Logger  // nil discards
+	// Passthrough lets the kernel read a file's cached data directly once
+	// the whole file is cached and verified (when the kernel allows it).
+	Passthrough bool
 }
 
 // Server is a running mount. Its methods are safe for concurrent use.
@@ -32,6 +36,7 @@ type Server struct {
 	dir    string
 	server *fuse.Server
 	log    *slog.Logger
+	reads  *atomic.Int64 // Read calls this process served (the rest went to the kernel)
 }
 
 // cacheTimeout is how long the kernel may keep names and attributes. The
@@ -48,7 +53,7 @@ func Mount(dir string, entries []Entry, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = discardLogger
 	}
-	root := &rootNode{entries: entries, opts: &o, mtime: time.Now()}
+	root := &rootNode{entries: entries, opts: &o, mtime: time.Now(), reads: new(atomic.Int64)}
 	timeout := cacheTimeout
 	mo := fuse.MountOptions{
 		FsName: "rangefs",
@@ -85,7 +90,7 @@ func Mount(dir string, entries []Entry, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	s := &Server{dir: dir, server: server, log: o.Logger}
+	s := &Server{dir: dir, server: server, log: o.Logger, reads: root.reads}
 	s.raiseReadAhead()
 	return s, nil
 }

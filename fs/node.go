@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +29,7 @@ type rootNode struct {
 	entries []Entry
 	opts    *Options
 	mtime   time.Time
+	reads   *atomic.Int64
 }
 
 var (
@@ -37,7 +40,7 @@ var (
 
 func (r *rootNode) OnAdd(ctx context.Context) {
 	for i, e := range r.entries {
-		n := &fileNode{entry: e, opts: r.opts, mtime: e.Mtime}
+		n := &fileNode{entry: e, opts: r.opts, mtime: e.Mtime, reads: r.reads}
 		if n.mtime.IsZero() {
 			n.mtime = r.mtime
 		}
@@ -80,6 +83,7 @@ type fileNode struct {
 	entry Entry
 	opts  *Options
 	mtime time.Time
+	reads *atomic.Int64
 }
 
 var (
@@ -106,9 +110,53 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		return nil, 0, syscall.EROFS
 	}
 	h := &fileHandle{node: n, reader: n.entry.File.NewReader()}
+	if n.opts.Passthrough && n.entry.File.AllVerified() {
+		// Every byte is on local disk and has passed its checksum this
+		// session: let the kernel read the data file itself.
+		return &passthroughHandle{fileHandle: h}, fuse.FOPEN_KEEP_CACHE, 0
+	}
 	// KEEP_CACHE: the content never changes under one mount (it is pinned by
 	// the validator seen at mount time), so the kernel may keep pages across opens.
 	return h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// passthroughHandle offers the kernel the cache's data file, so reads of a
+// complete, verified file bypass this process (FUSE passthrough, Linux 6.9+,
+// needs CAP_SYS_ADMIN). go-fuse asks for the descriptor once per file and
+// falls back to Read when the kernel refuses, so the embedded fileHandle
+// stays ready to serve.
+type passthroughHandle struct {
+	*fileHandle
+	mu sync.Mutex
+	fd int // -1 or the descriptor given to the kernel, closed at Release
+}
+
+var (
+	_ = (fusefs.FilePassthroughFder)((*passthroughHandle)(nil))
+	_ = (fusefs.FileReleaser)((*passthroughHandle)(nil))
+)
+
+func (h *passthroughHandle) PassthroughFd() (int, bool) {
+	fd, err := syscall.Open(h.node.entry.File.DataPath(), syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return 0, false
+	}
+	h.mu.Lock()
+	h.fd = fd
+	h.mu.Unlock()
+	return fd, true
+}
+
+// Release closes our descriptor; the kernel holds its own reference to the
+// backing file for as long as it needs it.
+func (h *passthroughHandle) Release(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fd > 0 {
+		syscall.Close(h.fd)
+		h.fd = -1
+	}
+	return 0
 }
 
 // Extended attributes expose the cache state of each file.
@@ -183,6 +231,7 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	// FUSE context is cancelled on an interrupt, which ends only this wait.
 	ctx, cancel := context.WithTimeout(ctx, h.node.opts.OpTimeout)
 	defer cancel()
+	h.node.reads.Add(1)
 	n, err := h.reader.ReadAt(ctx, dest, off)
 	if errno := toErrno(h.node.opts.Logger, "read", h.node.entry.Name, err); errno != 0 {
 		return nil, errno

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
+
 	"rangefs/cache"
 )
 
@@ -106,4 +108,28 @@ func TestThousandConcurrentPreads(t *testing.T) {
 		t.Errorf("pread at %d: wrong bytes or error %v", k, v)
 		return false
 	})
+}
+
+// A completely cached and verified file is handed to the kernel (FUSE
+// passthrough) when the kernel allows it; either way the bytes are right.
+func TestPassthroughForVerifiedFile(t *testing.T) {
+	src := &fakeSource{size: 40*chunk + 3}
+	m := mountPattern(t, src, t.TempDir(), Options{Passthrough: true}, cache.Options{})
+	m.file.StartPrefetch()
+	waitComplete(t, m.file, 30*time.Second)
+	if !m.file.AllVerified() {
+		t.Fatal("a file fetched this session is not all verified")
+	}
+	before := m.srv.reads.Load()
+	got, err := os.ReadFile(m.path)
+	if err != nil || sum(got) != sum(pattern(0, src.size)) {
+		t.Fatalf("read of a passthrough file: %v", err)
+	}
+	if m.srv.server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0 || os.Geteuid() != 0 {
+		t.Logf("kernel passthrough not available here; reads were served by the daemon")
+		return
+	}
+	if n := m.srv.reads.Load() - before; n != 0 {
+		t.Errorf("with passthrough the daemon still served %d reads", n)
+	}
 }

@@ -59,6 +59,9 @@ type mountConfig struct {
 	OpTimeout     time.Duration
 	AllowOther    bool
 	DebugFUSE     bool
+	// NoPassthrough keeps every read in this process even when the kernel
+	// could read a fully cached file directly.
+	NoPassthrough bool
 }
 
 type statusConfig struct {
@@ -304,6 +307,7 @@ func parseMount(args []string, env Env) (*mountConfig, error) {
 	fs.BoolVar(&c.NoPrefetch, "no-prefetch", false, "fetch only what is read (plus read-ahead); no background fill")
 	fs.DurationVar(&c.OpTimeout, "op-timeout", 30*time.Second, "longest a read waits for the network before it fails with EIO")
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
+	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
