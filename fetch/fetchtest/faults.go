@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -17,12 +18,15 @@ type FaultKind int
 const (
 	// IgnoreRange answers 200 with the full body.
 	IgnoreRange FaultKind = iota + 1
-	// ErrorPage answers 200 with a small text/html error page.
+	// ErrorPage answers 200 with a small text/html error page. Arg > 0 pads the body to Arg
+	// bytes, sent with that Content-Length (multi-GB bodies cost nothing: the padding is
+	// generated while sending); Arg == EndlessBody sends an endless chunked body.
 	ErrorPage
 	// WrongRange answers 206 for the asked range shifted by Arg bytes (default 1), with an
 	// honest Content-Range for what is sent.
 	WrongRange
-	// BadContentRange answers 206 with Content-Range set to the ContentRange field verbatim.
+	// BadContentRange answers 206 with Content-Range set to the ContentRange field verbatim
+	// (none at all when it is "").
 	BadContentRange
 	// Multipart answers a multipart/byteranges body (the asked range split in two parts).
 	Multipart
@@ -39,9 +43,14 @@ const (
 	Trickle
 	// Reset aborts the TCP connection (RST) after Arg body bytes.
 	Reset
-	// Status answers Code (e.g. 429, 503, 500, 404) with Retry-After if set.
+	// Status answers Code (e.g. 429, 503, 500, 404) with Retry-After if set. Arg sets the
+	// body size as for ErrorPage.
 	Status
 )
+
+// EndlessBody as the Arg of Status or ErrorPage sends a body that never ends (chunked,
+// until the client leaves or the server closes): a hostile error page.
+const EndlessBody = -1
 
 func (k FaultKind) String() string {
 	names := [...]string{"none", "IgnoreRange", "ErrorPage", "WrongRange", "BadContentRange", "Multipart",
@@ -56,10 +65,10 @@ func (k FaultKind) String() string {
 // matches a request is applied to it (one fault per request).
 type Fault struct {
 	Kind         FaultKind
-	Arg          int64  // bytes before the cut (ShortBody, Reset, Stall), extra bytes (LongBody), bytes/s (Trickle), shift (WrongRange)
+	Arg          int64  // bytes before the cut (ShortBody, Reset, Stall), extra bytes (LongBody), bytes/s (Trickle), shift (WrongRange), body size (Status, ErrorPage)
 	Code         int    // Status: the status code
 	RetryAfter   string // Status: Retry-After value, seconds or HTTP-date
-	ContentRange string // BadContentRange: the Content-Range sent
+	ContentRange string // BadContentRange: the Content-Range sent ("" = none)
 	// Times is how many matching requests the fault applies to; 0 = every one until
 	// ClearFaults.
 	Times int
@@ -204,7 +213,11 @@ func (fw *faultWriter) WriteHeader(code int) {
 		switch fw.fault.Kind {
 		case BadContentRange:
 			if code == http.StatusPartialContent {
-				h.Set("Content-Range", fw.fault.ContentRange)
+				if fw.fault.ContentRange == "" {
+					h.Del("Content-Range")
+				} else {
+					h.Set("Content-Range", fw.fault.ContentRange)
+				}
 			}
 		case LongBody:
 			h.Del("Content-Length")
@@ -375,6 +388,44 @@ func tcpConn(c net.Conn) *net.TCPConn {
 			c = x.NetConn()
 		default:
 			return nil
+		}
+	}
+}
+
+// padBody writes page and then filler until the body is size bytes (size == EndlessBody:
+// without end). Content-Length is set for a finite size. It stops when the client leaves
+// (a write fails) or the server closes, so an endless body costs nothing after the test.
+func (fw *faultWriter) padBody(code int, contentType, page string, size int64) {
+	h := fw.rw.Header()
+	h.Set("Content-Type", contentType)
+	if size >= 0 {
+		size = max(size, int64(len(page)))
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	fw.rw.WriteHeader(code)
+	n, err := fw.raw([]byte(page))
+	if err != nil {
+		return
+	}
+	var filler [32 << 10]byte
+	for i := range filler {
+		filler[i] = ' '
+	}
+	for left := size - int64(n); size < 0 || left > 0; {
+		select {
+		case <-fw.s.closing:
+			return
+		case <-fw.r.Context().Done():
+			return
+		default:
+		}
+		piece := filler[:]
+		if size >= 0 {
+			piece = piece[:min(int64(len(piece)), left)]
+			left -= int64(len(piece))
+		}
+		if _, err := fw.raw(piece); err != nil {
+			return
 		}
 	}
 }

@@ -345,3 +345,78 @@ func TestServerFile(t *testing.T) {
 		t.Fatal(fmt.Sprint("URL ", s.URL()))
 	}
 }
+
+// Status and ErrorPage bodies of a chosen size (with Content-Length) or without end
+// (chunked); an endless body stops once the client leaves.
+func TestServerErrorBodySizes(t *testing.T) {
+	s, _ := newServer(t, 1000)
+	s.Inject(Fault{Kind: Status, Code: 500, Arg: 100000, Times: 1})
+	resp, body, err := get(t, s.URL(), nil)
+	if err != nil || resp.StatusCode != 500 || resp.ContentLength != 100000 || len(body) != 100000 ||
+		!bytes.HasPrefix(body, []byte("500 Internal Server Error")) {
+		t.Fatalf("sized Status body: %v %v %d", err, resp, len(body))
+	}
+	s.Inject(Fault{Kind: ErrorPage, Arg: 5000, Times: 1})
+	resp, body, err = get(t, s.URL(), nil)
+	if err != nil || resp.StatusCode != 200 || len(body) != 5000 || !bytes.HasPrefix(body, []byte(errorPage)) {
+		t.Fatalf("sized ErrorPage: %v %v %d", err, resp, len(body))
+	}
+
+	for _, f := range []Fault{{Kind: Status, Code: 404, Arg: EndlessBody}, {Kind: ErrorPage, Arg: EndlessBody}} {
+		s.ResetStats()
+		s.Inject(Fault{Kind: f.Kind, Code: f.Code, Arg: f.Arg, Times: 1})
+		tr := &http.Transport{}
+		resp, err := (&http.Client{Transport: tr}).Get(s.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ContentLength != -1 {
+			t.Fatalf("%v endless: Content-Length %d, want none", f.Kind, resp.ContentLength)
+		}
+		// Far more than any buffer, and then some: the body has not ended.
+		n, err := io.CopyN(io.Discard, resp.Body, 8<<20)
+		if n != 8<<20 || err != nil {
+			t.Fatalf("%v endless: read %d, %v", f.Kind, n, err)
+		}
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+		waitFor(t, func() bool { return s.Stats().InFlight == 0 })
+	}
+}
+
+// A frozen connection moves no byte: a request on it gets no answer; a new connection is
+// served; Close returns although the frozen side never sees the client leave.
+func TestServerFreezeConnections(t *testing.T) {
+	s, p := newServer(t, 1000)
+	tr := &http.Transport{MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 300 * time.Millisecond}
+	resp, err := c.Get(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n := s.FreezeConnections(); n != 1 {
+		t.Fatalf("froze %d connections, want the 1 kept alive", n)
+	}
+	if resp, err := c.Get(s.URL()); err == nil {
+		resp.Body.Close()
+		t.Fatal("a request on a frozen connection got an answer")
+	}
+	if st := s.Stats(); st.Requests != 1 {
+		t.Fatalf("server saw %d requests, want 1 (the frozen connection drops what it receives)", st.Requests)
+	}
+	tr.CloseIdleConnections()
+	_, body, err := get(t, s.URL(), nil)
+	if err != nil || !bytes.Equal(body, p.Bytes(0, 1000)) {
+		t.Fatalf("new connection after a freeze: %v", err)
+	}
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return with a frozen connection")
+	}
+}

@@ -99,6 +99,7 @@ type Server struct {
 	connRate atomic.Int64 // bytes/s per TCP connection, 0 = unlimited
 
 	mu        sync.Mutex
+	conns     map[*rateConn]struct{} // open connections
 	files     map[string]*file
 	redirects map[string]redirect
 	behavior  Behavior
@@ -150,6 +151,7 @@ func NewServer(content io.ReaderAt, size int64, opts ...Option) *Server {
 	s := &Server{
 		defPath:   cfg.path,
 		closing:   make(chan struct{}),
+		conns:     map[*rateConn]struct{}{},
 		files:     map[string]*file{cfg.path: {content: content, size: size, version: 1}},
 		redirects: map[string]redirect{},
 		behavior:  cfg.behavior,
@@ -277,6 +279,20 @@ func (s *Server) ClearRedirects() {
 // link; 0 removes the cap.
 func (s *Server) SetConnRate(bps int64) { s.connRate.Store(bps) }
 
+// FreezeConnections makes every connection open now go dead: it sends and receives nothing
+// more (bytes the client sends are dropped), with neither FIN nor RST, like a kept-alive
+// connection whose path died (NAT timeout, peer gone). Like a real dead path, it does not
+// notice the client giving up: its server side stays blocked until Close. New connections
+// are normal. It returns how many connections it froze.
+func (s *Server) FreezeConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.frozen.Store(true)
+	}
+	return len(s.conns)
+}
+
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
@@ -382,14 +398,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if flt.RetryAfter != "" {
 				w.Header().Set("Retry-After", flt.RetryAfter)
 			}
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			w.WriteHeader(flt.Code)
-			fmt.Fprintf(w, "%d %s (injected)\n", flt.Code, http.StatusText(flt.Code))
+			page := fmt.Sprintf("%d %s (injected)\n", flt.Code, http.StatusText(flt.Code))
+			fw.padBody(flt.Code, "text/plain; charset=utf-8", page, bodySize(flt.Arg, page))
 			return
 		case ErrorPage:
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			w.WriteHeader(http.StatusOK)
-			io.WriteString(w, errorPage)
+			fw.padBody(http.StatusOK, "text/html; charset=utf-8", errorPage, bodySize(flt.Arg, errorPage))
 			return
 		}
 	}
@@ -440,6 +453,14 @@ func (s *Server) wait(r *http.Request) {
 	case <-r.Context().Done():
 	case <-s.closing:
 	}
+}
+
+// bodySize maps a Status/ErrorPage Arg to padBody's size: 0 means just the page.
+func bodySize(arg int64, page string) int64 {
+	if arg == 0 {
+		return int64(len(page))
+	}
+	return arg
 }
 
 const errorPage = "<!DOCTYPE html><html><head><title>Error</title></head><body><h1>Something went wrong</h1><p>Please try again later.</p></body></html>\n"
