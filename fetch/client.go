@@ -18,11 +18,13 @@ import (
 // options. It is safe for concurrent use; Objects from Probe share it. Close releases idle
 // connections; the Client stays usable afterwards (it just dials again).
 type Client struct {
-	o       Options
-	hc      *http.Client
-	tr      *http.Transport
-	limiter *tokenBucket // nil when unlimited
-	bufs    sync.Pool    // *[]byte of copyBufSize: the only body buffers
+	o        Options
+	hc       *http.Client
+	tr       *http.Transport
+	limiter  *tokenBucket   // nil when unlimited
+	inFlight *adaptiveLimit // requests in flight, lowered while the server sheds load
+	resolver *net.Resolver  // nil = the default; tests answer names without real DNS
+	bufs     sync.Pool      // *[]byte of copyBufSize: the only body buffers
 }
 
 // copyBufSize is the fixed body buffer: large enough for few syscalls per MiB, small enough
@@ -30,15 +32,18 @@ type Client struct {
 const copyBufSize = 256 << 10
 
 // NewClient returns a Client configured by o (see Options for defaults).
-func NewClient(o Options) *Client {
+func NewClient(o Options) *Client { return newClient(o, nil) }
+
+// newClient is NewClient with the resolver the real dialer uses (nil = the default).
+func newClient(o Options, resolver *net.Resolver) *Client {
 	o = o.withDefaults()
-	c := &Client{o: o}
+	c := &Client{o: o, inFlight: newAdaptiveLimit(o.Connections), resolver: resolver}
 	c.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	if o.RateLimit > 0 {
 		c.limiter = newTokenBucket(o.RateLimit)
 	}
 	c.tr = &http.Transport{
-		Proxy:                  http.ProxyFromEnvironment,
+		Proxy:                  o.Proxy,
 		DialContext:            c.dialer(),
 		TLSClientConfig:        &tls.Config{InsecureSkipVerify: o.Insecure}, // only by explicit user choice
 		TLSHandshakeTimeout:    o.TLSHandshakeTimeout,
@@ -97,7 +102,7 @@ func allowed(ctx context.Context, a netip.Addr) bool {
 func (c *Client) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
 	inner := c.o.DialContext
 	if inner == nil {
-		d := &net.Dialer{Timeout: c.o.DialTimeout, KeepAlive: 30 * time.Second, ControlContext: c.controlDial()}
+		d := &net.Dialer{Timeout: c.o.DialTimeout, KeepAlive: 30 * time.Second, ControlContext: c.controlDial(), Resolver: c.resolver}
 		inner = d.DialContext
 	}
 	timeout := c.o.DialTimeout
@@ -228,13 +233,29 @@ func (c *Client) newRequest(ctx context.Context, method string, t *target) (*htt
 	return req, nil
 }
 
-// do sends req and sanitizes any transport error.
+// do waits for a slot of the adaptive concurrency limit (honouring req's ctx), sends req and
+// sanitizes any transport error. The slot is held until the response body is closed, and
+// the final status tells the limit whether the server is shedding load.
 func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
+	epoch, err := c.inFlight.acquire(req.Context())
+	if err != nil {
+		return nil, err
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		c.releaseSlot(epoch, outcomeNeutral)
 		return nil, t.secrets.sanitize(err)
 	}
+	resp.Body = &slotBody{ReadCloser: resp.Body, c: c, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
 	return resp, nil
+}
+
+// releaseSlot returns a slot to the adaptive limit and says so when the server's answer
+// made the Client lower its concurrency.
+func (c *Client) releaseSlot(epoch uint64, o outcome) {
+	if n := c.inFlight.release(epoch, o); n > 0 {
+		c.o.Logger.Warn("server is shedding load (429/503): lowering concurrent requests", "limit", n)
+	}
 }
 
 // discardSmall drains at most a few KiB of a body we do not want, then closes it: a short

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -18,7 +19,9 @@ type Options struct {
 	Header http.Header
 	// Insecure skips TLS certificate verification. The caller prints the warning.
 	Insecure bool
-	// Connections is the maximum number of connections per host; default 8.
+	// Connections is the maximum number of connections per host and of requests the Client
+	// has in flight; default 8. A 429 or 503 answer lowers the in-flight bound (halved,
+	// at least 1) and a run of successes raises it back by one at a time up to Connections.
 	Connections int
 	// RateLimit caps the whole Client at this many bytes/s (body bytes); 0 = unlimited.
 	RateLimit int64
@@ -44,9 +47,18 @@ type Options struct {
 	RetryBase, RetryCap time.Duration
 	// RetryAfterCap caps an honoured Retry-After; default 60s.
 	RetryAfterCap time.Duration
-	// DialContext replaces the network dialer (tests use a recording fake). nil = net.Dialer.
-	// Link-local, unspecified and multicast IP literals are refused before it is called.
+	// DialContext replaces the network dialer (tests use a recording fake). nil = net.Dialer,
+	// which also refuses a host name that resolves to a forbidden address, just before
+	// connecting. Link-local, unspecified and multicast IP literals are refused before
+	// DialContext is called; a replacement receives host names unresolved and must check
+	// what they resolve to itself.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Proxy chooses the proxy for a request, as http.Transport.Proxy does; nil =
+	// http.ProxyFromEnvironment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY; never for loopback).
+	// A caching proxy in front of many clients becomes their shared chunk tier: ranges are
+	// sent exactly as asked, so chunk-aligned requests stay aligned. Behind a proxy, the
+	// proxy resolves host names: the dial-time address check sees only the proxy.
+	Proxy func(*http.Request) (*url.URL, error)
 }
 
 const (
@@ -63,8 +75,11 @@ const (
 
 	// maxRedirects is the number of redirect hops followed per request.
 	maxRedirects = 5
-	// maxHeaderBytes bounds a response header block (a hostile 1 GB header is refused).
-	maxHeaderBytes = 1 << 20
+	// maxHeaderBytes bounds a response header block, so that a hostile or broken server
+	// sending an endless header costs at most this much memory and is refused at once
+	// (net/http's default is 10 MB). Real object stores send a few KiB, so 64 KiB leaves
+	// ample room; ResponseHeaderTimeout bounds a header that arrives slowly instead.
+	maxHeaderBytes = 64 << 10
 )
 
 // withDefaults returns o with zero fields replaced by their defaults.
@@ -89,6 +104,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = defaultMaxAttempts
+	}
+	if o.Proxy == nil {
+		o.Proxy = http.ProxyFromEnvironment
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -243,5 +244,125 @@ func TestDialRefusesForbiddenAddresses(t *testing.T) {
 	}
 	if err := ctl(context.Background(), "tcp4", "127.0.0.1:80", nil); err != nil {
 		t.Fatalf("control hook refused loopback: %v", err)
+	}
+}
+
+// fakeDNS answers A queries from a table over in-memory connections, so the real
+// net.Dialer (and its address check) resolves names without any real DNS. Unknown names
+// and AAAA queries get an empty NOERROR answer. Safe for concurrent use.
+type fakeDNS struct {
+	names map[string]netip.Addr // "name." -> IPv4 address
+	mu    sync.Mutex
+	asked []string
+}
+
+func (f *fakeDNS) resolver() *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+		client, server := net.Pipe()
+		go f.serve(server)
+		return client, nil
+	}}
+}
+
+// serve answers DNS-over-stream queries (2-byte length prefix) until the client hangs up.
+func (f *fakeDNS) serve(c net.Conn) {
+	defer c.Close()
+	for range 16 {
+		var l [2]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return
+		}
+		q := make([]byte, int(l[0])<<8|int(l[1]))
+		if _, err := io.ReadFull(c, q); err != nil || len(q) < 12 {
+			return
+		}
+		// Question: labels from offset 12, then type and class.
+		var name strings.Builder
+		i := 12
+		for i < len(q) && q[i] != 0 {
+			n := int(q[i])
+			if i+1+n > len(q) {
+				return
+			}
+			name.WriteString(strings.ToLower(string(q[i+1 : i+1+n])))
+			name.WriteByte('.')
+			i += 1 + n
+		}
+		end := i + 5 // zero label, type, class
+		if end > len(q) {
+			return
+		}
+		qtype := int(q[i+1])<<8 | int(q[i+2])
+		f.mu.Lock()
+		f.asked = append(f.asked, name.String())
+		f.mu.Unlock()
+		addr, ok := f.names[name.String()]
+		answers := 0
+		if ok && qtype == 1 {
+			answers = 1
+		}
+		// Header: same ID; QR, RD, RA; one question; the answers.
+		resp := []byte{q[0], q[1], 0x81, 0x80, 0, 1, 0, byte(answers), 0, 0, 0, 0}
+		resp = append(resp, q[12:end]...)
+		if answers == 1 {
+			a := addr.As4()
+			resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, a[0], a[1], a[2], a[3])
+		}
+		if _, err := c.Write(append([]byte{byte(len(resp) >> 8), byte(len(resp))}, resp...)); err != nil {
+			return
+		}
+	}
+}
+
+func (f *fakeDNS) wasAsked(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Contains(f.asked, name)
+}
+
+// A redirect to a host NAME that resolves to a link-local address (cloud metadata) is
+// refused by the real dialer's check on the resolved address, which runs before connect(2):
+// no packet leaves. The same path connects to a name that resolves to loopback, which shows
+// the fake resolver is the one the dialer used.
+func TestRedirectToNameResolvingToLinkLocal(t *testing.T) {
+	s, p := newTestServer(t)
+	port := s.Addr()[strings.LastIndexByte(s.Addr(), ':')+1:]
+	dns := &fakeDNS{names: map[string]netip.Addr{
+		"metadata.test.": netip.MustParseAddr("169.254.169.254"),
+		"zero.test.":     netip.MustParseAddr("0.0.0.0"),
+		"loopback.test.": netip.MustParseAddr("127.0.0.1"),
+	}}
+	s.Redirect("/meta", "http://metadata.test/latest/meta-data/", http.StatusFound)
+	s.Redirect("/zero", "http://zero.test:"+port+"/file", http.StatusFound)
+	s.Redirect("/loop", "http://loopback.test:"+port+fetchtest.DefaultPath, http.StatusFound)
+	c := newClient(fastOptions(), dns.resolver())
+	t.Cleanup(c.Close)
+
+	for _, tc := range []struct{ path, name, addr string }{
+		{"/meta", "metadata.test.", "169.254.169.254"},
+		{"/zero", "zero.test.", "0.0.0.0"},
+	} {
+		s.ResetStats()
+		_, err := c.Probe(ctxT(t), s.URLFor(tc.path))
+		if !errors.Is(err, ErrRedirect) || !strings.Contains(err.Error(), "refusing to connect to "+tc.addr) {
+			t.Fatalf("%s: Probe: %v; want the dial-time refusal of %s", tc.path, err, tc.addr)
+		}
+		if !dns.wasAsked(tc.name) {
+			t.Fatalf("%s: the fake resolver was never asked for %s", tc.path, tc.name)
+		}
+		// HEAD is refused; the error is final, so no GET probe follows.
+		if n := s.Stats().Requests; n != 1 {
+			t.Fatalf("%s: server saw %d requests, want the 1 redirected HEAD", tc.path, n)
+		}
+	}
+
+	o := mustProbe(t, c, s.URLFor("/loop"))
+	var buf bytes.Buffer
+	if err := o.Fetch(ctxT(t), 10, 1000, &buf); err != nil {
+		t.Fatalf("Fetch through a name resolving to loopback: %v", err)
+	}
+	checkBytes(t, buf.Bytes(), p, 10)
+	if !dns.wasAsked("loopback.test.") {
+		t.Fatal("the fake resolver was never asked for loopback.test")
 	}
 }
