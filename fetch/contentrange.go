@@ -56,6 +56,10 @@ func parseDecimal(s string) (v int64, rest string, ok bool) {
 	return v, s[i:], true
 }
 
+// maxObjectSize is the largest size an Object may have: its Content-Range total must be
+// below math.MaxInt64 (which ParseContentRange refuses so that last+1 cannot overflow).
+const maxObjectSize = math.MaxInt64 - 1
+
 // formatContentRange is the canonical form ParseContentRange accepts.
 func formatContentRange(first, last, total int64) string {
 	return "bytes " + strconv.FormatInt(first, 10) + "-" + strconv.FormatInt(last, 10) + "/" + strconv.FormatInt(total, 10)

@@ -16,7 +16,8 @@ var (
 	// differs, or 416). Its concrete type has a RemoteChanged() bool method returning true, so
 	// packages that must not import fetch can recognise it.
 	ErrChanged error = &changedError{}
-	// ErrGone: 404 or 410. A *StatusError with those codes also matches it.
+	// ErrGone: 404 or 410. A *StatusError with those codes also matches it; from Fetch or
+	// Stream it also reports RemoteChanged() true (the pinned version is gone).
 	ErrGone = errors.New("remote file is gone")
 	// ErrNoSize: neither HEAD nor a ranged GET told the size.
 	ErrNoSize = errors.New("server did not tell the file size")
@@ -38,22 +39,39 @@ func (*changedError) Error() string       { return "remote file changed" }
 func (*changedError) RemoteChanged() bool { return true }
 
 // StatusError is an HTTP answer with an unexpected status code. URL is redacted.
-// For 404 and 410 it also matches ErrGone with errors.Is.
+// For 404 and 410 it also matches ErrGone with errors.Is. Its message adds what a user can
+// do about a 401 or 403 (a presigned URL that expired answers 403).
 type StatusError struct {
 	Code int
 	URL  string // redacted: no userinfo, query values replaced
 
 	retryAfter time.Duration // parsed Retry-After (already capped); 0 when absent
+	pinned     bool          // answered to Fetch or Stream, after Probe pinned a version
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("HTTP %d %s from %s", e.Code, http.StatusText(e.Code), e.URL)
+	msg := fmt.Sprintf("HTTP %d %s from %s", e.Code, http.StatusText(e.Code), e.URL)
+	switch e.Code {
+	case http.StatusUnauthorized:
+		msg += " (credentials missing or refused: check the Authorization header or the user:password in the URL)"
+	case http.StatusForbidden:
+		msg += " (the URL may have expired or be unauthorised: a presigned or token URL needs a fresh one)"
+	}
+	return msg
 }
 
 // Is makes errors.Is(err, ErrGone) true for 404 and 410.
 func (e *StatusError) Is(target error) bool {
-	return target == ErrGone && (e.Code == http.StatusNotFound || e.Code == http.StatusGone)
+	return target == ErrGone && isGoneCode(e.Code)
 }
+
+// RemoteChanged reports true for a 404 or 410 answered to Fetch or Stream: the version
+// pinned at Probe no longer exists, so a handle bound to it is stale (cache/ recognises the
+// method without importing this package, as for ErrChanged) and retrying cannot help. For
+// any other code, and for a 404 to Probe (nothing was pinned yet), it reports false.
+func (e *StatusError) RemoteChanged() bool { return e.pinned && isGoneCode(e.Code) }
+
+func isGoneCode(code int) bool { return code == http.StatusNotFound || code == http.StatusGone }
 
 // WriteError wraps an error returned by the caller's io.Writer. It is never retried.
 type WriteError struct{ Err error }

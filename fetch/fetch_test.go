@@ -2,9 +2,11 @@ package fetch
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -84,6 +86,8 @@ func TestFetchRecoversFromTransientFaults(t *testing.T) {
 			[]string{"bytes=100000-1148575", "bytes=100000-1148575"}},
 		{"unsatisfied Content-Range", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: fmt.Sprintf("bytes */%d", testSize)},
 			[]string{"bytes=100000-1148575", "bytes=100000-1148575"}},
+		{"unsatisfied Content-Range */10", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: "bytes */10"},
+			[]string{"bytes=100000-1148575", "bytes=100000-1148575"}},
 		{"signed Content-Range", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: fmt.Sprintf("bytes +100000-1148575/%d", testSize)},
 			[]string{"bytes=100000-1148575", "bytes=100000-1148575"}},
 		{"huge Content-Range", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: "bytes 100000-1148575/99999999999999999999999"},
@@ -161,6 +165,11 @@ func TestFetchPersistentFaults(t *testing.T) {
 		{"error page", fetchtest.Fault{Kind: fetchtest.ErrorPage}, fetchtest.Behavior{}, ErrRangeIgnored, 1, 0},
 		{"wrong range", fetchtest.Fault{Kind: fetchtest.WrongRange}, fetchtest.Behavior{}, ErrBadRange, int64(o.MaxAttempts), 0},
 		{"malformed Content-Range", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: "bytes 0-x/10"}, fetchtest.Behavior{}, ErrBadRange, int64(o.MaxAttempts), 0},
+		{"reversed Content-Range 5-3/10", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: "bytes 5-3/10"}, fetchtest.Behavior{}, ErrBadRange, int64(o.MaxAttempts), 0},
+		{"signed Content-Range +1", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: fmt.Sprintf("bytes +100-199/%d", testSize)}, fetchtest.Behavior{}, ErrBadRange, int64(o.MaxAttempts), 0},
+		{"huge Content-Range", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: "bytes 100-199/99999999999999999999999"}, fetchtest.Behavior{}, ErrBadRange, int64(o.MaxAttempts), 0},
+		{"unsatisfied Content-Range */10", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: "bytes */10"}, fetchtest.Behavior{}, ErrBadRange, int64(o.MaxAttempts), 0},
+		{"206 without Content-Range", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: ""}, fetchtest.Behavior{}, ErrRangeIgnored, 1, 0},
 		{"multipart", fetchtest.Fault{Kind: fetchtest.Multipart}, fetchtest.Behavior{}, ErrBadRange, int64(o.MaxAttempts), 0},
 		{"total differs", fetchtest.Fault{Kind: fetchtest.BadContentRange, ContentRange: fmt.Sprintf("bytes 100-199/%d", testSize+1)}, fetchtest.Behavior{}, ErrChanged, 1, 0},
 		{"416", fetchtest.Fault{Kind: fetchtest.Status, Code: 416}, fetchtest.Behavior{}, ErrChanged, 1, 0},
@@ -197,7 +206,7 @@ func TestFetchPersistentFaults(t *testing.T) {
 	}
 }
 
-// A 2 KB/s trickle ends each attempt at the watchdog (MinProgress per StallTimeout); each
+// A 1 KB/s trickle ends each attempt at the watchdog (MinProgress per StallTimeout); each
 // retry asks for the remainder; such attempts count as failures, so Fetch gives up.
 func TestFetchTrickleEndsAttempts(t *testing.T) {
 	s, p := newTestServer(t)
@@ -205,7 +214,7 @@ func TestFetchTrickleEndsAttempts(t *testing.T) {
 	c := newTestClient(t, opt)
 	o := mustProbe(t, c, s.URL())
 	s.ResetStats()
-	s.Inject(fetchtest.Fault{Kind: fetchtest.Trickle, Arg: 2000})
+	s.Inject(fetchtest.Fault{Kind: fetchtest.Trickle, Arg: 1000})
 	var buf bytes.Buffer
 	err := o.Fetch(ctxT(t), 0, 1<<20, &buf)
 	if !errors.Is(err, errStall) {
@@ -252,17 +261,18 @@ func TestFetchNoRetryOn4xx(t *testing.T) {
 // Retry-After is honoured (seconds and HTTP-date), capped at RetryAfterCap; without it the
 // backoff is the tiny RetryBase.
 func TestFetchRetryAfter(t *testing.T) {
-	for _, ra := range []string{"120", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)} {
+	for i, ra := range []string{"120", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat), "120"} {
+		code := []int{429, 429, 503}[i]
 		s, p := newTestServer(t)
 		opt := fastOptions()
 		opt.RetryAfterCap = 300 * time.Millisecond
 		c := newTestClient(t, opt)
 		o := mustProbe(t, c, s.URL())
-		s.Inject(fetchtest.Fault{Kind: fetchtest.Status, Code: 429, RetryAfter: ra, Times: 1})
+		s.Inject(fetchtest.Fault{Kind: fetchtest.Status, Code: code, RetryAfter: ra, Times: 1})
 		start := time.Now()
 		var buf bytes.Buffer
 		if err := o.Fetch(ctxT(t), 0, 1000, &buf); err != nil {
-			t.Fatalf("Retry-After %q: %v", ra, err)
+			t.Fatalf("%d Retry-After %q: %v", code, ra, err)
 		}
 		checkBytes(t, buf.Bytes(), p, 0)
 		// The wait must be the capped Retry-After, not the 1 ms backoff (nor 120 s / 1 h).
@@ -379,23 +389,27 @@ func TestFetchLongBody(t *testing.T) {
 // validator) or ignores it (206 of the new version), and whatever validators it sends.
 func TestFetchContentSwap(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		b    fetchtest.Behavior
+		name    string
+		b       fetchtest.Behavior
+		newSize int64 // size of the new version; 0 = same size
 	}{
-		{"strong ETag", fetchtest.Behavior{}},
-		{"strong ETag, If-Range ignored", fetchtest.Behavior{IgnoreIfRange: true}},
-		{"weak ETag", fetchtest.Behavior{ETag: fetchtest.ETagWeak}},
-		{"weak ETag, If-Range ignored", fetchtest.Behavior{ETag: fetchtest.ETagWeak, IgnoreIfRange: true}},
-		{"Last-Modified only", fetchtest.Behavior{ETag: fetchtest.ETagNone}},
-		{"Last-Modified only, If-Range ignored", fetchtest.Behavior{ETag: fetchtest.ETagNone, IgnoreIfRange: true}},
+		{"strong ETag", fetchtest.Behavior{}, 0},
+		{"strong ETag, If-Range ignored", fetchtest.Behavior{IgnoreIfRange: true}, 0},
+		{"weak ETag", fetchtest.Behavior{ETag: fetchtest.ETagWeak}, 0},
+		{"weak ETag, If-Range ignored", fetchtest.Behavior{ETag: fetchtest.ETagWeak, IgnoreIfRange: true}, 0},
+		{"Last-Modified only", fetchtest.Behavior{ETag: fetchtest.ETagNone}, 0},
+		{"Last-Modified only, If-Range ignored", fetchtest.Behavior{ETag: fetchtest.ETagNone, IgnoreIfRange: true}, 0},
+		// No validator at all: only the size can tell (a same-size swap cannot be detected).
+		{"no validators, new size", fetchtest.Behavior{ETag: fetchtest.ETagNone, NoLastModified: true}, testSize + 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			newSize := cmp.Or(tc.newSize, testSize)
 			s, p := newTestServer(t, fetchtest.WithBehavior(tc.b))
 			c := newTestClient(t, fastOptions())
 			o := mustProbe(t, c, s.URL())
 			s.ResetStats()
 			s.Inject(fetchtest.Fault{Kind: fetchtest.ShortBody, Arg: 100000, Times: 1, After: func() {
-				s.SetContent(fetchtest.DefaultPath, fetchtest.Pattern(testSize, 8), testSize)
+				s.SetContent(fetchtest.DefaultPath, fetchtest.Pattern(newSize, 8), newSize)
 			}})
 			var buf bytes.Buffer
 			err := o.Fetch(ctxT(t), 0, 1<<20, &buf)
@@ -415,7 +429,10 @@ func TestFetchContentSwap(t *testing.T) {
 			if err := o2.Fetch(ctxT(t), 0, 1000, &buf2); err != nil {
 				t.Fatalf("Fetch of the new version: %v", err)
 			}
-			checkBytes(t, buf2.Bytes(), fetchtest.Pattern(testSize, 8), 0)
+			checkBytes(t, buf2.Bytes(), fetchtest.Pattern(newSize, 8), 0)
+			if o2.Size != newSize {
+				t.Fatalf("new Probe: size %d, want %d", o2.Size, newSize)
+			}
 		})
 	}
 }
@@ -631,5 +648,115 @@ func TestBlackHoleServer(t *testing.T) {
 	// HEAD + 2 GET attempts per scheme, each on a fresh connection.
 	if n := bh.Accepted(); n != 6 {
 		t.Fatalf("black hole accepted %d connections, want 6", n)
+	}
+}
+
+// Deleted remotely mid-session: a 404 or 410 to Fetch is final, matches ErrGone, and
+// reports RemoteChanged() true, so cache/ marks the handle stale (it is bound to a version
+// that no longer exists) instead of serving or retrying. A 404 to Probe is ErrGone but not
+// a change: nothing was pinned yet.
+func TestFetchDeletedRemotely(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		delete func(s *fetchtest.Server)
+		code   int
+	}{
+		{"404", func(s *fetchtest.Server) { s.Remove(fetchtest.DefaultPath) }, http.StatusNotFound},
+		{"410", func(s *fetchtest.Server) { s.Inject(fetchtest.Fault{Kind: fetchtest.Status, Code: http.StatusGone}) }, http.StatusGone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, p := newTestServer(t)
+			c := newTestClient(t, fastOptions())
+			o := mustProbe(t, c, s.URL())
+			var buf bytes.Buffer
+			if err := o.Fetch(ctxT(t), 0, 1000, &buf); err != nil {
+				t.Fatal(err)
+			}
+			checkBytes(t, buf.Bytes(), p, 0)
+			tc.delete(s)
+			s.ResetStats()
+			buf.Reset()
+			err := o.Fetch(ctxT(t), 1000, 1000, &buf)
+			var se *StatusError
+			if !errors.Is(err, ErrGone) || !isRemoteChanged(err) || !errors.As(err, &se) || se.Code != tc.code {
+				t.Fatalf("Fetch after deletion: %v (gone %v, remote changed %v); want StatusError %d, both true",
+					err, errors.Is(err, ErrGone), isRemoteChanged(err), tc.code)
+			}
+			if errors.Is(err, ErrChanged) {
+				t.Fatalf("Fetch after deletion matches ErrChanged too: %v (one sentinel per error)", err)
+			}
+			if buf.Len() != 0 || s.Stats().Requests != 1 {
+				t.Fatalf("after deletion: %d bytes written, %d requests; want 0 and 1 (final)", buf.Len(), s.Stats().Requests)
+			}
+			// Stream is bound to the pinned version too.
+			if err := o.Stream(ctxT(t), &buf); !errors.Is(err, ErrGone) || !isRemoteChanged(err) {
+				t.Fatalf("Stream after deletion: %v; want gone and remote changed", err)
+			}
+			// A new open fails clearly, and is not a "change" of anything pinned.
+			_, err = c.Probe(ctxT(t), s.URL())
+			if !errors.Is(err, ErrGone) || isRemoteChanged(err) {
+				t.Fatalf("Probe after deletion: %v; want ErrGone without RemoteChanged", err)
+			}
+		})
+	}
+}
+
+// A presigned URL that expires mid-session answers 403: a final StatusError (not retried,
+// not a remote change, so the cache is kept) whose message says the URL may have expired,
+// without the signature. A fresh URL for the same object has the same IdentityNoQuery and
+// pins the same version, so the cached data stays valid.
+func TestPresignedURLExpired(t *testing.T) {
+	s, p := newTestServer(t)
+	c := newTestClient(t, fastOptions())
+	o := mustProbe(t, c, s.URL()+"?X-Amz-Expires=60&X-Amz-Signature=0ld5ig")
+	if err := o.Fetch(ctxT(t), 0, 1000, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	s.Inject(fetchtest.Fault{Kind: fetchtest.Status, Code: http.StatusForbidden})
+	s.ResetStats()
+	var buf bytes.Buffer
+	err := o.Fetch(ctxT(t), 1000, 1000, &buf)
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusForbidden {
+		t.Fatalf("Fetch with an expired URL: %v; want StatusError 403", err)
+	}
+	if n := s.Stats().Requests; n != 1 || buf.Len() != 0 {
+		t.Fatalf("expired URL: %d requests, %d bytes written; want 1 (not retried) and 0", n, buf.Len())
+	}
+	if isRemoteChanged(err) || errors.Is(err, ErrGone) || errors.Is(err, ErrChanged) {
+		t.Fatalf("an expired URL taken for a remote change: %v", err)
+	}
+	msg := err.Error()
+	want := "HTTP 403 Forbidden from " + s.URL() + "?X-Amz-Expires=REDACTED&X-Amz-Signature=REDACTED (the URL may have expired"
+	if !strings.HasPrefix(msg, want) || !strings.Contains(msg, "fresh") || strings.Contains(msg, "0ld5ig") {
+		t.Fatalf("message %q; want it to start %q, ask for a fresh URL, and hold no signature", msg, want)
+	}
+
+	s.ClearFaults()
+	fresh := mustProbe(t, c, s.URL()+"?X-Amz-Expires=60&X-Amz-Signature=n3w5ig")
+	if fresh.IdentityNoQuery() != o.IdentityNoQuery() || fresh.Size != o.Size || fresh.ETag != o.ETag ||
+		fresh.LastModified != o.LastModified {
+		t.Fatalf("fresh URL pins %q %d %q %q; old %q %d %q %q", fresh.IdentityNoQuery(), fresh.Size, fresh.ETag,
+			fresh.LastModified, o.IdentityNoQuery(), o.Size, o.ETag, o.LastModified)
+	}
+	buf.Reset()
+	if err := fresh.Fetch(ctxT(t), 1000, 1000, &buf); err != nil {
+		t.Fatal(err)
+	}
+	checkBytes(t, buf.Bytes(), p, 1000)
+}
+
+// 401 also says what to check; other codes carry no hint.
+func TestStatusErrorMessages(t *testing.T) {
+	for code, want := range map[int]string{
+		401: "HTTP 401 Unauthorized from https://h/p?sig=REDACTED (credentials missing or refused",
+		403: "HTTP 403 Forbidden from https://h/p?sig=REDACTED (the URL may have expired or be unauthorised",
+		404: "HTTP 404 Not Found from https://h/p?sig=REDACTED",
+		500: "HTTP 500 Internal Server Error from https://h/p?sig=REDACTED",
+	} {
+		msg := (&StatusError{Code: code, URL: Redact("https://u:pw@h/p?sig=abc")}).Error()
+		if !strings.HasPrefix(msg, want) || (code >= 404 && msg != want) {
+			t.Errorf("StatusError %d: %q; want %q", code, msg, want)
+		}
 	}
 }

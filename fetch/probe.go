@@ -25,6 +25,7 @@ type Object struct {
 	c       *Client
 	t       *target
 	rawETag string // ETag as sent, weak or strong: a weak one still detects a change
+	pinned  bool   // Probe has returned this Object: later 404/410 mean "deleted"
 }
 
 // URL returns the redacted URL (no userinfo, query values replaced): safe to log and store.
@@ -42,6 +43,8 @@ func (o *Object) IdentityNoQuery() string { return identityOf(o.t.u, false) }
 // It sends HEAD; if HEAD is refused, or lacks Content-Length or "Accept-Ranges: bytes", it
 // sends "GET Range: bytes=0-0" and reads the total from Content-Range. A 200 to that GET
 // gives Ranges=false (the caller decides: a plain Stream or a refusal). No size: ErrNoSize.
+// A declared size is returned as is however large (the caller applies its own limit), but
+// one above MaxInt64-1, which no Content-Range could address, is refused.
 // 404/410: ErrGone. Transient failures are retried like Fetch.
 func (c *Client) Probe(ctx context.Context, rawURL string) (*Object, error) {
 	t, err := parseTarget(rawURL, c.o.Header)
@@ -67,6 +70,13 @@ func (o *Object) finish(err error) (*Object, error) {
 	if o.Size < 0 {
 		return nil, fmt.Errorf("%w (%s)", ErrNoSize, o.t.redact)
 	}
+	if o.Size > maxObjectSize {
+		// Content-Range cannot describe its last byte in the int64 range ParseContentRange
+		// accepts, so no Fetch could ever succeed: refuse now, clearly.
+		return nil, fmt.Errorf("fetch: %s declares %d bytes, more than the %d this client can address",
+			o.t.redact, o.Size, int64(maxObjectSize))
+	}
+	o.pinned = true
 	o.c.o.Logger.Debug("probed", "url", o.t.redact, "size", o.Size, "ranges", o.Ranges,
 		"etag", o.ETag, "last_modified", o.LastModified)
 	return o, nil
@@ -229,6 +239,7 @@ func (o *Object) statusError(resp *http.Response) *StatusError {
 		Code:       resp.StatusCode,
 		URL:        o.t.redact,
 		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now(), o.c.o.RetryAfterCap),
+		pinned:     o.pinned,
 	}
 }
 

@@ -72,7 +72,9 @@ func permanentTransportError(err error) bool {
 	// Go reports these as plain errors; matching the text is the only way.
 	return strings.Contains(msg, "unsupported protocol scheme") ||
 		strings.Contains(msg, "server gave HTTP response to HTTPS client") ||
-		strings.Contains(msg, "malformed HTTP")
+		strings.Contains(msg, "malformed HTTP") ||
+		// A header block over maxHeaderBytes: asking again would only cost another one.
+		strings.Contains(msg, "server response headers exceeded")
 }
 
 // backoff returns the full-jitter delay before retry number failures (1-based):
