@@ -334,7 +334,8 @@ func (b *bench) download(ctx context.Context, sec, id, tool, label string, argv 
 	c, err := b.sup.runTool(ctx, id, a, dir, b.logPath(id), b.seqTimeout())
 	b.traffic(&r, s, direct)
 	if c != nil && c.exited() {
-		r.Wall, r.RSSKiB = c.wall(), c.maxRSSKiB()
+		r.Wall = c.wall()
+		r.setRSS(c)
 	}
 	if err != nil {
 		r.Err = err.Error()

@@ -132,7 +132,7 @@ func oneLine(r result) string {
 	if r.Section == secRandom {
 		return fmt.Sprintf("%-34s p50 %s ms  p99 %s ms  %.1f KiB/read  %s", r.ID, ms(r.P50), ms(r.P99), r.servedPerRead()/1024, r.status())
 	}
-	return fmt.Sprintf("%-34s %7s s  %8.1f MB/s  rss %s MiB  served %s MiB  %s", r.ID, secs(r.Wall), r.MBps(), rssCell(r.RSSKiB), mib(r.Served), r.status())
+	return fmt.Sprintf("%-34s %7s s  %8.1f MB/s  rss %s MiB  served %s MiB  %s", r.ID, secs(r.Wall), r.MBps(), rssCell(r.RSSKiB, r.RSSUpper), mib(r.Served), r.status())
 }
 
 // runMeta is what the report header says about the run.
@@ -218,7 +218,7 @@ func headline(rs []result) []string {
 	lat("mount-rangefs/cold-random", "mount-rclone-tuned/cold-random", "cold random 4 KiB reads, rangefs vs rclone (tuned)")
 	lat("mount-rangefs/cold-random", "mount-httpdirfs/cold-random", "cold random 4 KiB reads, rangefs vs httpdirfs")
 	if g, m := by["get-j8"], by["mount-rangefs/cold-cat"]; g.RSSKiB > 0 || m.RSSKiB > 0 {
-		out = append(out, fmt.Sprintf("peak RSS: rangefs get -j8 %s MiB, rangefs mount (cold read) %s MiB", rssCell(g.RSSKiB), rssCell(m.RSSKiB)))
+		out = append(out, fmt.Sprintf("peak RSS: rangefs get -j8 %s MiB, rangefs mount (cold read) %s MiB", rssCell(g.RSSKiB, g.RSSUpper), rssCell(m.RSSKiB, m.RSSUpper)))
 	}
 	return out
 }

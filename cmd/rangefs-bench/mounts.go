@@ -182,7 +182,7 @@ func (b *bench) mountRows(ctx context.Context, mt mountTool, coldSec string, dir
 	b.catPhase(ctx, &cold, m)
 	b.unmount(m)
 	b.traffic(&cold, s, direct)
-	cold.RSSKiB = m.d.maxRSSKiB()
+	cold.setRSS(m.d)
 	out = append(out, cold)
 	if !withWarm || ctx.Err() != nil {
 		return out
@@ -215,8 +215,8 @@ func (b *bench) mountRows(ctx context.Context, mt mountTool, coldSec string, dir
 		b.catPhase(ctx, &warm, m)
 		b.unmount(m)
 		b.traffic(&warm, s, direct)
-		warm.RSSKiB = m.d.maxRSSKiB()
-		warmRnd.RSSKiB = warm.RSSKiB
+		warm.setRSS(m.d)
+		warmRnd.setRSS(m.d)
 	}
 	out = append(out, warm)
 	if doRandom {
@@ -249,7 +249,7 @@ func (b *bench) randomPhase(ctx context.Context, r *result, mt mountTool, offs [
 	b.unmount(m)
 	b.traffic(r, s, direct)
 	fillRandom(r, o.lat, o.ok, err)
-	r.RSSKiB = m.d.maxRSSKiB()
+	r.setRSS(m.d)
 }
 
 // catPhase reads the whole file through m, bounded by the sequential timeout; on timeout

@@ -64,8 +64,8 @@ func TestSupervisorStopsByPID(t *testing.T) {
 	if err != nil {
 		t.Fatalf("runTool: %v", err)
 	}
-	if c.maxRSSKiB() <= 0 || c.wall() <= 0 {
-		t.Errorf("finished child: rss %d KiB, wall %v", c.maxRSSKiB(), c.wall())
+	if kib, _ := c.maxRSSKiB(); kib <= 0 || c.wall() <= 0 {
+		t.Errorf("finished child: rss %d KiB, wall %v", kib, c.wall())
 	}
 	_, err = sup.runTool(context.Background(), "bad", []string{"sh", "-c", "echo first; echo 'the reason' >&2; exit 3"}, dir, filepath.Join(dir, "bad.log"), 20*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "the reason") {
@@ -135,4 +135,45 @@ func waitForLog(t *testing.T, path, want string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("%s never printed %q", path, want)
+}
+
+// TestChildRSSNotInheritedFromDriver: a tiny child must not report the driver's past peak
+// (Linux folds the vfork parent's peak into the child's maxrss at exec).
+func TestChildRSSNotInheritedFromDriver(t *testing.T) {
+	// Raise the driver's peak by 256 MiB outside the Go heap (so the race detector's
+	// shadow memory does not keep it resident), then give it back.
+	big, err := syscall.Mmap(-1, 0, 256<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(big); i += 4096 {
+		big[i] = 1
+	}
+	if err := syscall.Munmap(big); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sup := newSupervisor(io.Discard, false)
+	defer sup.cleanup()
+	c, err := sup.runTool(context.Background(), "true", []string{"true"}, dir, filepath.Join(dir, "true.log"), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kib, upper := c.maxRSSKiB()
+	if kib >= 200<<10 {
+		t.Errorf("true reported %d KiB peak RSS: the driver's 256 MiB peak leaked into it", kib)
+	}
+	if kib <= c.floor != upper {
+		t.Errorf("upper = %v for %d KiB with floor %d KiB", upper, kib, c.floor)
+	}
+}
+
+func TestParseStatusKiB(t *testing.T) {
+	st := "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    2996 kB\nVmRSS:\t 2000 kB\n"
+	if got := parseStatusKiB(st, "VmHWM:"); got != 2996 {
+		t.Errorf("VmHWM = %d", got)
+	}
+	if got := parseStatusKiB(st, "VmSwap:"); got != 0 {
+		t.Errorf("missing key = %d", got)
+	}
 }

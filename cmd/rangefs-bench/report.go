@@ -31,6 +31,7 @@ type result struct {
 	Wall     time.Duration // sequential rows: tool wall time (downloads) or open-to-EOF (mounts)
 	Bytes    int64         // bytes the client got
 	RSSKiB   int64         // peak RSS of the tool's process (the mount daemon for mounts); 0 = n/a
+	RSSUpper bool          // RSSKiB is only an upper bound (see rssFloor)
 	Served   int64         // bytes the server side sent during the row
 	Requests int64         // HTTP requests nginx logged during the row
 	Conns    int64         // TCP connections during the row
@@ -49,6 +50,9 @@ func (r result) MBps() float64 {
 	}
 	return float64(r.Bytes) / r.Wall.Seconds() / 1e6
 }
+
+// setRSS records c's peak RSS.
+func (r *result) setRSS(c *child) { r.RSSKiB, r.RSSUpper = c.maxRSSKiB() }
 
 // ok is true when the row ran and its bytes were right.
 func (r result) ok() bool { return r.Err == "" && r.Verified }
@@ -108,7 +112,7 @@ func writeMarkdown(w io.Writer, rs []result) error {
 				wall = secs(r.Wall)
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %d | %s |\n",
-				mdCell(r.ID), mdCell(r.Label), wall, rate, rssCell(r.RSSKiB), mib(r.Served),
+				mdCell(r.ID), mdCell(r.Label), wall, rate, rssCell(r.RSSKiB, r.RSSUpper), mib(r.Served),
 				r.Requests, r.Conns, mdCell(r.status()+noteSuffix(r.Note)))
 		}
 	}
@@ -126,18 +130,23 @@ func writeMarkdown(w io.Writer, rs []result) error {
 			}
 			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %d | %s | %s |\n",
 				mdCell(r.ID), mdCell(r.Label), r.Reads, p50, p99, per, r.Requests,
-				rssCell(r.RSSKiB), mdCell(r.status()+noteSuffix(r.Note)))
+				rssCell(r.RSSKiB, r.RSSUpper), mdCell(r.status()+noteSuffix(r.Note)))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-func rssCell(kib int64) string {
+// rssCell renders KiB as MiB; "≤" marks an upper bound.
+func rssCell(kib int64, upper bool) string {
 	if kib <= 0 {
 		return "-"
 	}
-	return strconv.FormatFloat(float64(kib)/1024, 'f', 1, 64)
+	s := strconv.FormatFloat(float64(kib)/1024, 'f', 1, 64)
+	if upper {
+		s = "≤" + s
+	}
+	return s
 }
 
 func noteSuffix(n string) string {
@@ -149,7 +158,7 @@ func noteSuffix(n string) string {
 
 // csvHeader names the CSV columns; units are in the names.
 var csvHeader = []string{
-	"id", "section", "tool", "label", "wall_s", "bytes", "mb_per_s", "peak_rss_kib",
+	"id", "section", "tool", "label", "wall_s", "bytes", "mb_per_s", "peak_rss_kib", "peak_rss_upper_bound",
 	"served_bytes", "requests", "connections", "verified", "reads", "p50_ms", "p99_ms",
 	"served_per_read_bytes", "error", "note",
 }
@@ -168,6 +177,7 @@ func writeCSV(w io.Writer, rs []result) error {
 			strconv.FormatInt(r.Bytes, 10),
 			f(math.Round(r.MBps()*1000) / 1000),
 			strconv.FormatInt(r.RSSKiB, 10),
+			strconv.FormatBool(r.RSSUpper),
 			strconv.FormatInt(r.Served, 10),
 			strconv.FormatInt(r.Requests, 10),
 			strconv.FormatInt(r.Conns, 10),

@@ -14,7 +14,7 @@ import (
 
 func sampleResults() []result {
 	return []result{
-		{ID: "local-disk", Section: secLocal, Tool: "local", Label: "local disk", Wall: 2 * time.Second, Bytes: 1 << 30, Verified: true},
+		{ID: "local-disk", Section: secLocal, Tool: "local", Label: "local disk", Wall: 2 * time.Second, Bytes: 1 << 30, Verified: true, RSSKiB: 3072, RSSUpper: true},
 		{ID: "get-j8", Section: secDownload, Tool: "rangefs", Label: "rangefs get -j8", Err: "rangefs binary ./bin/rangefs not found"},
 		{ID: "aria2c-x8", Section: secDownload, Tool: "aria2c", Label: "aria2c -x8 -s8 -k1M", Wall: 4 * time.Second, Bytes: 800_000_000,
 			RSSKiB: 20480, Served: 800_000_000, Requests: 8, Conns: 8, Verified: true},
@@ -133,6 +133,7 @@ func TestWriteMarkdown(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		"| aria2c-x8 | aria2c -x8 -s8 -k1M | 4.00 | 200.0 | 20.0 | 762.9 | 8 | 8 | ok |",
+		"| local-disk | local disk | 2.00 | 536.9 | ≤3.0 |",
 		"| get-j8 | rangefs get -j8 | - | - | - | 0.0 | 0 | 0 | failed: rangefs binary ./bin/rangefs not found |",
 		`axel "quoted" \| piped`, // a pipe would split the cell
 		"sha256 MISMATCH",
