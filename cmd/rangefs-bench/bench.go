@@ -335,7 +335,7 @@ func (b *bench) download(ctx context.Context, sec, id, tool, label string, argv 
 	b.traffic(&r, s, direct)
 	if c != nil && c.exited() {
 		r.Wall = c.wall()
-		r.setRSS(c)
+		r.setUsage(c)
 	}
 	if err != nil {
 		r.Err = err.Error()

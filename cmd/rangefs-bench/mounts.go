@@ -182,7 +182,7 @@ func (b *bench) mountRows(ctx context.Context, mt mountTool, coldSec string, dir
 	b.catPhase(ctx, &cold, m)
 	b.unmount(m)
 	b.traffic(&cold, s, direct)
-	cold.setRSS(m.d)
+	cold.setUsage(m.d)
 	out = append(out, cold)
 	if !withWarm || ctx.Err() != nil {
 		return out
@@ -215,8 +215,8 @@ func (b *bench) mountRows(ctx context.Context, mt mountTool, coldSec string, dir
 		b.catPhase(ctx, &warm, m)
 		b.unmount(m)
 		b.traffic(&warm, s, direct)
-		warm.setRSS(m.d)
-		warmRnd.setRSS(m.d)
+		warm.setUsage(m.d)
+		warmRnd.setUsage(m.d)
 	}
 	out = append(out, warm)
 	if doRandom {
@@ -249,7 +249,7 @@ func (b *bench) randomPhase(ctx context.Context, r *result, mt mountTool, offs [
 	b.unmount(m)
 	b.traffic(r, s, direct)
 	fillRandom(r, o.lat, o.ok, err)
-	r.setRSS(m.d)
+	r.setUsage(m.d)
 }
 
 // catPhase reads the whole file through m, bounded by the sequential timeout; on timeout

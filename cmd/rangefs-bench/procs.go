@@ -114,6 +114,14 @@ func (c *child) maxRSSKiB() (kib int64, upper bool) {
 	return 0, false
 }
 
+// cpu is the child's user plus system CPU time (valid after done).
+func (c *child) cpu() time.Duration {
+	if c.state == nil {
+		return 0
+	}
+	return c.state.UserTime() + c.state.SystemTime()
+}
+
 // rssFloor lowers the driver's recorded peak RSS to its current RSS and returns it (KiB).
 //
 // Why: Go starts children with vfork (CLONE_VM), and at exec Linux folds the peak RSS of

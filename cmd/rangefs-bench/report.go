@@ -32,6 +32,7 @@ type result struct {
 	Bytes    int64         // bytes the client got
 	RSSKiB   int64         // peak RSS of the tool's process (the mount daemon for mounts); 0 = n/a
 	RSSUpper bool          // RSSKiB is only an upper bound (see rssFloor)
+	CPU      time.Duration // user+system CPU of that process over its life; 0 = n/a
 	Served   int64         // bytes the server side sent during the row
 	Requests int64         // HTTP requests nginx logged during the row
 	Conns    int64         // TCP connections during the row
@@ -51,8 +52,11 @@ func (r result) MBps() float64 {
 	return float64(r.Bytes) / r.Wall.Seconds() / 1e6
 }
 
-// setRSS records c's peak RSS.
-func (r *result) setRSS(c *child) { r.RSSKiB, r.RSSUpper = c.maxRSSKiB() }
+// setUsage records c's peak RSS and CPU time.
+func (r *result) setUsage(c *child) {
+	r.RSSKiB, r.RSSUpper = c.maxRSSKiB()
+	r.CPU = c.cpu()
+}
 
 // ok is true when the row ran and its bytes were right.
 func (r result) ok() bool { return r.Err == "" && r.Verified }
@@ -103,16 +107,20 @@ func writeMarkdown(w io.Writer, rs []result) error {
 	}
 	var b strings.Builder
 	if len(seq) > 0 {
-		b.WriteString("| row | what | wall s | MB/s | peak RSS MiB | served MiB | requests | conns | result |\n")
-		b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|---|\n")
+		b.WriteString("| row | what | wall s | MB/s | peak RSS MiB | CPU s | served MiB | requests | conns | result |\n")
+		b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
 		for _, r := range seq {
 			rate, wall := "-", "-"
 			if r.Err == "" {
 				rate = strconv.FormatFloat(r.MBps(), 'f', 1, 64)
 				wall = secs(r.Wall)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %d | %s |\n",
-				mdCell(r.ID), mdCell(r.Label), wall, rate, rssCell(r.RSSKiB, r.RSSUpper), mib(r.Served),
+			cpu := "-"
+			if r.CPU > 0 {
+				cpu = secs(r.CPU)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %d | %d | %s |\n",
+				mdCell(r.ID), mdCell(r.Label), wall, rate, rssCell(r.RSSKiB, r.RSSUpper), cpu, mib(r.Served),
 				r.Requests, r.Conns, mdCell(r.status()+noteSuffix(r.Note)))
 		}
 	}
@@ -158,7 +166,7 @@ func noteSuffix(n string) string {
 
 // csvHeader names the CSV columns; units are in the names.
 var csvHeader = []string{
-	"id", "section", "tool", "label", "wall_s", "bytes", "mb_per_s", "peak_rss_kib", "peak_rss_upper_bound",
+	"id", "section", "tool", "label", "wall_s", "bytes", "mb_per_s", "peak_rss_kib", "peak_rss_upper_bound", "cpu_s",
 	"served_bytes", "requests", "connections", "verified", "reads", "p50_ms", "p99_ms",
 	"served_per_read_bytes", "error", "note",
 }
@@ -178,6 +186,7 @@ func writeCSV(w io.Writer, rs []result) error {
 			f(math.Round(r.MBps()*1000) / 1000),
 			strconv.FormatInt(r.RSSKiB, 10),
 			strconv.FormatBool(r.RSSUpper),
+			f(float64(r.CPU.Microseconds()) / 1e6),
 			strconv.FormatInt(r.Served, 10),
 			strconv.FormatInt(r.Requests, 10),
 			strconv.FormatInt(r.Conns, 10),
