@@ -133,3 +133,57 @@ func TestPassthroughForVerifiedFile(t *testing.T) {
 		t.Errorf("with passthrough the daemon still served %d reads", n)
 	}
 }
+
+// stat, ls, df and getxattr are answered from memory: with the server
+// silent they still answer, and no fetch is started.
+func TestMetadataNeverTouchesNetwork(t *testing.T) {
+	src := &fakeSource{size: 30 * chunk}
+	src.setGate(make(chan struct{})) // the server never answers
+	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: time.Minute}, cache.Options{})
+	if _, err := os.Stat(m.path); err != nil {
+		t.Errorf("stat: %v", err)
+	}
+	if ents, err := os.ReadDir(m.dir); err != nil || len(ents) != 1 {
+		t.Errorf("readdir: %v %v", ents, err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(m.dir, &st); err != nil || st.Blocks == 0 {
+		t.Errorf("statfs: %+v %v", st, err)
+	}
+	if _, err := syscall.Getxattr(m.path, "user.rangefs.chunks", make([]byte, 64)); err != nil {
+		t.Errorf("getxattr: %v", err)
+	}
+	f, err := os.Open(m.path)
+	if err != nil {
+		t.Errorf("open: %v", err)
+	} else {
+		f.Close()
+	}
+	if n := src.calls.Load(); n != 0 {
+		t.Errorf("metadata operations started %d fetches", n)
+	}
+}
+
+// --allow-other brings default_permissions with it, so the file modes still
+// decide who may read.
+func TestAllowOtherImpliesDefaultPermissions(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: allow_other needs root (or user_allow_other in /etc/fuse.conf)")
+	}
+	src := &fakeSource{size: chunk}
+	m := mountPattern(t, src, t.TempDir(), Options{AllowOther: true}, cache.Options{})
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		f := bytes.Fields(line)
+		if len(f) > 4 && string(f[4]) == m.dir {
+			if !bytes.Contains(line, []byte("default_permissions")) || !bytes.Contains(line, []byte("allow_other")) {
+				t.Errorf("mount options lack allow_other or default_permissions: %s", line)
+			}
+			return
+		}
+	}
+	t.Fatalf("mount %s not in mountinfo", m.dir)
+}

@@ -393,3 +393,36 @@ func TestHugeDeclaredSizeRefused(t *testing.T) {
 		t.Errorf("mount refusal does not say why: %s", out)
 	}
 }
+
+// A server that ignores Range, or will not tell the size, or compresses its
+// ranges, is refused at mount time with what it answered.
+func TestMountRefusesUnsuitableServers(t *testing.T) {
+	needFUSE(t)
+	for _, tc := range []struct {
+		name  string
+		setup func(*fetchtest.Server)
+		say   string
+	}{
+		{"range ignored", func(s *fetchtest.Server) {
+			s.SetBehavior(fetchtest.Behavior{NoAcceptRanges: true})
+			s.Inject(fetchtest.Fault{Kind: fetchtest.IgnoreRange})
+		}, "Range"},
+		{"no size", func(s *fetchtest.Server) {
+			s.SetBehavior(fetchtest.Behavior{NoContentLength: true, NoAcceptRanges: true})
+			s.Inject(fetchtest.Fault{Kind: fetchtest.IgnoreRange})
+		}, "size"},
+		{"gzip", func(s *fetchtest.Server) { s.SetBehavior(fetchtest.Behavior{Gzip: true, NoAcceptRanges: true}) }, "encod"},
+	} {
+		srv, _ := patternServer(t, 1<<20, 22)
+		tc.setup(srv)
+		mnt := t.TempDir()
+		r := rangefs(t, t.TempDir(), "mount", "--cache-dir", t.TempDir(), srv.URL(), mnt)
+		if isMounted(t, mnt) {
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+			t.Errorf("%s: mounted", tc.name)
+		}
+		if r.code == exitOK || !strings.Contains(r.stderr, tc.say) {
+			t.Errorf("%s: exit %d, stderr %q; want a failure mentioning %q", tc.name, r.code, r.stderr, tc.say)
+		}
+	}
+}
