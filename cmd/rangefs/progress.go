@@ -36,6 +36,7 @@ func startProgress(w io.Writer, quiet bool, stats func() cache.Stats) *progress 
 		start := time.Now()
 		base := stats().BytesFetched
 		rate := newRateMeter()
+		rate.add(start, 0)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
@@ -71,15 +72,16 @@ func progressLine(st cache.Stats, rate float64, elapsed time.Duration) string {
 	if st.Size > 0 {
 		pct = 100 * float64(st.BytesPresent) / float64(st.Size)
 	}
-	eta := "--:--"
-	if rate > 0 && st.Size > st.BytesPresent {
-		eta = clock(time.Duration(float64(st.Size-st.BytesPresent) / rate * float64(time.Second)))
-	} else if st.Size == st.BytesPresent {
-		eta = clock(elapsed)
+	eta := "ETA --:--"
+	switch {
+	case st.Size == st.BytesPresent:
+		eta = "in " + clock(elapsed)
+	case rate > 0:
+		eta = "ETA " + clock(time.Duration(float64(st.Size-st.BytesPresent)/rate*float64(time.Second)))
 	}
 	bar := 20
 	filled := int(pct / 100 * float64(bar))
-	return fmt.Sprintf("[%s%s] %5.1f%% %s / %s  %s/s  ETA %s  %d conn",
+	return fmt.Sprintf("[%s%s] %5.1f%% %s / %s  %s/s  %s  %d conn",
 		strings.Repeat("#", filled), strings.Repeat(".", bar-filled), pct,
 		humanBytes(st.BytesPresent), humanBytes(st.Size), humanBytes(int64(rate)), eta, st.Active)
 }
