@@ -81,6 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}()
 	meta := runMeta{cfg: cfg, args: args, started: started, load0: loadavg(), sum: b.data.sum}
 	meta.versions = toolVersions(b.rangefsBin)
+	meta.commit = firstLine("git", "-C", filepath.Dir(b.rangefsBin), "log", "-1", "--format=%h %cs %s")
 
 	var results []result
 	for i, r := range rows {
@@ -144,6 +145,7 @@ type runMeta struct {
 	load0, load1 string
 	sum          string
 	versions     []string
+	commit       string // git commit of the tree the rangefs binary sits in, when there is one
 }
 
 func writeHeader(w io.Writer, m runMeta, interrupted bool) {
@@ -157,7 +159,11 @@ func writeHeader(w io.Writer, m runMeta, interrupted bool) {
 	fmt.Fprintf(w, "- file: %s of deterministic incompressible data, sha256 %s\n", formatSize(m.cfg.size), m.sum)
 	fmt.Fprintf(w, "- network: nginx on 127.0.0.1 behind a pacing proxy, %s per TCP connection, rtt %v\n", formatRate(m.cfg.capRate), m.cfg.rtt)
 	fmt.Fprintf(w, "- command: `rangefs-bench %s`\n", strings.Join(m.args, " "))
-	fmt.Fprintf(w, "- tools: %s\n\n", strings.Join(m.versions, "; "))
+	fmt.Fprintf(w, "- tools: %s\n", strings.Join(m.versions, "; "))
+	if m.commit != "" && !strings.Contains(m.commit, "(") {
+		fmt.Fprintf(w, "- rangefs binary's tree at commit: %s\n", m.commit)
+	}
+	fmt.Fprintln(w)
 }
 
 // writeOutputs writes results.md, results.csv and bench.svg into dir.
