@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,16 +126,33 @@ func findRangefs(p string) (string, error) {
 func (b *bench) selfCheck() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "curl", "-sS", "-f", "-r", "0-15", b.url(false))
-	out, err := cmd.Output()
-	if err != nil {
+	fail := func(err error) error {
 		return fmt.Errorf("nginx self-check (GET %s through the proxy): %v (%s; nginx workers run unprivileged "+
 			"when the driver is root, so every directory above the work dir must be world-searchable)",
 			b.url(false), err, tailFile(filepath.Join(b.work, "nginx", "error.log")))
 	}
+	req, err := http.NewRequestWithContext(ctx, "GET", b.url(false), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Range", "bytes=0-15")
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return fail(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil {
+		return fail(err)
+	}
+	if resp.StatusCode != http.StatusPartialContent {
+		return fail(errors.New(resp.Status))
+	}
 	want := make([]byte, 16)
 	fillPattern(want, 0, b.cfg.seed)
-	if !bytes.Equal(out, want) {
+	if !bytes.Equal(got, want) {
 		return errors.New("nginx self-check: first 16 bytes differ from the generated file")
 	}
 	return nil

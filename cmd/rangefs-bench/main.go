@@ -233,7 +233,7 @@ func headline(rs []result) []string {
 func toolVersions(rangefsBin string) []string {
 	cmds := [][]string{
 		{"aria2c", "--version"}, {"axel", "--version"}, {"curl", "--version"},
-		{"rclone", "version"}, {"httpdirfs", "--version"}, {"nginx", "-v"},
+		{"rclone", "version"}, {"httpdirfs", "--version"}, {nginxBinary(), "-v"},
 	}
 	out := []string{}
 	if rangefsBin != "" {

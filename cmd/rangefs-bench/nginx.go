@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -109,7 +110,7 @@ func startNginx(sup *supervisor, prefix, root string) (*nginxServer, error) {
 		if err := os.WriteFile(confPath, []byte(text), 0o644); err != nil {
 			return nil, err
 		}
-		p, err := sup.start("nginx", []string{"nginx", "-p", prefix + "/", "-e", filepath.Join(prefix, "error.log"), "-c", confPath}, prefix, filepath.Join(prefix, "nginx.out"))
+		p, err := sup.start("nginx", []string{nginxBinary(), "-p", prefix + "/", "-e", filepath.Join(prefix, "error.log"), "-c", confPath}, prefix, filepath.Join(prefix, "nginx.out"))
 		if err != nil {
 			return nil, err
 		}
@@ -122,6 +123,17 @@ func startNginx(sup *supervisor, prefix, root string) (*nginxServer, error) {
 		return s, nil
 	}
 	return nil, lastErr
+}
+
+// nginxBinary finds nginx: on Debian it lives in /usr/sbin, which is not on every user's PATH.
+func nginxBinary() string {
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
+		return "/usr/sbin/nginx"
+	}
+	return "nginx"
 }
 
 // addr is nginx's own host:port (the proxy's upstream and the no-cap rows' server).

@@ -102,7 +102,7 @@ func TestParseAccessLog(t *testing.T) {
 // a range request through the proxy, the access log's bytes matching the proxy's count,
 // and the server gone after stop.
 func TestNginxThroughProxy(t *testing.T) {
-	if _, err := exec.LookPath("nginx"); err != nil {
+	if _, err := exec.LookPath(nginxBinary()); err != nil {
 		t.Skip("nginx not installed")
 	}
 	dir := t.TempDir()

@@ -229,14 +229,22 @@ func (s *supervisor) addMount(dir string) {
 // (the daemon then exits by itself), then SIGTERM/SIGKILL to the daemon by PID, then a
 // lazy unmount if the kernel still lists the mount. Every step is bounded.
 func (s *supervisor) unmount(dir string, daemon *child) {
-	if isMounted(dir) {
+	wasMounted := isMounted(dir)
+	if wasMounted {
 		s.quiet(10*time.Second, "fusermount3", "-u", dir)
 	}
 	if daemon != nil {
+		// A daemon whose mount went away exits by itself; one that never mounted will not.
+		grace := 15 * time.Second
+		if !wasMounted {
+			grace = 0
+		}
 		select {
 		case <-daemon.done:
-		case <-time.After(15 * time.Second):
-			fmt.Fprintf(s.log, "  %s did not exit 15 s after unmount; stopping it\n", daemon.name)
+		case <-time.After(grace):
+			if wasMounted {
+				fmt.Fprintf(s.log, "  %s did not exit 15 s after unmount; stopping it\n", daemon.name)
+			}
 			s.stop(daemon, 5*time.Second)
 		}
 	}
