@@ -237,12 +237,18 @@ func toolVersions(rangefsBin string) []string {
 	}
 	out := []string{}
 	if rangefsBin != "" {
-		out = append(out, "rangefs "+firstLine(rangefsBin, "version"))
+		v := firstLine(rangefsBin, "version")
+		if !strings.HasPrefix(v, "rangefs") {
+			v = "rangefs " + v
+		}
+		out = append(out, v)
 	} else {
 		out = append(out, "rangefs (not built)")
 	}
 	for _, c := range cmds {
-		out = append(out, firstLine(c...))
+		// Name and version only: curl's first line goes on to list every library it links.
+		f := strings.Fields(firstLine(c...))
+		out = append(out, strings.Join(f[:min(len(f), 3)], " "))
 	}
 	return out
 }
