@@ -24,9 +24,11 @@ const (
 // priority. Prefetch never takes the last quarter of the slots (at least one
 // when there are two or more) and is never granted while anything of higher
 // priority is queued, so a demand read finds a slot at once while prefetch
-// is saturated. When every slot is busy, background fetches give theirs up
-// at their next chunk boundary (see runWriter.advance), so a queued demand
-// read waits for about one chunk, not for a whole background piece.
+// is saturated. Read-ahead may take every slot (one sequential reader needs
+// them all to read at the server's full rate). When every slot is busy, a
+// background fetch gives its slot up at its next chunk boundary, one fetch
+// per queued request (see shouldYield and runWriter.advance), so a queued
+// demand read waits for about one chunk, not for a whole background piece.
 type Pool struct {
 	mu      sync.Mutex
 	limit   int
@@ -34,6 +36,10 @@ type Pool struct {
 	active  int
 	queue   [numPrio][]*poolWaiter
 	maxSeen int // highest active count observed (tests, Stats of the pool)
+	// yielding counts slots that background fetches promised to give up
+	// at their next chunk boundary (see shouldYield) and that no queued
+	// request has received yet.
+	yielding int
 }
 
 type poolWaiter struct {
@@ -104,18 +110,29 @@ func (p *Pool) queuedAtOrAbove(prio priority) int {
 	return n
 }
 
-// waitingBefore reports whether a request of better priority than prio is
-// queued for a slot. A background fetch asks between chunks and, if so,
-// ends early to hand over its slot.
-func (p *Pool) waitingBefore(prio priority) bool {
+// shouldYield is asked by a background fetch at prio at each chunk
+// boundary: it reports whether the fetch should end there and hand its slot
+// to a better request queued for one, and if so counts the promise, so one
+// queued request makes one fetch yield, not every fetch that reaches a
+// boundary before the slot is handed over. left is the number of chunks the
+// fetch would still write after the boundary. A fetch with at most one chunk
+// left only yields to demand: it ends within about a chunk's time anyway,
+// and ending it early costs its connection and, for the chunk given back, a
+// new request.
+func (p *Pool) shouldYield(prio priority, left int64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for q := prioDemand; q < prio; q++ {
-		if len(p.queue[q]) > 0 {
-			return true
+	waiting := len(p.queue[prioDemand])
+	if left > 1 {
+		for q := prioDemand + 1; q < prio; q++ {
+			waiting += len(p.queue[q])
 		}
 	}
-	return false
+	if prio == prioDemand || waiting <= p.yielding {
+		return false
+	}
+	p.yielding++
+	return true
 }
 
 func (p *Pool) take() {
@@ -145,6 +162,7 @@ func (p *Pool) dispatch() {
 			p.queue[prio] = p.queue[prio][1:]
 			w.granted = true
 			p.take()
+			p.yielding = max(0, p.yielding-1)
 			close(w.ready)
 		}
 		if len(p.queue[prio]) > 0 {
@@ -164,6 +182,8 @@ func (p *Pool) remove(prio priority, w *poolWaiter) {
 			break
 		}
 	}
+	// A promise made for the removed waiter is for nobody now.
+	p.yielding = min(p.yielding, p.queuedAtOrAbove(numPrio-1))
 	// A removed head may have been blocking lower priorities.
 	p.dispatch()
 }

@@ -117,3 +117,98 @@ func TestPoolNeverExceedsLimit(t *testing.T) {
 		t.Fatalf("after all releases: active %d, max %d", a, seen)
 	}
 }
+
+// One queued request makes one background fetch yield, not every fetch
+// that reaches a chunk boundary before the slot is handed over; a fetch
+// about to end anyway yields only to demand.
+func TestPoolYieldPromises(t *testing.T) {
+	p := NewPool(3)
+	var rel []func()
+	for range 3 {
+		r, err := p.acquire(bg, prioBulk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel = append(rel, r)
+	}
+	if p.shouldYield(prioBulk, 5) {
+		t.Fatal("yield with nobody waiting")
+	}
+
+	// queue starts a waiter at prio and returns a channel that receives
+	// its release function once it is granted.
+	queue := func(prio priority) <-chan func() {
+		ch := make(chan func(), 1)
+		go func() {
+			r, err := p.acquire(bg, prio)
+			if err != nil {
+				t.Error(err)
+				close(ch)
+				return
+			}
+			ch <- r
+		}()
+		waitFor(t, "waiter queued", func() bool { return queued(p, prio) == 1 })
+		return ch
+	}
+
+	demand := queue(prioDemand)
+	if !p.shouldYield(prioBulk, 5) {
+		t.Fatal("no yield to a queued demand read")
+	}
+	if p.shouldYield(prioBulk, 5) || p.shouldYield(prioPrefetch, 5) {
+		t.Fatal("a second fetch yields for the same queued request")
+	}
+	if p.shouldYield(prioDemand, 5) {
+		t.Fatal("demand yields")
+	}
+	rel[0]() // the yielding fetch ends
+	rel[0] = recv(t, demand, "demand grant")
+	if p.shouldYield(prioBulk, 5) {
+		t.Fatal("yield with nobody waiting")
+	}
+	p.mu.Lock()
+	promised := p.yielding
+	p.mu.Unlock()
+	if promised != 0 {
+		t.Fatalf("%d promises left after the grant, want 0", promised)
+	}
+
+	ahead := queue(prioReadAhead)
+	if p.shouldYield(prioBulk, 1) {
+		t.Fatal("a fetch with one chunk left yields to read-ahead")
+	}
+	if !p.shouldYield(prioBulk, 2) {
+		t.Fatal("no yield to queued read-ahead")
+	}
+	if p.shouldYield(prioBulk, 2) {
+		t.Fatal("a second fetch yields for the same queued read-ahead")
+	}
+	rel[1]()
+	rel[1] = recv(t, ahead, "read-ahead grant")
+
+	// A waiter that gives up takes its promise with it.
+	ctx, cancel := context.WithCancel(bg)
+	gaveUp := make(chan error, 1)
+	go func() { _, err := p.acquire(ctx, prioDemand); gaveUp <- err }()
+	waitFor(t, "waiter queued", func() bool { return queued(p, prioDemand) == 1 })
+	if !p.shouldYield(prioBulk, 5) {
+		t.Fatal("no yield to a queued demand read")
+	}
+	cancel()
+	if err := recv(t, gaveUp, "cancelled waiter"); err == nil {
+		t.Fatal("cancelled waiter got a slot")
+	}
+	demand = queue(prioDemand)
+	if !p.shouldYield(prioBulk, 5) {
+		t.Fatal("a promise made for a waiter that gave up still counts")
+	}
+	rel[2]()
+	rel[2] = recv(t, demand, "demand grant")
+	for _, r := range rel {
+		r()
+	}
+	if a, seen := p.stats(); a != 0 || seen > 3 {
+		t.Fatalf("after all releases: active %d, max %d", a, seen)
+	}
+}

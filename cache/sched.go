@@ -195,17 +195,18 @@ func (w *runWriter) Write(p []byte) (int, error) {
 // advance moves the writer on to chunk w.next, at a chunk boundary. It
 // reports false when the run ends here instead: a more urgent read stole
 // the rest, or a background run gives its connection to a more urgent
-// request waiting for a Pool slot, so that request waits for one chunk at
-// most, however long the run.
+// request waiting for a Pool slot (see Pool.shouldYield), so that request
+// waits for one chunk at most, however long the run.
 func (w *runWriter) advance() bool {
 	f, r := w.f, w.r
-	yield := r.prio > prioDemand && f.pool.waitingBefore(r.prio)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if w.next >= r.end {
 		return false
 	}
-	if yield {
+	// Asked under f.mu so the number of chunks left is exact; the Pool's
+	// lock nests inside f.mu here and nowhere the other way round.
+	if r.prio > prioDemand && f.pool.shouldYield(r.prio, r.end-w.next) {
 		f.cutSelfLocked(r, w.next)
 		return false
 	}
