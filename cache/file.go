@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -50,6 +51,9 @@ type Options struct {
 	// onWait, if set, is called by a read just before it blocks on chunks
 	// others are fetching, so tests can count waiters without sleeping.
 	onWait func()
+	// stalledAfter, if set, replaces defaultStalledAfter, so tests can make
+	// every run count as streaming, or none.
+	stalledAfter time.Duration
 }
 
 // Stats is a snapshot of a File's state.
@@ -94,6 +98,8 @@ type File struct {
 	raMax     int64 // chunks of read-ahead window
 	log       *slog.Logger
 	onWait    func()
+	// stalledAfter: a run silent this long is not streaming (see run).
+	stalledAfter time.Duration
 
 	db   *bolt.DB
 	data dataFile
@@ -216,24 +222,28 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 	dataLen := fi.Size()
 
 	f := &File{
-		meta:     m,
-		lay:      newLayout(m.Size, m.ChunkSize),
-		dir:      dir,
-		dataPath: dataPath,
-		src:      src,
-		pool:     o.Pool,
-		maxReq:   max(1, o.MaxRequest/m.ChunkSize),
-		raMax:    max(1, o.ReadAheadMax/m.ChunkSize),
-		log:      o.Logger,
-		onWait:   o.onWait,
-		db:       db,
-		inflight: make(map[int64]*flight),
+		meta:         m,
+		lay:          newLayout(m.Size, m.ChunkSize),
+		dir:          dir,
+		dataPath:     dataPath,
+		src:          src,
+		pool:         o.Pool,
+		maxReq:       max(1, o.MaxRequest/m.ChunkSize),
+		raMax:        max(1, o.ReadAheadMax/m.ChunkSize),
+		log:          o.Logger,
+		onWait:       o.onWait,
+		stalledAfter: o.stalledAfter,
+		db:           db,
+		inflight:     make(map[int64]*flight),
 	}
 	if f.pool == nil {
 		f.pool = NewPool(defaultConnections)
 	}
 	if o.MaxRequest <= 0 {
 		f.maxReq = max(1, defaultMaxRequest/m.ChunkSize)
+	}
+	if f.stalledAfter <= 0 {
+		f.stalledAfter = defaultStalledAfter
 	}
 	if o.ReadAheadMax <= 0 {
 		f.raMax = max(1, defaultReadAheadMax/m.ChunkSize)

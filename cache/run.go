@@ -1,6 +1,10 @@
 package cache
 
-import "errors"
+import (
+	"errors"
+	"sync/atomic"
+	"time"
+)
 
 // A run is a range of adjacent chunks claimed together and filled, in
 // order, by one Source.Fetch. Background runs (read-ahead, Fill, prefetch)
@@ -9,6 +13,9 @@ import "errors"
 // better priority steals the chunks the run's writer has not reached: the
 // run is cut short before them (its writer stops at the new end, the chunks
 // it finished are committed as usual) and the read fetches them itself.
+//
+// A thief leaves a streaming run the chunk right after the one being
+// written when waiting is as fast (see nearChunks and keepsNear).
 //
 // The writer and the thieves agree through f.mu: the writer moves on to the
 // next chunk only under f.mu and only while that chunk is still before end;
@@ -25,7 +32,39 @@ type run struct {
 	// writing is the chunk the writer is in, or will start with. Chunks
 	// after it and before end may be stolen. Guarded by f.mu.
 	writing int64
+	// moved is when the run's fetch last delivered bytes (or started),
+	// in Unix nanoseconds; 0 before it started. See streaming.
+	moved atomic.Int64
 }
+
+// defaultStalledAfter is how long a run may go without receiving a byte
+// and still count as streaming. A healthy fetch writes every few
+// milliseconds; one that has been silent this long is stalled or retrying,
+// and its near chunks are no longer worth waiting for.
+const defaultStalledAfter = time.Second
+
+// streaming reports whether r's fetch has started and delivered bytes
+// within the last stalledAfter.
+func (r *run) streaming(stalledAfter time.Duration) bool {
+	t := r.moved.Load()
+	return t != 0 && time.Since(time.Unix(0, t)) < stalledAfter
+}
+
+// near reports whether chunk i of r is one its writer will reach within
+// about a chunk's time (see nearChunks). f.mu is held.
+func (f *File) near(r *run, i int64) bool {
+	return i <= r.writing+nearChunks && r.streaming(f.stalledAfter)
+}
+
+// nearChunks is how many chunks after the one a streaming run's writer is
+// in stay with the run when a thief comes (for the thieves keepsNear names):
+// its writer reaches them within about a chunk's time, and taking them
+// would cost the run its connection (the Source drops it at the cut) and
+// the thief a request that brings them little or no sooner. A sequential
+// reader's kernel reads land right behind its read-ahead runs all the
+// time; without this rule many of them cut one and fetched a single chunk
+// on a fresh connection, for nothing.
+const nearChunks = 1
 
 // errCut is what a runWriter returns once its run was cut short: the Source
 // stops there (dropping its connection), and fetchRun treats the fetch as a
@@ -66,16 +105,37 @@ func (f *File) newClaims(prio priority) *claims { return &claims{f: f, prio: pri
 // the rest of that run's chunks wait in c.taken.
 func (c *claims) free(i int64) bool {
 	f := c.f
+	if !f.claimableLocked(c.prio, i) {
+		return false
+	}
+	if fl := f.inflight[i]; fl != nil {
+		c.cut(fl.run, i)
+	}
+	return true
+}
+
+// claimableLocked reports whether a request at prio may claim chunk i now:
+// it is missing and not in flight, or in flight in a run prio may steal
+// from whose writer has not reached it and is not near it. f.mu is held.
+func (f *File) claimableLocked(prio priority, i int64) bool {
 	fl := f.inflight[i]
 	if fl == nil {
 		return !f.present.get(i)
 	}
 	r := fl.run
-	if !mayStealFrom(c.prio, r) || i <= r.writing {
-		return false
-	}
-	c.cut(r, i)
-	return true
+	return mayStealFrom(prio, r) && i > r.writing && !(f.near(r, i) && keepsNear(prio, r))
+}
+
+// keepsNear reports whether a request at prio leaves the near chunks of r
+// (see nearChunks) to r. Read-ahead does: nobody waits for its chunks yet,
+// so a cut would buy nothing. So does a read from a read-ahead run: the
+// reader whose kernel asks for the chunk after the one being written is
+// waiting for that one too, in order, so taking the next gains it nothing.
+// A demand read from a Fill or prefetch run does not: it may be a random
+// read, and a request of its own, on a connection prefetch leaves free,
+// brings the chunk about half a chunk's time sooner on average.
+func keepsNear(prio priority, r *run) bool {
+	return prio == prioReadAhead || r.prio == prioReadAhead
 }
 
 // cut ends r before chunk i (r.writing < i <= r.end) and moves the flights

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"time"
 )
 
 // castagnoli is the CRC used for chunk checksums. CRC-32C is computed by a
@@ -105,6 +106,9 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 	} else {
 		f.requests.Add(1)
 		f.active.Add(1)
+		// A run counts as streaming from its request on, so the first
+		// bytes of a healthy one are waited for (see run.near).
+		r.moved.Store(time.Now().UnixNano())
 		err = f.src.Fetch(ctx, off, n, w)
 		f.active.Add(-1)
 	}
@@ -157,6 +161,7 @@ func (w *runWriter) Write(p []byte) (int, error) {
 		// Another write failed: stop feeding a failing disk.
 		return 0, errUncached
 	}
+	w.r.moved.Store(time.Now().UnixNano())
 	written := 0
 	for len(p) > 0 {
 		if w.off >= w.end {

@@ -172,56 +172,86 @@ func TestStolenChunksReturnToThePlan(t *testing.T) {
 
 // Read-ahead steals from prefetch too: a sequential reader's window lands in
 // a blocked prefetch run past its first chunk, and read-ahead fetches those
-// chunks itself while the prefetch stays blocked.
+// chunks itself while the prefetch stays blocked. It leaves the chunk right
+// after the one being written to a streaming run (its writer gets there
+// within about a chunk's time), but takes it from a stalled one.
 func TestReadAheadStealsFromPrefetch(t *testing.T) {
-	size := int64(12 * testChunk)
-	src := newCountingFake(size)
-	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), ReadAheadMax: 4 * testChunk})
-	for i := range int64(2) {
-		if err := readChunk(t, f, i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	release := make(chan struct{})
-	src.set(func(s *fakeSource) {
-		s.gate = func(off, n int64) <-chan struct{} {
-			if off == 2*testChunk {
-				return release
+	for _, tc := range []struct {
+		name     string
+		stalled  time.Duration // Options.stalledAfter
+		stolen   []fetchCall   // read-ahead's fetches
+		notReady int64         // a stolen chunk that must not be present before the prefetch is released
+	}{
+		// The blocked prefetch counts as streaming: chunk 3 is near.
+		{"streaming", time.Hour, []fetchCall{{4 * testChunk, testChunk}}, 3},
+		// It counts as stalled at once: chunk 3 goes too.
+		{"stalled", time.Nanosecond, []fetchCall{{3 * testChunk, testChunk}, {4 * testChunk, testChunk}}, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			size := int64(12 * testChunk)
+			src := newCountingFake(size)
+			f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), ReadAheadMax: 4 * testChunk, stalledAfter: tc.stalled})
+			for i := range int64(2) {
+				if err := readChunk(t, f, i); err != nil {
+					t.Fatal(err)
+				}
 			}
-			return nil
-		}
-		s.started = make(chan fetchCall, 16)
-	})
-	f.StartPrefetch()
-	if c := recv(t, src.started, "prefetch fetch"); c != (fetchCall{2 * testChunk, 10 * testChunk}) {
-		t.Fatalf("prefetch fetch %v, want chunks 2-11 as one run", c)
-	}
-	// Three sequential reads in chunk 0 grow the window to 4 chunks:
-	// 1..4, of which 1 is present, 2 is the prefetch's current chunk (not
-	// stealable), 3 and 4 are the prefetch's and get stolen.
-	r := f.NewReader()
-	buf := make([]byte, 4096)
-	for off := int64(0); off < 3*4096; off += 4096 {
-		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, 4096)) {
-			t.Fatalf("read at %d: %v", off, err)
-		}
-	}
-	waitFor(t, "read-ahead of chunks 3 and 4", func() bool { return f.present.get(3) && f.present.get(4) })
-	if f.present.get(2) {
-		t.Fatal("chunk 2 present while its fetch is blocked")
-	}
+			release := make(chan struct{})
+			src.set(func(s *fakeSource) {
+				s.gate = func(off, n int64) <-chan struct{} {
+					if off == 2*testChunk {
+						return release
+					}
+					return nil
+				}
+				s.started = make(chan fetchCall, 16)
+			})
+			f.StartPrefetch()
+			if c := recv(t, src.started, "prefetch fetch"); c != (fetchCall{2 * testChunk, 10 * testChunk}) {
+				t.Fatalf("prefetch fetch %v, want chunks 2-11 as one run", c)
+			}
+			// Three sequential reads in chunk 0 grow the window to 4
+			// chunks: 1..4, of which 1 is present and 2 is the
+			// prefetch's current chunk (never stealable).
+			r := f.NewReader()
+			buf := make([]byte, 4096)
+			for off := int64(0); off < 3*4096; off += 4096 {
+				if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, 4096)) {
+					t.Fatalf("read at %d: %v", off, err)
+				}
+			}
+			got := map[fetchCall]bool{}
+			for range tc.stolen {
+				got[recv(t, src.started, "read-ahead fetch")] = true
+			}
+			for _, c := range tc.stolen {
+				if !got[c] {
+					t.Fatalf("read-ahead fetches %v, want %v", got, tc.stolen)
+				}
+			}
+			last := tc.stolen[len(tc.stolen)-1]
+			waitFor(t, "read-ahead", func() bool { return f.ready(last.off/testChunk, (last.off+last.n)/testChunk) })
+			if f.present.get(2) || (tc.notReady >= 0 && f.present.get(tc.notReady)) {
+				t.Fatal("a chunk of the blocked prefetch is present")
+			}
 
-	close(release)
-	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
-	src.checkOnce(t, f)
-	wantCalls := []fetchCall{
-		{0, testChunk}, {testChunk, testChunk}, // the first reads
-		{2 * testChunk, 10 * testChunk},                        // prefetch, cut after chunk 2
-		{3 * testChunk, testChunk}, {4 * testChunk, testChunk}, // read-ahead
-		{5 * testChunk, 7 * testChunk}, // prefetch again, for what read-ahead gave back
-	}
-	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(wantCalls) {
-		t.Fatalf("fetches %v, want %v", got, wantCalls)
+			close(release)
+			go func() {
+				for range src.started {
+				}
+			}()
+			waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
+			f.Close()
+			close(src.started)
+			src.checkOnce(t, f)
+			// The prefetch wrote up to the cut and then fetched what
+			// read-ahead gave back.
+			wantCalls := append([]fetchCall{{0, testChunk}, {testChunk, testChunk}, {2 * testChunk, 10 * testChunk}}, tc.stolen...)
+			wantCalls = append(wantCalls, fetchCall{5 * testChunk, 7 * testChunk})
+			if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(wantCalls) {
+				t.Fatalf("fetches %v, want %v", got, wantCalls)
+			}
+		})
 	}
 }
 
