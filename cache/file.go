@@ -42,7 +42,7 @@ type Meta struct {
 type Options struct {
 	Pool         *Pool        // nil: a private NewPool(8)
 	MaxRequest   int64        // max bytes of adjacent missing chunks in one Source.Fetch; default 16 MiB
-	ReadAheadMax int64        // cap of a Reader's read-ahead window; default 8 MiB
+	ReadAheadMax int64        // cap of a Reader's read-ahead window; default 32 MiB (see readAheadWindow)
 	Logger       *slog.Logger // nil: discard
 
 	// wrapData lets tests put a fault injector between the cache and its
@@ -54,6 +54,21 @@ type Options struct {
 	// stalledAfter, if set, replaces defaultStalledAfter, so tests can make
 	// every run count as streaming, or none.
 	stalledAfter time.Duration
+}
+
+// minReadAheadPiece is the least a read-ahead piece should carry when the
+// window is full, so that with small chunks a request still moves enough
+// bytes to make its round trip worth it.
+const minReadAheadPiece = 1 << 20
+
+// readAheadWindow returns the largest read-ahead window in chunks: two
+// pieces per Pool connection, each of at least one chunk and
+// minReadAheadPiece, so every connection can be streaming a piece of the
+// window while the next pieces are already waiting to be claimed. It is
+// capped by ReadAheadMax (raMax bytes).
+func readAheadWindow(raMax, chunk int64, connections int) int64 {
+	piece := max(1, minReadAheadPiece/chunk)
+	return max(1, min(raMax/chunk, 2*int64(connections)*piece))
 }
 
 // Stats is a snapshot of a File's state.
@@ -77,8 +92,13 @@ const (
 	// the limit); a larger file needs a larger chunk size.
 	maxChunks = 1 << 27
 
-	defaultMaxRequest   = 16 << 20
-	defaultReadAheadMax = 8 << 20
+	defaultMaxRequest = 16 << 20
+	// defaultReadAheadMax lets the window reach two 1 MiB pieces per
+	// connection up to -j 16 (readAheadWindow); below that the window is
+	// set by the connection count. A large window costs no memory (it is
+	// fetched into the sparse file), and after a seek read-ahead claims
+	// nothing more, so at most the pieces already in flight are wasted.
+	defaultReadAheadMax = 32 << 20
 	defaultConnections  = 8
 )
 
@@ -95,7 +115,7 @@ type File struct {
 	src       Source
 	pool      *Pool
 	maxReq    int64 // chunks per Source.Fetch
-	raMax     int64 // chunks of read-ahead window
+	raWin     int64 // largest read-ahead window, in chunks
 	log       *slog.Logger
 	onWait    func()
 	// stalledAfter: a run silent this long is not streaming (see run).
@@ -229,7 +249,6 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 		src:          src,
 		pool:         o.Pool,
 		maxReq:       max(1, o.MaxRequest/m.ChunkSize),
-		raMax:        max(1, o.ReadAheadMax/m.ChunkSize),
 		log:          o.Logger,
 		onWait:       o.onWait,
 		stalledAfter: o.stalledAfter,
@@ -245,9 +264,11 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 	if f.stalledAfter <= 0 {
 		f.stalledAfter = defaultStalledAfter
 	}
-	if o.ReadAheadMax <= 0 {
-		f.raMax = max(1, defaultReadAheadMax/m.ChunkSize)
+	raMax := o.ReadAheadMax
+	if raMax <= 0 {
+		raMax = defaultReadAheadMax
 	}
+	f.raWin = readAheadWindow(raMax, m.ChunkSize, f.pool.limit)
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}

@@ -14,6 +14,7 @@ type plan struct {
 	cursor, hi int64
 	piece      int64 // max chunks per piece
 	workers    int   // goroutines working on the plan (see work)
+	busy       int   // of those, the ones fetching a run now
 }
 
 // claimNextLocked claims the next run of p at prio: missing chunks that are
@@ -69,16 +70,22 @@ func (f *File) work(ctx context.Context, prio priority, p *plan) error {
 		r, first, ok := f.claimNextLocked(p, prio)
 		if !ok {
 			p.workers--
+		} else {
+			p.busy++
 		}
 		f.mu.Unlock()
 		if !ok {
 			release()
 			return nil
 		}
-		if err := f.fetchRun(ctx, r, first, release); err != nil {
-			f.mu.Lock()
+		err = f.fetchRun(ctx, r, first, release)
+		f.mu.Lock()
+		p.busy--
+		if err != nil {
 			p.workers--
-			f.mu.Unlock()
+		}
+		f.mu.Unlock()
+		if err != nil {
 			return err
 		}
 	}

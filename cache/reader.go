@@ -6,18 +6,21 @@ import (
 	"sync"
 )
 
-// maxReadAheadWorkers bounds the concurrent read-ahead fetches of one
-// Reader, so a few sequential readers cannot take the whole Pool.
-const maxReadAheadWorkers = 4
-
 // Reader reads a File for one open file handle and adds read-ahead for
 // sequential access: a read that starts where the previous one ended is
 // sequential; the window starts at one chunk, doubles with each sequential
-// read up to ReadAheadMax, and drops to nothing on a seek (a read that
-// lands neither at the previous end nor within the window around it). Read-ahead chunks
-// are fetched in the background at read-ahead priority; the caller never
-// waits for them. A Reader is safe for concurrent use (the kernel may issue
-// reads of one handle in parallel) and valid until its File is closed.
+// read up to two pieces per Pool connection (at most ReadAheadMax, see
+// readAheadWindow), and drops to nothing on a seek (a read that lands
+// neither at the previous end nor within the window around it).
+//
+// Read-ahead chunks are fetched in the background at read-ahead priority;
+// the caller never waits for them. The window is cut into pieces fetched in
+// parallel, one per Pool connection at most, because when a server caps
+// each connection (as most do, and the rate cap of a benchmark does) one
+// stream cannot keep up with a reader that consumes at disk speed. A
+// Reader is safe for concurrent use (the kernel may issue reads of one
+// handle in parallel) and valid until its File is closed; it holds nothing
+// that needs releasing.
 type Reader struct {
 	f *File
 
@@ -45,7 +48,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			if r.window == 0 {
 				r.window = 1
 			} else {
-				r.window = min(2*r.window, r.f.raMax)
+				r.window = min(2*r.window, r.f.raWin)
 			}
 			r.next = end
 		case r.window > 0 && off >= r.next-slack && off <= r.next+slack:
@@ -87,16 +90,42 @@ func (r *Reader) readAhead(from, win int64) {
 	} else {
 		r.ra.hi = max(r.ra.hi, hi)
 	}
-	// Pieces split the window between up to maxReadAheadWorkers
-	// connections; a small window is a single piece.
-	r.ra.piece = min(f.maxReq, max(1, (win+maxReadAheadWorkers-1)/maxReadAheadWorkers))
-	want := min(maxReadAheadWorkers, (r.ra.hi-r.ra.cursor+r.ra.piece-1)/r.ra.piece)
-	for int64(r.ra.workers) < want {
+	r.ra.piece = f.raPiece(win)
+	if hi == f.lay.chunks {
+		// At the end of the file pieces are single chunks, so the last
+		// ones end about together instead of one piece apart while the
+		// other connections sit idle.
+		r.ra.piece = 1
+	}
+	// One worker per piece there is to claim, besides those already
+	// fetching (they claim again only when their run is done), up to one
+	// per Pool connection; several sequential readers share the Pool, as
+	// it grants requests of one priority in arrival order. Counting only
+	// what can be claimed matters: a worker with nothing to do still
+	// queues for a Pool slot, and a queued read-ahead request makes a
+	// background fetch yield its connection.
+	r.ra.cursor = f.present.nextClear(r.ra.cursor, r.ra.hi)
+	todo := int64(0)
+	for i := r.ra.cursor; i < r.ra.hi; i++ {
+		if f.claimableLocked(prioReadAhead, i) {
+			todo++
+		}
+	}
+	pieces := (todo + r.ra.piece - 1) / r.ra.piece
+	for r.ra.workers < f.pool.limit && int64(r.ra.workers-r.ra.busy) < pieces {
 		if !f.goJobLocked(r.readAheadWorker) {
 			return
 		}
 		r.ra.workers++
 	}
+}
+
+// raPiece is the size in chunks of the pieces a read-ahead window of win
+// chunks is fetched in: the window spread over every connection of the
+// Pool, so one sequential reader keeps them all streaming (a Pool
+// connection is the unit of bandwidth when the server caps each one).
+func (f *File) raPiece(win int64) int64 {
+	return min(f.maxReq, max(1, (win+int64(f.pool.limit)-1)/int64(f.pool.limit)))
 }
 
 func (r *Reader) readAheadWorker() {

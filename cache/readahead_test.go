@@ -1,0 +1,213 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestReadAheadWindow(t *testing.T) {
+	for _, tc := range []struct {
+		raMax, chunk int64
+		conns        int
+		want         int64 // chunks
+	}{
+		{32 << 20, 1 << 20, 8, 16},   // two 1-chunk pieces per connection
+		{32 << 20, 1 << 20, 16, 32},  // -j 16 reaches the default cap
+		{32 << 20, 1 << 20, 32, 32},  // and stops there
+		{8 << 20, 1 << 20, 8, 8},     // a smaller cap wins
+		{32 << 20, 64 << 10, 8, 256}, // small chunks: pieces of 1 MiB, 16 MiB in all
+		{32 << 20, 4 << 20, 8, 8},    // big chunks: capped, in whole chunks
+		{1 << 20, 4 << 20, 8, 1},     // a cap below one chunk still reads one ahead
+		{32 << 20, 1 << 20, 1, 2},
+	} {
+		if got := readAheadWindow(tc.raMax, tc.chunk, tc.conns); got != tc.want {
+			t.Errorf("readAheadWindow(%d, %d, %d) = %d, want %d", tc.raMax, tc.chunk, tc.conns, got, tc.want)
+		}
+	}
+}
+
+// received returns how many bytes of chunk i the source delivered.
+func (s *fakeSource) received(i int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.perChunk[i]
+}
+
+// checkAtMostOnce fails t if any chunk was received more than once.
+func (s *fakeSource) checkAtMostOnce(t testing.TB, f *File) {
+	t.Helper()
+	for i := range f.lay.chunks {
+		if got := s.received(i); got > f.lay.chunkLen(i) {
+			t.Errorf("chunk %d: received %d bytes, more than its %d", i, got, f.lay.chunkLen(i))
+		}
+	}
+}
+
+// readClaimed reads 4 KiB at off through r, checks the bytes, and waits
+// until read-ahead has claimed its whole window, so which pieces the next
+// read finds claimed does not depend on how fast the workers are.
+func readClaimed(t *testing.T, r *Reader, off int64) {
+	t.Helper()
+	buf := make([]byte, 4096)
+	if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, 4096)) {
+		t.Fatalf("read at %d: %v", off, err)
+	}
+	f := r.f
+	waitFor(t, "read-ahead claims", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return r.ra.cursor >= r.ra.hi
+	})
+}
+
+// One sequential reader spreads its read-ahead window over every Pool
+// connection: with every read-ahead fetch held, the Pool fills up
+// although the reader itself has only asked for chunk 0.
+func TestSequentialReaderUsesEveryConnection(t *testing.T) {
+	const conns = 8
+	size := int64(40 * testChunk)
+	src := newCountingFake(size)
+	release := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off >= testChunk {
+			return release
+		}
+		return nil
+	}
+	pool := NewPool(conns)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: pool, ReadAheadMax: 2 * conns * testChunk})
+	r := f.NewReader()
+	buf := make([]byte, 4096)
+	// Five sequential reads in chunk 0 grow the window to 16 chunks
+	// (1, 2, 4, 8, 16): chunks 1-16.
+	for off := int64(0); off < 5*4096; off += 4096 {
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, 4096)) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	waitFor(t, "read-ahead on every connection", func() bool { a, _ := pool.stats(); return a == conns })
+	close(release)
+	waitFor(t, "the window", func() bool { return f.ready(1, 17) })
+	f.Close()
+	src.checkAtMostOnce(t, f)
+	for i := int64(17); i < f.lay.chunks; i++ {
+		if src.received(i) != 0 {
+			t.Fatalf("chunk %d, past the window, was fetched", i)
+		}
+	}
+	if _, seen := pool.stats(); seen > conns {
+		t.Fatalf("%d fetches at once, limit %d", seen, conns)
+	}
+}
+
+// A read that needs the chunk right after the one a streaming read-ahead
+// run is writing waits for that run instead of cutting it: the reader needs
+// the chunk being written first anyway. From a prefetch run it takes the
+// same chunk: a random read should not wait behind a background stream.
+func TestNearChunk(t *testing.T) {
+	t.Run("read-ahead run keeps it", func(t *testing.T) {
+		size := int64(16 * testChunk)
+		src := newCountingFake(size)
+		hold := make(chan struct{})
+		src.gate = func(off, n int64) <-chan struct{} {
+			if off == 3*testChunk {
+				return hold
+			}
+			return nil
+		}
+		src.started = make(chan fetchCall, 16)
+		waiting := make(chan struct{}, 4)
+		// Two connections and a window of 4 chunks: pieces of 2.
+		f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), ReadAheadMax: 4 * testChunk,
+			stalledAfter: time.Hour, onWait: func() { waiting <- struct{}{} }})
+		r := f.NewReader()
+		for off := int64(0); off < 3*4096; off += 4096 { // windows 1, 2, 4
+			readClaimed(t, r, off)
+		}
+		for {
+			if c := recv(t, src.started, "read-ahead of chunks 3-4"); c == (fetchCall{3 * testChunk, 2 * testChunk}) {
+				break
+			}
+		}
+		for len(waiting) > 0 {
+			<-waiting
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- readRange(t, f, 4*testChunk, 4096) }()
+		recv(t, waiting, "the read of chunk 4 to wait")
+		close(hold)
+		if err := recv(t, errc, "the read of chunk 4"); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		src.checkAtMostOnce(t, f)
+		for _, c := range src.callList() {
+			if c.off == 4*testChunk {
+				t.Fatalf("chunk 4 fetched on its own (%v): the read-ahead run was cut", c)
+			}
+		}
+	})
+	t.Run("prefetch run gives it up", func(t *testing.T) {
+		size := int64(8 * testChunk)
+		src := newCountingFake(size)
+		hold := make(chan struct{})
+		src.gate = func(off, n int64) <-chan struct{} {
+			if off == 0 {
+				return hold
+			}
+			return nil
+		}
+		src.started = make(chan fetchCall, 16)
+		f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), stalledAfter: time.Hour})
+		f.StartPrefetch()
+		if c := recv(t, src.started, "prefetch fetch"); c != (fetchCall{0, size}) {
+			t.Fatalf("prefetch fetch %v, want the whole file as one run", c)
+		}
+		// The prefetch is blocked on chunk 0; this read must not wait.
+		if err := readRange(t, f, testChunk, 4096); err != nil {
+			t.Fatal(err)
+		}
+		if c := recv(t, src.started, "demand fetch"); c != (fetchCall{testChunk, testChunk}) {
+			t.Fatalf("demand fetch %v, want chunk 1", c)
+		}
+		close(hold)
+		go func() {
+			for range src.started {
+			}
+		}()
+		waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
+		f.Close()
+		close(src.started)
+		src.checkOnce(t, f)
+	})
+}
+
+// When a sequential reader's window reaches the end of the file, the rest
+// is read ahead in single chunks, so the last fetches end about together.
+func TestReadAheadEndsInSingleChunks(t *testing.T) {
+	size := int64(12 * testChunk)
+	src := newCountingFake(size)
+	// Four connections and a window of 8 chunks: pieces of 2, except at
+	// the end of the file.
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), ReadAheadMax: 8 * testChunk})
+	r := f.NewReader()
+	// A seek to chunk 4, then windows 1, 2, 4, 8: the last covers chunks
+	// 5-12, past the end.
+	for off := int64(4 * testChunk); off < 4*testChunk+5*4096; off += 4096 {
+		readClaimed(t, r, off)
+	}
+	waitFor(t, "the window", func() bool { return f.ready(5, 12) })
+	f.Close()
+	src.checkAtMostOnce(t, f)
+	var tail []fetchCall
+	for _, c := range sortedCalls(src) {
+		if c.off >= 9*testChunk {
+			tail = append(tail, c)
+		}
+	}
+	if want := []fetchCall{{9 * testChunk, testChunk}, {10 * testChunk, testChunk}, {11 * testChunk, testChunk}}; fmt.Sprint(tail) != fmt.Sprint(want) {
+		t.Fatalf("fetches of the last chunks %v, want %v", tail, want)
+	}
+}
