@@ -144,6 +144,10 @@ type File struct {
 	nVerified    int64 // present chunks with their verified bit set
 	bytesPresent int64
 	prefetching  bool
+	// followAt is the chunk just past the read-ahead window of the
+	// sequential Reader followBy (0: none), where prefetch looks first.
+	followAt int64
+	followBy *Reader
 
 	closedFlag   atomic.Bool
 	stale        atomic.Pointer[error] // set once: the error every later read returns

@@ -15,33 +15,67 @@ type plan struct {
 	piece      int64 // max chunks per piece
 	workers    int   // goroutines working on the plan (see work)
 	busy       int   // of those, the ones fetching a run now
+	// follow makes the plan look first just past the read-ahead window of
+	// the latest sequential Reader (see File.followAt): prefetch then
+	// fetches what that reader wants next instead of what comes next in
+	// file order, which it would only reach much later.
+	follow bool
 }
 
-// claimNextLocked claims the next run of p at prio: missing chunks that are
-// not in flight (or, for read-ahead, in flight in a Fill or prefetch run
-// whose writer has not reached them: see run), at most p.piece long, and
-// advances the cursor past it. f.mu is held.
+// claimNextLocked claims the next run of p at prio and reports its first
+// chunk: missing chunks that are not in flight (or, for read-ahead, in
+// flight in a Fill or prefetch run whose writer is not near them: see run),
+// at most p.piece long. It looks just past a sequential reader's window
+// first if p.follow, then from the cursor, which it advances. f.mu is held.
 func (f *File) claimNextLocked(p *plan, prio priority) (r *run, first int64, ok bool) {
 	c := f.newClaims(prio)
 	defer c.done()
-	for i := p.cursor; i < p.hi; i++ {
-		i = f.present.nextClear(i, p.hi)
-		if i >= p.hi {
-			break
+	if p.follow && f.followAt > 0 {
+		// Near the reader the pieces are as small as read-ahead's, so
+		// the reader's window reaches them whole instead of cutting
+		// them; further on, plain pieces (a reader that catches up with
+		// one takes its tail, see run).
+		i := f.nextFreeLocked(c, f.followAt, p.hi)
+		if i < p.hi {
+			piece := p.piece
+			if i < f.followAt+f.raWin {
+				piece = min(piece, f.raPiece(f.raWin))
+			}
+			r = f.claimRunLocked(c, p, i, piece)
+			return r, i, true
 		}
-		if !c.free(i) {
-			continue
-		}
-		r = c.newRun(i, p)
-		c.claim(i, r)
-		for end := i + 1; end < p.hi && end-i < p.piece && c.free(end); end++ {
-			c.claim(end, r)
-		}
+	}
+	if i := f.nextFreeLocked(c, p.cursor, p.hi); i < p.hi {
+		r = f.claimRunLocked(c, p, i, p.piece)
 		p.cursor = r.end
 		return r, i, true
 	}
 	p.cursor = p.hi
 	return nil, 0, false
+}
+
+// nextFreeLocked returns the first chunk in [from, hi) that c may claim, or
+// hi. f.mu is held.
+func (f *File) nextFreeLocked(c *claims, from, hi int64) int64 {
+	for i := from; i < hi; i++ {
+		i = f.present.nextClear(i, hi)
+		if i >= hi || c.free(i) {
+			return i
+		}
+	}
+	return hi
+}
+
+// claimRunLocked claims chunk first, which c.free approved, and the free
+// chunks after it, up to piece chunks and the end of p, as a new run of p.
+// f.mu is held.
+func (f *File) claimRunLocked(c *claims, p *plan, first, piece int64) *run {
+	r := c.newRun(first, p)
+	c.claim(first, r)
+	for end := first + 1; end < p.hi && end-first < piece && c.free(end); end++ {
+		c.claim(end, r)
+	}
+	return r
 }
 
 // work is the loop of one background worker: take a Pool slot at prio, then
@@ -107,8 +141,10 @@ func (f *File) Fill(ctx context.Context) error {
 
 // StartPrefetch starts filling the file in the background at the lowest
 // priority, until it is complete or the File is closed. Prefetch leaves part
-// of the Pool to demand reads and yields to queued ones; after a failure it
-// backs off and tries again. Calling it again while it runs does nothing.
+// of the Pool to demand reads and yields to queued ones; it fills the file
+// from just past the window of the latest sequential Reader, if any, so
+// what it fetches is what that reader wants next; after a failure it backs
+// off and tries again. Calling it again while it runs does nothing.
 func (f *File) StartPrefetch() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -180,7 +216,7 @@ func (f *File) fillRound(ctx context.Context, prio priority, conns int, missing 
 	// piece = min(MaxRequest, max(chunk, remaining/connections)), in whole
 	// chunks (rounded up, so conns pieces cover everything).
 	piece := min(f.maxReq, max(1, (missing+int64(conns)-1)/int64(conns)))
-	p := &plan{hi: f.lay.chunks, piece: piece}
+	p := &plan{hi: f.lay.chunks, piece: piece, follow: prio == prioPrefetch}
 
 	runCtx, cancel := context.WithCancel(f.ctx)
 	defer cancel()

@@ -102,6 +102,51 @@ func TestSequentialReaderUsesEveryConnection(t *testing.T) {
 	}
 }
 
+// Prefetch starts just past a sequential reader's window, in pieces as
+// small as read-ahead's, not at the start of the file.
+func TestPrefetchFollowsSequentialReader(t *testing.T) {
+	size := int64(64 * testChunk)
+	src := newCountingFake(size)
+	// Four connections, of which prefetch may use three; a window of 4
+	// chunks over 4 connections is read in 1-chunk pieces.
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), ReadAheadMax: 4 * testChunk})
+	r := f.NewReader()
+	buf := make([]byte, 4096)
+	// A seek to chunk 20, then three sequential reads: window 1, 2, 4,
+	// so chunks 21-24 are read ahead and prefetch should follow at 25.
+	for off := 20 * testChunk; off < 20*testChunk+4*4096; off += 4096 {
+		if _, err := r.ReadAt(bg, buf, int64(off)); err != nil || !bytes.Equal(buf, want(int64(off), 4096)) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	waitFor(t, "read-ahead of chunks 21-24", func() bool { return f.ready(21, 25) })
+
+	release := make(chan struct{})
+	src.set(func(s *fakeSource) {
+		s.gate = func(off, n int64) <-chan struct{} { return release }
+		s.started = make(chan fetchCall, 64)
+	})
+	f.StartPrefetch()
+	got := map[fetchCall]bool{}
+	for range 3 {
+		got[recv(t, src.started, "prefetch fetch")] = true
+	}
+	for i := int64(25); i < 28; i++ {
+		if c := (fetchCall{i * testChunk, testChunk}); !got[c] {
+			t.Fatalf("first prefetch fetches %v, want chunks 25, 26 and 27, one each", got)
+		}
+	}
+	close(release)
+	go func() {
+		for range src.started {
+		}
+	}()
+	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
+	f.Close()
+	close(src.started)
+	src.checkOnce(t, f)
+}
+
 // A read that needs the chunk right after the one a streaming read-ahead
 // run is writing waits for that run instead of cutting it: the reader needs
 // the chunk being written first anyway. From a prefetch run it takes the

@@ -17,7 +17,8 @@ import (
 // the caller never waits for them. The window is cut into pieces fetched in
 // parallel, one per Pool connection at most, because when a server caps
 // each connection (as most do, and the rate cap of a benchmark does) one
-// stream cannot keep up with a reader that consumes at disk speed. A
+// stream cannot keep up with a reader that consumes at disk speed; the
+// prefetcher, if running, works just past the window (see plan.follow). A
 // Reader is safe for concurrent use (the kernel may issue reads of one
 // handle in parallel) and valid until its File is closed; it holds nothing
 // that needs releasing.
@@ -72,6 +73,9 @@ func (r *Reader) readAhead(from, win int64) {
 	defer f.mu.Unlock()
 	if win == 0 {
 		r.ra.hi = r.ra.cursor
+		if f.followBy == r {
+			f.followAt, f.followBy = 0, nil
+		}
 		return
 	}
 	if f.closed || f.degraded.Load() || f.stale.Load() != nil || from >= f.lay.size {
@@ -84,6 +88,8 @@ func (r *Reader) readAhead(from, win int64) {
 	if first >= hi {
 		return
 	}
+	// Prefetch works just past the window (see plan.follow).
+	f.followAt, f.followBy = hi, r
 	if r.ra.cursor >= r.ra.hi {
 		r.ra.cursor = first
 		r.ra.hi = hi

@@ -246,9 +246,11 @@ func TestReadAheadStealsFromPrefetch(t *testing.T) {
 			close(src.started)
 			src.checkOnce(t, f)
 			// The prefetch wrote up to the cut and then fetched what
-			// read-ahead gave back.
+			// read-ahead gave back: just past the reader's window (chunk
+			// 5) first, in pieces as small as read-ahead's (see
+			// plan.follow), then the rest in one piece.
 			wantCalls := append([]fetchCall{{0, testChunk}, {testChunk, testChunk}, {2 * testChunk, 10 * testChunk}}, tc.stolen...)
-			wantCalls = append(wantCalls, fetchCall{5 * testChunk, 7 * testChunk})
+			wantCalls = append(wantCalls, fetchCall{5 * testChunk, 2 * testChunk}, fetchCall{7 * testChunk, 2 * testChunk}, fetchCall{9 * testChunk, 3 * testChunk})
 			if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(wantCalls) {
 				t.Fatalf("fetches %v, want %v", got, wantCalls)
 			}
