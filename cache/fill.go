@@ -20,13 +20,19 @@ type plan struct {
 	// fetches what that reader wants next instead of what comes next in
 	// file order, which it would only reach much later.
 	follow bool
+	// endGame lets a worker that finds nothing left to claim split the
+	// in-flight run with the most unwritten chunks and fetch its tail (see
+	// splitLocked), so every connection stays busy to the end.
+	endGame bool
 }
 
 // claimNextLocked claims the next run of p at prio and reports its first
 // chunk: missing chunks that are not in flight (or, for read-ahead, in
 // flight in a Fill or prefetch run whose writer is not near them: see run),
 // at most p.piece long. It looks just past a sequential reader's window
-// first if p.follow, then from the cursor, which it advances. f.mu is held.
+// first if p.follow, then from the cursor, which it advances; when that
+// finds nothing and p.endGame is set, it splits a run instead. f.mu is
+// held.
 func (f *File) claimNextLocked(p *plan, prio priority) (r *run, first int64, ok bool) {
 	c := f.newClaims(prio)
 	defer c.done()
@@ -51,6 +57,9 @@ func (f *File) claimNextLocked(p *plan, prio priority) (r *run, first int64, ok 
 		return r, i, true
 	}
 	p.cursor = p.hi
+	if p.endGame {
+		return f.splitLocked(c, p)
+	}
 	return nil, 0, false
 }
 
@@ -76,6 +85,51 @@ func (f *File) claimRunLocked(c *claims, p *plan, first, piece int64) *run {
 		c.claim(end, r)
 	}
 	return r
+}
+
+// splitLocked is the end game of a worker whose plan has nothing left to
+// claim while other runs still have chunks their writers have not reached
+// (typically the last long pieces of a Fill or prefetch, each on one
+// connection, while the other connections have gone idle). It takes the
+// back part of the run with the most such chunks, about half of them so
+// both finish at about the same time, the way aria2c splits its largest
+// segment. Only runs of the worker's priority or lower are split: a more
+// urgent run is not slowed down by a cut. f.mu is held.
+func (f *File) splitLocked(c *claims, p *plan) (r *run, first int64, ok bool) {
+	var victim *run
+	best := int64(0)
+	for _, fl := range f.inflight {
+		v := fl.run
+		if v == nil || v.prio < c.prio {
+			continue
+		}
+		if k := f.splitSize(v); k > best {
+			victim, best = v, k
+		}
+	}
+	if victim == nil {
+		return nil, 0, false
+	}
+	end := victim.end
+	first = end - min(best, p.piece)
+	c.cut(victim, first)
+	r = c.newRun(first, p)
+	for i := first; i < end; i++ {
+		c.claim(i, r)
+	}
+	return r, first, true
+}
+
+// splitSize is how many chunks a split would take from the end of run v:
+// half of those after the chunk its writer is in (rounded up, as the writer
+// is part-way through its chunk), but never the near ones (see nearChunks).
+// f.mu is held.
+func (f *File) splitSize(v *run) int64 {
+	rest := v.end - v.writing - 1
+	if v.streaming(f.stalledAfter) {
+		rest -= nearChunks
+	}
+	return max(0, min((v.end-v.writing)/2, rest))
 }
 
 // work is the loop of one background worker: take a Pool slot at prio, then
@@ -127,7 +181,9 @@ func (f *File) work(ctx context.Context, prio priority, p *plan) error {
 
 // Fill fetches every missing chunk at bulk priority, splitting the missing
 // runs into pieces so every Pool connection is busy (pieces of at most
-// MaxRequest), and returns nil when the file is complete. It returns the
+// MaxRequest; at the end, a connection with nothing left splits the
+// longest remaining piece, see splitLocked), and returns nil when the file
+// is complete. It returns the
 // first error that stops a piece (cancelling the other pieces), ctx.Err()
 // when ctx ends, or an error wrapping ErrStale. It does not re-verify chunks
 // that were present at Open; call Verify for that. Safe for concurrent use.
@@ -216,7 +272,7 @@ func (f *File) fillRound(ctx context.Context, prio priority, conns int, missing 
 	// piece = min(MaxRequest, max(chunk, remaining/connections)), in whole
 	// chunks (rounded up, so conns pieces cover everything).
 	piece := min(f.maxReq, max(1, (missing+int64(conns)-1)/int64(conns)))
-	p := &plan{hi: f.lay.chunks, piece: piece, follow: prio == prioPrefetch}
+	p := &plan{hi: f.lay.chunks, piece: piece, follow: prio == prioPrefetch, endGame: true}
 
 	runCtx, cancel := context.WithCancel(f.ctx)
 	defer cancel()

@@ -15,7 +15,9 @@ import (
 // it finished are committed as usual) and the read fetches them itself.
 //
 // A thief leaves a streaming run the chunk right after the one being
-// written when waiting is as fast (see nearChunks and keepsNear).
+// written when waiting is as fast (see nearChunks and keepsNear). A
+// background worker that has run out of work splits the longest run the
+// same way, taking its back half (the end game, see splitLocked).
 //
 // The writer and the thieves agree through f.mu: the writer moves on to the
 // next chunk only under f.mu and only while that chunk is still before end;

@@ -1,0 +1,148 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// When a Fill worker has nothing left to claim while another run still has
+// chunks its writer has not reached, it splits that run and fetches the
+// back half itself, so both connections work to the end.
+func TestFillEndGameSplitsSlowRun(t *testing.T) {
+	size := int64(8 * testChunk)
+	src := newCountingFake(size)
+	src.writeSize = testChunk
+	slow, bPaused := make(chan struct{}), make(chan struct{})
+	// Fill's two pieces are chunks 0-3 (A) and 4-7 (B). B stops after
+	// its first chunk, so its writer is in chunk 5; A starts only then,
+	// so where the split falls does not depend on timing.
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off == 0 {
+			return bPaused
+		}
+		return nil
+	}
+	src.pause = func(off, done int64) <-chan struct{} {
+		if off == 4*testChunk && done == testChunk {
+			close(bPaused)
+			return slow
+		}
+		return nil
+	}
+	src.started = make(chan fetchCall, 16)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), MaxRequest: 4 * testChunk, stalledAfter: time.Hour})
+	errc := make(chan error, 1)
+	go func() { errc <- f.Fill(bg) }()
+	first := map[fetchCall]bool{recv(t, src.started, "fill fetch"): true, recv(t, src.started, "fill fetch"): true}
+	if !first[fetchCall{0, 4 * testChunk}] || !first[fetchCall{4 * testChunk, 4 * testChunk}] {
+		t.Fatalf("first fetches %v, want chunks 0-3 and 4-7", first)
+	}
+	// B is in chunk 5 with 6 and 7 to go; 6 is near, so A takes 7.
+	if c := recv(t, src.started, "split fetch"); c != (fetchCall{7 * testChunk, testChunk}) {
+		t.Fatalf("split fetch %v, want chunk 7", c)
+	}
+	waitFor(t, "chunk 7", func() bool { return f.ready(7, 8) })
+	close(slow)
+	if err := recv(t, errc, "Fill"); err != nil {
+		t.Fatal(err)
+	}
+	src.checkOnce(t, f)
+	if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
+		t.Fatal("data file differs from the pattern")
+	}
+	if n := src.nCalls(); n != 3 {
+		t.Fatalf("%d fetches, want 3: %v", n, src.callList())
+	}
+}
+
+// A stalled run is split too, its near chunk included, and split again by
+// the next idle worker, until only the chunk its writer is stuck in is left.
+func TestFillEndGameSplitsStalledRun(t *testing.T) {
+	size := int64(8 * testChunk)
+	src := newCountingFake(size)
+	src.writeSize = testChunk
+	stuck, bPaused := make(chan struct{}), make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off == 0 {
+			return bPaused
+		}
+		return nil
+	}
+	src.pause = func(off, done int64) <-chan struct{} {
+		if off == 4*testChunk && done == testChunk {
+			close(bPaused)
+			return stuck
+		}
+		return nil
+	}
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), MaxRequest: 4 * testChunk, stalledAfter: time.Nanosecond})
+	errc := make(chan error, 1)
+	go func() { errc <- f.Fill(bg) }()
+	// B is stuck in chunk 5 with 6 and 7 to go, neither near as B is
+	// not streaming: A takes half of what B has left, 7, then half again,
+	// 6, and everything but chunk 5 arrives while B is stuck.
+	waitFor(t, "every chunk but the stuck one", func() bool { return f.ready(0, 5) && f.ready(6, 8) })
+	close(stuck)
+	if err := recv(t, errc, "Fill"); err != nil {
+		t.Fatal(err)
+	}
+	src.checkOnce(t, f)
+	want := []fetchCall{{0, 4 * testChunk}, {4 * testChunk, 4 * testChunk}, {6 * testChunk, testChunk}, {7 * testChunk, testChunk}}
+	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(want) {
+		t.Fatalf("fetches %v, want %v", got, want)
+	}
+}
+
+// One queued demand read makes one background run give up its connection,
+// not every run that reaches a chunk boundary before the slot changes
+// hands: the others keep theirs and go on.
+func TestOneQueuedReadYieldsOneRun(t *testing.T) {
+	pool := NewPool(3)
+	size := int64(12 * testChunk)
+	src := newCountingFake(size)
+	src.writeSize = testChunk / 2
+	hold := make(chan struct{})
+	// Every Fill fetch stops half-way through its first chunk until the
+	// demand read is queued, so all three reach the boundary after it.
+	src.pause = func(off, done int64) <-chan struct{} {
+		if done == testChunk/2 {
+			return hold
+		}
+		return nil
+	}
+	src.started = make(chan fetchCall, 32)
+	// Pieces of 2 chunks: a streaming run of 2 is never split (its
+	// second chunk is near), so the only cut is the yield.
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: pool, MaxRequest: 2 * testChunk, stalledAfter: time.Hour})
+	other := newFake(testChunk)
+	g := openT(t, cacheDir(t), testMeta(testChunk), other, Options{Pool: pool})
+
+	errc := make(chan error, 1)
+	go func() { errc <- f.Fill(bg) }()
+	for range 3 {
+		recv(t, src.started, "fill fetch")
+	}
+	readc := make(chan error, 1)
+	go func() { readc <- readRange(t, g, 0, 4096) }()
+	waitFor(t, "the demand read to queue", func() bool { return queued(pool, prioDemand) == 1 })
+	close(hold)
+	if err := recv(t, readc, "demand read"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range src.started {
+		}
+	}()
+	if err := recv(t, errc, "Fill"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	close(src.started)
+	src.checkOnce(t, f)
+	// Six pieces, plus the chunk the yielding run gave back.
+	if n := src.nCalls(); n != 7 {
+		t.Fatalf("%d fetches, want 7 (one run yielded): %v", n, sortedCalls(src))
+	}
+}
