@@ -45,7 +45,9 @@ type Server struct {
 const cacheTimeout = 24 * time.Hour
 
 // Mount shows entries as files in dir and returns once the kernel has the
-// mount. The entries' cache.Files must stay open until Wait returns.
+// mount. The caller owns the entries' cache.Files: closing one while mounted
+// is allowed (reads of it then fail with EIO at once, which is how a shutdown
+// ends waiting reads before unmounting).
 func Mount(dir string, entries []Entry, o Options) (*Server, error) {
 	if o.OpTimeout <= 0 {
 		o.OpTimeout = 30 * time.Second
@@ -136,10 +138,20 @@ func CleanStale(dir string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
 	if !isMountPoint(abs) {
 		return false, nil
 	}
-	_, err = os.ReadDir(abs)
+	// A live but stopped daemon would never answer: bound the check.
+	listed := make(chan error, 1)
+	go func() { _, err := os.ReadDir(abs); listed <- err }()
+	select {
+	case err = <-listed:
+	case <-time.After(5 * time.Second):
+		return false, fmt.Errorf("%s is a mount point that does not answer; unmount it first (fusermount3 -uz %s)", dir, dir)
+	}
 	if err == nil {
 		return false, fmt.Errorf("%s is already a mount point; unmount it first (fusermount3 -u %s)", dir, dir)
 	}

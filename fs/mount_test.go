@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -270,7 +271,11 @@ func TestDemandOvertakesBusyPrefetch(t *testing.T) {
 	src.setGate(gate)
 	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: 20 * time.Second}, cache.Options{Pool: cache.NewPool(4)})
 	m.file.StartPrefetch()
-	<-src.started // prefetch is fetching (and blocked)
+	select {
+	case <-src.started: // prefetch is fetching (and blocked)
+	case <-time.After(10 * time.Second):
+		t.Fatal("prefetch never started a fetch")
+	}
 
 	far := int64(350 * chunk)
 	demand := make(chan error, 1)
@@ -352,22 +357,13 @@ func TestXattrs(t *testing.T) {
 		t.Errorf("size = %q", got)
 	}
 	st := m.file.Stats()
-	if got, want := get("chunks"), itoa(st.Present)+"/10"; got != want || st.Present < 1 {
+	if got, want := get("chunks"), strconv.FormatInt(st.Present, 10)+"/10"; got != want || st.Present < 1 {
 		t.Errorf("chunks = %q, want %q (at least one)", got, want)
 	}
 	n, err := syscall.Listxattr(m.path, make([]byte, 1024))
 	if err != nil || n == 0 {
 		t.Errorf("listxattr: %d %v", n, err)
 	}
-}
-
-func itoa(n int64) string { return string(appendInt(nil, n)) }
-
-func appendInt(b []byte, n int64) []byte {
-	if n >= 10 {
-		b = appendInt(b, n/10)
-	}
-	return append(b, byte('0'+n%10))
 }
 
 // A reader interrupted by a signal gets its wait ended; the fetch it started
@@ -445,7 +441,17 @@ func TestOutageReadsFailWithinOpTimeout(t *testing.T) {
 	if _, err := os.Stat(m.path); err != nil {
 		t.Errorf("stat during outage: %v", err)
 	}
-	if _, err := f.ReadAt(buf, 100); err != nil || !bytes.Equal(buf, pattern(100, 4096)) {
+	// O_DIRECT, so the read reaches the daemon instead of the kernel's page cache.
+	d, err := os.OpenFile(m.path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	before := m.srv.reads.Load()
+	if _, err := d.ReadAt(buf, 100); err != nil || !bytes.Equal(buf, pattern(100, 4096)) {
 		t.Errorf("cached read during outage: %v", err)
+	}
+	if m.srv.reads.Load() == before {
+		t.Error("the cached read never reached the daemon; the test proves nothing")
 	}
 }

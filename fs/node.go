@@ -60,11 +60,9 @@ func (r *rootNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.
 // meaningful without asking the network.
 func (r *rootNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	const bsize = 4096
-	var total, cached int64
+	var total int64
 	for _, e := range r.entries {
-		st := e.File.Stats()
-		total += st.Size
-		cached += st.BytesPresent
+		total += e.File.Stats().Size
 	}
 	out.Bsize = bsize
 	out.Frsize = bsize
@@ -84,6 +82,8 @@ type fileNode struct {
 	opts  *Options
 	mtime time.Time
 	reads *atomic.Int64
+
+	staleLogged atomic.Bool
 }
 
 var (
@@ -128,7 +128,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 type passthroughHandle struct {
 	*fileHandle
 	mu sync.Mutex
-	fd int // -1 or the descriptor given to the kernel, closed at Release
+	fd int // 0 (none) or the descriptor given to the kernel, closed at Release
 }
 
 var (
@@ -154,7 +154,7 @@ func (h *passthroughHandle) Release(ctx context.Context) syscall.Errno {
 	defer h.mu.Unlock()
 	if h.fd > 0 {
 		syscall.Close(h.fd)
-		h.fd = -1
+		h.fd = 0
 	}
 	return 0
 }
@@ -233,12 +233,29 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	defer cancel()
 	h.node.reads.Add(1)
 	n, err := h.reader.ReadAt(ctx, dest, off)
-	if errno := toErrno(h.node.opts.Logger, "read", h.node.entry.Name, err); errno != 0 {
+	if errno := h.node.fail(err); errno != 0 {
 		return nil, errno
 	}
 	// A vector result is written to /dev/fuse with one writev; go-fuse's
 	// plain data result would be copied through a splice pipe first.
 	return fuse.ReadResultVector([][]byte{dest[:n]}), 0
+}
+
+// fail maps err to a status and logs it: every EIO with its cause, a
+// remote change only once per file (every later read repeats it).
+func (n *fileNode) fail(err error) syscall.Errno {
+	errno := errnoOf(err)
+	switch {
+	case errno == 0, errno == syscall.EINTR:
+	case errno == syscall.ESTALE:
+		if n.staleLogged.CompareAndSwap(false, true) {
+			n.opts.Logger.Warn("the remote file changed; reads fail with ESTALE until it is mounted again",
+				"file", n.entry.Name, "err", err)
+		}
+	default:
+		n.opts.Logger.Warn("read failed", "file", n.entry.Name, "errno", errno.Error(), "err", err)
+	}
+	return errno
 }
 
 func setTimes(a *fuse.Attr, t time.Time) {

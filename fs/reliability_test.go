@@ -56,7 +56,17 @@ func TestRemoteChangeIsESTALE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close(); srv.Unmount(); srv.Wait() })
+	t.Cleanup(func() {
+		f.Close()
+		srv.Unmount()
+		done := make(chan struct{})
+		go func() { srv.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("server did not stop within 10 s of unmount")
+		}
+	})
 	h, err := os.Open(dir + "/f")
 	if err != nil {
 		t.Fatal(err)

@@ -109,19 +109,28 @@ func commonFlags(fs *pflag.FlagSet, c *commonConfig) func(env Env) error {
 			}
 		}
 		c.Headers = http.Header{}
-		lines := append([]string(nil), headers...)
+		add := func(where string, lines []string) error {
+			for i, l := range lines {
+				if err := addHeader(c.Headers, l); err != nil {
+					return usagef("%s %d: %v", where, i+1, err)
+				}
+			}
+			return nil
+		}
+		if err := add("-H argument", headers); err != nil {
+			return err
+		}
 		if v := env("RANGEFS_HEADERS"); v != "" {
-			lines = append(lines, strings.Split(v, "\n")...)
+			if err := add("RANGEFS_HEADERS line", strings.Split(v, "\n")); err != nil {
+				return err
+			}
 		}
 		if headerFile != "" {
 			data, err := os.ReadFile(headerFile)
 			if err != nil {
 				return usagef("--header-file: %v", err)
 			}
-			lines = append(lines, strings.Split(string(data), "\n")...)
-		}
-		for _, l := range lines {
-			if err := addHeader(c.Headers, l); err != nil {
+			if err := add("--header-file line", strings.Split(string(data), "\n")); err != nil {
 				return err
 			}
 		}
@@ -130,30 +139,32 @@ func commonFlags(fs *pflag.FlagSet, c *commonConfig) func(env Env) error {
 }
 
 // addHeader parses one "Name: value" line. Blank lines and #comments (from a
-// header file) are skipped. The value is never echoed in an error: it may be
-// a token.
+// header file) are skipped. Neither the line nor the value is ever echoed in
+// an error: a malformed line may be nothing but a token.
 func addHeader(h http.Header, line string) error {
 	line = strings.TrimRight(line, "\r")
-	if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
+	if t := strings.TrimSpace(line); t == "" || strings.HasPrefix(t, "#") {
 		return nil
 	}
 	name, value, ok := strings.Cut(line, ":")
 	name = strings.TrimSpace(name)
-	if !ok || name == "" || strings.ContainsAny(name, " \t\r\n") {
-		return usagef("header %q is not of the form 'Name: value'", name)
+	if !ok || name == "" {
+		return errors.New("a header must have the form 'Name: value'")
 	}
 	for _, r := range name {
 		if r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r) {
-			return usagef("header name %q has a character headers may not have", name)
+			return errors.New("the header name has a character header names may not have")
 		}
 	}
 	value = strings.TrimSpace(value)
-	if strings.ContainsAny(value, "\r\n\x00") {
-		return usagef("header %s: the value has a line break or NUL", name)
+	for _, r := range value {
+		if r < ' ' && r != '\t' || r == 0x7f {
+			return fmt.Errorf("header %s: the value has a control character", name)
+		}
 	}
 	switch http.CanonicalHeaderKey(name) {
 	case "Range", "If-Range", "Accept-Encoding", "Host", "Content-Length":
-		return usagef("header %s is set by rangefs itself", name)
+		return fmt.Errorf("header %s is set by rangefs itself", name)
 	}
 	h.Add(name, value)
 	return nil

@@ -1,13 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"rangefs/cache"
+	"rangefs/fetch"
 )
 
 func noEnv(string) string { return "" }
@@ -55,6 +62,8 @@ func TestAddHeader(t *testing.T) {
 		{"Bad Name: v", "", "", true},
 		{"Range: bytes=0-1", "", "", true},
 		{"X-A: one\x00two", "", "", true},
+		{"X-A: one\x1btwo", "", "", true},
+		{"X-A: tab\tok", "X-A", "tab\tok", false},
 	} {
 		h := http.Header{}
 		err := addHeader(h, tc.line)
@@ -66,10 +75,22 @@ func TestAddHeader(t *testing.T) {
 			t.Errorf("addHeader(%q): %s = %q, want %q", tc.line, tc.name, h.Get(tc.name), tc.value)
 		}
 	}
-	// A rejected header's value never shows in the message: it may be a token.
-	err := addHeader(http.Header{}, "X-Token: sec\nret")
-	if err == nil || strings.Contains(err.Error(), "sec") {
-		t.Errorf("error %v leaks the value", err)
+	// A rejected line never shows in the message: it may be a token.
+	for _, line := range []string{"X-Token: sec\nret", "Bearer secret", "Bad secret: v", "X-A: sec\x01ret"} {
+		err := addHeader(http.Header{}, line)
+		if err == nil || strings.Contains(err.Error(), "sec") {
+			t.Errorf("addHeader(%q): error %v, want one that does not quote the secret", line, err)
+		}
+	}
+	env := func(k string) string {
+		if k == "RANGEFS_HEADERS" {
+			return "X-A: 1\nBearer TOKEN123"
+		}
+		return ""
+	}
+	_, err := parseGet([]string{"http://h/f"}, env)
+	if err == nil || strings.Contains(err.Error(), "TOKEN123") || !strings.Contains(err.Error(), "RANGEFS_HEADERS line 2") {
+		t.Errorf("bad header in the environment: %v", err)
 	}
 }
 
@@ -168,6 +189,7 @@ func TestUniqueName(t *testing.T) {
 func TestSafeName(t *testing.T) {
 	for in, want := range map[string]string{
 		"f.iso": "f.iso", "../../x": "x", "/etc/passwd": "passwd", "..": "download", "": "download", "a/..": "download",
+		".bashrc": "bashrc", "...": "download", "a.b.": "a.b.",
 	} {
 		if got := safeName(in); got != want {
 			t.Errorf("safeName(%q) = %q, want %q", in, got, want)
@@ -194,6 +216,36 @@ func TestSignedQuery(t *testing.T) {
 	} {
 		if got := signedQuery(raw); got != want {
 			t.Errorf("signedQuery(%q) = %v, want %v", raw, got, want)
+		}
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	live := context.Background()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		err  error
+		want int
+	}{
+		{"usage", live, usagef("bad"), exitUsage},
+		{"interrupted", done, fmt.Errorf("stopped: %w", context.Canceled), exitInterrupted},
+		{"cancel without a signal", live, context.Canceled, exitFailure},
+		{"checksum", live, fmt.Errorf("%w: x", errChecksum), exitChecksum},
+		{"disk full", live, &os.PathError{Op: "write", Err: syscall.ENOSPC}, exitDiskFull},
+		{"no space up front", live, fmt.Errorf("%w in .", errNoSpace), exitDiskFull},
+		{"remote changed", live, fmt.Errorf("x: %w", fetch.ErrChanged), exitChanged},
+		{"stale", live, fmt.Errorf("x: %w", cache.ErrStale), exitChanged},
+		{"http status", live, &fetch.StatusError{Code: 403}, exitNetwork},
+		{"gone", live, fetch.ErrGone, exitNetwork},
+		{"range ignored", live, fetch.ErrRangeIgnored, exitNetwork},
+		{"refused", live, &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, exitNetwork},
+		{"other", live, errors.New("boom"), exitFailure},
+	} {
+		if got := exitCode(tc.ctx, tc.err); got != tc.want {
+			t.Errorf("%s: exitCode = %d, want %d", tc.name, got, tc.want)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -301,7 +302,9 @@ func TestGetRemoteChangedBetweenRunsRestarts(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(binary, "get", "-q", "-j", "2", "--chunk-size", "256K", "-o", "out.bin", srv.URL())
 	cmd.Dir = dir
-	cmd.Start()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(1500 * time.Millisecond) // about 3 MiB of 8 arrive
 	cmd.Process.Kill()
 	cmd.Wait()
@@ -458,20 +461,11 @@ func (m *mountProc) wait(t *testing.T) int {
 
 func fdCount(t *testing.T, pid int) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/" + itoa(pid) + "/fd")
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return len(ents)
-}
-
-func itoa(n int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + fmtInt(n)) }
-
-func fmtInt(n int) string {
-	if n < 10 {
-		return string(rune('0' + n))
-	}
-	return fmtInt(n/10) + string(rune('0'+n%10))
 }
 
 func TestMountReadUnmountBySignal(t *testing.T) {
@@ -494,7 +488,13 @@ func TestMountReadUnmountBySignal(t *testing.T) {
 		f.ReadAt(b, int64(i)*100000)
 		f.Close()
 	}
-	if after := fdCount(t, m.cmd.Process.Pid); after > before {
+	// FUSE_RELEASE is asynchronous: give the last close a moment to land.
+	after := fdCount(t, m.cmd.Process.Pid)
+	for i := 0; i < 40 && after > before; i++ {
+		time.Sleep(50 * time.Millisecond)
+		after = fdCount(t, m.cmd.Process.Pid)
+	}
+	if after > before {
 		t.Errorf("daemon fds grew from %d to %d over 50 open/close cycles", before, after)
 	}
 	m.cmd.Process.Signal(syscall.SIGTERM)

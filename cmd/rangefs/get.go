@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"rangefs/cache"
@@ -71,7 +72,7 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 	}
 	data := filepath.Join(state, "data")
 	if c.SHA256 != "" {
-		if err := checkSHA256(data, c.SHA256); err != nil {
+		if err := checkSHA256(ctx, data, c.SHA256); err != nil {
 			// The bytes are what the server serves: keeping them would only
 			// make the next run fail the same way.
 			os.RemoveAll(state)
@@ -209,23 +210,38 @@ func outputPath(flag, suggested string) (string, error) {
 	return safeName(suggested), nil
 }
 
+// safeName keeps a plain, visible name: no directories, and no leading dots,
+// so a server cannot plant a dotfile such as .bashrc in the user's directory.
 func safeName(s string) string {
-	s = filepath.Base(filepath.Clean("/" + s))
-	if s == "/" || s == "." || s == ".." || s == "" {
+	s = strings.TrimLeft(filepath.Base(filepath.Clean("/"+s)), ".")
+	if s == "/" || s == "" {
 		return "download"
 	}
 	return s
 }
 
-func checkSHA256(path, want string) error {
+// checkSHA256 hashes the finished file; Ctrl-C stops it (the download
+// stays complete in its state directory, so a rerun only hashes again).
+func checkSHA256(ctx context.Context, path, want string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
-		return err
+	buf := make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("interrupted while checking the sha256; run the same command again: %w", err)
+		}
+		n, err := f.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		return fmt.Errorf("%w: got sha256 %s, want %s; nothing was saved", errChecksum, got, want)

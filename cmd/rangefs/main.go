@@ -55,6 +55,8 @@ func run(args []string, env Env, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first Ctrl-C asks for a clean stop; a second one kills at once.
+	go func() { <-ctx.Done(); stop() }()
 	var err error
 	switch args[0] {
 	case "get":

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -124,7 +123,8 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 	return nil
 }
 
-// probeAll probes the URLs concurrently; the first failure names its URL.
+// probeAll probes the URLs concurrently and reports the first failure in
+// argument order (its error names its URL).
 func probeAll(ctx context.Context, client *fetch.Client, urls []string) ([]*fetch.Object, error) {
 	objs := make([]*fetch.Object, len(urls))
 	errs := make([]error, len(urls))
@@ -133,7 +133,12 @@ func probeAll(ctx context.Context, client *fetch.Client, urls []string) ([]*fetc
 		wg.Go(func() { objs[i], errs[i] = client.Probe(ctx, u) })
 	}
 	wg.Wait()
-	return objs, errors.Join(errs...)
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return objs, nil
 }
 
 // signedQuery reports whether the URL's query carries a signature that is

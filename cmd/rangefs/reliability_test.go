@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -133,7 +134,7 @@ func TestSecretsAppearNowhere(t *testing.T) {
 
 	mnt, cdir := t.TempDir(), t.TempDir()
 	m := startMount(t, "file", "-v", "--cache-dir", cdir, "--header-file", hdrFile, "@"+urlFile, mnt)
-	cmdline, err := os.ReadFile("/proc/" + itoa(m.cmd.Process.Pid) + "/cmdline")
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(m.cmd.Process.Pid) + "/cmdline")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +203,7 @@ func TestSecondProcessOnCacheFailsFast(t *testing.T) {
 	if r.code == exitOK {
 		t.Fatal("a second mount of the same cache succeeded")
 	}
-	if !strings.Contains(r.stderr, "pid "+itoa(first.cmd.Process.Pid)) {
+	if !strings.Contains(r.stderr, "pid "+strconv.Itoa(first.cmd.Process.Pid)) {
 		t.Errorf("the error does not name the holder (pid %d): %s", first.cmd.Process.Pid, r.stderr)
 	}
 	if elapsed > 5*time.Second {
@@ -312,9 +313,15 @@ func TestPresignedURLExpiryKeepsCache(t *testing.T) {
 	if _, err := f.ReadAt(buf, 3<<20); !errors.Is(err, syscall.EIO) {
 		t.Errorf("uncached read with an expired URL: %v, want EIO", err)
 	}
-	if _, err := f.ReadAt(buf, 4096); err != nil || !bytes.Equal(buf, p.Bytes(4096, 4096)) {
+	// O_DIRECT, so the cached read reaches rangefs instead of the page cache.
+	d, err := os.OpenFile(filepath.Join(mnt, "file"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ReadAt(buf, 4096); err != nil || !bytes.Equal(buf, p.Bytes(4096, 4096)) {
 		t.Errorf("cached read with an expired URL: %v", err)
 	}
+	d.Close()
 	f.Close()
 	m.cmd.Process.Signal(syscall.SIGTERM)
 	m.wait(t)
