@@ -35,7 +35,9 @@ func redactURL(u *url.URL) string {
 	return r.String()
 }
 
-// redactQuery keeps each key (as sent) and replaces each value.
+// redactQuery keeps each key (as sent) and replaces each value. A part
+// without "=" is a bare token (some signed URLs are "?<token>"), so it is
+// replaced whole.
 func redactQuery(q string) string {
 	if q == "" {
 		return ""
@@ -44,6 +46,8 @@ func redactQuery(q string) string {
 	for i, p := range parts {
 		if k, _, ok := strings.Cut(p, "="); ok {
 			parts[i] = k + "=" + redactedValue
+		} else if p != "" {
+			parts[i] = redactedValue
 		}
 	}
 	return strings.Join(parts, "&")
@@ -89,11 +93,13 @@ func collectSecrets(u *url.URL, h map[string][]string) secretSet {
 		add(u.User.String())
 	}
 	for _, p := range strings.Split(u.RawQuery, "&") {
-		if _, v, ok := strings.Cut(p, "="); ok {
-			add(v)
-			if dv, err := url.QueryUnescape(v); err == nil {
-				add(dv)
-			}
+		v := p
+		if _, after, ok := strings.Cut(p, "="); ok {
+			v = after
+		}
+		add(v)
+		if dv, err := url.QueryUnescape(v); err == nil {
+			add(dv)
 		}
 	}
 	for _, vv := range h {

@@ -115,11 +115,12 @@ func TestNoSecretsInErrorsOrLogs(t *testing.T) {
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
 		"https://u:p@host.example/a/b.iso?sig=xyz&X-Amz-Date=1#frag": "https://host.example/a/b.iso?sig=REDACTED&X-Amz-Date=REDACTED",
-		"http://host/p?flag":     "http://host/p?flag",
-		"http://host/p?a=1&&b=2": "http://host/p?a=REDACTED&&b=REDACTED",
-		"http://host/a%2Fb":      "http://host/a%2Fb",
-		"::not a url":            "(unparseable URL)",
-		"mailto:someone@x":       "mailto:REDACTED",
+		"http://host/p?flag":                 "http://host/p?REDACTED",
+		"http://host/p?Zm9vYmFyc2VjcmV0&a=b": "http://host/p?REDACTED&a=REDACTED",
+		"http://host/p?a=1&&b=2":             "http://host/p?a=REDACTED&&b=REDACTED",
+		"http://host/a%2Fb":                  "http://host/a%2Fb",
+		"::not a url":                        "(unparseable URL)",
+		"mailto:someone@x":                   "mailto:REDACTED",
 	} {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,9 +58,8 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		if err := checkSize(&c.commonConfig, o); err != nil {
 			return err
 		}
-		if !o.Ranges {
-			return fmt.Errorf("%s: %w: the server answered a Range request with the whole file; "+
-				"it cannot be mounted (rangefs get can still download it)", o.URL(), fetch.ErrRangeIgnored)
+		if err := checkRanges(ctx, o); err != nil {
+			return err
 		}
 		id := o.Identity()
 		if c.VolatileQuery || signedQuery(c.URLs[i]) {
@@ -121,6 +121,24 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// checkRanges makes sure the server really answers ranges before a file is
+// mounted: some advertise "Accept-Ranges: bytes" on HEAD and still send the
+// whole body to a ranged GET, which would make every read fail later.
+func checkRanges(ctx context.Context, o *fetch.Object) error {
+	err := fetch.ErrRangeIgnored
+	if o.Ranges {
+		if o.Size == 0 {
+			return nil
+		}
+		err = o.Fetch(ctx, 0, 1, io.Discard)
+	}
+	if errors.Is(err, fetch.ErrRangeIgnored) {
+		return fmt.Errorf("%s: %w: the server answered a Range request with the whole file; "+
+			"it cannot be mounted (rangefs get can still download it)", o.URL(), fetch.ErrRangeIgnored)
+	}
+	return err
 }
 
 // probeAll probes the URLs concurrently and reports the first failure in

@@ -414,6 +414,9 @@ func TestMountRefusesUnsuitableServers(t *testing.T) {
 			s.SetBehavior(fetchtest.Behavior{NoAcceptRanges: true})
 			s.Inject(fetchtest.Fault{Kind: fetchtest.IgnoreRange})
 		}, "Range"},
+		{"ranges advertised on HEAD, ignored on GET", func(s *fetchtest.Server) {
+			s.Inject(fetchtest.Fault{Kind: fetchtest.IgnoreRange})
+		}, "Range"},
 		{"no size", func(s *fetchtest.Server) {
 			s.SetBehavior(fetchtest.Behavior{NoContentLength: true, NoAcceptRanges: true})
 			s.Inject(fetchtest.Fault{Kind: fetchtest.IgnoreRange})
