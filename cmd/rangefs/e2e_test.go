@@ -116,11 +116,11 @@ func TestGetDownloadsExactBytes(t *testing.T) {
 // every kill each chunk the index calls present must pass its checksum, and
 // the run that finishes yields the exact bytes.
 func TestGetSurvivesKillLoop(t *testing.T) {
-	const size = 24<<20 + 777
+	const size = 40<<20 + 777
 	srv, p := patternServer(t, size, 7, fetchtest.WithConnRate(512<<10))
 	dir := t.TempDir()
 	state := filepath.Join(dir, "out.bin.rangefs")
-	iterations := 40
+	iterations := 50
 	if testing.Short() {
 		iterations = 8
 	}
