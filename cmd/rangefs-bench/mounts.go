@@ -154,21 +154,30 @@ func (b *bench) mountRows(ctx context.Context, mt mountTool, coldSec string, dir
 	}
 
 	cold := mk("cold-cat", coldSec, mt.label+" cold cat")
-	if cold.Err != "" {
+	// finish appends the cold row and, when the warm phase cannot run, its rows marked as
+	// skipped, so every tool has the same rows in the table.
+	finish := func(why string) []result {
 		out = append(out, cold)
 		if withWarm {
 			w := mk("warm-cat", secMountWarm, mt.label+" warm cat")
+			wr := mk("warm-random", secRandom, mt.label+" warm")
+			if w.Err == "" {
+				w.Err, wr.Err = why, why
+			}
 			out = append(out, w)
 			if doRandom {
-				out = append(out, mk("warm-random", secRandom, mt.label+" warm"))
+				out = append(out, wr)
 			}
 		}
 		return out
 	}
+	if cold.Err != "" {
+		return finish(cold.Err)
+	}
 	cache, err := b.freshDir("cache", mt.id)
 	if err != nil {
 		cold.Err = err.Error()
-		return append(out, cold)
+		return finish("skipped: no cold cache")
 	}
 	defer os.RemoveAll(cache)
 	b.prewarmSource()
@@ -176,17 +185,21 @@ func (b *bench) mountRows(ctx context.Context, mt mountTool, coldSec string, dir
 	m, err := b.mount(mt, mt.id+"-cold", cache, false, direct)
 	if err != nil {
 		cold.Err = "mount: " + err.Error()
-		return append(out, cold)
+		b.traffic(&cold, s, direct)
+		return finish("skipped: the cold mount failed")
 	}
 	cold.Note = fmt.Sprintf("mounted in %.2f s", m.ready.Seconds())
 	b.catPhase(ctx, &cold, m)
 	b.unmount(m)
 	b.traffic(&cold, s, direct)
 	cold.setUsage(m.d)
-	out = append(out, cold)
-	if !withWarm || ctx.Err() != nil {
-		return out
+	if !withWarm {
+		return append(out, cold)
 	}
+	if ctx.Err() != nil {
+		return finish("skipped: interrupted")
+	}
+	out = append(out, cold)
 
 	warm := mk("warm-cat", secMountWarm, mt.label+" warm cat")
 	warmRnd := mk("warm-random", secRandom, mt.label+" warm")
