@@ -43,8 +43,10 @@ bench-deps:
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq nginx aria2 axel rclone httpdirfs fuse3
 
+# BENCH_FLAGS selects rows and conditions, e.g. issue 2's table:
+#   make bench BENCH_FLAGS="--only get,aria2c --size 256MiB --cap 10MB"
 bench: build
-	$(GO) run ./cmd/rangefs-bench --rangefs $(BIN)/rangefs
+	$(GO) run ./cmd/rangefs-bench --rangefs $(BIN)/rangefs $(BENCH_FLAGS)
 
 # demo: a local range server on a generated 64 MiB file; rangefs get downloads
 # it; rangefs mount shows it as a file; both results are checked by sha256.
