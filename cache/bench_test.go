@@ -1,9 +1,12 @@
 package cache
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"testing"
+	"time"
 )
 
 // BenchmarkFill measures the cache data path: a fast in-memory Source
@@ -83,5 +86,65 @@ func BenchmarkReadCached(b *testing.B) {
 			b.Fatal(err)
 		}
 		off = (off + int64(len(buf))) % size
+	}
+}
+
+// pacedSource serves the pattern with every Fetch paced to rate bytes/s, as
+// a server that caps each connection does (most do; the mount benchmark's
+// server does). One Fetch is one connection.
+type pacedSource struct {
+	size, rate int64
+}
+
+func (s *pacedSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
+	start := time.Now()
+	for done := int64(0); done < n; {
+		o := (off + done) % int64(len(pattern))
+		k := min(256<<10, n-done, int64(len(pattern))-o)
+		if _, err := w.Write(pattern[o : o+k]); err != nil {
+			return err
+		}
+		done += k
+		due := start.Add(time.Duration(done * int64(time.Second) / s.rate))
+		t := time.NewTimer(time.Until(due))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// BenchmarkReaderCapped measures a cold sequential read of 64 MiB through a
+// Reader in 1 MiB reads (as the kernel sends them) from a source capping
+// each connection at 25 MB/s, over a Pool of 8: read-ahead alone (no
+// prefetch) must keep all 8 connections busy to approach 200 MB/s.
+func BenchmarkReaderCapped(b *testing.B) {
+	const size = 64 << 20
+	m := Meta{Size: size, ChunkSize: 1 << 20, ETag: `"b"`}
+	b.SetBytes(size)
+	buf := make([]byte, 1<<20)
+	for b.Loop() {
+		b.StopTimer()
+		dir := cacheDir(b)
+		f, err := Open(dir, m, &pacedSource{size: size, rate: 25_000_000}, Options{Pool: NewPool(8)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := f.NewReader()
+		b.StartTimer()
+		for off := int64(0); off < size; off += int64(len(buf)) {
+			if _, err := r.ReadAt(bg, buf, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+		os.RemoveAll(dir)
+		b.StartTimer()
 	}
 }
