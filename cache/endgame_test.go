@@ -3,6 +3,8 @@ package cache
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -144,5 +146,70 @@ func TestOneQueuedReadYieldsOneRun(t *testing.T) {
 	// Six pieces, plus the chunk the yielding run gave back.
 	if n := src.nCalls(); n != 7 {
 		t.Fatalf("%d fetches, want 7 (one run yielded): %v", n, sortedCalls(src))
+	}
+}
+
+// Fill and prefetch splitting each other's runs at the end, read-ahead and
+// random reads stealing from them, on a source slow enough for all of it
+// to overlap: every read returns the right bytes and no chunk is ever
+// received twice.
+func TestEndGameUnderConcurrencyFetchesEachChunkOnce(t *testing.T) {
+	for round := range 3 {
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			size := int64(45*testChunk + 77)
+			src := newCountingFake(size)
+			src.writeSize = 16 << 10
+			src.pause = func(off, done int64) <-chan struct{} {
+				time.Sleep(50 * time.Microsecond)
+				return nil
+			}
+			f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), MaxRequest: 8 * testChunk, ReadAheadMax: 4 * testChunk})
+			f.StartPrefetch()
+			errs := make(chan error, 8)
+			done := make(chan struct{})
+			go func() { errs <- f.Fill(bg); close(done) }()
+			for g := range 3 {
+				go func() {
+					rng := rand.New(rand.NewPCG(uint64(round), uint64(g)))
+					for range 10 {
+						off := rng.Int64N(size)
+						if err := readRange(t, f, off, 1+rng.Int64N(2*testChunk)); err != nil {
+							errs <- err
+							return
+						}
+					}
+					errs <- nil
+				}()
+			}
+			go func() {
+				r := f.NewReader()
+				buf := make([]byte, 48<<10)
+				for off := int64(10 * testChunk); off < size; off += int64(len(buf)) {
+					n, err := r.ReadAt(bg, buf, off)
+					if err == io.EOF && off+int64(n) == size {
+						err = nil
+					}
+					if err == nil && !bytes.Equal(buf[:n], want(off, int64(n))) {
+						err = fmt.Errorf("sequential read at %d: wrong bytes", off)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+			for range 5 {
+				if err := recv(t, errs, "readers and Fill"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			<-done
+			f.Close()
+			src.checkOnce(t, f)
+			if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
+				t.Fatal("data file differs from the pattern")
+			}
+		})
 	}
 }
