@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -238,10 +239,11 @@ func parseURL(arg string) (string, error) {
 	return raw, nil
 }
 
-func newFlagSet(name, usage string) *pflag.FlagSet {
+// newFlagSet makes a command's flag set; its usage and parse errors go to out.
+func newFlagSet(name, usage string, out io.Writer) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SortFlags = false
-	fs.SetOutput(os.Stderr)
+	fs.SetOutput(out)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fmt.Fprintf(fs.Output(), "\nFlags:\n%s", fs.FlagUsages())
@@ -251,7 +253,6 @@ func newFlagSet(name, usage string) *pflag.FlagSet {
 
 // parseFlags runs fs.Parse, turning pflag's errors into usage errors.
 func parseFlags(fs *pflag.FlagSet, args []string) error {
-	fs.SetOutput(os.Stderr)
 	err := fs.Parse(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		return errHelp
@@ -271,9 +272,9 @@ state lives beside the output in FILE.rangefs/ and the finished file is
 renamed into place, so FILE is never seen half-written.
 `
 
-func parseGet(args []string, env Env) (*getConfig, error) {
+func parseGet(args []string, env Env, out io.Writer) (*getConfig, error) {
 	c := &getConfig{}
-	fs := newFlagSet("get", getUsage)
+	fs := newFlagSet("get", getUsage, out)
 	finish := commonFlags(fs, &c.commonConfig)
 	fs.StringVarP(&c.Output, "output", "o", "", "save to FILE (default: the URL's file name in the current directory)")
 	fs.StringVar(&c.SHA256, "sha256", "", "verify the result against this SHA-256 (hex); on mismatch nothing is left at the output")
@@ -308,9 +309,9 @@ kept in the cache and survives unmount, crash and reboot. Runs in the
 foreground until Ctrl-C, SIGTERM, or fusermount3 -u MOUNTPOINT.
 `
 
-func parseMount(args []string, env Env) (*mountConfig, error) {
+func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
 	c := &mountConfig{}
-	fs := newFlagSet("mount", mountUsage)
+	fs := newFlagSet("mount", mountUsage, out)
 	finish := commonFlags(fs, &c.commonConfig)
 	fs.StringVar(&c.CacheDir, "cache-dir", "", "where cached chunks live (default $XDG_CACHE_HOME/rangefs or ~/.cache/rangefs)")
 	fs.StringVar(&c.Name, "name", "", "file name in the mount (only with one URL)")
@@ -358,9 +359,9 @@ Show what is cached: for each file of a running mount, or for each object in a
 cache directory (default: the default cache directory).
 `
 
-func parseStatus(args []string, env Env) (*statusConfig, error) {
+func parseStatus(args []string, env Env, out io.Writer) (*statusConfig, error) {
 	c := &statusConfig{}
-	fs := newFlagSet("status", statusUsage)
+	fs := newFlagSet("status", statusUsage, out)
 	fs.StringVar(&c.CacheDir, "cache-dir", "", "cache directory to inspect")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -88,7 +89,7 @@ func TestAddHeader(t *testing.T) {
 		}
 		return ""
 	}
-	_, err := parseGet([]string{"http://h/f"}, env)
+	_, err := parseGet([]string{"http://h/f"}, env, io.Discard)
 	if err == nil || strings.Contains(err.Error(), "TOKEN123") || !strings.Contains(err.Error(), "RANGEFS_HEADERS line 2") {
 		t.Errorf("bad header in the environment: %v", err)
 	}
@@ -101,7 +102,7 @@ func TestParseGet(t *testing.T) {
 	hdrFile := filepath.Join(dir, "headers")
 	os.WriteFile(hdrFile, []byte("# token\nAuthorization: Bearer t0k\n"), 0o600)
 
-	c, err := parseGet([]string{"-j", "4", "--chunk-size", "4M", "-o", "x.iso", "--header-file", hdrFile, "@" + urlFile}, noEnv)
+	c, err := parseGet([]string{"-j", "4", "--chunk-size", "4M", "-o", "x.iso", "--header-file", hdrFile, "@" + urlFile}, noEnv, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func TestParseGet(t *testing.T) {
 		}
 		return ""
 	}
-	c, err = parseGet([]string{"http://h/f"}, env)
+	c, err = parseGet([]string{"http://h/f"}, env, io.Discard)
 	if err != nil || c.Headers.Get("X-A") != "1" || c.Headers.Get("X-B") != "2" || c.Connections != 8 || c.ChunkSize != 1<<20 {
 		t.Errorf("defaults/env: %+v %v", c, err)
 	}
@@ -135,20 +136,20 @@ func TestParseGet(t *testing.T) {
 		{"--no-such-flag", "http://h/f"},
 		{"@" + filepath.Join(dir, "missing"), "x"},
 	} {
-		_, err := parseGet(args, noEnv)
+		_, err := parseGet(args, noEnv, io.Discard)
 		var ue *usageError
 		if !errors.As(err, &ue) {
 			t.Errorf("parseGet(%q) = %v, want a usage error", args, err)
 		}
 	}
-	if _, err := parseGet([]string{"--help"}, noEnv); !errors.Is(err, errHelp) {
+	if _, err := parseGet([]string{"--help"}, noEnv, io.Discard); !errors.Is(err, errHelp) {
 		t.Errorf("--help: %v", err)
 	}
 }
 
 func TestParseMount(t *testing.T) {
 	env := func(k string) string { return map[string]string{"HOME": "/home/u"}[k] }
-	c, err := parseMount([]string{"--no-prefetch", "--op-timeout", "5s", "http://h/a", "http://h/b", "mnt"}, env)
+	c, err := parseMount([]string{"--no-prefetch", "--op-timeout", "5s", "http://h/a", "http://h/b", "mnt"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func TestParseMount(t *testing.T) {
 		t.Errorf("parsed %+v", c)
 	}
 	xdg := func(k string) string { return map[string]string{"HOME": "/home/u", "XDG_CACHE_HOME": "/x"}[k] }
-	if c, _ := parseMount([]string{"http://h/a", "m"}, xdg); c.CacheDir != filepath.Join("/x", "rangefs") {
+	if c, _ := parseMount([]string{"http://h/a", "m"}, xdg, io.Discard); c.CacheDir != filepath.Join("/x", "rangefs") {
 		t.Errorf("XDG cache dir: %s", c.CacheDir)
 	}
 	for _, args := range [][]string{
@@ -167,7 +168,7 @@ func TestParseMount(t *testing.T) {
 		{"--op-timeout", "0s", "http://h/a", "m"},
 		{"gopher://h/a", "m"},
 	} {
-		_, err := parseMount(args, env)
+		_, err := parseMount(args, env, io.Discard)
 		var ue *usageError
 		if !errors.As(err, &ue) {
 			t.Errorf("parseMount(%q) = %v, want a usage error", args, err)

@@ -61,17 +61,17 @@ func run(args []string, env Env, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "get":
 		var c *getConfig
-		if c, err = parseGet(args[1:], env); err == nil {
+		if c, err = parseGet(args[1:], env, stderr); err == nil {
 			err = runGet(ctx, c, stderr)
 		}
 	case "mount":
 		var c *mountConfig
-		if c, err = parseMount(args[1:], env); err == nil {
+		if c, err = parseMount(args[1:], env, stderr); err == nil {
 			err = runMount(ctx, c, stderr)
 		}
 	case "status":
 		var c *statusConfig
-		if c, err = parseStatus(args[1:], env); err == nil {
+		if c, err = parseStatus(args[1:], env, stderr); err == nil {
 			err = runStatus(c, stdout)
 		}
 	case "version", "--version":
