@@ -334,3 +334,16 @@ func fileBytes(t testing.TB, path string) []byte {
 	}
 	return b
 }
+
+// settle waits (bounded) until no chunk of f is in flight. A read may return
+// as soon as its bytes are written, before their chunk is synced and
+// committed (see File.ensure), so a test that looks at what was recorded
+// waits for the commits first.
+func settle(t testing.TB, f *File) {
+	t.Helper()
+	waitFor(t, "in-flight chunks to settle", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.inflight) == 0
+	})
+}

@@ -25,6 +25,7 @@ func TestFullReadMatchesPattern(t *testing.T) {
 			src := newFake(size)
 			f := openT(t, cacheDir(t), testMeta(size), src, Options{})
 			readAll(t, f, 10007) // unaligned steps cross chunk boundaries
+			settle(t, f)
 			st := f.Stats()
 			if st.Present != st.Chunks || st.BytesPresent != size {
 				t.Fatalf("after full read: %+v", st)
@@ -464,6 +465,7 @@ func TestCancelledWaiterReturnsWhileFetchGoesOn(t *testing.T) {
 	if n := src.nCalls(); n != 1 {
 		t.Fatalf("%d fetches, want 1", n)
 	}
+	settle(t, f)
 	if st := f.Stats(); st.Present != 1 {
 		t.Fatalf("present = %d, want 1 (the shared fetch completed)", st.Present)
 	}
@@ -635,6 +637,7 @@ func TestPartialChunkNeverPresent(t *testing.T) {
 	if _, err := f.ReadAt(bg, make([]byte, 2*testChunk), 0); !errors.Is(err, errInjected) {
 		t.Fatalf("read with a failing fetch: %v", err)
 	}
+	settle(t, f)
 	if st := f.Stats(); st.Present != 1 || !f.present.get(0) || f.present.get(1) {
 		t.Fatalf("after a fetch failed mid-chunk 1: present %d (chunk0 %v chunk1 %v), want only chunk 0",
 			st.Present, f.present.get(0), f.present.get(1))
@@ -975,6 +978,7 @@ func TestVerifiedCount(t *testing.T) {
 	if err := readChunk(t, f, 2); err != nil {
 		t.Fatal(err)
 	}
+	settle(t, f)
 	if st := f.Stats(); st.Verified != 1 || st.Present != 1 {
 		t.Fatalf("after one read: %+v", st)
 	}

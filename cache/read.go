@@ -20,8 +20,10 @@ const maxEnsureRounds = 64
 // Fill, prefetch) has not reached it yet: then the read takes it over and
 // the background fetch stops short of it). Waiting honours ctx: cancelling it
 // returns ctx.Err() at once while the shared fetch goes on for others.
-// It returns io.EOF with n < len(p) at the end of the file, and never
-// returns bytes of a chunk that is not committed and verified. After a
+// It returns io.EOF with n < len(p) at the end of the file. It returns only
+// bytes of chunks that are committed and verified, or bytes that a fetch in
+// progress has already written into the data file from a validated answer
+// (see ensure). After a
 // Source reported a remote change every call fails with ErrStale.
 // Safe for concurrent use.
 func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
@@ -53,8 +55,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // is missing; after a disk failure it falls back to the network.
 func (f *File) read(ctx context.Context, p []byte, off int64) (int, error) {
 	if !f.degraded.Load() {
-		first, end := f.lay.span(off, int64(len(p)))
-		err := f.ensure(ctx, first, end, prioDemand)
+		err := f.ensure(ctx, off, off+int64(len(p)), prioDemand)
 		if err == nil {
 			_, err = f.data.ReadAt(p, off)
 			if err == nil {
@@ -80,12 +81,36 @@ func (f *File) ready(first, end int64) bool {
 	return true
 }
 
-// ensure makes chunks [first, end) present and verified, fetching missing
-// ones at prio and verifying ones not yet checked this session. The calling
-// goroutine must be counted in f.wg.
-func (f *File) ensure(ctx context.Context, first, end int64, prio priority) error {
+// ensure makes the bytes [off, end) readable from the data file, fetching
+// missing chunks at prio and verifying ones not yet checked this session.
+// The calling goroutine must be counted in f.wg.
+//
+// A chunk is readable when it is present and verified, or when it is in
+// flight and its run's writer has already written the part of [off, end)
+// that lies in it (see chunkWait): those bytes came from a validated response
+// of the pinned version, and are the very bytes that will be checksummed
+// and committed, so a small read need not wait for the rest of its chunk,
+// its fdatasync and its commit. Nothing is recorded as present any sooner.
+func (f *File) ensure(ctx context.Context, off, end int64, prio priority) error {
+	first, last := f.lay.span(off, end-off)
+	// streamed[i-first] is set once chunk i's part of the span was seen
+	// written by its run. Those bytes stay valid: nothing rewrites a byte
+	// of the data file with anything but the same byte of the same
+	// version. Allocated only when needed.
+	var streamed []bool
+	readyAll := func() bool {
+		if streamed == nil {
+			return f.ready(first, last)
+		}
+		for i := first; i < last; i++ {
+			if !streamed[i-first] && !f.ready(i, i+1) {
+				return false
+			}
+		}
+		return true
+	}
 	for round := 0; ; round++ {
-		if f.ready(first, end) {
+		if readyAll() {
 			return nil
 		}
 		if err := f.usable(); err != nil {
@@ -98,9 +123,9 @@ func (f *File) ensure(ctx context.Context, first, end int64, prio priority) erro
 			return err
 		}
 		if round == maxEnsureRounds {
-			return fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, end-1, round)
+			return fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, last-1, round)
 		}
-		waits, verify, err := f.claimForRead(first, end, prio)
+		waits, verify, err := f.claimForRead(off, end, streamed, prio)
 		if err != nil {
 			return err
 		}
@@ -110,28 +135,70 @@ func (f *File) ensure(ctx context.Context, first, end int64, prio priority) erro
 		if f.onWait != nil && len(waits) > 0 {
 			f.onWait()
 		}
-		for _, fl := range waits {
-			select {
-			case <-fl.done:
-			case <-ctx.Done():
-				return ctx.Err()
+		for _, w := range waits {
+			early, err := w.wait(ctx)
+			if err != nil {
+				return err
 			}
-		}
-		for _, fl := range waits {
-			if fl.err != nil && !errors.Is(fl.err, errAbandoned) {
-				return fl.err
+			if early {
+				if streamed == nil {
+					streamed = make([]bool, last-first)
+				}
+				streamed[w.chunk-first] = true
+				continue
+			}
+			if w.fl.err != nil && !errors.Is(w.fl.err, errAbandoned) {
+				return w.fl.err
 			}
 		}
 	}
 }
 
-// claimForRead looks at chunks [first, end) once, under f.mu: in-flight
-// chunks are to be waited for, unless they sit in a run of lower priority
-// whose writer has not reached them (then they are stolen, see run);
-// present but unverified ones are claimed for verification by the caller;
-// missing and stolen ones are claimed and fetched in runs of adjacent chunks
-// (at most maxReq each) by new jobs at prio.
-func (f *File) claimForRead(first, end int64, prio priority) (waits []*flight, verify []int64, err error) {
+// chunkWait is a read's wait for one in-flight chunk: for its flight to end,
+// or for run (the run fetching the chunk when the read looked, nil while
+// it is being verified) to have written up to need, the end of the read's
+// bytes within the chunk.
+//
+// If the chunk is later stolen from run, run's writer never enters it, so
+// run's progress can only pass need while the chunk is still run's; the
+// waiter then simply waits for the flight (which the thief keeps).
+type chunkWait struct {
+	fl    *flight
+	run   *run
+	chunk int64
+	need  int64
+}
+
+// wait blocks until w's bytes are written (early true) or its flight ended
+// (early false: the caller reads fl.err), or ctx is done.
+func (w chunkWait) wait(ctx context.Context) (early bool, err error) {
+	for {
+		var progress <-chan struct{}
+		if w.run != nil {
+			var ok bool
+			if ok, progress = w.run.reached(w.need); ok {
+				return true, nil
+			}
+		}
+		select {
+		case <-w.fl.done:
+			return false, nil
+		case <-progress:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+}
+
+// claimForRead looks once, under f.mu, at the chunks holding the bytes
+// [off, end), except those marked in streamed (indexed from the first
+// chunk; nil for none): in-flight chunks are to be waited for, unless they
+// sit in a run of lower priority whose writer has not reached them (then
+// they are stolen, see run); present but unverified ones are claimed for
+// verification by the caller; missing and stolen ones are claimed and
+// fetched in runs of adjacent chunks (at most maxReq each) by new jobs at
+// prio.
+func (f *File) claimForRead(off, end int64, streamed []bool, prio priority) (waits []chunkWait, verify []int64, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -153,10 +220,17 @@ func (f *File) claimForRead(first, end int64, prio priority) (waits []*flight, v
 			f.failRunLocked(a, r.end, ErrClosed)
 		}
 	}
-	for i := first; i < end; i++ {
+	first, last := f.lay.span(off, end-off)
+	for i := first; i < last; i++ {
+		_, ce := f.lay.bounds(i)
+		need := min(ce, end)
+		if streamed != nil && streamed[i-first] {
+			flush()
+			continue
+		}
 		if fl := f.inflight[i]; fl != nil && !c.free(i) {
 			flush()
-			waits = append(waits, fl)
+			waits = append(waits, chunkWait{fl: fl, run: fl.run, chunk: i, need: need})
 			continue
 		}
 		if f.present.get(i) {
@@ -173,7 +247,7 @@ func (f *File) claimForRead(first, end int64, prio priority) (waits []*flight, v
 		if cur == nil {
 			cur, runStart = c.newRun(i, nil), i
 		}
-		waits = append(waits, c.claim(i, cur))
+		waits = append(waits, chunkWait{fl: c.claim(i, cur), run: cur, chunk: i, need: need})
 	}
 	flush()
 	return waits, verify, nil

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -37,6 +38,45 @@ type run struct {
 	// moved is when the run's fetch last delivered bytes (or started),
 	// in Unix nanoseconds; 0 before it started. See streaming.
 	moved atomic.Int64
+
+	// pmu guards written and advanced: the progress a reader may serve
+	// from before the run's chunks are committed (see wrote and reached).
+	pmu sync.Mutex
+	// written is the file offset up to which the writer has successfully
+	// written the run's bytes into the data file (0 before the first
+	// write). It only grows.
+	written int64
+	// advanced, if not nil, is closed (and cleared) the next time written
+	// grows. Waiters create it, so a run nobody waits on allocates nothing.
+	advanced chan struct{}
+}
+
+// wrote records that the writer has successfully written the run's bytes
+// up to file offset off, and wakes the readers waiting for progress.
+func (r *run) wrote(off int64) {
+	r.pmu.Lock()
+	r.written = off
+	ch := r.advanced
+	r.advanced = nil
+	r.pmu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// reached reports whether the writer has written past file offset need
+// (every byte before need that belongs to the run is in the data file);
+// if not, it returns a channel that is closed at the next progress.
+func (r *run) reached(need int64) (bool, <-chan struct{}) {
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
+	if r.written >= need {
+		return true, nil
+	}
+	if r.advanced == nil {
+		r.advanced = make(chan struct{})
+	}
+	return false, r.advanced
 }
 
 // defaultStalledAfter is how long a run may go without receiving a byte

@@ -180,6 +180,9 @@ func (w *runWriter) Write(p []byte) (int, error) {
 		}
 		w.crc = crc32.Update(w.crc, castagnoli, p[:k])
 		w.off += k
+		// Only bytes the data file accepted become visible to waiting
+		// readers (see File.ensure).
+		w.r.wrote(w.off)
 		written += int(k)
 		p = p[k:]
 		if w.off == w.chunkEnd {

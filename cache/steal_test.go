@@ -87,6 +87,8 @@ func TestDemandStealsEndOfBlockedPrefetchRun(t *testing.T) {
 	}
 	// The stolen chunk kept its flight (anyone waiting on it was woken by
 	// the demand fetch); the rest still belongs to the blocked prefetch.
+	// The read may return before the chunk is committed: wait for that.
+	recv(t, before[7].done, "commit of the stolen chunk")
 	if !resolved(before[7]) || before[7].err != nil {
 		t.Fatalf("flight of the stolen chunk: resolved %v, err %v", resolved(before[7]), before[7].err)
 	}
@@ -138,6 +140,7 @@ func TestStolenChunksReturnToThePlan(t *testing.T) {
 		t.Fatalf("demand fetch %v, want chunks 3-4 in one request", c)
 	}
 	for i := 3; i < 5; i++ {
+		recv(t, before[i].done, "commit of a stolen chunk")
 		if !resolved(before[i]) || before[i].err != nil {
 			t.Fatalf("chunk %d (stolen and fetched): resolved %v err %v", i, resolved(before[i]), before[i].err)
 		}
