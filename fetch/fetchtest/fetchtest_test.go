@@ -96,6 +96,9 @@ func TestServerNormalAnswers(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, p.Bytes(0, 100000)) {
 		t.Fatalf("full answer: %v %v", err, resp)
 	}
+	// The client can hold the whole body before the handler has returned and
+	// counted it.
+	waitFor(t, func() bool { return s.Stats().InFlight == 0 })
 	if st := s.Stats(); st.Requests != 2 || st.RangeRequests != 1 || st.BytesSent != 100010 || st.Connections != 2 {
 		t.Fatalf("stats = %+v", st)
 	}
