@@ -29,10 +29,11 @@ type committer struct {
 	done chan struct{} // closed when run returns
 }
 
-// commitRec is one fully written chunk and the checksum of its bytes.
+// commitRec is one fully written chunk and its index record: the CRC-32C
+// of each of its blocks (see blockSize), big-endian, in order.
 type commitRec struct {
 	i   int64
-	crc uint32
+	rec []byte
 }
 
 func newCommitter(f *File) *committer {
@@ -46,9 +47,9 @@ func newCommitter(f *File) *committer {
 
 // add queues chunk i (whose bytes are all in the data file) for the next
 // round. Its flight stays in the in-flight map until the round resolves it.
-func (c *committer) add(i int64, crc uint32) {
+func (c *committer) add(i int64, rec []byte) {
 	c.mu.Lock()
-	c.pending = append(c.pending, commitRec{i, crc})
+	c.pending = append(c.pending, commitRec{i, rec})
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -94,13 +95,13 @@ func (c *committer) round() {
 	} else if uerr := f.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChunks)
 		// bbolt keeps references to keys and values until the commit,
-		// so each record gets its own bytes: one allocation per round.
-		buf := make([]byte, 12*len(batch))
+		// so each key gets its own bytes (one allocation per round); each
+		// value is its writer's record, which nobody touches again.
+		keys := make([]byte, 8*len(batch))
 		for n, r := range batch {
-			kv := buf[12*n : 12*n+12 : 12*n+12]
-			binary.BigEndian.PutUint64(kv[:8], uint64(r.i))
-			binary.BigEndian.PutUint32(kv[8:], r.crc)
-			if err := b.Put(kv[:8:8], kv[8:]); err != nil {
+			k := keys[8*n : 8*n+8 : 8*n+8]
+			binary.BigEndian.PutUint64(k, uint64(r.i))
+			if err := b.Put(k, r.rec); err != nil {
 				return err
 			}
 		}
@@ -112,7 +113,8 @@ func (c *committer) round() {
 		f.degrade(err)
 	}
 	f.mu.Lock()
-	for _, r := range batch {
+	for n, r := range batch {
+		batch[n].rec = nil // let the record go with the transaction
 		if err == nil {
 			f.markPresentLocked(r.i)
 		}

@@ -135,11 +135,16 @@ type File struct {
 	// only called under mu with closed false (see enter).
 	wg sync.WaitGroup
 
-	mu           sync.Mutex
-	closed       bool
-	present      bitset            // chunk is in data and recorded in index.db (writes under mu)
-	verified     bitset            // present chunk's checksum was written or checked this session (writes under mu)
-	inflight     map[int64]*flight // chunks being fetched or verified
+	mu       sync.Mutex
+	closed   bool
+	present  bitset            // chunk is in data and recorded in index.db (writes under mu)
+	verified bitset            // present chunk's checksum was written or checked this session (writes under mu)
+	inflight map[int64]*flight // chunks being fetched or verified
+	// blockOK holds, for each present chunk that is verified only in
+	// part this session, which of its blocks were checked (bit b of word
+	// b/64). A chunk leaves it when it is verified whole or dropped, so
+	// it holds at most the chunks that small reads touched.
+	blockOK      map[int64][]uint64
 	nPresent     int64
 	nVerified    int64 // present chunks with their verified bit set
 	bytesPresent int64
@@ -258,6 +263,7 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 		stalledAfter: o.stalledAfter,
 		db:           db,
 		inflight:     make(map[int64]*flight),
+		blockOK:      make(map[int64][]uint64),
 	}
 	if f.pool == nil {
 		f.pool = NewPool(defaultConnections)
@@ -346,7 +352,7 @@ func (f *File) loadChunks(dataLen int64) error {
 				if len(k) == 8 {
 					i = int64(binary.BigEndian.Uint64(k))
 				}
-				if i < 0 || i >= f.lay.chunks || len(v) != 4 {
+				if i < 0 || i >= f.lay.chunks || int64(len(v)) != 4*f.lay.blocks(i) {
 					drop = append(drop, append([]byte(nil), k...))
 					continue
 				}
@@ -512,6 +518,50 @@ func (f *File) markVerifiedLocked(i int64) {
 		f.verified.set(i)
 		f.nVerified++
 	}
+	delete(f.blockOK, i)
+}
+
+// blocksVerifiedLocked reports whether blocks [b0, b1) of present chunk i
+// were checked this session (all of them are once the chunk is verified).
+// f.mu is held.
+func (f *File) blocksVerifiedLocked(i, b0, b1 int64) bool {
+	if f.verified.get(i) {
+		return true
+	}
+	ok := f.blockOK[i]
+	if ok == nil {
+		return false
+	}
+	for b := b0; b < b1; b++ {
+		if ok[b/64]&(1<<(b%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// markBlocksVerifiedLocked records that blocks [b0, b1) of present chunk i
+// match their checksums, and marks the chunk verified once all do. f.mu is
+// held.
+func (f *File) markBlocksVerifiedLocked(i, b0, b1 int64) {
+	if f.verified.get(i) {
+		return
+	}
+	nb := f.lay.blocks(i)
+	ok := f.blockOK[i]
+	if ok == nil {
+		ok = make([]uint64, (nb+63)/64)
+		f.blockOK[i] = ok
+	}
+	for b := b0; b < b1; b++ {
+		ok[b/64] |= 1 << (b % 64)
+	}
+	for b := int64(0); b < nb; b++ {
+		if ok[b/64]&(1<<(b%64)) == 0 {
+			return
+		}
+	}
+	f.markVerifiedLocked(i)
 }
 
 // dropLocked forgets chunk i in memory. f.mu is held.
@@ -525,4 +575,5 @@ func (f *File) dropLocked(i int64) {
 		f.verified.clear(i)
 		f.nVerified--
 	}
+	delete(f.blockOK, i)
 }

@@ -73,10 +73,10 @@ func inspectIndex(db *bolt.DB) (m Meta, st Stats, err error) {
 			if b := tx.Bucket(bucketChunks); b != nil {
 				c := b.Cursor()
 				for k, v := c.First(); k != nil; k, v = c.Next() {
-					if len(k) != 8 || len(v) != 4 {
+					if len(k) != 8 {
 						continue
 					}
-					if i := int64(binary.BigEndian.Uint64(k)); i >= 0 && i < l.chunks {
+					if i := int64(binary.BigEndian.Uint64(k)); i >= 0 && i < l.chunks && int64(len(v)) == 4*l.blocks(i) {
 						st.Present++
 						st.BytesPresent += l.chunkLen(i)
 					}

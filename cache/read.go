@@ -85,25 +85,24 @@ func (f *File) ready(first, end int64) bool {
 // missing chunks at prio and verifying ones not yet checked this session.
 // The calling goroutine must be counted in f.wg.
 //
-// A chunk is readable when it is present and verified, or when it is in
-// flight and its run's writer has already written the part of [off, end)
-// that lies in it (see chunkWait): those bytes came from a validated response
-// of the pinned version, and are the very bytes that will be checksummed
-// and committed, so a small read need not wait for the rest of its chunk,
-// its fdatasync and its commit. Nothing is recorded as present any sooner.
+// A chunk is readable when it is present and verified, when it is present
+// and the blocks holding its part of [off, end) were checked against their
+// CRCs this session (so a small read after a restart checks 64 KiB, not a
+// whole chunk), or when it is in flight and its run's writer has already
+// written its part of [off, end) (see chunkWait): those bytes came from a
+// validated response of the pinned version, and are the very bytes that
+// will be checksummed and committed, so a small read need not wait for the
+// rest of its chunk, its fdatasync and its commit. Nothing is recorded as
+// present any sooner.
 func (f *File) ensure(ctx context.Context, off, end int64, prio priority) error {
 	first, last := f.lay.span(off, end-off)
-	// streamed[i-first] is set once chunk i's part of the span was seen
-	// written by its run. Those bytes stay valid: nothing rewrites a byte
-	// of the data file with anything but the same byte of the same
-	// version. Allocated only when needed.
-	var streamed []bool
+	ok := servable{first: first, n: last - first}
 	readyAll := func() bool {
-		if streamed == nil {
+		if ok.marks == nil {
 			return f.ready(first, last)
 		}
 		for i := first; i < last; i++ {
-			if !streamed[i-first] && !f.ready(i, i+1) {
+			if !ok.has(i) && !f.ready(i, i+1) {
 				return false
 			}
 		}
@@ -125,12 +124,14 @@ func (f *File) ensure(ctx context.Context, off, end int64, prio priority) error 
 		if round == maxEnsureRounds {
 			return fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, last-1, round)
 		}
-		waits, verify, err := f.claimForRead(off, end, streamed, prio)
+		waits, verify, err := f.claimForRead(off, end, &ok, prio)
 		if err != nil {
 			return err
 		}
-		for _, i := range verify {
-			f.verifyClaimed(i)
+		for _, v := range verify {
+			if f.verifyClaimed(v.chunk, v.b0, v.b1) {
+				ok.mark(v.chunk)
+			}
 		}
 		if f.onWait != nil && len(waits) > 0 {
 			f.onWait()
@@ -141,10 +142,7 @@ func (f *File) ensure(ctx context.Context, off, end int64, prio priority) error 
 				return err
 			}
 			if early {
-				if streamed == nil {
-					streamed = make([]bool, last-first)
-				}
-				streamed[w.chunk-first] = true
+				ok.mark(w.chunk)
 				continue
 			}
 			if w.fl.err != nil && !errors.Is(w.fl.err, errAbandoned) {
@@ -153,6 +151,30 @@ func (f *File) ensure(ctx context.Context, off, end int64, prio priority) error 
 		}
 	}
 }
+
+// servable is the set of chunks of one read's span that may be served
+// although they are not (yet) present and verified whole: the read's bytes
+// in them were written by a fetch in progress (see chunkWait), or the
+// blocks holding them were checked (see blockSpan). Either stays true: a
+// byte of the data file is only ever rewritten with the same byte of the
+// same version, and a checked block that was good stays good. It is owned
+// by one ensure call; marks is allocated on the first mark.
+type servable struct {
+	first, n int64
+	marks    []bool
+}
+
+func (s *servable) mark(i int64) {
+	if s.marks == nil {
+		s.marks = make([]bool, s.n)
+	}
+	s.marks[i-s.first] = true
+}
+
+func (s *servable) has(i int64) bool { return s.marks != nil && s.marks[i-s.first] }
+
+// blockCheck asks for blocks [b0, b1) of chunk to be verified.
+type blockCheck struct{ chunk, b0, b1 int64 }
 
 // chunkWait is a read's wait for one in-flight chunk: for its flight to end,
 // or for run (the run fetching the chunk when the read looked, nil while
@@ -191,14 +213,14 @@ func (w chunkWait) wait(ctx context.Context) (early bool, err error) {
 }
 
 // claimForRead looks once, under f.mu, at the chunks holding the bytes
-// [off, end), except those marked in streamed (indexed from the first
-// chunk; nil for none): in-flight chunks are to be waited for, unless they
-// sit in a run of lower priority whose writer has not reached them (then
-// they are stolen, see run); present but unverified ones are claimed for
-// verification by the caller; missing and stolen ones are claimed and
-// fetched in runs of adjacent chunks (at most maxReq each) by new jobs at
-// prio.
-func (f *File) claimForRead(off, end int64, streamed []bool, prio priority) (waits []chunkWait, verify []int64, err error) {
+// [off, end), except those already in ok: in-flight chunks are to be waited
+// for, unless they sit in a run of lower priority whose writer has not
+// reached them (then they are stolen, see run); present chunks not verified
+// whole go into ok if the blocks the read touches were checked, else they
+// are claimed for the caller to verify those blocks; missing and stolen
+// ones are claimed and fetched in runs of adjacent chunks (at most maxReq
+// each) by new jobs at prio.
+func (f *File) claimForRead(off, end int64, ok *servable, prio priority) (waits []chunkWait, verify []blockCheck, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -224,7 +246,7 @@ func (f *File) claimForRead(off, end int64, streamed []bool, prio priority) (wai
 	for i := first; i < last; i++ {
 		_, ce := f.lay.bounds(i)
 		need := min(ce, end)
-		if streamed != nil && streamed[i-first] {
+		if ok.has(i) {
 			flush()
 			continue
 		}
@@ -236,8 +258,14 @@ func (f *File) claimForRead(off, end int64, streamed []bool, prio priority) (wai
 		if f.present.get(i) {
 			flush()
 			if !f.verified.get(i) {
-				f.claimLocked(i, i+1)
-				verify = append(verify, i)
+				// Only the blocks the read touches are checked.
+				b0, b1 := f.lay.blockSpan(i, off, end)
+				if f.blocksVerifiedLocked(i, b0, b1) {
+					ok.mark(i)
+				} else {
+					f.claimLocked(i, i+1)
+					verify = append(verify, blockCheck{i, b0, b1})
+				}
 			}
 			continue
 		}

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -99,7 +100,8 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 	f.mu.Unlock()
 	off, n := f.lay.runBytes(first, end)
 	_, chunkEnd := f.lay.bounds(first)
-	w := &runWriter{f: f, r: r, off: off, end: off + n, next: first, chunkEnd: chunkEnd}
+	w := &runWriter{f: f, r: r, off: off, end: off + n, next: first, chunkEnd: chunkEnd,
+		blockEnd: min(off+blockSize, chunkEnd), rec: make([]byte, 0, 4*f.lay.blocks(first))}
 	var err error
 	if f.degraded.Load() {
 		err = errUncached
@@ -137,7 +139,7 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 // runWriter is the io.Writer a Source streams one run of chunks into. Each
 // Write goes straight to the sparse file at the right offset through the
 // Source's own buffer (no copy, nothing that grows with the run), updates
-// the checksum of the current chunk, and hands every completed chunk to the
+// the checksum of the current block, and hands every completed chunk to the
 // committer at once, so waiters on the first chunk of a 16 MiB run wake long
 // before the run ends. Between chunks it checks whether the run was cut
 // short or should yield its connection (see advance). It is used by one
@@ -149,7 +151,9 @@ type runWriter struct {
 	end      int64  // end of the bytes this writer may still write
 	next     int64  // chunk being written; chunks before it are with the committer
 	chunkEnd int64  // end offset of chunk next
-	crc      uint32 // CRC-32C of chunk next so far
+	blockEnd int64  // end offset of the checksum block being written
+	crc      uint32 // CRC-32C of that block so far
+	rec      []byte // chunk next's record so far: the CRCs of its finished blocks
 	cut      bool   // the run ended early at end
 }
 
@@ -171,7 +175,7 @@ func (w *runWriter) Write(p []byte) (int, error) {
 			}
 			return written, errOverrun
 		}
-		k := min(int64(len(p)), w.chunkEnd-w.off)
+		k := min(int64(len(p)), w.blockEnd-w.off)
 		if _, err := f.data.WriteAt(p[:k], w.off); err != nil {
 			err = &diskError{op: "write data", err: err}
 			f.degrade(err)
@@ -185,16 +189,26 @@ func (w *runWriter) Write(p []byte) (int, error) {
 		w.r.wrote(w.off)
 		written += int(k)
 		p = p[k:]
+		if w.off < w.blockEnd {
+			continue
+		}
+		w.rec = binary.BigEndian.AppendUint32(w.rec, w.crc)
+		w.crc = 0
 		if w.off == w.chunkEnd {
-			f.com.add(w.next, w.crc)
+			// The committer owns the record from here on.
+			f.com.add(w.next, w.rec)
+			w.rec = nil
 			w.next++
-			w.crc = 0
 			if w.off < w.end && !w.advance() {
 				w.cut = true
 				w.end = w.off
 			}
+			if w.off < w.end {
+				w.rec = make([]byte, 0, 4*f.lay.blocks(w.next))
+			}
 			w.chunkEnd = min(w.chunkEnd+f.lay.chunk, w.end)
 		}
+		w.blockEnd = min(w.off+blockSize, w.chunkEnd)
 	}
 	f.bytesFetched.Add(int64(written))
 	return written, nil

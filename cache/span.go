@@ -62,3 +62,34 @@ func (l layout) runBytes(first, end int64) (off, n int64) {
 	_, e := l.bounds(end - 1)
 	return off, e - off
 }
+
+// blockSize is the unit of a chunk's checksums: each chunk record holds one
+// CRC-32C per block (the last block of the last chunk may be short). A read
+// after a restart checks only the blocks it touches, so a 4 KiB read costs a
+// 64 KiB disk read, not a whole chunk. Chunk sizes are powers of two of at
+// least blockSize, so blocks never straddle chunks.
+const blockSize = 64 << 10
+
+// blocks returns the number of checksum blocks of chunk i.
+func (l layout) blocks(i int64) int64 {
+	return (l.chunkLen(i) + blockSize - 1) / blockSize
+}
+
+// blockSpan returns the blocks [b0, b1) of chunk i (numbered from the chunk's
+// start) that hold bytes of [off, end); the span is clipped to the chunk and
+// is empty when they do not meet.
+func (l layout) blockSpan(i, off, end int64) (b0, b1 int64) {
+	s, e := l.bounds(i)
+	off, end = max(off, s), min(end, e)
+	if off >= end {
+		return 0, 0
+	}
+	return (off - s) / blockSize, (end-s-1)/blockSize + 1
+}
+
+// blockBounds returns the byte range [start, end) of block b of chunk i.
+func (l layout) blockBounds(i, b int64) (start, end int64) {
+	s, e := l.bounds(i)
+	start = s + b*blockSize
+	return start, min(start+blockSize, e)
+}

@@ -112,3 +112,42 @@ func TestLayoutRunBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestLayoutBlocks(t *testing.T) {
+	const B = blockSize
+	const C = 4 * B             // a chunk of four blocks
+	size := int64(2*C + B + 10) // last chunk: one full block and a 10-byte one
+	l := newLayout(size, C)
+	for _, tc := range []struct{ i, want int64 }{{0, 4}, {1, 4}, {2, 2}} {
+		if got := l.blocks(tc.i); got != tc.want {
+			t.Errorf("blocks(%d) = %d, want %d", tc.i, got, tc.want)
+		}
+	}
+	if s, e := l.blockBounds(2, 1); s != 2*C+B || e != size {
+		t.Errorf("blockBounds(2,1) = [%d,%d), want [%d,%d)", s, e, 2*C+B, size)
+	}
+	if s, e := l.blockBounds(1, 3); s != C+3*B || e != 2*C {
+		t.Errorf("blockBounds(1,3) = [%d,%d), want [%d,%d)", s, e, C+3*B, 2*C)
+	}
+	tests := []struct {
+		name        string
+		i, off, end int64
+		b0, b1      int64
+	}{
+		{"first byte", 0, 0, 1, 0, 1},
+		{"whole chunk", 0, 0, C, 0, 4},
+		{"4 KiB inside block 2", 0, 2*B + 100, 2*B + 4196, 2, 3},
+		{"ends on a block boundary", 0, B, 2 * B, 1, 2},
+		{"crosses a block boundary", 0, 2*B - 1, 2*B + 1, 1, 3},
+		{"starts before the chunk", 1, C - 10, C + 10, 0, 1},
+		{"ends after the chunk", 0, C - 1, C + 100, 3, 4},
+		{"short last block", 2, size - 3, size, 1, 2},
+		{"span before the chunk", 1, 0, 10, 0, 0},
+		{"span after the chunk", 0, C, C + 5, 0, 0},
+	}
+	for _, tc := range tests {
+		if b0, b1 := l.blockSpan(tc.i, tc.off, tc.end); b0 != tc.b0 || b1 != tc.b1 {
+			t.Errorf("%s: blockSpan(%d, %d, %d) = [%d,%d), want [%d,%d)", tc.name, tc.i, tc.off, tc.end, b0, b1, tc.b0, tc.b1)
+		}
+	}
+}

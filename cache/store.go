@@ -22,7 +22,8 @@ import (
 //	data      sparse file, truncated to the full logical size; chunk i lives
 //	          at offset i*ChunkSize
 //	index.db  bbolt: bucket "meta" (what version of what object) and bucket
-//	          "chunks" (one record per chunk known to be in data)
+//	          "chunks" (one record per chunk known to be in data: the
+//	          CRC-32C of each of its blocks, see blockSize)
 //	owner     the PID of the process holding the index lock, for the message
 //	          a second process prints
 const (
@@ -32,7 +33,8 @@ const (
 
 	// formatVersion changes whenever the meaning of data or index.db
 	// changes; a cache of another version is discarded, never misread.
-	formatVersion = 1
+	// 1: one CRC-32C per chunk. 2: one CRC-32C per block (see blockSize).
+	formatVersion = 2
 
 	// lockTimeout bounds how long Open waits for another holder: long
 	// enough to ride out an Inspect's shared lock, short enough that a

@@ -10,61 +10,68 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// verifyBufSize is the piece size for checksumming a chunk from disk; one
-// buffer per concurrent verification, independent of chunk and file size.
-const verifyBufSize = 256 << 10
+var verifyBufs = sync.Pool{New: func() any { b := make([]byte, blockSize); return &b }}
 
-var verifyBufs = sync.Pool{New: func() any { b := make([]byte, verifyBufSize); return &b }}
-
-// storedCRC returns the checksum recorded for chunk i.
-func (f *File) storedCRC(i int64) (crc uint32, found bool, err error) {
+// storedRecord returns a copy of the index record of chunk i: the CRC-32C
+// of each of its blocks. found is false when there is none, or when it does
+// not have one checksum per block.
+func (f *File) storedRecord(i int64) (rec []byte, found bool, err error) {
 	err = f.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketChunks).Get(chunkKey(i))
-		if len(v) == 4 {
-			crc, found = binary.BigEndian.Uint32(v), true
+		if int64(len(v)) == 4*f.lay.blocks(i) {
+			rec, found = append([]byte(nil), v...), true
 		}
 		return nil
 	})
-	return crc, found, err
+	return rec, found, err
 }
 
-// crcOf computes the CRC-32C of chunk i as it is in the data file.
-func (f *File) crcOf(i int64) (uint32, error) {
+// blockCRC computes the CRC-32C of block b of chunk i as it is in the data
+// file.
+func (f *File) blockCRC(i, b int64) (uint32, error) {
 	bp := verifyBufs.Get().(*[]byte)
 	defer verifyBufs.Put(bp)
-	buf := *bp
-	start, end := f.lay.bounds(i)
-	var crc uint32
-	for off := start; off < end; {
-		k := min(int64(len(buf)), end-off)
-		if _, err := f.data.ReadAt(buf[:k], off); err != nil {
-			return 0, err
-		}
-		crc = crc32.Update(crc, castagnoli, buf[:k])
-		off += k
+	start, end := f.lay.blockBounds(i, b)
+	buf := (*bp)[:end-start]
+	if _, err := f.data.ReadAt(buf, start); err != nil {
+		return 0, err
 	}
-	return crc, nil
+	return crc32.Checksum(buf, castagnoli), nil
 }
 
-// verifyClaimed checks chunk i, which the caller has claimed (its flight is
-// in the map and the chunk is present but unverified), and resolves the
-// flight. A chunk whose bytes do not match its record is deleted from the
-// index and the bitset, so it is refetched, never served. A disk that cannot
-// be read degrades the File instead (the chunk's data may well be fine).
-// It reports whether the chunk was good.
-func (f *File) verifyClaimed(i int64) bool {
-	want, found, err := f.storedCRC(i)
-	good := false
-	if err == nil && found {
-		got, rerr := f.crcOf(i)
-		if rerr != nil {
-			f.degrade(&diskError{op: "read data", err: rerr})
-			f.mu.Lock()
-			f.resolveLocked(i, nil)
-			f.mu.Unlock()
-			return false
+// verifyClaimed checks blocks [b0, b1) of chunk i, which the caller has
+// claimed (its flight is in the map and the chunk is present but not
+// verified whole), skipping blocks already checked this session, and
+// resolves the flight. A chunk with a block whose bytes do not match its
+// record is deleted from the index and the bitset, so it is refetched, never
+// served. A disk that cannot be read degrades the File instead (the chunk's
+// data may well be fine). It reports whether the blocks were good.
+func (f *File) verifyClaimed(i, b0, b1 int64) bool {
+	rec, found, err := f.storedRecord(i)
+	good := err == nil && found
+	if good {
+		f.mu.Lock()
+		var todo []int64
+		for b := b0; b < b1; b++ {
+			if !f.blocksVerifiedLocked(i, b, b+1) {
+				todo = append(todo, b)
+			}
 		}
-		good = got == want
+		f.mu.Unlock()
+		for _, b := range todo {
+			got, rerr := f.blockCRC(i, b)
+			if rerr != nil {
+				f.degrade(&diskError{op: "read data", err: rerr})
+				f.mu.Lock()
+				f.resolveLocked(i, nil)
+				f.mu.Unlock()
+				return false
+			}
+			if got != binary.BigEndian.Uint32(rec[4*b:]) {
+				good = false
+				break
+			}
+		}
 	}
 	if !good {
 		f.log.Warn("cached chunk failed its checksum; dropping it", "dir", f.dir, "chunk", i)
@@ -77,7 +84,7 @@ func (f *File) verifyClaimed(i int64) bool {
 	}
 	f.mu.Lock()
 	if good {
-		f.markVerifiedLocked(i)
+		f.markBlocksVerifiedLocked(i, b0, b1)
 	} else {
 		f.dropLocked(i)
 	}
@@ -121,7 +128,7 @@ func (f *File) Verify(ctx context.Context) error {
 			i--
 			continue
 		}
-		if claim && !f.verifyClaimed(i) {
+		if claim && !f.verifyClaimed(i, 0, f.lay.blocks(i)) {
 			if f.degraded.Load() && f.present.get(i) {
 				return fmt.Errorf("cache: verify chunk %d: %w", i, errUncached)
 			}

@@ -1,0 +1,201 @@
+package cache
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// readCountingData counts the bytes read from the data file.
+type readCountingData struct {
+	dataFile
+	mu    sync.Mutex
+	bytes int64
+}
+
+func (d *readCountingData) ReadAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	d.bytes += int64(len(p))
+	d.mu.Unlock()
+	return d.dataFile.ReadAt(p, off)
+}
+
+func (d *readCountingData) read() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.bytes
+}
+
+// blockMeta is a Meta whose chunks hold four checksum blocks; the last
+// chunk ends 1000 bytes short.
+func blockMeta(chunks int64) Meta {
+	m := testMeta(chunks*4*blockSize - 1000) // the last block is short
+	m.ChunkSize = 4 * blockSize
+	return m
+}
+
+// After a restart a small read checks only the block it touches: one block
+// is read for the check (not the chunk), and the chunk is not counted as
+// verified until all its blocks were checked.
+func TestSmallReadChecksOnlyItsBlock(t *testing.T) {
+	m := blockMeta(3)
+	dir := cacheDir(t)
+	fillAndClose(t, dir, m)
+	src := newFake(m.Size)
+	var rd *readCountingData
+	f := openT(t, dir, m, src, Options{wrapData: func(d dataFile) dataFile {
+		rd = &readCountingData{dataFile: d}
+		return rd
+	}})
+	off := m.ChunkSize + 2*blockSize + 100 // chunk 1, block 2
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, 4096)) {
+		t.Fatalf("warm read: %v", err)
+	}
+	if got := rd.read(); got != blockSize+4096 {
+		t.Fatalf("a 4 KiB read after a restart read %d bytes of the data file, want one block and the read (%d)", got, blockSize+4096)
+	}
+	if st := f.Stats(); st.Verified != 0 || st.Present != 3 {
+		t.Fatalf("after one block was checked: %+v, want 3 present and none verified whole", st)
+	}
+	// The same block again: no second check.
+	if _, err := f.ReadAt(bg, buf, off+4096); err != nil || !bytes.Equal(buf, want(off+4096, 4096)) {
+		t.Fatalf("second warm read: %v", err)
+	}
+	if got := rd.read(); got != blockSize+2*4096 {
+		t.Fatalf("a read of a checked block read %d bytes in all, want no new check", got)
+	}
+	// Reading the whole chunk checks its other three blocks and counts
+	// the chunk verified.
+	if err := readChunk(t, f, 1); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.Stats(); st.Verified != 1 {
+		t.Fatalf("after reading chunk 1 whole: %+v, want it verified", st)
+	}
+	if src.nCalls() != 0 {
+		t.Fatalf("%d fetches, want none", src.nCalls())
+	}
+	if err := f.Verify(bg); err != nil || !f.AllVerified() {
+		t.Fatalf("Verify: %v (all verified %v)", err, f.AllVerified())
+	}
+}
+
+// A flipped byte in one block is caught by the first read of that block:
+// the chunk is dropped and refetched, and the bad byte is never served.
+// Reads of the chunk's good blocks before that are served from the cache.
+func TestFlippedByteInOneBlockNeverServed(t *testing.T) {
+	m := blockMeta(3)
+	dir := cacheDir(t)
+	fillAndClose(t, dir, m)
+	bad := m.ChunkSize + 3*blockSize + 77 // chunk 1, block 3
+	flipByte(t, filepath.Join(dir, dataName), bad)
+
+	src := newFake(m.Size)
+	f := openT(t, dir, m, src, Options{})
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(bg, buf, m.ChunkSize); err != nil || !bytes.Equal(buf, want(m.ChunkSize, 4096)) {
+		t.Fatalf("read of a good block of the damaged chunk: %v", err)
+	}
+	if src.nCalls() != 0 {
+		t.Fatal("a good block was fetched again")
+	}
+	if _, err := f.ReadAt(bg, buf, bad-10); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, want(bad-10, 4096)) {
+		t.Fatal("served the flipped byte")
+	}
+	if calls := src.callList(); len(calls) != 1 || calls[0] != (fetchCall{m.ChunkSize, m.ChunkSize}) {
+		t.Fatalf("calls = %v, want one fetch of chunk 1", calls)
+	}
+	settle(t, f)
+	if err := f.Verify(bg); err != nil {
+		t.Fatalf("Verify after the refetch: %v", err)
+	}
+	readAll(t, f, 50000)
+	if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, m.Size)) {
+		t.Fatal("data file differs from the source after the refetch")
+	}
+}
+
+// A cache written by format 1 (one CRC per chunk) is discarded at Open,
+// never read with the new record layout.
+func TestFormat1CacheDiscarded(t *testing.T) {
+	m := testMeta(3 * testChunk)
+	dir := cacheDir(t)
+	fillAndClose(t, dir, m)
+	db, err := bolt.Open(filepath.Join(dir, indexName), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite the index as format 1 wrote it: version 1 and a whole-chunk
+	// CRC per record (for a one-block chunk, the same 4 bytes).
+	if err := db.Update(func(tx *bolt.Tx) error {
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], 1)
+		if err := tx.Bucket(bucketMeta).Put(keyFormat, v[:]); err != nil {
+			return err
+		}
+		for i := range int64(3) {
+			var c [4]byte
+			binary.BigEndian.PutUint32(c[:], crc32.Checksum(want(i*testChunk, testChunk), castagnoli))
+			if err := tx.Bucket(bucketChunks).Put(chunkKey(i), c[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, _, err := Inspect(dir); err == nil || !strings.Contains(err.Error(), "format 1") {
+		t.Fatalf("Inspect of a format 1 cache: %v, want it named", err)
+	}
+	src := newFake(m.Size)
+	f := openT(t, dir, m, src, Options{})
+	if d := f.Discarded(); !strings.Contains(d, "cache format 1, want 2") {
+		t.Fatalf("Discarded() = %q, want the old format named", d)
+	}
+	if st := f.Stats(); st.Present != 0 {
+		t.Fatalf("present = %d after discarding, want 0", st.Present)
+	}
+	readAll(t, f, 30000)
+	if n := src.nCalls(); n == 0 {
+		t.Fatal("nothing fetched after the discard")
+	}
+	if errors.Is(f.Verify(bg), ErrCorrupt) {
+		t.Fatal("Verify found bad chunks after the refetch")
+	}
+}
+
+// A record whose length is not one CRC per block is dropped at Open.
+func TestRecordOfWrongLengthDropped(t *testing.T) {
+	m := blockMeta(2)
+	dir := cacheDir(t)
+	fillAndClose(t, dir, m)
+	db, err := bolt.Open(filepath.Join(dir, indexName), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketChunks).Put(chunkKey(1), []byte{1, 2, 3, 4})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	src := newFake(m.Size)
+	f := openT(t, dir, m, src, Options{})
+	if st := f.Stats(); st.Present != 1 || f.present.get(1) {
+		t.Fatalf("present = %d (chunk 1 %v), want only chunk 0", st.Present, f.present.get(1))
+	}
+	readAll(t, f, 40000)
+}
