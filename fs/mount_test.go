@@ -356,7 +356,12 @@ func TestXattrs(t *testing.T) {
 	if got := get("size"); got != "655360" {
 		t.Errorf("size = %q", got)
 	}
+	// A read may return before its chunk is committed: wait for the commit.
 	st := m.file.Stats()
+	for i := 0; i < 100 && st.Present < 1; i++ {
+		time.Sleep(20 * time.Millisecond)
+		st = m.file.Stats()
+	}
 	if got, want := get("chunks"), strconv.FormatInt(st.Present, 10)+"/10"; got != want || st.Present < 1 {
 		t.Errorf("chunks = %q, want %q (at least one)", got, want)
 	}
