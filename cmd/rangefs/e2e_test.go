@@ -468,6 +468,26 @@ func fdCount(t *testing.T, pid int) int {
 	return len(ents)
 }
 
+// waitCached waits, bounded, until the mounted file's xattr says every chunk
+// is committed to the cache.
+func waitCached(t *testing.T, path string) {
+	t.Helper()
+	var v string
+	for i := 0; i < 200; i++ {
+		b := make([]byte, 64)
+		n, err := syscall.Getxattr(path, "user.rangefs.chunks", b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v = string(b[:n])
+		if have, total, ok := strings.Cut(v, "/"); ok && have == total {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("%s: chunks %s still not all committed after 5 s", path, v)
+}
+
 func TestMountReadUnmountBySignal(t *testing.T) {
 	needFUSE(t)
 	srv, p := patternServer(t, 9<<20+5, 4)
@@ -537,6 +557,9 @@ func TestMountCleansStaleMountAndResumesCache(t *testing.T) {
 	if fileSHA256(t, filepath.Join(mnt, "file")) != p.SHA256() {
 		t.Fatal("wrong bytes")
 	}
+	// A read may return before its chunk is committed; kill only once the
+	// index holds everything, so the remount can be checked for refetches.
+	waitCached(t, filepath.Join(mnt, "file"))
 	m.cmd.Process.Kill()
 	m.wait(t)
 	if _, err := os.ReadDir(mnt); !errors.Is(err, syscall.ENOTCONN) {
