@@ -114,8 +114,11 @@ func TestFlippedByteInOneBlockNeverServed(t *testing.T) {
 	if !bytes.Equal(buf, want(bad-10, 4096)) {
 		t.Fatal("served the flipped byte")
 	}
-	if calls := src.callList(); len(calls) != 1 || calls[0] != (fetchCall{m.ChunkSize, m.ChunkSize}) {
-		t.Fatalf("calls = %v, want one fetch of chunk 1", calls)
+	// Chunk 1 is fetched again, from the read's block on, then its head.
+	bad0 := m.ChunkSize + 3*blockSize
+	if calls := src.callList(); len(calls) != 2 || calls[0] != (fetchCall{bad0, m.ChunkSize - 3*blockSize}) ||
+		calls[1] != (fetchCall{m.ChunkSize, 3 * blockSize}) {
+		t.Fatalf("calls = %v, want chunk 1 fetched from block 3, then its head", calls)
 	}
 	settle(t, f)
 	if err := f.Verify(bg); err != nil {
@@ -198,4 +201,116 @@ func TestRecordOfWrongLengthDropped(t *testing.T) {
 		t.Fatalf("present = %d (chunk 1 %v), want only chunk 0", st.Present, f.present.get(1))
 	}
 	readAll(t, f, 40000)
+}
+
+// A demand read of a missing chunk past its first block fetches from the
+// read's block to the chunk's end first, then the chunk's head, so the read
+// returns before the head arrives. A read of the head meanwhile waits for
+// the head (the tail pass wrote past it, but not its bytes), and the chunk
+// is committed with its blocks' checksums in order.
+func TestRotatedFetchServesTailFirst(t *testing.T) {
+	m := blockMeta(3)
+	dir := cacheDir(t)
+	src := newFake(m.Size)
+	src.writeSize = 4096
+	releaseHead := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off == m.ChunkSize {
+			return releaseHead // hold the head pass of chunk 1
+		}
+		return nil
+	}
+	waiting := make(chan struct{}, 8)
+	f, err := Open(dir, m, src, Options{onWait: func() { waiting <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	off := m.ChunkSize + 2*blockSize + 300 // chunk 1, block 2
+	buf := make([]byte, 4096)
+	errA := make(chan error, 1)
+	go func() {
+		_, err := f.ReadAt(bg, buf, off)
+		errA <- err
+	}()
+	recv(t, waiting, "reader of block 2 waiting")
+	if err := recv(t, errA, "reader of block 2 while the head is held"); err != nil || !bytes.Equal(buf, want(off, 4096)) {
+		t.Fatalf("read of block 2: %v", err)
+	}
+	if f.present.get(1) {
+		t.Fatal("chunk 1 present before its head arrived")
+	}
+
+	bufB := make([]byte, 4096)
+	errB := make(chan error, 1)
+	go func() {
+		_, err := f.ReadAt(bg, bufB, m.ChunkSize+100)
+		errB <- err
+	}()
+	recv(t, waiting, "reader of the head waiting")
+	select {
+	case err := <-errB:
+		t.Fatalf("read of the head returned (%v) before the head was written", err)
+	default:
+	}
+	close(releaseHead)
+	if err := recv(t, errB, "reader of the head"); err != nil || !bytes.Equal(bufB, want(m.ChunkSize+100, 4096)) {
+		t.Fatalf("read of the head: %v", err)
+	}
+	settle(t, f)
+	if !f.present.get(1) {
+		t.Fatal("chunk 1 not present after both passes")
+	}
+	want := []fetchCall{{m.ChunkSize + 2*blockSize, 2 * blockSize}, {m.ChunkSize, 2 * blockSize}}
+	if calls := src.callList(); len(calls) != 2 || calls[0] != want[0] || calls[1] != want[1] {
+		t.Fatalf("calls = %v, want %v", calls, want)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// After a restart the record's checksums match the blocks in order.
+	f2 := openT(t, dir, m, newFake(m.Size), Options{})
+	if st := f2.Stats(); st.Present != 1 {
+		t.Fatalf("present after reopen = %d, want 1", st.Present)
+	}
+	if err := f2.Verify(bg); err != nil {
+		t.Fatalf("Verify after reopen: %v", err)
+	}
+	if err := readChunk(t, f2, 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// When the head pass of a rotated fetch fails, the chunk stays missing and
+// a later read fetches it again.
+func TestRotatedFetchHeadFailureLeavesChunkMissing(t *testing.T) {
+	m := blockMeta(2)
+	src := newFake(m.Size)
+	var once sync.Once
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off == 3*blockSize {
+			// The tail pass has begun; the next call is the head pass,
+			// which breaks off half-way.
+			once.Do(func() { src.set(func(s *fakeSource) { s.partial = blockSize / 2 }) })
+		}
+		return nil
+	}
+	f := openT(t, cacheDir(t), m, src, Options{})
+	off := int64(3*blockSize + 10)
+	buf := make([]byte, 100)
+	if _, err := f.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, 100)) {
+		t.Fatalf("read of the tail: %v", err)
+	}
+	settle(t, f)
+	if f.present.get(0) {
+		t.Fatal("chunk 0 present although its head pass failed")
+	}
+	if err := readChunk(t, f, 0); err != nil {
+		t.Fatalf("read after the failure: %v", err)
+	}
+	settle(t, f)
+	if !f.present.get(0) {
+		t.Fatal("chunk 0 not present after the refetch")
+	}
 }

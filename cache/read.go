@@ -185,10 +185,10 @@ type blockCheck struct{ chunk, b0, b1 int64 }
 // run's progress can only pass need while the chunk is still run's; the
 // waiter then simply waits for the flight (which the thief keeps).
 type chunkWait struct {
-	fl    *flight
-	run   *run
-	chunk int64
-	need  int64
+	fl          *flight
+	run         *run
+	chunk       int64
+	start, need int64 // the read's bytes in the chunk
 }
 
 // wait blocks until w's bytes are written (early true) or its flight ended
@@ -198,7 +198,7 @@ func (w chunkWait) wait(ctx context.Context) (early bool, err error) {
 		var progress <-chan struct{}
 		if w.run != nil {
 			var ok bool
-			if ok, progress = w.run.reached(w.need); ok {
+			if ok, progress = w.run.reached(w.start, w.need); ok {
 				return true, nil
 			}
 		}
@@ -244,15 +244,15 @@ func (f *File) claimForRead(off, end int64, ok *servable, prio priority) (waits 
 	}
 	first, last := f.lay.span(off, end-off)
 	for i := first; i < last; i++ {
-		_, ce := f.lay.bounds(i)
-		need := min(ce, end)
+		cs, ce := f.lay.bounds(i)
+		start, need := max(cs, off), min(ce, end)
 		if ok.has(i) {
 			flush()
 			continue
 		}
 		if fl := f.inflight[i]; fl != nil && !c.free(i) {
 			flush()
-			waits = append(waits, chunkWait{fl: fl, run: fl.run, chunk: i, need: need})
+			waits = append(waits, chunkWait{fl: fl, run: fl.run, chunk: i, start: start, need: need})
 			continue
 		}
 		if f.present.get(i) {
@@ -274,8 +274,14 @@ func (f *File) claimForRead(off, end int64, ok *servable, prio priority) (waits 
 		}
 		if cur == nil {
 			cur, runStart = c.newRun(i, nil), i
+			if prio == prioDemand {
+				// Should the run stay this one chunk, its fetch starts
+				// at the block holding the read's first byte here.
+				b0, _ := f.lay.blockSpan(i, off, end)
+				cur.head = cs + b0*blockSize
+			}
 		}
-		waits = append(waits, chunkWait{fl: c.claim(i, cur), run: cur, chunk: i, need: need})
+		waits = append(waits, chunkWait{fl: c.claim(i, cur), run: cur, chunk: i, start: start, need: need})
 	}
 	flush()
 	return waits, verify, nil

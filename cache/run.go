@@ -8,7 +8,8 @@ import (
 )
 
 // A run is a range of adjacent chunks claimed together and filled, in
-// order, by one Source.Fetch. Background runs (read-ahead, Fill, prefetch)
+// order, by one Source.Fetch (a demand run of one chunk may take two, tail
+// first, see fetchRun). Background runs (read-ahead, Fill, prefetch)
 // may be long, up to MaxRequest, so a read that needs a chunk near the end
 // of one would wait for the whole stream to reach it. Instead a read of
 // better priority steals the chunks the run's writer has not reached: the
@@ -39,20 +40,39 @@ type run struct {
 	// in Unix nanoseconds; 0 before it started. See streaming.
 	moved atomic.Int64
 
-	// pmu guards written and advanced: the progress a reader may serve
-	// from before the run's chunks are committed (see wrote and reached).
+	// head, if above the run's first byte, is where a demand run of one
+	// chunk starts its fetch: the block holding the byte its read wants
+	// first (see fetchRun). Set when the run is claimed, then read-only.
+	head int64
+
+	// pmu guards from, written and advanced: the progress a reader may
+	// serve from before the run's chunks are committed (see wrote and
+	// reached).
 	pmu sync.Mutex
-	// written is the file offset up to which the writer has successfully
-	// written the run's bytes into the data file (0 before the first
-	// write). It only grows.
-	written int64
+	// [from, written) is the file range the writer has successfully
+	// written into the data file in its current pass (empty before the
+	// first write). written only grows within a pass. [prevFrom, prevTo)
+	// is what the previous pass wrote, if any.
+	from, written    int64
+	prevFrom, prevTo int64
 	// advanced, if not nil, is closed (and cleared) the next time written
 	// grows. Waiters create it, so a run nobody waits on allocates nothing.
 	advanced chan struct{}
 }
 
+// startPass records that the writer starts writing at file offset off, in
+// order from there (a rotated fetch writes a chunk's tail first, then its
+// head). What the previous pass wrote stays readable.
+func (r *run) startPass(off int64) {
+	r.pmu.Lock()
+	r.prevFrom, r.prevTo = r.from, r.written
+	r.from, r.written = off, off
+	r.pmu.Unlock()
+}
+
 // wrote records that the writer has successfully written the run's bytes
-// up to file offset off, and wakes the readers waiting for progress.
+// up to file offset off in its current pass, and wakes the readers waiting
+// for progress.
 func (r *run) wrote(off int64) {
 	r.pmu.Lock()
 	r.written = off
@@ -64,13 +84,13 @@ func (r *run) wrote(off int64) {
 	}
 }
 
-// reached reports whether the writer has written past file offset need
-// (every byte before need that belongs to the run is in the data file);
-// if not, it returns a channel that is closed at the next progress.
-func (r *run) reached(need int64) (bool, <-chan struct{}) {
+// reached reports whether the bytes [start, need) are written (within what
+// the current or the previous pass wrote); if not, it returns a channel that
+// is closed at the next progress.
+func (r *run) reached(start, need int64) (bool, <-chan struct{}) {
 	r.pmu.Lock()
 	defer r.pmu.Unlock()
-	if r.written >= need {
+	if (r.from <= start && r.written >= need) || (r.prevFrom <= start && r.prevTo >= need) {
 		return true, nil
 	}
 	if r.advanced == nil {

@@ -100,19 +100,41 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 	f.mu.Unlock()
 	off, n := f.lay.runBytes(first, end)
 	_, chunkEnd := f.lay.bounds(first)
-	w := &runWriter{f: f, r: r, off: off, end: off + n, next: first, chunkEnd: chunkEnd,
-		blockEnd: min(off+blockSize, chunkEnd), rec: make([]byte, 0, 4*f.lay.blocks(first))}
-	var err error
-	if f.degraded.Load() {
-		err = errUncached
-	} else {
+	fetch := func(w *runWriter) error {
+		if f.degraded.Load() {
+			return errUncached
+		}
 		f.requests.Add(1)
 		f.active.Add(1)
+		defer f.active.Add(-1)
 		// A run counts as streaming from its request on, so the first
 		// bytes of a healthy one are waited for (see run.near).
 		r.moved.Store(time.Now().UnixNano())
-		err = f.src.Fetch(ctx, off, n, w)
-		f.active.Add(-1)
+		r.startPass(w.off)
+		return f.src.Fetch(ctx, w.off, w.end-w.off, w)
+	}
+	var (
+		w   *runWriter
+		err error
+	)
+	if r.prio == prioDemand && end-first == 1 && r.head > off && r.head < off+n {
+		// A demand read of one missing chunk, starting past the chunk's
+		// first block: fetch from the read's block to the chunk's end,
+		// then the head of the chunk, so the read waits for its own
+		// bytes only, not for the ones before them. Demand runs are
+		// never cut or split, so the two passes have the chunk to
+		// themselves.
+		tail := f.newRunWriter(r, first, r.head, off+n, off+n)
+		tail.hold = true
+		w = tail
+		if err = fetch(tail); err == nil && tail.next == first+1 {
+			w = f.newRunWriter(r, first, off, r.head, r.head)
+			w.tail = tail.held
+			err = fetch(w)
+		}
+	} else {
+		w = f.newRunWriter(r, first, off, off+n, chunkEnd)
+		err = fetch(w)
 	}
 	// Once the writer stopped, only chunks after w.next can still be
 	// stolen, so r.end is read again when failing the rest.
@@ -125,7 +147,7 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 		err = nil
 	}
 	if err == nil && w.next < runEnd {
-		err = fmt.Errorf("cache: source wrote %d of %d bytes at offset %d", w.off-off, n, off)
+		err = fmt.Errorf("cache: source wrote %d of %d bytes at offset %d", w.off-w.start, w.end-w.start, w.start)
 	}
 	if err != nil {
 		err = f.classify(ctx, err)
@@ -134,6 +156,14 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 		f.mu.Unlock()
 	}
 	return err
+}
+
+// newRunWriter returns a writer for run r that starts at byte off of chunk
+// first (a block boundary), may write up to end, and treats chunkEnd as the
+// end of its first chunk.
+func (f *File) newRunWriter(r *run, first, off, end, chunkEnd int64) *runWriter {
+	return &runWriter{f: f, r: r, start: off, off: off, end: end, next: first, chunkEnd: chunkEnd,
+		blockEnd: min(off+blockSize, chunkEnd), rec: make([]byte, 0, 4*f.lay.blocks(first))}
 }
 
 // runWriter is the io.Writer a Source streams one run of chunks into. Each
@@ -147,6 +177,7 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 type runWriter struct {
 	f        *File
 	r        *run
+	start    int64  // file offset of the first byte
 	off      int64  // file offset of the next byte
 	end      int64  // end of the bytes this writer may still write
 	next     int64  // chunk being written; chunks before it are with the committer
@@ -155,6 +186,13 @@ type runWriter struct {
 	crc      uint32 // CRC-32C of that block so far
 	rec      []byte // chunk next's record so far: the CRCs of its finished blocks
 	cut      bool   // the run ended early at end
+
+	// A rotated fetch (see fetchRun) writes a chunk in two passes: the
+	// first (hold) keeps the record of the chunk's tail in held instead
+	// of committing it; the second writes the head and commits its
+	// record followed by tail.
+	hold       bool
+	held, tail []byte
 }
 
 var errOverrun = errors.New("cache: source wrote more bytes than requested")
@@ -195,8 +233,12 @@ func (w *runWriter) Write(p []byte) (int, error) {
 		w.rec = binary.BigEndian.AppendUint32(w.rec, w.crc)
 		w.crc = 0
 		if w.off == w.chunkEnd {
-			// The committer owns the record from here on.
-			f.com.add(w.next, w.rec)
+			if w.hold {
+				w.held = w.rec
+			} else {
+				// The committer owns the record from here on.
+				f.com.add(w.next, append(w.rec, w.tail...))
+			}
 			w.rec = nil
 			w.next++
 			if w.off < w.end && !w.advance() {
