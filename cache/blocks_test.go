@@ -74,9 +74,14 @@ func TestSmallReadChecksOnlyItsBlock(t *testing.T) {
 		t.Fatalf("a read of a checked block read %d bytes in all, want no new check", got)
 	}
 	// Reading the whole chunk checks its other three blocks and counts
-	// the chunk verified.
+	// the chunk verified, reading each byte of the chunk once: the blocks
+	// are checked in the read's own buffer.
+	before := rd.read()
 	if err := readChunk(t, f, 1); err != nil {
 		t.Fatal(err)
+	}
+	if got := rd.read() - before; got != m.ChunkSize {
+		t.Fatalf("reading an unverified chunk read %d bytes of the data file, want the chunk once (%d)", got, m.ChunkSize)
 	}
 	if st := f.Stats(); st.Verified != 1 {
 		t.Fatalf("after reading chunk 1 whole: %+v, want it verified", st)
@@ -98,6 +103,8 @@ func TestFlippedByteInOneBlockNeverServed(t *testing.T) {
 	fillAndClose(t, dir, m)
 	bad := m.ChunkSize + 3*blockSize + 77 // chunk 1, block 3
 	flipByte(t, filepath.Join(dir, dataName), bad)
+	// Chunk 2, block 1: checked inside the buffer of a whole-chunk read.
+	flipByte(t, filepath.Join(dir, dataName), 2*m.ChunkSize+blockSize+5)
 
 	src := newFake(m.Size)
 	f := openT(t, dir, m, src, Options{})
@@ -114,13 +121,21 @@ func TestFlippedByteInOneBlockNeverServed(t *testing.T) {
 	if !bytes.Equal(buf, want(bad-10, 4096)) {
 		t.Fatal("served the flipped byte")
 	}
-	// Chunk 1 is fetched again, from the read's block on, then its head.
+	// Chunk 1 is fetched again, from the read's block on, then its head
+	// (which the read did not wait for).
+	settle(t, f)
+	calls := src.callList()
+	if err := readChunk(t, f, 2); err != nil { // readChunk compares the bytes
+		t.Fatal(err)
+	}
+	if got := src.callList(); len(got) != len(calls)+1 || got[len(calls)].off != 2*m.ChunkSize {
+		t.Fatalf("calls after reading the damaged chunk 2 whole: %v, want one more, of chunk 2", got)
+	}
 	bad0 := m.ChunkSize + 3*blockSize
-	if calls := src.callList(); len(calls) != 2 || calls[0] != (fetchCall{bad0, m.ChunkSize - 3*blockSize}) ||
+	if len(calls) != 2 || calls[0] != (fetchCall{bad0, m.ChunkSize - 3*blockSize}) ||
 		calls[1] != (fetchCall{m.ChunkSize, 3 * blockSize}) {
 		t.Fatalf("calls = %v, want chunk 1 fetched from block 3, then its head", calls)
 	}
-	settle(t, f)
 	if err := f.Verify(bg); err != nil {
 		t.Fatalf("Verify after the refetch: %v", err)
 	}

@@ -47,6 +47,7 @@ func TestDiskFullDegradesToUncachedReads(t *testing.T) {
 	}
 	readAll(t, f, 100000) // every byte correct although the disk filled up
 	readAll(t, f, 77777)  // and again, from what was cached plus the network
+	settle(t, f)
 	st := f.Stats()
 	if st.Present > 5 || st.Present == 0 {
 		t.Fatalf("present = %d; only the 5 chunks written before ENOSPC may be present", st.Present)

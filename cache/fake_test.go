@@ -335,15 +335,16 @@ func fileBytes(t testing.TB, path string) []byte {
 	return b
 }
 
-// settle waits (bounded) until no chunk of f is in flight. A read may return
-// as soon as its bytes are written, before their chunk is synced and
-// committed (see File.ensure), so a test that looks at what was recorded
-// waits for the commits first.
+// settle waits (bounded) until no chunk of f is in flight and no Source
+// call is running. A read may return as soon as its bytes are written,
+// before their chunk is synced and committed and before the fetch's last
+// Write has returned (see File.ensure), so a test that looks at what was
+// recorded or counted waits for both first.
 func settle(t testing.TB, f *File) {
 	t.Helper()
 	waitFor(t, "in-flight chunks to settle", func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return len(f.inflight) == 0
+		return len(f.inflight) == 0 && f.active.Load() == 0
 	})
 }

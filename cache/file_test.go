@@ -218,6 +218,7 @@ func TestRecordWithoutDataRefetched(t *testing.T) {
 			t.Fatalf("present = %d after truncating data to 3.5 chunks, want 3", st.Present)
 		}
 		readAll(t, f, 30000)
+		settle(t, f)
 		if st := f.Stats(); st.BytesFetched != m.Size-3*testChunk {
 			t.Fatalf("fetched %d bytes, want %d", st.BytesFetched, m.Size-3*testChunk)
 		}
@@ -234,6 +235,7 @@ func TestRecordWithoutDataRefetched(t *testing.T) {
 			t.Fatalf("present = %d with the data file removed", st.Present)
 		}
 		readAll(t, f, 30000)
+		settle(t, f)
 		if st := f.Stats(); st.BytesFetched != m.Size {
 			t.Fatalf("fetched %d bytes, want %d", st.BytesFetched, m.Size)
 		}
@@ -280,6 +282,7 @@ func TestBadChecksumRefetchedNeverServed(t *testing.T) {
 	if calls := src.callList(); len(calls) != 1 || calls[0] != (fetchCall{2 * testChunk, testChunk}) {
 		t.Fatalf("calls = %v, want one fetch of chunk 2", calls)
 	}
+	settle(t, f) // the read may return before chunk 2 is committed again
 	err := f.Verify(bg)
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "1 chunks") {
 		t.Fatalf("Verify = %v, want ErrCorrupt for 1 chunk", err)

@@ -55,7 +55,10 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // is missing; after a disk failure it falls back to the network.
 func (f *File) read(ctx context.Context, p []byte, off int64) (int, error) {
 	if !f.degraded.Load() {
-		err := f.ensure(ctx, off, off+int64(len(p)), prioDemand)
+		filled, err := f.ensure(ctx, p, off, prioDemand)
+		if err == nil && filled {
+			return len(p), nil
+		}
 		if err == nil {
 			_, err = f.data.ReadAt(p, off)
 			if err == nil {
@@ -81,9 +84,12 @@ func (f *File) ready(first, end int64) bool {
 	return true
 }
 
-// ensure makes the bytes [off, end) readable from the data file, fetching
-// missing chunks at prio and verifying ones not yet checked this session.
-// The calling goroutine must be counted in f.wg.
+// ensure makes the bytes [off, off+len(p)) readable from the data file,
+// fetching missing chunks at prio and verifying ones not yet checked this
+// session. filled reports that p already holds those bytes: when the last
+// round only had blocks to verify, p is read once and the blocks it holds
+// whole are checked from p, so verified data is not read twice. The
+// calling goroutine must be counted in f.wg.
 //
 // A chunk is readable when it is present and verified, when it is present
 // and the blocks holding its part of [off, end) were checked against their
@@ -94,7 +100,8 @@ func (f *File) ready(first, end int64) bool {
 // will be checksummed and committed, so a small read need not wait for the
 // rest of its chunk, its fdatasync and its commit. Nothing is recorded as
 // present any sooner.
-func (f *File) ensure(ctx context.Context, off, end int64, prio priority) error {
+func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (filled bool, err error) {
+	end := off + int64(len(p))
 	first, last := f.lay.span(off, end-off)
 	ok := servable{first: first, n: last - first}
 	readyAll := func() bool {
@@ -110,28 +117,43 @@ func (f *File) ensure(ctx context.Context, off, end int64, prio priority) error 
 	}
 	for round := 0; ; round++ {
 		if readyAll() {
-			return nil
+			return false, nil
 		}
 		if err := f.usable(); err != nil {
-			return err
+			return false, err
 		}
 		if f.degraded.Load() {
-			return errUncached
+			return false, errUncached
 		}
 		if err := ctx.Err(); err != nil {
-			return err
+			return false, err
 		}
 		if round == maxEnsureRounds {
-			return fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, last-1, round)
+			return false, fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, last-1, round)
 		}
 		waits, verify, err := f.claimForRead(off, end, &ok, prio)
 		if err != nil {
-			return err
+			return false, err
 		}
-		for _, v := range verify {
-			if f.verifyClaimed(v.chunk, v.b0, v.b1) {
-				ok.mark(v.chunk)
+		// With nothing to wait for, every chunk of the span is ready or
+		// held by this read for verification (nobody writes a present
+		// chunk), so p can be read now and checked in place.
+		var have []byte
+		if len(waits) == 0 && len(verify) > 0 {
+			if _, rerr := f.data.ReadAt(p, off); rerr == nil {
+				have = p
 			}
+		}
+		good := true
+		for _, v := range verify {
+			if f.verifyClaimed(v.chunk, v.b0, v.b1, have, off) {
+				ok.mark(v.chunk)
+			} else {
+				good = false
+			}
+		}
+		if have != nil && good {
+			return true, nil
 		}
 		if f.onWait != nil && len(waits) > 0 {
 			f.onWait()
@@ -139,14 +161,14 @@ func (f *File) ensure(ctx context.Context, off, end int64, prio priority) error 
 		for _, w := range waits {
 			early, err := w.wait(ctx)
 			if err != nil {
-				return err
+				return false, err
 			}
 			if early {
 				ok.mark(w.chunk)
 				continue
 			}
 			if w.fl.err != nil && !errors.Is(w.fl.err, errAbandoned) {
-				return w.fl.err
+				return false, w.fl.err
 			}
 		}
 	}

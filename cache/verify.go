@@ -42,11 +42,14 @@ func (f *File) blockCRC(i, b int64) (uint32, error) {
 // verifyClaimed checks blocks [b0, b1) of chunk i, which the caller has
 // claimed (its flight is in the map and the chunk is present but not
 // verified whole), skipping blocks already checked this session, and
-// resolves the flight. A chunk with a block whose bytes do not match its
-// record is deleted from the index and the bitset, so it is refetched, never
-// served. A disk that cannot be read degrades the File instead (the chunk's
-// data may well be fine). It reports whether the blocks were good.
-func (f *File) verifyClaimed(i, b0, b1 int64) bool {
+// resolves the flight. have, if not nil, holds the data file's bytes at
+// haveOff, read while the chunk was claimed: blocks lying wholly in it are
+// checked there instead of being read again. A chunk with a block whose
+// bytes do not match its record is deleted from the index and the bitset,
+// so it is refetched, never served. A disk that cannot be read degrades the
+// File instead (the chunk's data may well be fine). It reports whether the
+// blocks were good.
+func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
 	rec, found, err := f.storedRecord(i)
 	good := err == nil && found
 	if good {
@@ -59,7 +62,13 @@ func (f *File) verifyClaimed(i, b0, b1 int64) bool {
 		}
 		f.mu.Unlock()
 		for _, b := range todo {
-			got, rerr := f.blockCRC(i, b)
+			var got uint32
+			var rerr error
+			if s, e := f.lay.blockBounds(i, b); have != nil && s >= haveOff && e <= haveOff+int64(len(have)) {
+				got = crc32.Checksum(have[s-haveOff:e-haveOff], castagnoli)
+			} else {
+				got, rerr = f.blockCRC(i, b)
+			}
 			if rerr != nil {
 				f.degrade(&diskError{op: "read data", err: rerr})
 				f.mu.Lock()
@@ -128,7 +137,7 @@ func (f *File) Verify(ctx context.Context) error {
 			i--
 			continue
 		}
-		if claim && !f.verifyClaimed(i, 0, f.lay.blocks(i)) {
+		if claim && !f.verifyClaimed(i, 0, f.lay.blocks(i), nil, 0) {
 			if f.degraded.Load() && f.present.get(i) {
 				return fmt.Errorf("cache: verify chunk %d: %w", i, errUncached)
 			}
