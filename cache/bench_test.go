@@ -53,19 +53,26 @@ func benchFill(b *testing.B, write int) {
 // 100k chunk records: the time before a mount can serve.
 func BenchmarkOpen100k(b *testing.B) {
 	const n = 100_000
-	m := testMeta(n * testChunk)
-	dir := cacheDir(b)
-	makeIndex(b, dir, m, n)
-	src := newFake(m.Size)
-	for b.Loop() {
-		f, err := Open(dir, m, src, Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if f.Stats().Present != n {
-			b.Fatal("records not loaded")
-		}
-		f.Close()
+	// 64 KiB chunks hold one checksum block each, 1 MiB chunks (the
+	// default) sixteen: a record of 64 bytes.
+	for _, chunk := range []int64{testChunk, 1 << 20} {
+		b.Run(fmt.Sprintf("chunk=%dKiB", chunk>>10), func(b *testing.B) {
+			m := testMeta(n * chunk)
+			m.ChunkSize = chunk
+			dir := cacheDir(b)
+			makeIndex(b, dir, m, n)
+			src := newFake(m.Size)
+			for b.Loop() {
+				f, err := Open(dir, m, src, Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if f.Stats().Present != n {
+					b.Fatal("records not loaded")
+				}
+				f.Close()
+			}
+		})
 	}
 }
 

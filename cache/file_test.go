@@ -876,10 +876,14 @@ func makeIndex(t testing.TB, dir string, m Meta, n int64) {
 	if err := db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChunks)
 		b.FillPercent = 1
+		l := newLayout(m.Size, m.ChunkSize)
 		for i := range n {
-			var v [4]byte
-			binary.BigEndian.PutUint32(v[:], uint32(i)*2654435761)
-			if err := b.Put(chunkKey(i), v[:]); err != nil {
+			// One (wrong) CRC per block, as format 2 records hold.
+			v := make([]byte, 4*l.blocks(i))
+			for k := 0; k < len(v); k += 4 {
+				binary.BigEndian.PutUint32(v[k:], uint32(i+int64(k))*2654435761)
+			}
+			if err := b.Put(chunkKey(i), v); err != nil {
 				return err
 			}
 		}
