@@ -1028,3 +1028,27 @@ func TestVerifiedCount(t *testing.T) {
 		t.Fatal("an empty file is complete")
 	}
 }
+
+// Prefetch of a complete cache from an earlier session verifies it (so the
+// file can be passed through to the kernel) without fetching; a chunk that
+// fails its checksum is fetched again.
+func TestPrefetchVerifiesCompleteCache(t *testing.T) {
+	size := int64(12*testChunk + 99)
+	dir := cacheDir(t)
+	m := testMeta(size)
+	fillAndClose(t, dir, m)
+	flipByte(t, filepath.Join(dir, dataName), 7*testChunk+3)
+
+	src := newCountingFake(size)
+	f := openT(t, dir, m, src, Options{})
+	if f.AllVerified() {
+		t.Fatal("a reopened cache claims to be verified before any check")
+	}
+	f.StartPrefetch()
+	waitFor(t, "prefetch to verify the whole file", f.AllVerified)
+	calls := src.callList()
+	if len(calls) != 1 || calls[0].off != 7*testChunk || calls[0].n != testChunk {
+		t.Errorf("prefetch fetched %v, want only the corrupted chunk 7", calls)
+	}
+	readAll(t, f, 65536)
+}

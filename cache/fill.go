@@ -196,7 +196,9 @@ func (f *File) Fill(ctx context.Context) error {
 }
 
 // StartPrefetch starts filling the file in the background at the lowest
-// priority, until it is complete or the File is closed. Prefetch leaves part
+// priority, until it is complete and every chunk is verified (chunks from
+// earlier sessions are checked against their CRCs once the file is
+// complete), or the File is closed. Prefetch leaves part
 // of the Pool to demand reads and yields to queued ones; it fills the file
 // from just past the window of the latest sequential Reader, if any, so
 // what it fetches is what that reader wants next; after a failure it backs
@@ -217,10 +219,22 @@ func (f *File) prefetch() {
 	backoff := time.Second
 	for {
 		err := f.fill(f.ctx, prioPrefetch, conns)
+		if err == nil {
+			// Complete: check what earlier sessions left, so every chunk
+			// is verified and the file can be handed to the kernel
+			// (FUSE passthrough). A corrupt chunk is dropped by Verify
+			// and fetched again by the next round.
+			err = f.Verify(f.ctx)
+			if err == nil {
+				f.log.Debug("prefetch complete and verified", "dir", f.dir)
+				return
+			}
+			if errors.Is(err, ErrCorrupt) {
+				f.log.Warn("cached chunks failed their checksum; fetching them again", "dir", f.dir, "err", err)
+				continue
+			}
+		}
 		switch {
-		case err == nil:
-			f.log.Debug("prefetch complete", "dir", f.dir)
-			return
 		case f.ctx.Err() != nil, errors.Is(err, ErrClosed), errors.Is(err, ErrStale), isDiskError(err):
 			return
 		}
