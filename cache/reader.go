@@ -61,6 +61,11 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		win, from := r.window, r.next
 		r.mu.Unlock()
 		r.readAhead(from, win)
+		if win > 0 {
+			if d, ok := r.f.data.(interface{ WillNeed(off, n int64) }); ok {
+				d.WillNeed(from, win*r.f.lay.chunk)
+			}
+		}
 	}
 	return r.f.ReadAt(ctx, p, off)
 }

@@ -74,6 +74,13 @@ func (d osData) WriteAt(p []byte, off int64) (int, error) { return d.f.WriteAt(p
 func (d osData) Sync() error                              { return fdatasync(d.f) }
 func (d osData) Close() error                             { return d.f.Close() }
 
+// WillNeed starts reading [off, off+n) of the data file into the page cache
+// in the background. A sequential reader of cached chunks asks for its
+// read-ahead window this way: its reads reach the data file from several
+// FUSE requests at once and slightly out of order, which defeats the
+// kernel's own read-ahead for the file.
+func (d osData) WillNeed(off, n int64) { fadvise(d.f, off, n, fadvWillNeed) }
+
 // prepareDir creates dir (0700) or checks an existing one. A directory that
 // is a symlink, not ours, or writable by group/others is refused: whoever can
 // write it could swap our files for links to somewhere we would then write.

@@ -32,3 +32,20 @@ func fdatasync(f *os.File) error {
 	}
 	return nil
 }
+
+// Advice values of posix_fadvise(2).
+const (
+	fadvWillNeed = 3
+)
+
+// fadvise passes advice about f's bytes [off, off+n) to the kernel; errors
+// are ignored because advice only changes speed.
+func fadvise(f *os.File, off, n int64, advice int) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		syscall.Syscall6(syscall.SYS_FADVISE64, fd, uintptr(off), uintptr(n), uintptr(advice), 0, 0)
+	})
+}
