@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -327,5 +328,29 @@ func TestRotatedFetchHeadFailureLeavesChunkMissing(t *testing.T) {
 	settle(t, f)
 	if !f.present.get(0) {
 		t.Fatal("chunk 0 not present after the refetch")
+	}
+}
+
+// A Source may fail after delivering every byte. When that happens to the
+// tail pass of a rotated fetch, the chunk (whose record waits for the head
+// pass) is failed, not left in flight for ever.
+func TestRotatedFetchTailErrorAfterAllBytesResolvesChunk(t *testing.T) {
+	m := blockMeta(2)
+	src := newFake(m.Size)
+	src.set(func(s *fakeSource) { s.partial = 1 << 40 }) // the next call writes all, then fails
+	f := openT(t, cacheDir(t), m, src, Options{})
+	off := int64(3*blockSize + 10)
+	buf := make([]byte, 100)
+	ctx, cancel := context.WithTimeout(bg, 5*time.Second)
+	defer cancel()
+	if n, err := f.ReadAt(ctx, buf, off); err == nil && !bytes.Equal(buf[:n], want(off, int64(n))) {
+		t.Fatal("wrong bytes")
+	}
+	settle(t, f) // hangs (and fails) if the chunk's flight is never resolved
+	if f.present.get(0) {
+		t.Fatal("chunk 0 present although its fetch failed")
+	}
+	if err := readChunk(t, f, 0); err != nil {
+		t.Fatalf("read after the failure: %v", err)
 	}
 }

@@ -90,7 +90,13 @@ func (c *committer) round() {
 	}
 	f := c.f
 	var err error
-	if serr := f.data.Sync(); serr != nil {
+	if f.degraded.Load() {
+		// After a failed write or sync nothing more is committed this
+		// session: Linux reports a writeback error to one fdatasync only,
+		// so a later sync that succeeds proves nothing about pages that
+		// were dropped, and the index must never over-report.
+		err = errUncached
+	} else if serr := f.data.Sync(); serr != nil {
 		err = &diskError{op: "sync data", err: serr}
 	} else if uerr := f.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChunks)

@@ -94,3 +94,52 @@ func TestSyncFailureMarksNothingPresent(t *testing.T) {
 		t.Fatalf("index after failed syncs: %+v %v", st, err)
 	}
 }
+
+// A failed fdatasync is reported once by Linux; a later one that succeeds
+// proves nothing about the pages the first dropped. So a chunk that was
+// finished while the failing sync ran is not committed by the next round,
+// although that round's sync succeeds.
+func TestSyncFailureIsSticky(t *testing.T) {
+	m := testMeta(2 * testChunk)
+	dir := cacheDir(t)
+	inSync, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	o := Options{Pool: NewPool(2), MaxRequest: testChunk, wrapData: func(d dataFile) dataFile {
+		return &faultyData{dataFile: d, budget: -1, syncFails: 1, syncHook: func() {
+			once.Do(func() { close(inSync); <-release })
+		}}
+	}}
+	src := newFake(m.Size)
+	chunk1 := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off == testChunk {
+			return chunk1
+		}
+		return nil
+	}
+	f, err := Open(dir, m, src, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- f.Fill(bg) }()
+	recv(t, inSync, "the first sync") // chunk 0's round, about to fail
+	close(chunk1)                     // chunk 1 is written meanwhile
+	waitFor(t, "chunk 1 to reach the committer", func() bool {
+		f.com.mu.Lock()
+		defer f.com.mu.Unlock()
+		return len(f.com.pending) == 1
+	})
+	close(release)
+	recv(t, errc, "Fill") // fails: the disk failed
+	settle(t, f)
+	if got := f.Stats().Present; got != 0 {
+		t.Fatalf("present = %d after a failed fdatasync, want 0", got)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, st, err := Inspect(dir); err != nil || st.Present != 0 {
+		t.Fatalf("index after a failed then a good sync: %+v %v", st, err)
+	}
+}

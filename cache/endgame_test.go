@@ -213,3 +213,34 @@ func TestEndGameUnderConcurrencyFetchesEachChunkOnce(t *testing.T) {
 		})
 	}
 }
+
+// A run that failed part-way keeps its finished chunks in flight until the
+// committer takes them; an idle worker looking for a run to split must not
+// pick it up through them and claim chunks the run no longer holds (that
+// was a nil-pointer crash, or a chunk fetched twice).
+func TestEndGameNeverSplitsAFailedRun(t *testing.T) {
+	size := int64(16 * testChunk)
+	f := openT(t, cacheDir(t), testMeta(size), newFake(size), Options{})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := &plan{hi: 16, piece: 8}
+	r := &run{prio: prioBulk, plan: p, end: 16, writing: 3}
+	f.inflight[0] = &flight{done: make(chan struct{}), run: r} // with the committer
+	for i := int64(3); i < 16; i++ {
+		f.inflight[i] = &flight{done: make(chan struct{}), run: r}
+	}
+	f.endRunLocked(r, 3, errInjected) // the fetch failed in chunk 3
+	if r.end != 3 || len(f.inflight) != 1 {
+		t.Fatalf("after the failure: end %d, %d flights; want end 3 and only chunk 0's", r.end, len(f.inflight))
+	}
+	if _, _, ok := f.splitLocked(f.newClaims(prioBulk), p); ok {
+		t.Fatal("the end game split a run that had failed")
+	}
+	// The guard on its own: a run whose fields claim chunks it does not hold.
+	r.end = 16
+	if _, _, ok := f.splitLocked(f.newClaims(prioBulk), p); ok {
+		t.Fatal("the end game took chunks that are not the victim's")
+	}
+	r.end = 3
+	delete(f.inflight, 0)
+}

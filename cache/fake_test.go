@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -301,6 +302,11 @@ type faultyData struct {
 	writeErr error // returned by WriteAt once budget is exhausted
 	budget   int64 // bytes WriteAt may still write before failing; < 0: unlimited
 	syncErr  error // returned by Sync when set
+	// syncFails, if > 0, makes that many next Syncs fail with EIO (after
+	// which they succeed again); syncHook, if set, runs at the start of
+	// every Sync, without mu.
+	syncFails int
+	syncHook  func()
 }
 
 func (d *faultyData) WriteAt(p []byte, off int64) (int, error) {
@@ -317,7 +323,17 @@ func (d *faultyData) WriteAt(p []byte, off int64) (int, error) {
 
 func (d *faultyData) Sync() error {
 	d.mu.Lock()
+	hook := d.syncHook
+	d.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	d.mu.Lock()
 	err := d.syncErr
+	if d.syncFails > 0 {
+		d.syncFails--
+		err = syscall.EIO
+	}
 	d.mu.Unlock()
 	if err != nil {
 		return err

@@ -112,6 +112,14 @@ func (f *File) splitLocked(c *claims, p *plan) (r *run, first int64, ok bool) {
 	}
 	end := victim.end
 	first = end - min(best, p.piece)
+	for i := first; i < end; i++ {
+		// Only chunks the victim still holds can change hands; anything
+		// else means the run is not what its fields say (a defence: a
+		// failed run is shortened when it fails, see endRunLocked).
+		if fl := f.inflight[i]; fl == nil || fl.run != victim {
+			return nil, 0, false
+		}
+	}
 	c.cut(victim, first)
 	r = c.newRun(first, p)
 	for i := first; i < end; i++ {

@@ -85,7 +85,7 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 		if err != nil {
 			err = f.classify(ctx, err)
 			f.mu.Lock()
-			f.failRunLocked(first, r.end, err)
+			f.endRunLocked(r, first, err)
 			f.mu.Unlock()
 			return err
 		}
@@ -151,11 +151,28 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 	}
 	if err != nil {
 		err = f.classify(ctx, err)
+		from := w.next
+		if w.hold {
+			// The tail pass of a rotated fetch keeps its chunk's record
+			// until the head is written: nothing of that chunk reached
+			// the committer, whatever w.next says.
+			from = first
+		}
 		f.mu.Lock()
-		f.failRunLocked(w.next, r.end, err)
+		f.endRunLocked(r, from, err)
 		f.mu.Unlock()
 	}
 	return err
+}
+
+// endRunLocked fails the chunks of r from chunk from on and shortens r to
+// end there, so a failed run is never split or stolen from later (its
+// finished chunks stay in flight until the committer resolves them, and an
+// end-game split that found the run through them would take chunks that are
+// no longer its). f.mu is held.
+func (f *File) endRunLocked(r *run, from int64, err error) {
+	f.failRunLocked(from, r.end, err)
+	r.end = min(r.end, from)
 }
 
 // newRunWriter returns a writer for run r that starts at byte off of chunk
