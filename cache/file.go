@@ -100,12 +100,16 @@ const (
 	// nothing more, so at most the pieces already in flight are wasted.
 	defaultReadAheadMax = 32 << 20
 	defaultConnections  = 8
+
+	// maxPartlyVerified bounds blockOK (a few MiB at most).
+	maxPartlyVerified = 1 << 16
 )
 
 // File is one cached remote object: a sparse data file, its bbolt index and
 // the scheduler that fills it from a Source. It is safe for concurrent use
-// and valid until Close; after Close every method but Meta, Discarded,
-// DataPath and Stats returns ErrClosed.
+// and valid until Close; after Close, reads, Fill and Verify return
+// ErrClosed, StartPrefetch does nothing, and Meta, Discarded, DataPath,
+// Stats and AllVerified still answer.
 type File struct {
 	meta      Meta
 	lay       layout
@@ -142,8 +146,8 @@ type File struct {
 	inflight map[int64]*flight // chunks being fetched or verified
 	// blockOK holds, for each present chunk that is verified only in
 	// part this session, which of its blocks were checked (bit b of word
-	// b/64). A chunk leaves it when it is verified whole or dropped, so
-	// it holds at most the chunks that small reads touched.
+	// b/64). A chunk leaves it when it is verified whole or dropped; it
+	// holds at most maxPartlyVerified chunks.
 	blockOK      map[int64][]uint64
 	nPresent     int64
 	nVerified    int64 // present chunks with their verified bit set
@@ -445,8 +449,8 @@ func (f *File) Close() error {
 	return f.closeErr
 }
 
-// enter registers an operation that touches data or db, so Close waits for
-// it. It fails once Close has begun. f.mu must be held.
+// enterLocked registers an operation that touches data or db, so Close
+// waits for it. It fails once Close has begun. f.mu must be held.
 func (f *File) enterLocked() error {
 	if f.closed {
 		return ErrClosed
@@ -550,6 +554,11 @@ func (f *File) markBlocksVerifiedLocked(i, b0, b1 int64) {
 	nb := f.lay.blocks(i)
 	ok := f.blockOK[i]
 	if ok == nil {
+		if len(f.blockOK) >= maxPartlyVerified {
+			// Forgetting which blocks were checked only means checking
+			// them again; it keeps this map from growing with the file.
+			clear(f.blockOK)
+		}
 		ok = make([]uint64, (nb+63)/64)
 		f.blockOK[i] = ok
 	}

@@ -21,9 +21,10 @@ const maxEnsureRounds = 64
 // the background fetch stops short of it). Waiting honours ctx: cancelling it
 // returns ctx.Err() at once while the shared fetch goes on for others.
 // It returns io.EOF with n < len(p) at the end of the file. It returns only
-// bytes of chunks that are committed and verified, or bytes that a fetch in
-// progress has already written into the data file from a validated answer
-// (see ensure). After a
+// bytes of committed chunks whose 64 KiB blocks it reads were checked
+// against their CRCs this session, or bytes that a fetch in progress has
+// already written into the data file from a validated answer (see ensure).
+// After a
 // Source reported a remote change every call fails with ErrStale.
 // Safe for concurrent use.
 func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {

@@ -51,7 +51,16 @@ func (f *File) blockCRC(i, b int64) (uint32, error) {
 // blocks were good.
 func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
 	rec, found, err := f.storedRecord(i)
-	good := err == nil && found
+	if err != nil {
+		// The index could not be read: that says nothing against the
+		// chunk, so it is not dropped; the disk is treated as failing.
+		f.degrade(&diskError{op: "read index", err: err})
+		f.mu.Lock()
+		f.resolveLocked(i, nil)
+		f.mu.Unlock()
+		return false
+	}
+	good := found
 	if good {
 		f.mu.Lock()
 		var todo []int64
