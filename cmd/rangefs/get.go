@@ -79,17 +79,27 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 			return err
 		}
 	}
-	if err := os.Chmod(data, 0o666&^umask()); err != nil {
+	if err := publish(data, out); err != nil {
 		return err
 	}
-	if err := os.Rename(data, out); err != nil {
-		return fmt.Errorf("move the finished file into place: %w", err)
-	}
-	syncDir(filepath.Dir(out))
 	os.RemoveAll(state)
 	if !c.Quiet {
 		fmt.Fprintf(stderr, "rangefs: saved %s (%s)\n", out, humanBytes(obj.Size))
 	}
+	return nil
+}
+
+// publish gives the finished file at path the usual permissions and renames
+// it to out, so out only ever holds a complete file, and makes the rename
+// durable.
+func publish(path, out string) error {
+	if err := os.Chmod(path, 0o666&^umask()); err != nil {
+		return err
+	}
+	if err := os.Rename(path, out); err != nil {
+		return fmt.Errorf("move the finished file into place: %w", err)
+	}
+	syncDir(filepath.Dir(out))
 	return nil
 }
 
@@ -183,13 +193,9 @@ func streamGet(ctx context.Context, c *getConfig, obj *fetch.Object, out string,
 	if err := tmp.Sync(); err != nil {
 		return err
 	}
-	if err := tmp.Chmod(0o666 &^ umask()); err != nil {
+	if err := publish(tmp.Name(), out); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return err
-	}
-	syncDir(filepath.Dir(out))
 	if !c.Quiet {
 		fmt.Fprintf(stderr, "rangefs: saved %s (%s)\n", out, humanBytes(obj.Size))
 	}
