@@ -278,6 +278,12 @@ func (b *bench) traffic(r *result, s snapshot, direct bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	r.Requests = st.Requests
+	b.servedSince(r, s, st, direct)
+}
+
+// servedSince fills r's served bytes and connections for the window since s:
+// nginx's counts st for a direct row, the proxy's otherwise.
+func (b *bench) servedSince(r *result, s snapshot, st logStats, direct bool) {
 	if direct {
 		r.Served, r.Conns = st.BytesSent, st.Conns
 		return

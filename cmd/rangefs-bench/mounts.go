@@ -289,11 +289,5 @@ func (b *bench) trafficNow(r *result, s snapshot, direct bool) {
 	if err == nil {
 		r.Requests = st.Requests
 	}
-	if direct {
-		r.Served, r.Conns = st.BytesSent, st.Conns
-		return
-	}
-	now := b.proxy.Stats()
-	r.Served = now.Served - s.proxy.Served
-	r.Conns = now.Conns - s.proxy.Conns
+	b.servedSince(r, s, st, direct)
 }
