@@ -50,15 +50,18 @@ func (f *File) blockCRC(i, b int64) (uint32, error) {
 // File instead (the chunk's data may well be fine). It reports whether the
 // blocks were good.
 func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
-	rec, found, err := f.storedRecord(i)
-	if err != nil {
-		// The index could not be read: that says nothing against the
-		// chunk, so it is not dropped; the disk is treated as failing.
-		f.degrade(&diskError{op: "read index", err: err})
+	// A disk that cannot be read says nothing against the chunk: it is
+	// not dropped, the File degrades instead.
+	diskFailed := func(op string, err error) bool {
+		f.degrade(&diskError{op: op, err: err})
 		f.mu.Lock()
 		f.resolveLocked(i, nil)
 		f.mu.Unlock()
 		return false
+	}
+	rec, found, err := f.storedRecord(i)
+	if err != nil {
+		return diskFailed("read index", err)
 	}
 	good := found
 	if good {
@@ -79,11 +82,7 @@ func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
 				got, rerr = f.blockCRC(i, b)
 			}
 			if rerr != nil {
-				f.degrade(&diskError{op: "read data", err: rerr})
-				f.mu.Lock()
-				f.resolveLocked(i, nil)
-				f.mu.Unlock()
-				return false
+				return diskFailed("read data", rerr)
 			}
 			if got != binary.BigEndian.Uint32(rec[4*b:]) {
 				good = false
