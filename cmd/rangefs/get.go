@@ -53,7 +53,7 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 	}
 
 	for restart := 0; ; restart++ {
-		err = fillOnce(ctx, c, obj, state, stderr)
+		err = fillOnce(ctx, c, obj, state, log, stderr)
 		if errors.Is(err, fetch.ErrRangeIgnored) {
 			// The server advertised ranges but answered with whole bodies.
 			os.RemoveAll(state)
@@ -105,8 +105,7 @@ func publish(path, out string) error {
 
 // fillOnce opens (or resumes) the download state in dir and fetches what is
 // missing. On return the index is flushed and closed.
-func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, stderr io.Writer) error {
-	log := newLogger(stderr, &c.commonConfig, slog.LevelError)
+func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, log *slog.Logger, stderr io.Writer) error {
 	// Fail before creating anything when the file cannot fit; what an
 	// earlier run already stored counts as space found.
 	var already int64
