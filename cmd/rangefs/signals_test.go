@@ -147,3 +147,35 @@ func TestMountSurvivesClosedStderr(t *testing.T) {
 		t.Fatal("mount left behind after SIGTERM")
 	}
 }
+
+// The same remote file twice in one mount is a usage error, found before
+// any request: it used to say that the cache was in use by the mount's own PID.
+func TestMountSameURLTwiceIsUsageError(t *testing.T) {
+	srv, _ := patternServer(t, 1<<20, 33)
+	signed := func(sig string) string { return srv.URL() + "?X-Amz-Expires=60&X-Amz-Signature=" + sig }
+	for _, tc := range []struct {
+		name string
+		urls []string
+	}{
+		{"same URL", []string{srv.URL(), srv.URL()}},
+		{"same URL among others", []string{srv.URLFor("/other"), srv.URL(), srv.URL()}},
+		{"signed twice", []string{signed("one"), signed("two")}},
+		{"with user info", []string{srv.URL(), strings.Replace(srv.URL(), "http://", "http://user:s3cret@", 1)}},
+	} {
+		srv.ResetStats()
+		args := append([]string{"mount", "--cache-dir", t.TempDir()}, tc.urls...)
+		r := rangefs(t, t.TempDir(), append(args, t.TempDir())...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, "more than once") {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d saying it is given more than once", tc.name, r.code, r.stderr, exitUsage)
+		}
+		if strings.Contains(r.stderr, "s3cret") {
+			t.Errorf("%s: the error shows the password: %s", tc.name, r.stderr)
+		}
+		if strings.Contains(r.stderr, "pid") {
+			t.Errorf("%s: the error still blames a process: %s", tc.name, r.stderr)
+		}
+		if n := srv.Stats().Requests; n != 0 {
+			t.Errorf("%s: %d requests before the refusal", tc.name, n)
+		}
+	}
+}
