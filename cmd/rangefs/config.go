@@ -70,6 +70,7 @@ type mountConfig struct {
 type statusConfig struct {
 	Target   string // a mount point, or "" with CacheDir
 	CacheDir string
+	Timeout  time.Duration // longest wait for one answer from a mount
 }
 
 // Env is how the parsers see the environment, so tests can supply their own.
@@ -410,10 +411,13 @@ func parseStatus(args []string, env Env, out io.Writer) (*statusConfig, error) {
 	c := &statusConfig{}
 	fs := newFlagSet("status", statusUsage, out)
 	fs.StringVar(&c.CacheDir, "cache-dir", "", "cache directory to inspect")
+	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "longest to wait for the mount to answer one request (a stopped daemon never does)")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
 	switch {
+	case c.Timeout <= 0:
+		return nil, usagef("--timeout must be positive")
 	case fs.NArg() > 1:
 		return nil, usagef("status takes at most one mount point")
 	case fs.NArg() == 1 && c.CacheDir != "":

@@ -60,7 +60,10 @@ func TestExitCodeOfRealCauses(t *testing.T) {
 
 		// exitFailure: local causes
 		{"missing mount point", live, must("stat", func() error { _, err := os.Stat(filepath.Join(dir, "missing")); return err }()), exitFailure},
-		{"status of a missing directory", live, must("status", statusMount(io.Discard, filepath.Join(dir, "missing"))), exitFailure},
+		{"status of a missing directory", live, must("status", func() error {
+			_, err := statusMount(live, filepath.Join(dir, "missing"), time.Second)
+			return err
+		}()), exitFailure},
 		{"name too long", live, must("create", func() error {
 			_, err := os.Create(filepath.Join(dir, strings.Repeat("n", 300)))
 			return err

@@ -74,7 +74,7 @@ func run(args []string, env Env, stdout, stderr io.Writer) int {
 	case "status":
 		var c *statusConfig
 		if c, err = parseStatus(args[1:], env, stderr); err == nil {
-			err = runStatus(c, stdout)
+			err = runStatus(ctx, c, stdout)
 		}
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rangefs", version)
