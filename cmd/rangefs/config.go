@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"rangefs/fetch"
 )
 
 // errHelp is returned by the parsers when the user asked for --help; the
@@ -68,6 +70,7 @@ type mountConfig struct {
 type statusConfig struct {
 	Target   string // a mount point, or "" with CacheDir
 	CacheDir string
+	Timeout  time.Duration // longest wait for one answer from a mount
 }
 
 // Env is how the parsers see the environment, so tests can supply their own.
@@ -338,6 +341,9 @@ func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
 		c.URLs = append(c.URLs, u)
 	}
 	c.Mountpoint = fs.Arg(fs.NArg() - 1)
+	if err := checkDistinct(c.URLs, c.VolatileQuery); err != nil {
+		return nil, err
+	}
 	if c.Name != "" && len(c.URLs) != 1 {
 		return nil, usagef("--name works with exactly one URL")
 	}
@@ -353,6 +359,48 @@ func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
 	return c, nil
 }
 
+// checkDistinct refuses a remote file given twice to one mount: both would
+// share one cache directory, which one process cannot open twice. Two URLs
+// are the same file when they differ only in what the cache identity leaves
+// out: the case of the scheme or host, a default port, user info, a
+// fragment, or a query that does not key the cache (a signature, or any
+// query with --volatile-query); it mirrors fetch's Object.Identity.
+func checkDistinct(urls []string, volatileQuery bool) error {
+	first := map[string]int{}
+	for i, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return usagef("bad URL: it does not parse as a URL")
+		}
+		key := url.URL{Scheme: strings.ToLower(u.Scheme), Host: strings.ToLower(u.Host),
+			Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery}
+		key.Host = strings.TrimSuffix(key.Host, map[string]string{"http": ":80", "https": ":443"}[key.Scheme])
+		if key.Path == "" {
+			key.Path = "/"
+		}
+		if volatileQuery || signedQuery(raw) {
+			key.RawQuery = ""
+		}
+		k := key.String()
+		if j, ok := first[k]; ok {
+			return sameFileTwice(urls[j], raw, j, i)
+		}
+		first[k] = i
+	}
+	return nil
+}
+
+// sameFileTwice is the usage error for URL arguments i and j (0-based) that
+// name one remote file.
+func sameFileTwice(a, b string, i, j int) error {
+	if a == b {
+		return usagef("%s is given more than once (URL arguments %d and %d); give each file once",
+			fetch.Redact(a), i+1, j+1)
+	}
+	return usagef("%s and %s are the same remote file, given more than once (URL arguments %d and %d); give each file once",
+		fetch.Redact(a), fetch.Redact(b), i+1, j+1)
+}
+
 const statusUsage = `Usage: rangefs status [MOUNTPOINT | --cache-dir DIR]
 
 Show what is cached: for each file of a running mount, or for each object in a
@@ -363,10 +411,13 @@ func parseStatus(args []string, env Env, out io.Writer) (*statusConfig, error) {
 	c := &statusConfig{}
 	fs := newFlagSet("status", statusUsage, out)
 	fs.StringVar(&c.CacheDir, "cache-dir", "", "cache directory to inspect")
+	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "longest to wait for the mount to answer one request (a stopped daemon never does)")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
 	switch {
+	case c.Timeout <= 0:
+		return nil, usagef("--timeout must be positive")
 	case fs.NArg() > 1:
 		return nil, usagef("status takes at most one mount point")
 	case fs.NArg() == 1 && c.CacheDir != "":

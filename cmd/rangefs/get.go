@@ -43,10 +43,10 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	state := out + ".rangefs"
-	if _, err := os.Lstat(out); err == nil && !c.Force {
-		return usagef("%s already exists; remove it, choose another -o, or pass --force", out)
+	if err := checkOutput(out, c.Force); err != nil {
+		return err
 	}
+	state := out + ".rangefs"
 
 	if !obj.Ranges {
 		return streamGet(ctx, c, obj, out, stderr)
@@ -79,7 +79,7 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 			return err
 		}
 	}
-	if err := publish(data, out); err != nil {
+	if err := publish(data, out, c.Force); err != nil {
 		return err
 	}
 	os.RemoveAll(state)
@@ -91,8 +91,12 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 
 // publish gives the finished file at path the usual permissions and renames
 // it to out, so out only ever holds a complete file, and makes the rename
-// durable.
-func publish(path, out string) error {
+// durable. The output is checked again first: what is there may have
+// changed during the download.
+func publish(path, out string, force bool) error {
+	if err := checkOutput(out, force); err != nil {
+		return err
+	}
 	if err := os.Chmod(path, 0o666&^umask()); err != nil {
 		return err
 	}
@@ -192,7 +196,7 @@ func streamGet(ctx context.Context, c *getConfig, obj *fetch.Object, out string,
 	if err := tmp.Sync(); err != nil {
 		return err
 	}
-	if err := publish(tmp.Name(), out); err != nil {
+	if err := publish(tmp.Name(), out, c.Force); err != nil {
 		return err
 	}
 	if !c.Quiet {
@@ -210,9 +214,61 @@ func outputPath(flag, suggested string) (string, error) {
 		if fi, err := os.Stat(flag); err == nil && fi.IsDir() {
 			return filepath.Join(flag, safeName(suggested)), nil
 		}
+		if strings.HasSuffix(flag, string(filepath.Separator)) {
+			return "", usagef("-o %s: %s is not a directory (an -o that ends in %c names one; create it first)",
+				flag, filepath.Clean(flag), filepath.Separator)
+		}
 		return flag, nil
 	}
 	return safeName(suggested), nil
+}
+
+// checkOutput makes sure the finished file can be put at out, before any
+// byte is fetched: its directory exists, and nothing is at out but, with
+// --force, a regular file, which the final rename replaces. Anything else (a
+// directory, a symbolic link, a FIFO, a device, a socket) is never replaced:
+// --force -o /dev/null must not turn the system's /dev/null into a file.
+func checkOutput(out string, force bool) error {
+	parent := filepath.Dir(out)
+	if fi, err := os.Stat(parent); errors.Is(err, os.ErrNotExist) {
+		return usagef("cannot save %s: the directory %s does not exist; create it first", out, parent)
+	} else if err != nil {
+		return err
+	} else if !fi.IsDir() {
+		return usagef("cannot save %s: %s is not a directory", out, parent)
+	}
+	fi, err := os.Lstat(out)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case !fi.Mode().IsRegular():
+		return usagef("%s is %s; rangefs get replaces only regular files (with --force): choose another -o",
+			out, fileKind(fi.Mode()))
+	case !force:
+		return usagef("%s already exists; remove it, choose another -o, or pass --force", out)
+	}
+	return nil
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m os.FileMode) string {
+	switch t := m.Type(); {
+	case t&os.ModeDir != 0:
+		return "a directory"
+	case t&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case t&os.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case t&os.ModeCharDevice != 0:
+		return "a character device"
+	case t&os.ModeDevice != 0:
+		return "a block device"
+	case t&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "not a regular file"
 }
 
 // safeName keeps a plain, visible name: no directories, and no leading dots,

@@ -6,6 +6,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -72,7 +74,7 @@ func run(args []string, env Env, stdout, stderr io.Writer) int {
 	case "status":
 		var c *statusConfig
 		if c, err = parseStatus(args[1:], env, stderr); err == nil {
-			err = runStatus(c, stdout)
+			err = runStatus(ctx, c, stdout)
 		}
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rangefs", version)
@@ -94,11 +96,12 @@ func run(args []string, env Env, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// exitCode classifies an error into one of the named exit codes.
+// exitCode classifies an error into one of the named exit codes, by its
+// cause: a local failure is checked before a network one, because every
+// syscall.Errno satisfies net.Error.
 func exitCode(ctx context.Context, err error) int {
 	var ue *usageError
 	var se *fetch.StatusError
-	var ne net.Error
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
@@ -110,12 +113,56 @@ func exitCode(ctx context.Context, err error) int {
 		return exitDiskFull
 	case errors.Is(err, fetch.ErrChanged), errors.Is(err, cache.ErrStale):
 		return exitChanged
+	case localError(err):
+		return exitFailure
 	case errors.As(err, &se), errors.Is(err, fetch.ErrRangeIgnored), errors.Is(err, fetch.ErrNoSize),
 		errors.Is(err, fetch.ErrGone), errors.Is(err, fetch.ErrRedirect), errors.Is(err, fetch.ErrEncoding),
-		errors.Is(err, fetch.ErrBadRange), errors.As(err, &ne):
+		errors.Is(err, fetch.ErrBadRange), transportError(err):
 		return exitNetwork
 	}
 	return exitFailure
+}
+
+// localError reports a failure of this machine rather than of the network:
+// a file operation (the os package's PathError and LinkError), a write to
+// our own output that fetch reports as a WriteError, or an errno that no
+// socket gives.
+func localError(err error) bool {
+	var pe *os.PathError
+	var le *os.LinkError
+	var we *fetch.WriteError
+	if errors.As(err, &pe) || errors.As(err, &le) || errors.As(err, &we) {
+		return true
+	}
+	var errno syscall.Errno
+	return errors.As(err, &errno) && !networkErrno(errno)
+}
+
+// networkErrno lists the errnos a socket gives when the network or the peer fails.
+func networkErrno(e syscall.Errno) bool {
+	switch e {
+	case syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.ECONNABORTED, syscall.ETIMEDOUT,
+		syscall.EHOSTUNREACH, syscall.EHOSTDOWN, syscall.ENETUNREACH, syscall.ENETDOWN, syscall.ENETRESET,
+		syscall.EPIPE, syscall.EADDRNOTAVAIL, syscall.EPROTO:
+		return true
+	}
+	return false
+}
+
+// transportError recognises what the net, net/http and crypto/tls packages
+// return: dial, DNS and socket errors, timeouts, and certificate failures.
+// localError has already taken the errnos that are not the network's.
+func transportError(err error) bool {
+	var (
+		ne  net.Error
+		cve *tls.CertificateVerificationError
+		ua  x509.UnknownAuthorityError
+		he  x509.HostnameError
+		ci  x509.CertificateInvalidError
+		rhe tls.RecordHeaderError
+	)
+	return errors.As(err, &ne) || errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) ||
+		errors.As(err, &ci) || errors.As(err, &rhe)
 }
 
 // newLogger logs to stderr at level (what a command shows by default),

@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"rangefs/cache"
@@ -22,6 +24,8 @@ import (
 func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 	// A mount runs unattended: warnings (a read that failed, and why) show.
 	log := newLogger(stderr, &c.commonConfig, slog.LevelWarn)
+	hup := detachFromTerminal()
+	defer signal.Stop(hup)
 	if cleaned, err := fs.CleanStale(c.Mountpoint); err != nil {
 		return err
 	} else if cleaned {
@@ -103,24 +107,42 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 
 	unmounted := make(chan struct{})
 	go func() { srv.Wait(); close(unmounted) }()
-	select {
-	case <-unmounted:
-	case <-ctx.Done():
-		// Stop fetching first, so reads in flight fail at once instead of
-		// holding the unmount up; then detach.
-		for _, f := range files {
-			f.Close()
-		}
-		if err := srv.Unmount(); err != nil {
-			log.Warn("unmount", "err", err)
-		}
+	for {
 		select {
+		case <-hup:
+			// Closing the terminal of `rangefs mount … &` must not take
+			// the mount down; there is nothing to reload yet.
+			log.Info("SIGHUP: nothing to reload; still mounted")
 		case <-unmounted:
-		case <-time.After(5 * time.Second):
-			log.Warn("the kernel did not finish the unmount in 5 s; exiting anyway")
+			return nil
+		case <-ctx.Done():
+			// Stop fetching first, so reads in flight fail at once instead
+			// of holding the unmount up; then detach.
+			for _, f := range files {
+				f.Close()
+			}
+			if err := srv.Unmount(); err != nil {
+				log.Warn("unmount", "err", err)
+			}
+			select {
+			case <-unmounted:
+			case <-time.After(5 * time.Second):
+				log.Warn("the kernel did not finish the unmount in 5 s; exiting anyway")
+			}
+			return nil
 		}
 	}
-	return nil
+}
+
+// detachFromTerminal keeps a long-running command alive when its terminal
+// or the reader of its output goes away. SIGPIPE is ignored, so a write to a
+// closed stderr fails with EPIPE (log writes ignore that) instead of killing
+// the process; SIGHUP is delivered to the returned channel instead of killing.
+func detachFromTerminal() chan os.Signal {
+	signal.Ignore(syscall.SIGPIPE)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	return hup
 }
 
 // checkRanges makes sure the server really answers ranges before a file is

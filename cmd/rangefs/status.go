@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,31 +10,89 @@ import (
 	"strconv"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"rangefs/cache"
 )
 
-func runStatus(c *statusConfig, stdout io.Writer) error {
+func runStatus(ctx context.Context, c *statusConfig, stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
-	fmt.Fprintln(tw, "FILE\tSIZE\tCACHED\t%\tCHUNKS\tURL")
 	if c.Target != "" {
-		return statusMount(tw, c.Target)
+		rows, err := statusMount(ctx, c.Target, c.Timeout)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, statusHeader)
+		for _, r := range rows {
+			statusRow(tw, r.name, r.size, r.cached, r.chunks, r.url)
+		}
+		return nil
 	}
+	fmt.Fprintln(tw, statusHeader)
 	return statusCacheDir(tw, c.CacheDir)
 }
 
-// statusMount reads the user.rangefs.* attributes the mount exposes, so it
-// works without touching the mount's cache directory (which that process holds).
-func statusMount(w io.Writer, dir string) error {
+const statusHeader = "FILE\tSIZE\tCACHED\t%\tCHUNKS\tURL"
+
+// mountRow is one file of a mount, as its attributes describe it.
+type mountRow struct {
+	name, chunks, url string
+	size, cached      int64
+}
+
+// statusMount asks a running mount about its files. A mount whose daemon is
+// stopped or hung never answers, and a thread waiting on it in the kernel
+// cannot be interrupted; so the requests run in a goroutine, and statusMount
+// gives up when one of them takes longer than timeout, or when ctx ends
+// (SIGTERM, Ctrl-C). The process may then exit with that goroutine stuck.
+func statusMount(ctx context.Context, dir string, timeout time.Duration) ([]mountRow, error) {
+	type answer struct {
+		rows []mountRow
+		err  error
+	}
+	progress := make(chan struct{}, 1)
+	done := make(chan answer, 1)
+	go func() {
+		rows, err := readMountStatus(dir, func() {
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
+		})
+		done <- answer{rows, err}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case a := <-done:
+			return a.rows, a.err
+		case <-progress:
+			t.Reset(timeout)
+		case <-t.C:
+			return nil, fmt.Errorf("the mount at %s is not answering (no reply in %v: its daemon is stopped or hung); "+
+				"unmount it with: fusermount3 -u %s", dir, timeout, dir)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the mount at %s: %w", dir, ctx.Err())
+		}
+	}
+}
+
+// readMountStatus reads the user.rangefs.* attributes the mount exposes, so
+// it works without touching the mount's cache directory (which that process
+// holds). answered is called after each request the mount answers.
+func readMountStatus(dir string, answered func()) ([]mountRow, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	found := false
+	answered()
+	var rows []mountRow
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
 		get := func(name string) string {
+			defer answered()
 			buf := make([]byte, 4096)
 			n, err := syscall.Getxattr(p, "user.rangefs."+name, buf)
 			if err != nil {
@@ -46,13 +105,12 @@ func statusMount(w io.Writer, dir string) error {
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		found = true
-		statusRow(w, e.Name(), size, cached, get("chunks"), get("url"))
+		rows = append(rows, mountRow{name: e.Name(), size: size, cached: cached, chunks: get("chunks"), url: get("url")})
 	}
-	if !found {
-		return fmt.Errorf("%s is not a rangefs mount (no user.rangefs.* attributes)", dir)
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%s is not a rangefs mount (no user.rangefs.* attributes)", dir)
 	}
-	return nil
+	return rows, nil
 }
 
 func statusCacheDir(w io.Writer, dir string) error {
