@@ -62,6 +62,9 @@ func (o *Object) fetchAttempt(ctx context.Context, off, n int64, w io.Writer) (i
 		return 0, err
 	}
 	written, err := c.copyBody(ctx, cancel, resp.Body, n, w)
+	if errors.Is(err, errStall) {
+		c.stalled(resp, o.t)
+	}
 	err = o.t.secrets.sanitizeForeign(err)
 	// Closing before EOF (a body longer than promised, or an error) makes the transport drop
 	// the connection instead of reusing one whose framing we no longer trust.
@@ -156,6 +159,9 @@ func (o *Object) streamAttempt(ctx context.Context, w io.Writer) (int64, error) 
 			o.t.redact, resp.ContentLength, resp.Header.Get("Content-Type"), o.Size)}
 	}
 	n, err := c.copyBody(ctx, cancel, resp.Body, o.Size, w)
+	if errors.Is(err, errStall) {
+		c.stalled(resp, o.t)
+	}
 	err = o.t.secrets.sanitizeForeign(err)
 	if err == nil && resp.ContentLength < 0 {
 		// Unknown length: the body must end exactly here.
