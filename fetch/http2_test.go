@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"testing"
@@ -94,4 +95,72 @@ func trustOnly(c *Client, cert *x509.Certificate) {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	c.tr.TLSClientConfig.RootCAs = pool
+}
+
+// signalAfter is a writer that closes reached once it has received n bytes.
+type signalAfter struct {
+	n       int
+	reached chan struct{}
+	buf     []byte
+}
+
+func (w *signalAfter) Write(p []byte) (int, error) {
+	had := len(w.buf)
+	w.buf = append(w.buf, p...)
+	if had < w.n && len(w.buf) >= w.n {
+		close(w.reached)
+	}
+	return len(p), nil
+}
+
+// The other side of the rule: one HTTP/2 stream stalling on a connection that is still
+// receiving (another stream flowing) ends that stream only. The connection stays, the
+// other transfer is not disturbed, and the stalled range is retried on the same connection.
+func TestFetchHTTP2StalledStreamKeepsLiveConnection(t *testing.T) {
+	s, p := newTestServer(t, fetchtest.WithHTTP2(), fetchtest.WithConnRate(2<<20))
+	relay := fetchtest.NewRelay(s.Addr())
+	t.Cleanup(relay.Close)
+	c := newTestClient(t, fastOptions())
+	trustOnly(c, s.Certificate())
+	o := mustProbe(t, c, "https://"+relay.Addr()+fetchtest.DefaultPath)
+
+	flowing := &signalAfter{n: 256 << 10, reached: make(chan struct{})}
+	flowErr := make(chan error, 1)
+	go func() { flowErr <- o.Fetch(ctxT(t), 0, testSize, flowing) }()
+	select {
+	case <-flowing.reached:
+	case err := <-flowErr:
+		t.Fatalf("the flowing Fetch ended before %d bytes: %v", flowing.n, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the flowing Fetch received nothing in 10 s")
+	}
+	s.Inject(fetchtest.Fault{Kind: fetchtest.Stall, Arg: 16 << 10, Times: 1, RangedOnly: true})
+	var stalled bytes.Buffer
+	if err := o.Fetch(ctxT(t), 1<<20, 100000, &stalled); err != nil {
+		t.Fatalf("Fetch whose first stream stalled: %v", err)
+	}
+	checkBytes(t, stalled.Bytes(), p, 1<<20)
+	if err := <-flowErr; err != nil {
+		t.Fatalf("the flowing Fetch beside the stalled stream: %v", err)
+	}
+	if len(flowing.buf) != testSize {
+		t.Fatalf("the flowing Fetch wrote %d bytes, want %d", len(flowing.buf), testSize)
+	}
+	checkBytes(t, flowing.buf, p, 0)
+	if n := countRanged(s); n != 3 {
+		t.Fatalf("%d ranged requests; want 3 (the flow, the stalled stream, its retry)", n)
+	}
+	if n := relay.Accepted(); n != 1 {
+		t.Fatalf("%d connections dialled; want the 1 live connection kept throughout", n)
+	}
+}
+
+func countRanged(s *fetchtest.Server) int {
+	n := 0
+	for _, r := range s.Requests() {
+		if r.Range != "" {
+			n++
+		}
+	}
+	return n
 }
