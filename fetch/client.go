@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -43,17 +45,21 @@ func newClient(o Options, resolver *net.Resolver) *Client {
 		c.limiter = newTokenBucket(o.RateLimit)
 	}
 	c.tr = &http.Transport{
-		Proxy:                  o.Proxy,
-		DialContext:            c.dialer(),
-		TLSClientConfig:        &tls.Config{InsecureSkipVerify: o.Insecure}, // only by explicit user choice
-		TLSHandshakeTimeout:    o.TLSHandshakeTimeout,
-		ResponseHeaderTimeout:  o.ResponseHeaderTimeout,
-		MaxConnsPerHost:        o.Connections,
-		MaxIdleConnsPerHost:    o.Connections,
-		MaxIdleConns:           4 * o.Connections,
-		IdleConnTimeout:        90 * time.Second,
-		DisableCompression:     true, // we ask for identity and reject anything else
-		ForceAttemptHTTP2:      true, // HTTP/2 over TLS only: plain http stays HTTP/1.1 (no h2c)
+		Proxy:                 o.Proxy,
+		DialContext:           c.dialer(),
+		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure}, // only by explicit user choice
+		TLSHandshakeTimeout:   o.TLSHandshakeTimeout,
+		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
+		MaxConnsPerHost:       o.Connections,
+		MaxIdleConnsPerHost:   o.Connections,
+		MaxIdleConns:          4 * o.Connections,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true, // we ask for identity and reject anything else
+		ForceAttemptHTTP2:     true, // HTTP/2 over TLS only: plain http stays HTTP/1.1 (no h2c)
+		// HTTP/2 multiplexes every request onto one connection, so a dead one must be found
+		// out, or each retry opens another stream on it: after StallTimeout without a frame
+		// the transport pings, and closes the connection if no answer comes in StallTimeout.
+		HTTP2:                  &http.HTTP2Config{SendPingTimeout: o.StallTimeout, PingTimeout: o.StallTimeout},
 		MaxResponseHeaderBytes: maxHeaderBytes,
 		ReadBufferSize:         64 << 10,
 		WriteBufferSize:        8 << 10,
@@ -116,8 +122,58 @@ func (c *Client) dialer() func(ctx context.Context, network, addr string) (net.C
 		}
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return inner(ctx, network, addr)
+		conn, err := inner(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return newWatchedConn(conn), nil
 	}
+}
+
+// watchedConn is a dialled connection that remembers when it last received a byte. When an
+// attempt times out (no response header, or the no-progress watchdog), the connection it
+// used is closed if it has been silent for the whole wait: its path is dead, and with
+// HTTP/2 the retry would otherwise be one more stream on it. A connection that is still
+// receiving (other streams flowing) is left alone; only the slow stream ends.
+type watchedConn struct {
+	net.Conn
+	lastRead atomic.Int64 // UnixNano of the last Read that returned bytes (or of the dial)
+}
+
+func newWatchedConn(c net.Conn) *watchedConn {
+	w := &watchedConn{Conn: c}
+	w.lastRead.Store(time.Now().UnixNano())
+	return w
+}
+
+func (w *watchedConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if n > 0 {
+		w.lastRead.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// NetConn exposes the dialled connection.
+func (w *watchedConn) NetConn() net.Conn { return w.Conn }
+
+// closeIfSilent closes the connection if it has received nothing since t, and reports
+// whether it did.
+func (w *watchedConn) closeIfSilent(t time.Time) bool {
+	if w == nil || w.lastRead.Load() >= t.UnixNano() {
+		return false
+	}
+	w.Conn.Close()
+	return true
+}
+
+// watchedOf digs our watchedConn out of the connection a request was given (TLS wraps it).
+func watchedOf(c net.Conn) *watchedConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	w, _ := c.(*watchedConn)
+	return w
 }
 
 // controlDial is the net.Dialer hook that sees the resolved address just before connect.
@@ -241,13 +297,45 @@ func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	var used atomic.Pointer[connUse]
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		used.Store(&connUse{conn: watchedOf(i.Conn), at: time.Now()})
+	}}
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 	resp, err := c.hc.Do(req)
+	u := used.Load()
 	if err != nil {
 		c.releaseSlot(epoch, outcomeNeutral)
+		if u != nil && req.Context().Err() == nil && u.conn.closeIfSilent(u.at) {
+			// Nothing at all arrived since the request went out (a response header
+			// timeout on a dead path): the next attempt must not use this connection.
+			c.o.Logger.Debug("closed a connection that stayed silent", "url", t.redact)
+		}
 		return nil, t.secrets.sanitize(err)
 	}
-	resp.Body = &slotBody{ReadCloser: resp.Body, c: c, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
+	sb := &slotBody{ReadCloser: resp.Body, c: c, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
+	if u != nil {
+		sb.conn = u.conn
+	}
+	resp.Body = sb
 	return resp, nil
+}
+
+// connUse is the connection a request was given, and when.
+type connUse struct {
+	conn *watchedConn // nil if not one we dialled
+	at   time.Time
+}
+
+// stalled is called when the no-progress watchdog ended a transfer on resp: its connection
+// is closed too if it has been silent for half the watchdog's window, so that the retry
+// dials a new one instead of opening another HTTP/2 stream on a dead path. A connection
+// still receiving (other streams, or a trickle) is kept.
+func (c *Client) stalled(resp *http.Response, t *target) {
+	sb, ok := resp.Body.(*slotBody)
+	if ok && sb.conn.closeIfSilent(time.Now().Add(-c.o.StallTimeout/2)) {
+		c.o.Logger.Debug("closed a connection that stayed silent", "url", t.redact)
+	}
 }
 
 // releaseSlot returns a slot to the adaptive limit and says so when the server's answer

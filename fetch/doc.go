@@ -7,8 +7,12 @@
 //     Content-Range equal to the request, total size and validators equal to the pinned
 //     ones, identity encoding, not multipart. Anything else is a typed error.
 //   - Failures are retried (full-jitter backoff, Retry-After honoured up to a cap) and only
-//     the missing remainder is asked for again; a no-progress watchdog ends stalled or
-//     trickling bodies, ResponseHeaderTimeout ends a request on a dead kept-alive connection.
+//     the missing remainder is asked for again; MaxAttempts bounds the attempts without
+//     progress, or, with RetryUntilDeadline, the deadline of the caller's ctx does; a
+//     no-progress watchdog ends stalled or trickling bodies, ResponseHeaderTimeout ends a
+//     request on a dead kept-alive connection.
+//     A connection that stayed silent through such a timeout is closed, and HTTP/2
+//     connections are pinged when idle, so a retry never lands on a dead path again.
 //   - A server shedding load (429/503) is asked less: the Client halves the requests it
 //     lets through at once and raises the bound again one step per run of successes.
 //   - A 404/410 after Probe means the pinned version is gone: ErrGone, and RemoteChanged()

@@ -143,6 +143,7 @@ type slotBody struct {
 	c        *Client
 	epoch    uint64
 	outcome  outcome
+	conn     *watchedConn // the connection it arrives on; nil if unknown
 	released atomic.Bool
 }
 

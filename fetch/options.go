@@ -43,6 +43,12 @@ type Options struct {
 	// an attempt that delivered at least MinProgress bytes (or finished) resets the count.
 	// Default 6.
 	MaxAttempts int
+	// RetryUntilDeadline makes a call whose ctx has a deadline (a demand read bounded by the
+	// op timeout) retry transient failures until that deadline instead of stopping after
+	// MaxAttempts, so that a server restarting for a few seconds costs the read time, not
+	// an error. A call without a deadline (a first Probe, a prefetch) still stops after
+	// MaxAttempts. Final errors (see retryable) are returned at once either way.
+	RetryUntilDeadline bool
 	// RetryBase and RetryCap shape the full-jitter exponential backoff; defaults 250ms, 30s.
 	RetryBase, RetryCap time.Duration
 	// RetryAfterCap caps an honoured Retry-After; default 60s.

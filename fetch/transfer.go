@@ -13,9 +13,10 @@ import (
 
 // Fetch writes exactly the n bytes at [off, off+n) of the pinned version to w, in order.
 // After a failure only the remainder is requested again; a failure that delivered less than
-// MinProgress bytes counts toward MaxAttempts. On error w may have received a prefix (never
-// a byte of another version: every answer is checked against the pinned validators and size
-// before its body is read). A write error from w is returned at once as *WriteError.
+// MinProgress bytes counts toward MaxAttempts (or, with RetryUntilDeadline, retries go on
+// until ctx's deadline). On error w may have received a prefix (never a byte of another
+// version: every answer is checked against the pinned validators and size before its body
+// is read). A write error from w is returned at once as *WriteError.
 // Safe for concurrent use; memory use is one fixed buffer per call.
 func (o *Object) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
 	if off < 0 || n < 0 || off > o.Size-n {
@@ -62,6 +63,9 @@ func (o *Object) fetchAttempt(ctx context.Context, off, n int64, w io.Writer) (i
 		return 0, err
 	}
 	written, err := c.copyBody(ctx, cancel, resp.Body, n, w)
+	if errors.Is(err, errStall) {
+		c.stalled(resp, o.t)
+	}
 	err = o.t.secrets.sanitizeForeign(err)
 	// Closing before EOF (a body longer than promised, or an error) makes the transport drop
 	// the connection instead of reusing one whose framing we no longer trust.
@@ -156,6 +160,9 @@ func (o *Object) streamAttempt(ctx context.Context, w io.Writer) (int64, error) 
 			o.t.redact, resp.ContentLength, resp.Header.Get("Content-Type"), o.Size)}
 	}
 	n, err := c.copyBody(ctx, cancel, resp.Body, o.Size, w)
+	if errors.Is(err, errStall) {
+		c.stalled(resp, o.t)
+	}
 	err = o.t.secrets.sanitizeForeign(err)
 	if err == nil && resp.ContentLength < 0 {
 		// Unknown length: the body must end exactly here.
@@ -175,8 +182,12 @@ func (e *finalError) Unwrap() error { return e.err }
 
 // retryLoop runs attempt until it succeeds, fails permanently, the caller's ctx ends, or
 // MaxAttempts consecutive attempts made no progress. attempt reports whether it made progress
-// (which resets the count and the backoff).
+// (which resets the count and the backoff). With RetryUntilDeadline and a ctx deadline, the
+// deadline replaces MaxAttempts: the loop gives up, with the last error, only when too
+// little time is left for another attempt.
 func (c *Client) retryLoop(ctx context.Context, op string, t *target, attempt func(context.Context) (bool, error)) error {
+	deadline, byDeadline := ctx.Deadline()
+	byDeadline = byDeadline && c.o.RetryUntilDeadline
 	failures := 0
 	for n := 1; ; n++ {
 		progress, err := attempt(ctx)
@@ -198,17 +209,29 @@ func (c *Client) retryLoop(ctx context.Context, op string, t *target, attempt fu
 			failures = 0
 		}
 		failures++
-		if failures >= c.o.MaxAttempts {
+		d := c.retryDelay(err, failures)
+		if byDeadline {
+			left := time.Until(deadline)
+			if left < minAttemptTime {
+				c.o.Logger.Warn("giving up at the deadline", "op", op, "url", t.redact, "attempts", n, "err", err.Error())
+				return fmt.Errorf("%s %s: giving up at the deadline after %d attempts: %w", op, t.redact, n, err)
+			}
+			// Leave the last attempt at least half of what is left.
+			d = min(d, left/2)
+		} else if failures >= c.o.MaxAttempts {
 			c.o.Logger.Warn("giving up", "op", op, "url", t.redact, "attempts", n, "err", err.Error())
 			return fmt.Errorf("%s %s: giving up after %d attempts: %w", op, t.redact, n, err)
 		}
-		d := c.retryDelay(err, failures)
 		c.o.Logger.Debug("retrying", "op", op, "url", t.redact, "attempt", n, "delay", d, "err", err.Error())
 		if err := sleep(ctx, d); err != nil {
 			return err
 		}
 	}
 }
+
+// minAttemptTime is the least time before a deadline worth another attempt: a dial and a
+// request on loopback or a near server, not more.
+const minAttemptTime = 20 * time.Millisecond
 
 // copyBody copies exactly n bytes of body to w through one pooled buffer. A watchdog ends the
 // attempt (via cancel, which aborts the blocked Read) when fewer than MinProgress bytes arrive

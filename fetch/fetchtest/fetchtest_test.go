@@ -423,3 +423,41 @@ func TestServerFreezeConnections(t *testing.T) {
 		t.Fatal("Close did not return with a frozen connection")
 	}
 }
+
+// The relay forwards whole responses, counts dials, and a frozen connection moves nothing
+// (the request times out) while a new one through the same relay works.
+func TestRelayFreeze(t *testing.T) {
+	const size = 100000
+	s := NewServer(Pattern(size, 3), size)
+	defer s.Close()
+	r := NewRelay(s.Addr())
+	defer r.Close()
+	url := "http://" + r.Addr() + DefaultPath
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 300 * time.Millisecond}
+	get := func() ([]byte, error) {
+		resp, err := hc.Get(url)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		return io.ReadAll(resp.Body)
+	}
+	b, err := get()
+	if err != nil || !bytes.Equal(b, Pattern(size, 3).Bytes(0, size)) {
+		t.Fatalf("GET through the relay: %d bytes, %v", len(b), err)
+	}
+	if n := r.Freeze(); n != 1 {
+		t.Fatalf("froze %d connections, want the 1 kept alive", n)
+	}
+	if _, err := get(); err == nil {
+		t.Fatal("GET on a frozen kept-alive connection succeeded")
+	}
+	if b, err := get(); err != nil || len(b) != size {
+		t.Fatalf("GET on a new connection after the freeze: %d bytes, %v", len(b), err)
+	}
+	if n := r.Accepted(); n != 2 {
+		t.Fatalf("relay accepted %d connections, want 2", n)
+	}
+}

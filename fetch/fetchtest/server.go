@@ -60,6 +60,7 @@ type Stats struct {
 type Request struct {
 	Method, Host, Path, RawQuery string
 	Range, IfRange               string
+	Proto                        string // "HTTP/1.1", "HTTP/2.0"
 	Header                       http.Header
 }
 
@@ -121,6 +122,7 @@ type config struct {
 	path     string
 	addr     string
 	tls      bool
+	http2    bool
 	connRate int64
 	behavior Behavior
 }
@@ -133,6 +135,9 @@ func WithAddr(addr string) Option { return func(c *config) { c.addr = addr } }
 
 // WithTLS serves HTTPS (HTTP/1.1) with httptest's self-signed certificate.
 func WithTLS() Option { return func(c *config) { c.tls = true } }
+
+// WithHTTP2 serves HTTPS with HTTP/2 offered by ALPN (implies WithTLS).
+func WithHTTP2() Option { return func(c *config) { c.tls, c.http2 = true, true } }
 
 // WithConnRate caps every TCP connection at bps bytes/s (see SetConnRate).
 func WithConnRate(bps int64) Option { return func(c *config) { c.connRate = bps } }
@@ -172,6 +177,7 @@ func NewServer(content io.ReaderAt, size int64, opts ...Option) *Server {
 	// output clean.
 	s.hs.Config.ErrorLog = log.New(io.Discard, "", 0)
 	if cfg.tls {
+		s.hs.EnableHTTP2 = cfg.http2
 		s.hs.StartTLS()
 	} else {
 		s.hs.Start()
@@ -360,7 +366,7 @@ func (s *Server) begin(r *http.Request) (f *file, b Behavior, rd *redirect, flt 
 	}
 	s.log = append(s.log, Request{
 		Method: r.Method, Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
-		Range: rg, IfRange: r.Header.Get("If-Range"), Header: r.Header.Clone(),
+		Range: rg, IfRange: r.Header.Get("If-Range"), Header: r.Header.Clone(), Proto: r.Proto,
 	})
 	if x, ok := s.redirects[r.URL.Path]; ok {
 		return nil, s.behavior, &x, nil // a redirect hop consumes no fault
