@@ -13,14 +13,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"rangefs/fetch"
 )
-
-// errHelp is returned by the parsers when the user asked for --help; the
-// usage text has already been printed.
-var errHelp = errors.New("help requested")
 
 // usageError marks a mistake in the command line: exit code 2.
 type usageError struct{ msg string }
@@ -242,79 +239,55 @@ func parseURL(arg string) (string, error) {
 	return raw, nil
 }
 
-// newFlagSet makes a command's flag set; its usage and parse errors go to out.
-func newFlagSet(name, usage string, out io.Writer) *pflag.FlagSet {
-	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SortFlags = false
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fmt.Fprintf(fs.Output(), "\nFlags:\n%s", fs.FlagUsages())
-	}
-	return fs
-}
-
-// parseFlags runs fs.Parse, turning pflag's errors into usage errors.
-func parseFlags(fs *pflag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if errors.Is(err, pflag.ErrHelp) {
-		return errHelp
-	}
-	if err != nil {
-		return usagef("%v", err)
-	}
-	return nil
-}
-
-const getUsage = `Usage: rangefs get [flags] URL
-
-Download URL with parallel Range requests into a file in the current
+const getUsage = `Download URL with parallel Range requests into a file in the current
 directory (or -o FILE). The download resumes where it stopped when the same
 command runs again after Ctrl-C, a crash or a dropped network; the partial
 state lives beside the output in FILE.rangefs/ and the finished file is
 renamed into place, so FILE is never seen half-written.
 `
 
-func parseGet(args []string, env Env, out io.Writer) (*getConfig, error) {
-	c := &getConfig{}
-	fs := newFlagSet("get", getUsage, out)
+// getFlags registers get's flags on fs and returns the function that, once
+// fs has parsed, checks them with the positional arguments into c.
+func getFlags(fs *pflag.FlagSet, c *getConfig) func(env Env, args []string) error {
 	finish := commonFlags(fs, &c.commonConfig)
 	fs.StringVarP(&c.Output, "output", "o", "", "save to FILE (default: the URL's file name in the current directory)")
 	fs.StringVar(&c.SHA256, "sha256", "", "verify the result against this SHA-256 (hex); on mismatch nothing is left at the output")
 	fs.BoolVar(&c.Force, "force", false, "overwrite an existing output file")
-	if err := parseFlags(fs, args); err != nil {
-		return nil, err
-	}
-	if err := finish(env); err != nil {
-		return nil, err
-	}
-	if fs.NArg() != 1 {
-		return nil, usagef("get takes exactly one URL (got %d arguments); see rangefs get --help", fs.NArg())
-	}
-	var err error
-	if c.URL, err = parseURL(fs.Arg(0)); err != nil {
-		return nil, err
-	}
-	if c.SHA256 != "" {
-		c.SHA256 = strings.ToLower(c.SHA256)
-		if len(c.SHA256) != 64 || strings.Trim(c.SHA256, "0123456789abcdef") != "" {
-			return nil, usagef("--sha256 must be 64 hex digits")
+	return func(env Env, args []string) error {
+		if err := finish(env); err != nil {
+			return err
 		}
+		if len(args) != 1 {
+			return usagef("get takes exactly one URL (got %d arguments); see rangefs get --help", len(args))
+		}
+		var err error
+		if c.URL, err = parseURL(args[0]); err != nil {
+			return err
+		}
+		if c.SHA256 != "" {
+			c.SHA256 = strings.ToLower(c.SHA256)
+			if len(c.SHA256) != 64 || strings.Trim(c.SHA256, "0123456789abcdef") != "" {
+				return usagef("--sha256 must be 64 hex digits")
+			}
+		}
+		return nil
 	}
-	return c, nil
 }
 
-const mountUsage = `Usage: rangefs mount [flags] URL... MOUNTPOINT
+// parseGet parses get's arguments (without the word "get"); help goes to out.
+func parseGet(args []string, env Env, out io.Writer) (*getConfig, error) {
+	return parseWith(args, out, func(run func(*getConfig) error) *cobra.Command { return getCommand(env, run) })
+}
 
-Show each URL as a read-only file in MOUNTPOINT. Reads fetch only the chunks
+const mountUsage = `Show each URL as a read-only file in MOUNTPOINT. Reads fetch only the chunks
 they touch; a background prefetcher fills in the rest; everything fetched is
 kept in the cache and survives unmount, crash and reboot. Runs in the
 foreground until Ctrl-C, SIGTERM, or fusermount3 -u MOUNTPOINT.
 `
 
-func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
-	c := &mountConfig{}
-	fs := newFlagSet("mount", mountUsage, out)
+// mountFlags registers mount's flags on fs and returns the function that,
+// once fs has parsed, checks them with the positional arguments into c.
+func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) error {
 	finish := commonFlags(fs, &c.commonConfig)
 	fs.StringVar(&c.CacheDir, "cache-dir", "", "where cached chunks live (default $XDG_CACHE_HOME/rangefs or ~/.cache/rangefs)")
 	fs.StringVar(&c.Name, "name", "", "file name in the mount (only with one URL)")
@@ -324,39 +297,43 @@ func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
-	if err := parseFlags(fs, args); err != nil {
-		return nil, err
-	}
-	if err := finish(env); err != nil {
-		return nil, err
-	}
-	if fs.NArg() < 2 {
-		return nil, usagef("mount needs at least one URL and a mount point; see rangefs mount --help")
-	}
-	for _, a := range fs.Args()[:fs.NArg()-1] {
-		u, err := parseURL(a)
-		if err != nil {
-			return nil, err
+	return func(env Env, args []string) error {
+		if err := finish(env); err != nil {
+			return err
 		}
-		c.URLs = append(c.URLs, u)
+		if len(args) < 2 {
+			return usagef("mount needs at least one URL and a mount point; see rangefs mount --help")
+		}
+		for _, a := range args[:len(args)-1] {
+			u, err := parseURL(a)
+			if err != nil {
+				return err
+			}
+			c.URLs = append(c.URLs, u)
+		}
+		c.Mountpoint = args[len(args)-1]
+		if err := checkDistinct(c.URLs, c.VolatileQuery); err != nil {
+			return err
+		}
+		if c.Name != "" && len(c.URLs) != 1 {
+			return usagef("--name works with exactly one URL")
+		}
+		if c.Name != "" && (strings.ContainsAny(c.Name, "/\x00") || c.Name == "." || c.Name == "..") {
+			return usagef("--name %q is not a plain file name", c.Name)
+		}
+		if c.OpTimeout <= 0 {
+			return usagef("--op-timeout must be positive")
+		}
+		if c.CacheDir == "" {
+			c.CacheDir = defaultCacheDir(env)
+		}
+		return nil
 	}
-	c.Mountpoint = fs.Arg(fs.NArg() - 1)
-	if err := checkDistinct(c.URLs, c.VolatileQuery); err != nil {
-		return nil, err
-	}
-	if c.Name != "" && len(c.URLs) != 1 {
-		return nil, usagef("--name works with exactly one URL")
-	}
-	if c.Name != "" && (strings.ContainsAny(c.Name, "/\x00") || c.Name == "." || c.Name == "..") {
-		return nil, usagef("--name %q is not a plain file name", c.Name)
-	}
-	if c.OpTimeout <= 0 {
-		return nil, usagef("--op-timeout must be positive")
-	}
-	if c.CacheDir == "" {
-		c.CacheDir = defaultCacheDir(env)
-	}
-	return c, nil
+}
+
+// parseMount parses mount's arguments (without the word "mount"); help goes to out.
+func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
+	return parseWith(args, out, func(run func(*mountConfig) error) *cobra.Command { return mountCommand(env, run) })
 }
 
 // checkDistinct refuses a remote file given twice to one mount: both would
@@ -401,33 +378,33 @@ func sameFileTwice(a, b string, i, j int) error {
 		fetch.Redact(a), fetch.Redact(b), i+1, j+1)
 }
 
-const statusUsage = `Usage: rangefs status [MOUNTPOINT | --cache-dir DIR]
-
-Show what is cached: for each file of a running mount, or for each object in a
+const statusUsage = `Show what is cached: for each file of a running mount, or for each object in a
 cache directory (default: the default cache directory).
 `
 
-func parseStatus(args []string, env Env, out io.Writer) (*statusConfig, error) {
-	c := &statusConfig{}
-	fs := newFlagSet("status", statusUsage, out)
+func statusFlags(fs *pflag.FlagSet, c *statusConfig) func(env Env, args []string) error {
 	fs.StringVar(&c.CacheDir, "cache-dir", "", "cache directory to inspect")
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "longest to wait for the mount to answer one request (a stopped daemon never does)")
-	if err := parseFlags(fs, args); err != nil {
-		return nil, err
+	return func(env Env, args []string) error {
+		switch {
+		case c.Timeout <= 0:
+			return usagef("--timeout must be positive")
+		case len(args) > 1:
+			return usagef("status takes at most one mount point")
+		case len(args) == 1 && c.CacheDir != "":
+			return usagef("give a mount point or --cache-dir, not both")
+		case len(args) == 1:
+			c.Target = args[0]
+		case c.CacheDir == "":
+			c.CacheDir = defaultCacheDir(env)
+		}
+		return nil
 	}
-	switch {
-	case c.Timeout <= 0:
-		return nil, usagef("--timeout must be positive")
-	case fs.NArg() > 1:
-		return nil, usagef("status takes at most one mount point")
-	case fs.NArg() == 1 && c.CacheDir != "":
-		return nil, usagef("give a mount point or --cache-dir, not both")
-	case fs.NArg() == 1:
-		c.Target = fs.Arg(0)
-	case c.CacheDir == "":
-		c.CacheDir = defaultCacheDir(env)
-	}
-	return c, nil
+}
+
+// parseStatus parses status's arguments (without the word "status"); help goes to out.
+func parseStatus(args []string, env Env, out io.Writer) (*statusConfig, error) {
+	return parseWith(args, out, func(run func(*statusConfig) error) *cobra.Command { return statusCommand(env, run) })
 }
 
 func defaultCacheDir(env Env) string {

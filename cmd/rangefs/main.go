@@ -35,57 +35,18 @@ const (
 	exitInterrupted = 130
 )
 
-const mainUsage = `rangefs makes a remote file usable before it has arrived.
-
-Usage:
-  rangefs get [flags] URL                 download in parallel, resumable
-  rangefs mount [flags] URL... MOUNTPOINT show URLs as lazily fetched files
-  rangefs status [MOUNTPOINT]             show what is cached
-  rangefs version
-
-Run 'rangefs COMMAND --help' for a command's flags.
-`
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
 func run(args []string, env Env, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, mainUsage)
-		return exitUsage
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The first Ctrl-C asks for a clean stop; a second one kills at once.
 	go func() { <-ctx.Done(); stop() }()
-	var err error
-	switch args[0] {
-	case "get":
-		var c *getConfig
-		if c, err = parseGet(args[1:], env, stderr); err == nil {
-			err = runGet(ctx, c, stderr)
-		}
-	case "mount":
-		var c *mountConfig
-		if c, err = parseMount(args[1:], env, stderr); err == nil {
-			err = runMount(ctx, c, stderr)
-		}
-	case "status":
-		var c *statusConfig
-		if c, err = parseStatus(args[1:], env, stderr); err == nil {
-			err = runStatus(ctx, c, stdout)
-		}
-	case "version", "--version":
-		fmt.Fprintln(stdout, "rangefs", version)
-		return exitOK
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, mainUsage)
-		return exitOK
-	default:
-		fmt.Fprintf(stderr, "rangefs: unknown command %q\n\n%s", args[0], mainUsage)
-		return exitUsage
-	}
+	root := rootCommand(ctx, env, stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
 	if errors.Is(err, errHelp) {
 		return exitOK
 	}
