@@ -132,7 +132,7 @@ func rootCommand(ctx context.Context, env Env, stdout, stderr io.Writer) *cobra.
 		return usagef("%s (see rangefs --help)", msg)
 	}
 	root.AddCommand(
-		getCommand(env, func(c *getConfig) error { return runGet(ctx, c, stderr) }),
+		getCommand(env, func(c *getConfig) error { return runGet(ctx, c, stdout, stderr) }),
 		mountCommand(env, func(c *mountConfig) error { return runMount(ctx, c, stderr) }),
 		statusCommand(env, func(c *statusConfig) error { return runStatus(ctx, c, stdout) }),
 		versionCommand(stdout),

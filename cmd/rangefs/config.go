@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -36,14 +37,33 @@ type commonConfig struct {
 	LimitRate   int64
 	Verbose     bool
 	Quiet       bool
+
+	UserAgent      string
+	Retry          int           // retries after a failed attempt (curl's --retry)
+	ConnectTimeout time.Duration // TCP connect and TLS handshake
+	Proxy          *url.URL      // nil: the environment's HTTP(S)_PROXY
+	RootCAs        *x509.CertPool
+	netrc          string // the netrc file to take credentials from, "" for none
 }
 
 type getConfig struct {
 	commonConfig
-	URL    string
-	Output string
-	SHA256 string
-	Force  bool
+	URL       string
+	Output    string // a file, "-" for stdout, or a directory
+	OutputDir string
+	SHA256    string
+	Force     bool
+	// Jobs is what to download: the URL with its output and checksum, or
+	// every entry of the -i list.
+	Jobs      []getJob
+	InputFile string
+	Parallel  int // files downloaded at once with -i
+}
+
+// getJob is one download: a URL, where it goes ("" for the URL's name) and
+// the SHA-256 it must have ("" for none).
+type getJob struct {
+	URL, Output, SHA256 string
 }
 
 type mountConfig struct {
@@ -88,8 +108,35 @@ func commonFlags(fs *pflag.FlagSet, c *commonConfig) func(env Env) error {
 	fs.StringVar(&rate, "limit-rate", "", "limit the total download rate to RATE bytes per second (e.g. 5M)")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", false, "log requests, retries and cache decisions")
 	fs.BoolVarP(&c.Quiet, "quiet", "q", false, "print nothing but errors")
+	var proxy, cacert string
+	var netrc bool
+	fs.StringVarP(&c.UserAgent, "user-agent", "A", "rangefs/"+version, "User-Agent header sent with every request")
+	fs.IntVar(&c.Retry, "retry", 5, "retry a failed request N times before giving up (each attempt that makes progress resets the count)")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "longest to wait for a TCP connection and TLS handshake")
+	fs.StringVar(&proxy, "proxy", "", "send requests through this proxy (http://, https:// or socks5://; default $HTTPS_PROXY / $HTTP_PROXY)")
+	fs.StringVar(&cacert, "cacert", "", "verify the server's certificate against the CA certificates in this PEM FILE")
+	fs.BoolVar(&netrc, "netrc", false, "take the user name and password for the URL's host from ~/.netrc ($NETRC)")
 	return func(env Env) error {
 		var err error
+		if c.Retry < 0 || c.Retry > 100 {
+			return usagef("--retry must be between 0 and 100, not %d", c.Retry)
+		}
+		if c.ConnectTimeout <= 0 {
+			return usagef("--connect-timeout must be positive")
+		}
+		if proxy != "" {
+			if c.Proxy, err = parseProxy(proxy); err != nil {
+				return err
+			}
+		}
+		if cacert != "" {
+			if c.RootCAs, err = loadCACert(cacert); err != nil {
+				return err
+			}
+		}
+		if netrc {
+			c.netrc = netrcPath(env)
+		}
 		if c.Connections < 1 || c.Connections > 64 {
 			return usagef("--connections must be between 1 and 64, not %d", c.Connections)
 		}
@@ -225,16 +272,32 @@ func parseURL(arg string) (string, error) {
 			return "", usagef("URL file %s is empty", arg[1:])
 		}
 	}
+	if !strings.Contains(raw, "://") {
+		// example.com/file, or host:port/file, which url.Parse reads as a
+		// scheme "host": name what is missing.
+		if strings.ContainsAny(raw, "@?#") { // may hold a secret: do not echo it
+			return "", usagef("bad URL: it has no scheme; put https:// or http:// in front")
+		}
+		return "", usagef("bad URL: it has no scheme; did you mean https://%s ?", raw)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Error repeats the whole URL, secrets included: say less.
+		if strings.Contains(err.Error(), "invalid port") {
+			return "", usagef("bad URL: its port is not a number from 1 to 65535")
+		}
 		return "", usagef("bad URL: it does not parse as a URL")
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return "", usagef("bad URL: only http:// and https:// are supported, not %q", u.Scheme+":")
 	}
-	if u.Host == "" {
+	if u.Host == "" || u.Hostname() == "" {
 		return "", usagef("bad URL: it has no host")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", usagef("bad URL: port %s is not a number from 1 to 65535", p)
+		}
 	}
 	return raw, nil
 }
@@ -250,26 +313,62 @@ renamed into place, so FILE is never seen half-written.
 // fs has parsed, checks them with the positional arguments into c.
 func getFlags(fs *pflag.FlagSet, c *getConfig) func(env Env, args []string) error {
 	finish := commonFlags(fs, &c.commonConfig)
-	fs.StringVarP(&c.Output, "output", "o", "", "save to FILE (default: the URL's file name in the current directory)")
+	var checksum string
+	fs.StringVarP(&c.Output, "output", "o", "", "save to FILE, into DIR/ (an existing directory), or '-' for stdout (default: the URL's file name in the current directory)")
+	fs.StringVarP(&c.OutputDir, "output-dir", "d", "", "save into DIR (created if missing) under the URL's file name")
+	fs.StringVarP(&c.InputFile, "input-file", "i", "", "download every URL listed in FILE, one per line ('-' for stdin); an indented 'out=NAME' or 'checksum=sha-256=HEX' line after a URL applies to it")
+	fs.IntVar(&c.Parallel, "parallel", 3, "with -i, how many files download at once (they share --connections)")
 	fs.StringVar(&c.SHA256, "sha256", "", "verify the result against this SHA-256 (hex); on mismatch nothing is left at the output")
+	fs.StringVar(&checksum, "checksum", "", "verify the result: TYPE=DIGEST, where TYPE is sha-256 (as aria2c)")
 	fs.BoolVar(&c.Force, "force", false, "overwrite an existing output file")
+	fs.BoolP("continue", "c", true, "resume a partial download (always on; accepted for curl and wget habits)")
 	return func(env Env, args []string) error {
 		if err := finish(env); err != nil {
 			return err
 		}
+		var err error
+		if checksum != "" {
+			sum, err := parseChecksum(checksum)
+			if err != nil {
+				return err
+			}
+			if c.SHA256 != "" && c.SHA256 != sum {
+				return usagef("--sha256 and --checksum disagree")
+			}
+			c.SHA256 = sum
+		}
+		if c.SHA256 != "" {
+			if c.SHA256, err = parseSHA256(c.SHA256); err != nil {
+				return usagef("--sha256 %v", err)
+			}
+		}
+		if c.Parallel < 1 || c.Parallel > 64 {
+			return usagef("--parallel must be between 1 and 64, not %d", c.Parallel)
+		}
+		if c.OutputDir != "" && c.Output != "" {
+			return usagef("give -o or --output-dir, not both")
+		}
+		if c.InputFile != "" {
+			switch {
+			case len(args) != 0:
+				return usagef("-i takes the URLs from its file: give no URL arguments with it")
+			case c.Output != "":
+				return usagef("-o names one file; with -i use --output-dir, or out=NAME lines in the list")
+			case c.SHA256 != "":
+				return usagef("--sha256 is for one file; with -i put checksum=sha-256=HEX lines in the list")
+			}
+			if c.Jobs, err = readURLList(c.InputFile, env); err != nil {
+				return err
+			}
+			return nil
+		}
 		if len(args) != 1 {
 			return usagef("get takes exactly one URL (got %d arguments); see rangefs get --help", len(args))
 		}
-		var err error
 		if c.URL, err = parseURL(args[0]); err != nil {
 			return err
 		}
-		if c.SHA256 != "" {
-			c.SHA256 = strings.ToLower(c.SHA256)
-			if len(c.SHA256) != 64 || strings.Trim(c.SHA256, "0123456789abcdef") != "" {
-				return usagef("--sha256 must be 64 hex digits")
-			}
-		}
+		c.Jobs = []getJob{{URL: c.URL, Output: c.Output, SHA256: c.SHA256}}
 		return nil
 	}
 }

@@ -16,9 +16,9 @@ import (
 // It lists every non-test dependency with `go list -deps`.
 func TestImportArrows(t *testing.T) {
 	allowed := map[string][]string{
-		"rangefs/fetch":       {},
-		"rangefs/cache":       {"go.etcd.io/bbolt", "golang.org/x/sys"},
-		"rangefs/fs":          {"rangefs/cache", "github.com/hanwen/go-fuse/v2", "go.etcd.io/bbolt", "golang.org/x/sys"},
+		"rangefs/fetch": {},
+		"rangefs/cache": {"go.etcd.io/bbolt", "golang.org/x/sys"},
+		"rangefs/fs":    {"rangefs/cache", "github.com/hanwen/go-fuse/v2", "go.etcd.io/bbolt", "golang.org/x/sys"},
 		"rangefs/cmd/rangefs": {"rangefs/fs", "rangefs/cache", "rangefs/fetch", "github.com/hanwen/go-fuse/v2", "github.com/spf13/pflag", "go.etcd.io/bbolt", "golang.org/x/sys",
 			// The client libraries of the CLI (issue 14): cobra with its man page
 			// generator, mpb and x/term for progress, go-systemd, client_golang.

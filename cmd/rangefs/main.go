@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -51,7 +52,7 @@ func run(args []string, env Env, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "rangefs: %v\n", err)
+		fmt.Fprintf(stderr, "rangefs: %v%s\n", err, errorHint(err))
 		return exitCode(ctx, err)
 	}
 	return exitOK
@@ -126,6 +127,21 @@ func transportError(err error) bool {
 		errors.As(err, &ci) || errors.As(err, &rhe)
 }
 
+// errorHint adds what to do to an error whose cure is a flag.
+func errorHint(err error) string {
+	var (
+		cve *tls.CertificateVerificationError
+		ua  x509.UnknownAuthorityError
+		he  x509.HostnameError
+		ci  x509.CertificateInvalidError
+	)
+	if errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
+		return "\nrangefs: the server's TLS certificate could not be verified: give its CA with --cacert FILE, " +
+			"or skip the check with --insecure (not for anything that matters)"
+	}
+	return ""
+}
+
 // newLogger logs to stderr at level (what a command shows by default),
 // everything with -v, errors only with -q.
 func newLogger(w io.Writer, c *commonConfig, level slog.Level) *slog.Logger {
@@ -142,13 +158,25 @@ func newClient(c *commonConfig, log *slog.Logger, stderr io.Writer) *fetch.Clien
 	if c.Insecure {
 		fmt.Fprintln(stderr, "rangefs: warning: --insecure: the server's TLS certificate is NOT verified")
 	}
-	return fetch.NewClient(fetch.Options{
-		Header:      c.Headers,
-		Insecure:    c.Insecure,
-		Connections: c.Connections,
-		RateLimit:   c.LimitRate,
-		Logger:      log,
-	})
+	o := fetch.Options{
+		Header:              c.Headers,
+		Insecure:            c.Insecure,
+		Connections:         c.Connections,
+		RateLimit:           c.LimitRate,
+		Logger:              log,
+		UserAgent:           c.UserAgent,
+		RootCAs:             c.RootCAs,
+		DialTimeout:         c.ConnectTimeout,
+		TLSHandshakeTimeout: c.ConnectTimeout,
+		MaxAttempts:         c.Retry + 1,
+		// Nothing listening is reported at once, as curl does: a fresh
+		// probe tries twice, not MaxAttempts times with backoff.
+		ProbeRefusedAttempts: 2,
+	}
+	if c.Proxy != nil {
+		o.Proxy = http.ProxyURL(c.Proxy)
+	}
+	return fetch.NewClient(o)
 }
 
 // checkSize applies --max-size to a probed object.
