@@ -83,11 +83,13 @@ func (d *display) track(name string, stats func() cache.Stats) *tracker {
 	if d.p != nil {
 		every = 200 * time.Millisecond
 		t.bar = d.p.New(max(last.Size, 1), mpb.BarStyle().Lbound("[").Rbound("]").Filler("#").Tip("#").Padding("."),
-			mpb.PrependDecorators(decor.Name(name+" ", decor.WCSyncSpaceR)),
-			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
+			mpb.PrependDecorators(decor.Any(func(s decor.Statistics) string {
+				return fitName(name, s.AvailableWidth/4) + " "
+			})),
+			mpb.AppendDecorators(decor.Any(func(s decor.Statistics) string {
 				mu.Lock()
 				defer mu.Unlock()
-				return barText(last, rate.rate())
+				return barText(last, rate.rate(), s.AvailableWidth-minBar)
 			})),
 			mpb.BarFillerClearOnComplete(),
 			mpb.BarRemoveOnComplete(),
@@ -177,8 +179,13 @@ func humanDuration(d time.Duration) string {
 	return clock(d)
 }
 
-// barText is what follows a bar: percentage, bytes, rate, ETA, connections.
-func barText(st cache.Stats, rate float64) string {
+// minBar is the least width left to the bar itself when the text fits.
+const minBar = 12
+
+// barText is what follows a bar: percentage, bytes, rate, ETA, connections,
+// in the longest form that fits in width columns (a 60-column terminal gets
+// a shorter one than a 200-column one; mpb truncates what still does not fit).
+func barText(st cache.Stats, rate float64, width int) string {
 	pct := 100.0
 	if st.Size > 0 {
 		pct = 100 * float64(st.BytesPresent) / float64(st.Size)
@@ -187,8 +194,29 @@ func barText(st cache.Stats, rate float64) string {
 	if rate > 0 {
 		eta = "ETA " + clock(time.Duration(float64(st.Size-st.BytesPresent)/rate*float64(time.Second)))
 	}
-	return fmt.Sprintf("%5.1f%% %s / %s  %s/s  %s  %d conn",
-		pct, humanBytes(st.BytesPresent), humanBytes(st.Size), humanBytes(int64(rate)), eta, st.Active)
+	forms := []string{
+		fmt.Sprintf("%5.1f%% %s / %s  %s/s  %s  %d conn",
+			pct, humanBytes(st.BytesPresent), humanBytes(st.Size), humanBytes(int64(rate)), eta, st.Active),
+		fmt.Sprintf("%5.1f%% %s/s %s", pct, humanBytes(int64(rate)), eta),
+		fmt.Sprintf("%5.1f%% %s", pct, eta),
+	}
+	for _, f := range forms {
+		if len(f) <= width {
+			return f
+		}
+	}
+	return fmt.Sprintf("%3.0f%%", pct)
+}
+
+// fitName shortens a file name to at most width columns (at least 8),
+// keeping its end, where the extension and the distinguishing part usually are.
+func fitName(name string, width int) string {
+	width = max(width, 8)
+	r := []rune(name)
+	if len(r) <= width {
+		return name
+	}
+	return "…" + string(r[len(r)-width+1:])
 }
 
 func progressLine(st cache.Stats, rate float64, elapsed time.Duration) string {
