@@ -110,7 +110,7 @@ func parseWith[C any](args []string, out io.Writer, build func(run func(*C) erro
 // rootCommand is the whole command tree. Each subcommand's work runs with
 // ctx and reports to stdout and stderr; errors are returned, never printed
 // or turned into an exit here.
-func rootCommand(ctx context.Context, env Env, stdout, stderr io.Writer) *cobra.Command {
+func rootCommand(ctx context.Context, args []string, env Env, stdout, stderr io.Writer) *cobra.Command {
 	root := newCommand("rangefs", "remote files usable before they have arrived", rootLong)
 	root.Version = version
 	root.SetVersionTemplate("rangefs {{.Version}}\n")
@@ -133,8 +133,9 @@ func rootCommand(ctx context.Context, env Env, stdout, stderr io.Writer) *cobra.
 	}
 	root.AddCommand(
 		getCommand(env, func(c *getConfig) error { return runGet(ctx, c, stdout, stderr) }),
-		mountCommand(env, func(c *mountConfig) error { return runMount(ctx, c, stderr) }),
+		mountCommand(env, func(c *mountConfig) error { return runMountCLI(ctx, c, args, stderr) }),
 		statusCommand(env, func(c *statusConfig) error { return runStatus(ctx, c, stdout) }),
+		unmountCommand(),
 		versionCommand(stdout),
 		manCommand(root),
 	)

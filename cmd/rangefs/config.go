@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -44,6 +45,9 @@ type commonConfig struct {
 	Proxy          *url.URL      // nil: the environment's HTTP(S)_PROXY
 	RootCAs        *x509.CertPool
 	netrc          string // the netrc file to take credentials from, "" for none
+
+	LogLevel *slog.Level // nil: the command's default
+	LogJSON  bool
 }
 
 type getConfig struct {
@@ -82,6 +86,14 @@ type mountConfig struct {
 	// NoPassthrough keeps every read in this process even when the kernel
 	// could read a fully cached file directly.
 	NoPassthrough bool
+
+	// Daemon runs the mount in the background; the command returns once
+	// the mount answers (or with the error that stopped it).
+	Daemon     bool
+	DaemonWait time.Duration
+	LogFile    string
+	// Env is what env.NAME=VALUE mount options set for the process.
+	Env map[string]string
 }
 
 type statusConfig struct {
@@ -396,7 +408,42 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
+	var opts []string
+	var foreground bool
+	var logLevel, logFormat string
+	fs.StringArrayVarP(&opts, "options", "o", nil, "mount options as in fstab: name=value,... for any flag (cache_dir=/x,connections=16); ro, _netdev, nofail, x-systemd.* and the like are ignored; env.NAME=VALUE sets an environment variable")
+	fs.BoolVar(&c.Daemon, "daemon", false, "run in the background; return once the mount answers, or fail with the reason (the default under mount(8))")
+	fs.BoolVar(&foreground, "foreground", false, "stay in the foreground even under mount(8)")
+	fs.DurationVar(&c.DaemonWait, "daemon-wait", time.Minute, "with --daemon, longest to wait for the mount to answer")
+	fs.StringVar(&c.LogFile, "log-file", "", "append log records to FILE instead of stderr")
+	fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default warn)")
+	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	return func(env Env, args []string) error {
+		var err error
+		if c.Env, err = applyOptions(fs, opts); err != nil {
+			return err
+		}
+		env = overlayEnv(c.Env, env)
+		if foreground {
+			c.Daemon = false
+		}
+		if c.DaemonWait <= 0 {
+			return usagef("--daemon-wait must be positive")
+		}
+		if logLevel != "" {
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(logLevel)); err != nil {
+				return usagef("--log-level must be debug, info, warn or error, not %q", logLevel)
+			}
+			c.LogLevel = &l
+		}
+		switch logFormat {
+		case "text":
+		case "json":
+			c.LogJSON = true
+		default:
+			return usagef("--log-format must be text or json, not %q", logFormat)
+		}
 		if err := finish(env); err != nil {
 			return err
 		}
@@ -512,6 +559,10 @@ func defaultCacheDir(env Env) string {
 	}
 	if h := env("HOME"); h != "" {
 		return filepath.Join(h, ".cache", "rangefs")
+	}
+	if os.Geteuid() == 0 {
+		// mount(8) and systemd start helpers without HOME.
+		return "/var/cache/rangefs"
 	}
 	return filepath.Join(os.TempDir(), "rangefs-cache")
 }

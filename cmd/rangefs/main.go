@@ -37,7 +37,11 @@ const (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	run := func(args []string) int { return run(args, os.Getenv, os.Stdout, os.Stderr) }
+	if helperName(os.Args[0]) || looksLikeHelperCall(os.Args[1:]) {
+		os.Exit(helperMain(os.Args[1:], os.Stderr, run))
+	}
+	os.Exit(run(os.Args[1:]))
 }
 
 func run(args []string, env Env, stdout, stderr io.Writer) int {
@@ -45,7 +49,7 @@ func run(args []string, env Env, stdout, stderr io.Writer) int {
 	defer stop()
 	// The first Ctrl-C asks for a clean stop; a second one kills at once.
 	go func() { <-ctx.Done(); stop() }()
-	root := rootCommand(ctx, env, stdout, stderr)
+	root := rootCommand(ctx, args, env, stdout, stderr)
 	root.SetArgs(args)
 	err := root.Execute()
 	if errors.Is(err, errHelp) {
@@ -64,7 +68,10 @@ func run(args []string, env Env, stdout, stderr io.Writer) int {
 func exitCode(ctx context.Context, err error) int {
 	var ue *usageError
 	var se *fetch.StatusError
+	var de *daemonError
 	switch {
+	case errors.As(err, &de):
+		return de.code
 	case errors.As(err, &ue):
 		return exitUsage
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
@@ -150,8 +157,14 @@ func newLogger(w io.Writer, c *commonConfig, level slog.Level) *slog.Logger {
 		level = slog.LevelDebug
 	case c.Quiet:
 		level = slog.LevelError
+	case c.LogLevel != nil:
+		level = *c.LogLevel
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	o := &slog.HandlerOptions{Level: level}
+	if c.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
 }
 
 func newClient(c *commonConfig, log *slog.Logger, stderr io.Writer) *fetch.Client {
