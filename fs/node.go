@@ -83,6 +83,7 @@ type fileNode struct {
 	mtime time.Time
 	reads *atomic.Int64
 
+	modes       openModes
 	staleLogged atomic.Bool
 }
 
@@ -110,14 +111,20 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		return nil, 0, syscall.EROFS
 	}
 	h := &fileHandle{node: n, reader: n.entry.File.NewReader()}
-	if n.opts.Passthrough && n.entry.File.AllVerified() {
-		// Every byte is on local disk and has passed its checksum this
-		// session: let the kernel read the data file itself.
-		return &passthroughHandle{fileHandle: h}, fuse.FOPEN_KEEP_CACHE, 0
-	}
 	// KEEP_CACHE: the content never changes under one mount (it is pinned by
-	// the validator seen at mount time), so the kernel may keep pages across opens.
+	// the validator seen at mount time), so the kernel may keep pages across
+	// opens (go-fuse drops it for passthrough, where there are no pages).
+	if n.modes.open(n.mayPassThrough) {
+		return &passthroughHandle{fileHandle: h, pass: true}, fuse.FOPEN_KEEP_CACHE, 0
+	}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// mayPassThrough reports whether a new open may be passed through: every
+// byte is on local disk and has passed its checksum this session, so the
+// kernel may read the data file itself.
+func (n *fileNode) mayPassThrough() bool {
+	return n.opts.Passthrough && n.entry.File.AllVerified()
 }
 
 // passthroughHandle offers the kernel the cache's data file, so reads of a
@@ -127,8 +134,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 // stays ready to serve.
 type passthroughHandle struct {
 	*fileHandle
-	mu sync.Mutex
-	fd int // 0 (none) or the descriptor given to the kernel, closed at Release
+	mu   sync.Mutex
+	fd   int  // 0 (none) or the descriptor given to the kernel, closed at Release
+	pass bool // still counted as passthrough (see openModes.backing)
 }
 
 var (
@@ -136,14 +144,20 @@ var (
 	_ = (fusefs.FileReleaser)((*passthroughHandle)(nil))
 )
 
+// PassthroughFd is called by go-fuse, one open at a time, when no backing
+// file of this node is registered with the kernel.
 func (h *passthroughHandle) PassthroughFd() (int, bool) {
-	fd, err := syscall.Open(h.node.entry.File.DataPath(), syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
-	if err != nil {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fd, ok := h.node.modes.backing(func() (int, bool) {
+		fd, err := syscall.Open(h.node.entry.File.DataPath(), syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+		return fd, err == nil
+	})
+	if !ok {
+		h.pass = false
 		return 0, false
 	}
-	h.mu.Lock()
 	h.fd = fd
-	h.mu.Unlock()
 	return fd, true
 }
 
@@ -156,6 +170,7 @@ func (h *passthroughHandle) Release(ctx context.Context) syscall.Errno {
 		syscall.Close(h.fd)
 		h.fd = 0
 	}
+	h.node.modes.release(h.pass)
 	return 0
 }
 
@@ -224,7 +239,16 @@ type fileHandle struct {
 	reader *cache.Reader
 }
 
-var _ = (fusefs.FileReader)((*fileHandle)(nil))
+var (
+	_ = (fusefs.FileReader)((*fileHandle)(nil))
+	_ = (fusefs.FileReleaser)((*fileHandle)(nil))
+)
+
+// Release uncounts an ordinary handle (see openModes).
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.node.modes.release(false)
+	return 0
+}
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	// No read waits longer than the op timeout, whatever the server does. The
