@@ -43,7 +43,7 @@ type fakeSource struct {
 	size    int64
 	calls   atomic.Int64
 	bytes   atomic.Int64
-	started chan int64 // receives each Fetch's offset, if not nil (non-blocking send)
+	started chan int64    // receives each Fetch's offset, if not nil (non-blocking send)
 	delay   time.Duration // slows every Fetch, so a prefetch takes a while
 	gateMu  sync.Mutex
 	gate    chan struct{}
