@@ -2,6 +2,9 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -84,6 +87,7 @@ type fileNode struct {
 	reads *atomic.Int64
 
 	modes       openModes
+	failures    recentFailures
 	staleLogged atomic.Bool
 }
 
@@ -251,18 +255,46 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.node.reads.Add(1)
+	end := off + int64(len(dest))
+	if ago, ok := h.node.failures.since(off, end, time.Now()); ok {
+		return h.readNoWait(ctx, dest, off, ago)
+	}
 	// No read waits longer than the op timeout, whatever the server does. The
 	// FUSE context is cancelled on an interrupt, which ends only this wait.
-	ctx, cancel := context.WithTimeout(ctx, h.node.opts.OpTimeout)
+	tctx, cancel := context.WithTimeout(ctx, h.node.opts.OpTimeout)
 	defer cancel()
-	h.node.reads.Add(1)
-	n, err := h.reader.ReadAt(ctx, dest, off)
+	n, err := h.reader.ReadAt(tctx, dest, off)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(tctx.Err(), context.DeadlineExceeded) {
+		h.node.failures.add(off, end, time.Now())
+	}
 	if errno := h.node.fail(err); errno != 0 {
 		return nil, errno
 	}
-	// A vector result is written to /dev/fuse with one writev; go-fuse's
-	// plain data result would be copied through a splice pipe first.
-	return fuse.ReadResultVector([][]byte{dest[:n]}), 0
+	return readResult(dest[:n]), 0
+}
+
+// readNoWait answers a read of bytes whose last read timed out ago: with
+// them if they have arrived since, else with EIO at once, so that the kernel's
+// retry of a failed read-ahead does not wait a second op timeout.
+func (h *fileHandle) readNoWait(ctx context.Context, dest []byte, off int64, ago time.Duration) (fuse.ReadResult, syscall.Errno) {
+	expired, cancel := context.WithDeadline(ctx, time.Now())
+	defer cancel()
+	n, err := h.node.entry.File.ReadAt(expired, dest, off)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("a read of these bytes timed out %v ago: %w", ago.Round(time.Millisecond), err)
+	}
+	if errno := h.node.fail(err); errno != 0 {
+		return nil, errno
+	}
+	return readResult(dest[:n]), 0
+}
+
+// readResult wraps bytes for the kernel. A vector result is written to
+// /dev/fuse with one writev; go-fuse's plain data result would be copied
+// through a splice pipe first.
+func readResult(b []byte) fuse.ReadResult {
+	return fuse.ReadResultVector([][]byte{b})
 }
 
 // fail maps err to a status and logs it: every EIO with its cause, a

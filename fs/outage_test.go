@@ -1,0 +1,89 @@
+package fs
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"rangefs/cache"
+)
+
+// A buffered read during an outage waits one op timeout, whatever the
+// kernel does with it: its read-ahead request times out, and the page it
+// then asks for again fails at once instead of waiting a second time. Once
+// the server is back, the same bytes read fine.
+func TestBufferedOutageReadWaitsOneOpTimeout(t *testing.T) {
+	src := &fakeSource{size: 200 * chunk}
+	opTimeout := 2 * time.Second
+	bound := opTimeout + time.Second
+	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: opTimeout}, cache.Options{ReadAheadMax: chunk})
+	gate := make(chan struct{})
+	src.setGate(gate) // the server goes silent
+
+	// A plain read(2) through os.File.
+	f, err := os.Open(m.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	off := int64(20 * chunk)
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	_, err = f.Read(buf)
+	if elapsed := time.Since(start); !errors.Is(err, syscall.EIO) || elapsed > bound {
+		t.Errorf("buffered read during an outage: %v after %v, want EIO within %v", err, elapsed.Round(time.Millisecond), bound)
+	}
+
+	// cat, which reads from offset 0.
+	if cat, err := exec.LookPath("cat"); err != nil {
+		t.Logf("cat not found, that part skipped: %v", err)
+	} else {
+		start = time.Now()
+		out, err := exec.Command(cat, m.path).CombinedOutput()
+		if elapsed := time.Since(start); err == nil || elapsed > bound {
+			t.Errorf("cat during an outage: %v (%q) after %v, want a failure within %v", err, out, elapsed.Round(time.Millisecond), bound)
+		}
+	}
+
+	// Eight parallel readers of different places.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			r, err := os.Open(m.path)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer r.Close()
+			off := int64(60+15*i) * chunk
+			r.Seek(off, io.SeekStart)
+			start := time.Now()
+			_, err = r.Read(make([]byte, 256<<10))
+			if elapsed := time.Since(start); !errors.Is(err, syscall.EIO) || elapsed > bound {
+				t.Errorf("parallel reader %d: %v after %v, want EIO within %v", i, err, elapsed.Round(time.Millisecond), bound)
+			}
+		})
+	}
+	wg.Wait()
+
+	// The server is back: once the remembered failure has expired, the
+	// same bytes read fine.
+	src.setGate(nil)
+	close(gate)
+	time.Sleep(failMemory + 100*time.Millisecond)
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(f, buf); err != nil || !bytes.Equal(buf, pattern(off, int64(len(buf)))) {
+		t.Errorf("read after the server recovered: %v, or wrong bytes", err)
+	}
+}
