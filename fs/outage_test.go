@@ -87,3 +87,61 @@ func TestBufferedOutageReadWaitsOneOpTimeout(t *testing.T) {
 		t.Errorf("read after the server recovered: %v, or wrong bytes", err)
 	}
 }
+
+// A read that the kernel splits (through its page cache, or into several
+// requests for O_DIRECT) can end short when a later part fails: it returns
+// the bytes it already has, all correct, and the next read, at the offset
+// where it stopped, reports the error. It never returns a wrong byte, and a
+// short count is never the end of the file.
+func TestOutageShortReadThenError(t *testing.T) {
+	const cached, want = 4 << 20, 32 << 20
+	for _, direct := range []bool{false, true} {
+		name := map[bool]string{false: "buffered", true: "O_DIRECT"}[direct]
+		t.Run(name, func(t *testing.T) {
+			src := &fakeSource{size: 48 << 20}
+			opTimeout := time.Second
+			m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: opTimeout}, cache.Options{ReadAheadMax: chunk})
+			flag := 0
+			if direct {
+				flag = syscall.O_DIRECT
+			}
+			f, err := os.OpenFile(m.path, os.O_RDONLY|flag, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			// An aligned buffer, which O_DIRECT may need.
+			buf, err := syscall.Mmap(-1, 0, want, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer syscall.Munmap(buf)
+			if _, err := f.ReadAt(buf[:cached], 0); err != nil {
+				t.Fatal(err)
+			}
+			src.setGate(make(chan struct{})) // the server goes silent
+			clear(buf)
+
+			n, err := syscall.Pread(int(f.Fd()), buf, 0)
+			if err != nil {
+				if !errors.Is(err, syscall.EIO) {
+					t.Fatalf("pread of %d bytes: %v, want a short count or EIO", want, err)
+				}
+				t.Logf("pread of %d bytes failed with EIO", want)
+				return
+			}
+			t.Logf("pread of %d bytes returned %d", want, n)
+			if n <= 0 || n >= want {
+				t.Fatalf("pread returned %d bytes of %d during an outage", n, want)
+			}
+			if !bytes.Equal(buf[:n], pattern(0, int64(n))) {
+				t.Fatal("the bytes of a short read are wrong")
+			}
+			start := time.Now()
+			_, err = syscall.Pread(int(f.Fd()), buf, int64(n))
+			if elapsed := time.Since(start); !errors.Is(err, syscall.EIO) || elapsed > opTimeout+time.Second {
+				t.Errorf("pread at %d, where the short read stopped: %v after %v, want EIO", n, err, elapsed)
+			}
+		})
+	}
+}
