@@ -260,10 +260,13 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if ago, ok := h.node.failures.since(off, end, time.Now()); ok {
 		return h.readNoWait(ctx, dest, off, ago)
 	}
-	// No read waits longer than the op timeout, whatever the server does. The
-	// FUSE context is cancelled on an interrupt, which ends only this wait.
-	tctx, cancel := context.WithTimeout(ctx, h.node.opts.OpTimeout)
+	// No read waits longer than the op timeout, whatever the server does.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.node.opts.OpTimeout)
 	defer cancel()
+	// The FUSE context is cancelled on an interrupt, which ends only this
+	// wait, after a grace (see interruptGrace).
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(interruptGrace, cancel) })
+	defer stop()
 	n, err := h.reader.ReadAt(tctx, dest, off)
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(tctx.Err(), context.DeadlineExceeded) {
 		h.node.failures.add(off, end, time.Now())
@@ -274,11 +277,23 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	return readResult(dest[:n]), 0
 }
 
+// interruptGrace is how long a read goes on waiting after the kernel said
+// its caller was interrupted. Every signal interrupts a FUSE request, also a
+// handled one with SA_RESTART (an interval timer, a runtime's preemption),
+// and the kernel cannot restart a read the daemon failed with EINTR, so
+// failing at once would hand such programs EINTR whenever the network takes
+// longer than their timer's period. Within the grace the bytes usually
+// arrive and the read completes; a Ctrl-C the program handles still ends a
+// read on a silent server well within a second.
+const interruptGrace = 250 * time.Millisecond
+
 // readNoWait answers a read of bytes whose last read timed out ago: with
 // them if they have arrived since, else with EIO at once, so that the kernel's
 // retry of a failed read-ahead does not wait a second op timeout.
 func (h *fileHandle) readNoWait(ctx context.Context, dest []byte, off int64, ago time.Duration) (fuse.ReadResult, syscall.Errno) {
-	expired, cancel := context.WithDeadline(ctx, time.Now())
+	// It never waits, so an interrupt changes nothing: the answer is the
+	// bytes or EIO, the truth about them.
+	expired, cancel := context.WithDeadline(context.WithoutCancel(ctx), time.Now())
 	defer cancel()
 	n, err := h.node.entry.File.ReadAt(expired, dest, off)
 	if err != nil && err != io.EOF {
