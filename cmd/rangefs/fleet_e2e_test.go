@@ -392,7 +392,7 @@ func TestFleetSliceCacheServesOriginOnce(t *testing.T) {
 //     the new ETag would be ESTALE; either is accepted.)
 //
 // Whatever the path, every byte returned is the old version, and reads past the
-// cached slices fail.
+// cached slices fail. A mount through a cache key with no old slices reads the new version.
 func TestFleetOriginChangeBehindSliceCacheIsDetected(t *testing.T) {
 	needFUSE(t)
 	bin := needNginx(t)
@@ -471,6 +471,13 @@ func TestFleetOriginChangeBehindSliceCacheIsDetected(t *testing.T) {
 		served, len(spans), firstErr, bytes.Count(el, []byte("etag mismatch in slice response")), m.stderr.String())
 	if !bytes.Contains(el, []byte("etag mismatch in slice response")) {
 		t.Errorf("nginx never saw a response mixing slices: the test did not exercise the mix")
+	}
+
+	// A cache key with no old slices (what a purge gives): a new mount reads the new version.
+	mnt2 := t.TempDir()
+	startMount(t, "obj", "--cache-dir", t.TempDir(), proxy.url("/obj?after=purge"), mnt2)
+	if got, err := hashPath(filepath.Join(mnt2, "obj")); err != nil || got != v2.SHA256() {
+		t.Errorf("mount of a fresh cache key: sha256 %s, %v; want the new version %s", got, err, v2.SHA256())
 	}
 }
 
