@@ -14,7 +14,8 @@
 //     A connection that stayed silent through such a timeout is closed, and HTTP/2
 //     connections are pinged when idle, so a retry never lands on a dead path again.
 //   - A server shedding load (429/503) is asked less: the Client halves the requests it
-//     lets through at once and raises the bound again one step per run of successes.
+//     lets through at once to that host and raises the bound again one step per run of
+//     successes. Each host has its own bound of Connections.
 //   - A 404/410 after Probe means the pinned version is gone: ErrGone, and RemoteChanged()
 //     true. Unreachable is never reported as gone.
 //   - Memory is one fixed buffer per transfer, never proportional to range or file size; an

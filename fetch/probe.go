@@ -51,6 +51,9 @@ func (c *Client) Probe(ctx context.Context, rawURL string) (*Object, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.o.ProxyURL != nil {
+		t.secrets = append(t.secrets, collectSecrets(c.o.ProxyURL, nil)...)
+	}
 	o := &Object{c: c, t: t, Size: -1, Name: sanitizeName(path.Base(t.u.Path))}
 
 	done, err := c.probeHead(ctx, o)
