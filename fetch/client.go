@@ -23,11 +23,11 @@ type Client struct {
 	o        Options
 	hc       *http.Client
 	tr       *http.Transport
-	limiter  *tokenBucket   // nil when unlimited
+	limiter  *tokenBucket // nil when unlimited
 	limitsMu sync.Mutex
 	limits   map[string]*adaptiveLimit // per URL host: requests in flight, lowered while it sheds load
-	resolver *net.Resolver  // nil = the default; tests answer names without real DNS
-	bufs     sync.Pool      // *[]byte of copyBufSize: the only body buffers
+	resolver *net.Resolver             // nil = the default; tests answer names without real DNS
+	bufs     sync.Pool                 // *[]byte of copyBufSize: the only body buffers
 }
 
 // copyBufSize is the fixed body buffer: large enough for few syscalls per MiB, small enough
