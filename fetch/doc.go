@@ -24,5 +24,12 @@
 //     log records; user headers and credentials never follow a redirect to another host;
 //     redirects to link-local, unspecified or multicast addresses are refused before dialing.
 //
+//   - Mirrors reads one file from several servers at once (each version pinned by its own
+//     Probe), weighted by the throughput each has shown, within each host's Connections,
+//     failing over when one errs or stalls and dropping one whose version changes. With
+//     published piece hashes (Metalink) every piece is verified in a buffer before any byte
+//     of it is written; a bad piece is fetched from another mirror and its server demoted.
+//     Without them a mirror serving other bytes of the same size cannot be detected.
+//
 // It imports the standard library only.
 package fetch

@@ -26,6 +26,17 @@ type Object struct {
 	t       *target
 	rawETag string // ETag as sent, weak or strong: a weak one still detects a change
 	pinned  bool   // Probe has returned this Object: later 404/410 mean "deleted"
+
+	multi    *Mirrors // set on Mirrors.Object(): Fetch reads from the mirrors
+	identity string   // overrides Identity and IdentityNoQuery when set
+}
+
+// Sources is the number of servers Fetch reads from: 1, or the mirrors of Mirrors.Object().
+func (o *Object) Sources() int {
+	if o.multi != nil {
+		return o.multi.Len()
+	}
+	return 1
 }
 
 // URL returns the redacted URL (no userinfo, query values replaced): safe to log and store.
@@ -33,11 +44,21 @@ func (o *Object) URL() string { return o.t.redact }
 
 // Identity is scheme://host/path?query with userinfo removed, scheme and host normalised:
 // the cache key. It keeps the query (it may hold a secret: hash it before storing).
-func (o *Object) Identity() string { return identityOf(o.t.u, true) }
+func (o *Object) Identity() string {
+	if o.identity != "" {
+		return o.identity
+	}
+	return identityOf(o.t.u, true)
+}
 
 // IdentityNoQuery is Identity without the query, for URLs whose query is volatile
 // (presigned signatures that change on every issue).
-func (o *Object) IdentityNoQuery() string { return identityOf(o.t.u, false) }
+func (o *Object) IdentityNoQuery() string {
+	if o.identity != "" {
+		return o.identity
+	}
+	return identityOf(o.t.u, false)
+}
 
 // Probe learns the size and validators of rawURL and whether the server honours ranges.
 // It sends HEAD; if HEAD is refused, or lacks Content-Length or "Accept-Ranges: bytes", it

@@ -20,6 +20,9 @@ import (
 // is read). A write error from w is returned at once as *WriteError.
 // Safe for concurrent use; memory use is one fixed buffer per call.
 func (o *Object) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
+	if o.multi != nil {
+		return o.multi.Fetch(ctx, off, n, w)
+	}
 	if off < 0 || n < 0 || off > o.Size-n {
 		return fmt.Errorf("fetch: range [%d,+%d) outside a file of %d bytes", off, n, o.Size)
 	}

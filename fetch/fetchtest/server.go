@@ -459,6 +459,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fw.fault = flt
 	if flt != nil {
 		rewriteRange(r, flt, f.size)
+		if a, _, ok := parseRange(r.Header.Get("Range")); ok {
+			fw.bodyOff = a
+		}
 	}
 	http.ServeContent(fw, r, "", modTime, io.NewSectionReader(f.content, 0, f.size))
 	fw.finish()
