@@ -70,7 +70,7 @@ type Mirrors struct {
 	opts   Options // retry knobs, from the first mirror's Client
 	bufs   sync.Pool
 
-	mu   sync.Mutex // protects ms' mutable fields and wake
+	mu       sync.Mutex // protects ms' mutable fields and wake
 	ms       []*mirror
 	wake     chan struct{} // closed (and replaced) when a slot frees or a mirror's state changes
 	lastDrop error         // the error that dropped the latest mirror

@@ -201,7 +201,7 @@ type faultWriter struct {
 	sent        int64
 	gz          *gzip.Writer
 	bodyOff     int64 // file offset of the first body byte (Corrupt)
-	dead        bool // connection hijacked or abandoned: drop further writes
+	dead        bool  // connection hijacked or abandoned: drop further writes
 }
 
 func (fw *faultWriter) Header() http.Header { return fw.rw.Header() }
