@@ -99,9 +99,10 @@ func (e *redactedError) Unwrap() error { return e.err }
 
 // IsNetwork reports whether err is a failure of the network or of the server rather than of
 // this machine, the caller, or the remote file's version: a transfer that stalled or kept
-// ending short until the attempts ran out, a malformed or unexpected answer, an HTTP error
-// status, a refused redirect, or a transport error (dial, DNS, reset, timeout, TLS). It is
-// false for ErrChanged, a *WriteError and a cancelled or expired caller context.
+// ending short until the attempts ran out, a malformed or unexpected answer, a piece no
+// mirror served intact (ErrPieceHash), an HTTP error status, a refused redirect, or a
+// transport error (dial, DNS, reset, timeout, TLS). It is false for ErrChanged, a
+// *WriteError and a cancelled or expired caller context.
 func IsNetwork(err error) bool {
 	var we *WriteError
 	var se *StatusError
@@ -112,7 +113,7 @@ func IsNetwork(err error) bool {
 		return false
 	case errors.Is(err, errStall), errors.Is(err, errShortBody), errors.Is(err, ErrBadRange),
 		errors.Is(err, ErrRangeIgnored), errors.Is(err, ErrNoSize), errors.Is(err, ErrGone),
-		errors.Is(err, ErrEncoding), errors.Is(err, ErrRedirect), errors.As(err, &se):
+		errors.Is(err, ErrEncoding), errors.Is(err, ErrRedirect), errors.Is(err, ErrPieceHash), errors.As(err, &se):
 		return true
 	case errors.As(err, &ne):
 		return true

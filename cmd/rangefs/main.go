@@ -186,6 +186,7 @@ func newClient(c *commonConfig, log *slog.Logger, stderr io.Writer) *fetch.Clien
 		Insecure:    c.Insecure,
 		Connections: c.Connections,
 		RateLimit:   c.LimitRate,
+		ProxyURL:    c.Sources.Proxy,
 		Logger:      log,
 	})
 }

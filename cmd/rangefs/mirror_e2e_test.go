@@ -1,0 +1,205 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"rangefs/fetch/fetchtest"
+)
+
+// writeMeta4 writes a Metalink 4 file for p served at urls (in priority order), with
+// piece hashes of length piece (none when piece is 0).
+func writeMeta4(t *testing.T, path, name string, p *fetchtest.PatternReader, piece int64, urls ...string) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metalink xmlns=\"urn:ietf:params:xml:ns:metalink\">\n")
+	fmt.Fprintf(&b, "  <file name=%q>\n    <size>%d</size>\n    <hash type=\"sha-256\">%s</hash>\n", name, p.Size(), p.SHA256())
+	if piece > 0 {
+		fmt.Fprintf(&b, "    <pieces length=\"%d\" type=\"sha-256\">\n", piece)
+		for off := int64(0); off < p.Size(); off += piece {
+			h := sha256.Sum256(p.Bytes(off, min(piece, p.Size()-off)))
+			fmt.Fprintf(&b, "      <hash>%s</hash>\n", hex.EncodeToString(h[:]))
+		}
+		b.WriteString("    </pieces>\n")
+	}
+	for i, u := range urls {
+		fmt.Fprintf(&b, "    <url priority=\"%d\">%s</url>\n", i+1, u)
+	}
+	b.WriteString("  </file>\n</metalink>\n")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// threeMirrors starts the three servers of p: one slow, one that dies in the middle
+// of its first ranged answer, and one that serves a wrong byte at badOff whenever asked.
+func threeMirrors(t *testing.T, p *fetchtest.PatternReader, badOff int64) (slow, dying, corrupt *fetchtest.Server) {
+	t.Helper()
+	slow = fetchtest.NewServer(p, p.Size(), fetchtest.WithConnRate(1<<20))
+	dying = fetchtest.NewServer(p, p.Size())
+	corrupt = fetchtest.NewServer(p, p.Size())
+	for _, s := range []*fetchtest.Server{slow, dying, corrupt} {
+		t.Cleanup(s.Close)
+	}
+	dying.Inject(fetchtest.Fault{Kind: fetchtest.ShortBody, Arg: 200000, Times: 1, RangedOnly: true,
+		After: func() { go dying.Close() }})
+	if badOff >= 0 {
+		corrupt.Inject(fetchtest.Fault{Kind: fetchtest.Corrupt, Arg: badOff})
+	}
+	return slow, dying, corrupt
+}
+
+// With a Metalink, the chunk the corrupt mirror spoils is caught by its piece hash before
+// it reaches the download, fetched again from another mirror, and the corrupt mirror is
+// demoted; the result is exact. The mirror is picked at random, weighted by throughput,
+// so the run is repeated (bounded) until the corrupt mirror has been asked for the chunk.
+func TestGetMetalinkCatchesBadPieceFromMirror(t *testing.T) {
+	const size, piece = 12<<20 + 4321, 256 << 10
+	p := fetchtest.Pattern(size, 61)
+	const badOff = 7*piece + 1000
+	caught := false
+	for run := 0; run < 6 && !caught; run++ {
+		slow, dying, corrupt := threeMirrors(t, p, badOff)
+		dir := t.TempDir()
+		meta := filepath.Join(dir, "w.meta4")
+		writeMeta4(t, meta, "weights.bin", p, piece, slow.URL(), dying.URL(), corrupt.URL())
+		r := rangefs(t, dir, "get", "-j", "2", meta)
+		if r.code != exitOK {
+			t.Fatalf("run %d: exit %d: %s", run, r.code, r.stderr)
+		}
+		if got := fileSHA256(t, filepath.Join(dir, "weights.bin")); got != p.SHA256() {
+			t.Fatalf("run %d: sha256 %s, want %s", run, got, p.SHA256())
+		}
+		if strings.Contains(r.stderr, "no piece hashes") {
+			t.Errorf("the no-piece-hash warning was printed although the Metalink has pieces:\n%s", r.stderr)
+		}
+		caught = strings.Contains(r.stderr, "fails its SHA-256") && strings.Contains(r.stderr, corrupt.URL())
+		t.Logf("run %d: corrupt mirror caught: %v; stderr:\n%s", run, caught, r.stderr)
+	}
+	if !caught {
+		t.Fatal("the corrupt mirror was never asked for its bad chunk in 6 runs")
+	}
+}
+
+// Without piece hashes the same servers give an exact file when the corrupt one is honest,
+// and the limitation (a mirror serving other bytes cannot be caught) is said once at start.
+func TestGetMirrorsWithoutHashesWarns(t *testing.T) {
+	const size = 8<<20 + 99
+	p := fetchtest.Pattern(size, 62)
+	slow, dying, other := threeMirrors(t, p, -1)
+	dir := t.TempDir()
+	r := rangefs(t, dir, "get", "-j", "2", "-o", "out", "--mirror", dying.URL(), "--mirror", other.URL(), slow.URL())
+	if r.code != exitOK {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if got := fileSHA256(t, filepath.Join(dir, "out")); got != p.SHA256() {
+		t.Fatalf("sha256 %s, want %s", got, p.SHA256())
+	}
+	if n := strings.Count(r.stderr, "no piece hashes: a mirror that serves other bytes of the same size cannot be detected"); n != 1 {
+		t.Fatalf("the limitation was said %d times, want once:\n%s", n, r.stderr)
+	}
+	if other.Stats().RangeRequests == 0 || slow.Stats().RangeRequests == 0 {
+		t.Fatalf("not every live mirror was used: slow %d, other %d ranged requests", slow.Stats().RangeRequests, other.Stats().RangeRequests)
+	}
+	// With --sha256, a wrong byte from a mirror is caught at the end (exit 5, nothing saved).
+	bad := fetchtest.NewServer(p, size)
+	t.Cleanup(bad.Close)
+	bad.Inject(fetchtest.Fault{Kind: fetchtest.Corrupt, Arg: 0})
+	r = rangefs(t, dir, "get", "-q", "-o", "out2", "--sha256", p.SHA256(), "--mirror", bad.URL(), bad.URL()+"?same=1")
+	if r.code != exitChecksum {
+		t.Fatalf("corrupt mirrors with --sha256: exit %d, want %d: %s", r.code, exitChecksum, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out2")); !os.IsNotExist(err) {
+		t.Fatalf("a file was saved after the checksum failed: %v", err)
+	}
+}
+
+// A mirror of another size is refused before anything is fetched, naming it.
+func TestGetMirrorOfAnotherSizeRefused(t *testing.T) {
+	a, _ := patternServer(t, 1<<20, 63)
+	b, _ := patternServer(t, 1<<20+1, 63)
+	dir := t.TempDir()
+	r := rangefs(t, dir, "get", "-o", "out", "--mirror", b.URL(), a.URL())
+	if r.code == exitOK || !strings.Contains(r.stderr, "mirror "+b.URL()+" is 1048577 bytes, but "+a.URL()+" is 1048576") {
+		t.Fatalf("exit %d, stderr %q; want a refusal naming the mirror", r.code, r.stderr)
+	}
+	if a.Stats().RangeRequests > 1 || b.Stats().RangeRequests > 1 {
+		t.Fatalf("ranges were fetched before the refusal: %d, %d", a.Stats().RangeRequests, b.Stats().RangeRequests)
+	}
+}
+
+// A mount of a Metalink reads through every mirror, each chunk verified; the file takes
+// the Metalink's name.
+func TestMountMetalink(t *testing.T) {
+	needFUSE(t)
+	const size, piece = 6<<20 + 17, 1 << 20
+	p := fetchtest.Pattern(size, 64)
+	slow, dying, corrupt := threeMirrors(t, p, 3*piece+5)
+	dir := t.TempDir()
+	meta := filepath.Join(dir, "m.meta4")
+	writeMeta4(t, meta, "model/weights.bin", p, piece, slow.URL(), dying.URL(), corrupt.URL())
+	mnt := t.TempDir()
+	startMount(t, "weights.bin", "--cache-dir", t.TempDir(), meta, mnt)
+	got, err := os.ReadFile(filepath.Join(mnt, "weights.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := sha256.Sum256(got); hex.EncodeToString(h[:]) != p.SHA256() {
+		t.Fatal("the mounted file is not the Metalink's file")
+	}
+}
+
+// --proxy sends get's requests through the named forward proxy, loopback included; a bad
+// --proxy is a usage error that does not repeat the password.
+func TestGetProxyFlag(t *testing.T) {
+	srv, p := patternServer(t, 3<<20, 65)
+	var proxied atomic.Int64
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	px := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !r.URL.IsAbs() {
+			http.Error(w, "not a proxy request", http.StatusBadRequest)
+			return
+		}
+		proxied.Add(1)
+		out, _ := http.NewRequestWithContext(r.Context(), r.Method, r.URL.String(), nil)
+		for _, k := range []string{"Range", "If-Range", "Accept-Encoding"} {
+			if v := r.Header.Get(k); v != "" {
+				out.Header.Set(k, v)
+			}
+		}
+		resp, err := tr.RoundTrip(out)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, vv := range resp.Header {
+			w.Header()[k] = vv
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(px.Close)
+	dir := t.TempDir()
+	r := rangefs(t, dir, "get", "-q", "-o", "out", "--proxy", px.URL, srv.URL())
+	if r.code != exitOK || fileSHA256(t, filepath.Join(dir, "out")) != p.SHA256() {
+		t.Fatalf("get through --proxy: exit %d: %s", r.code, r.stderr)
+	}
+	if n, m := proxied.Load(), srv.Stats().Requests; n == 0 || n != m {
+		t.Fatalf("proxy forwarded %d requests, origin saw %d; want all of them through the proxy", n, m)
+	}
+	r = rangefs(t, dir, "get", "-o", "out3", "--proxy", "ftp://u:pr0xy-secret@127.0.0.1:1", srv.URL())
+	if r.code != exitUsage || strings.Contains(r.stderr, "pr0xy-secret") || !strings.Contains(r.stderr, "--proxy") {
+		t.Fatalf("bad --proxy: exit %d, stderr %q; want a usage error without the password", r.code, r.stderr)
+	}
+}
