@@ -235,6 +235,8 @@ type target struct {
 	secrets secretSet
 	allow   netip.Addr // valid when the original host is a link-local etc. literal
 	redact  string     // Redact(u)
+	// noHeaders: the Client's user headers are not sent (ProbeWithoutHeaders).
+	noHeaders bool
 }
 
 func parseTarget(rawURL string, h http.Header) (*target, error) {
@@ -280,6 +282,9 @@ func (c *Client) newRequest(ctx context.Context, method string, t *target) (*htt
 		return nil, fmt.Errorf("fetch: cannot build request for %s", t.redact)
 	}
 	for k, vv := range c.o.Header {
+		if t.noHeaders {
+			break
+		}
 		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vv...)
 	}
 	if t.auth != "" && req.Header.Get("Authorization") == "" {

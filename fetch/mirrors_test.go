@@ -347,3 +347,41 @@ func TestMirrorsObjectView(t *testing.T) {
 	}
 	checkBytes(t, buf.Bytes(), p, 100)
 }
+
+// A mirror probed without headers never receives the Client's user headers, neither on
+// the probe nor on fetches; the one probed normally does.
+func TestProbeWithoutHeaders(t *testing.T) {
+	p := fetchtest.Pattern(1<<20, 32)
+	own := fetchtest.NewServer(p, p.Size())
+	t.Cleanup(own.Close)
+	other := fetchtest.NewServer(p, p.Size())
+	t.Cleanup(other.Close)
+	opt := fastOptions()
+	opt.Header = map[string][]string{"Authorization": {"Bearer tok-for-own-host"}}
+	c := newTestClient(t, opt)
+	oOwn := mustProbe(t, c, own.URL())
+	oOther, err := c.ProbeWithoutHeaders(ctxT(t), other.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := NewMirrors([]*Object{oOwn, oOther}, MirrorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fetchAll(ctxT(t), t, ms.Fetch, p.Size(), 64<<10, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range other.Requests() {
+		if r.Header.Get("Authorization") != "" {
+			t.Fatalf("the other mirror received Authorization on %s %s", r.Method, r.Range)
+		}
+	}
+	for _, r := range own.Requests() {
+		if r.Header.Get("Authorization") != "Bearer tok-for-own-host" {
+			t.Fatalf("the URL's own host did not receive its header on %s %s", r.Method, r.Range)
+		}
+	}
+	if len(other.Requests()) < 2 {
+		t.Fatalf("the other mirror saw %d requests; the test needs fetches there too", len(other.Requests()))
+	}
+}

@@ -68,10 +68,23 @@ func (o *Object) IdentityNoQuery() string {
 // one above MaxInt64-1, which no Content-Range could address, is refused.
 // 404/410: ErrGone. Transient failures are retried like Fetch.
 func (c *Client) Probe(ctx context.Context, rawURL string) (*Object, error) {
+	return c.probe(ctx, rawURL, false)
+}
+
+// ProbeWithoutHeaders is Probe for a URL that must not receive the Client's user headers:
+// a mirror on another host, named by a Metalink or next to the URL the headers were meant
+// for. Neither the Probe nor any Fetch of the Object sends them (userinfo in rawURL itself
+// is still used: it is that URL's own).
+func (c *Client) ProbeWithoutHeaders(ctx context.Context, rawURL string) (*Object, error) {
+	return c.probe(ctx, rawURL, true)
+}
+
+func (c *Client) probe(ctx context.Context, rawURL string, noHeaders bool) (*Object, error) {
 	t, err := parseTarget(rawURL, c.o.Header)
 	if err != nil {
 		return nil, err
 	}
+	t.noHeaders = noHeaders
 	if c.o.ProxyURL != nil {
 		t.secrets = append(t.secrets, collectSecrets(c.o.ProxyURL, nil)...)
 	}

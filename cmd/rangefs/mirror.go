@@ -154,7 +154,15 @@ func probeSources(ctx context.Context, client *fetch.Client, cc *commonConfig, a
 	errs := make([]error, len(urls))
 	var wg sync.WaitGroup
 	for i, u := range urls {
-		wg.Go(func() { objs[i], errs[i] = client.Probe(ctx, u) })
+		wg.Go(func() {
+			// -H headers are meant for the first URL's host: a mirror elsewhere, maybe
+			// named by a third party's Metalink, must not receive credentials.
+			if sameHost(u, urls[0]) {
+				objs[i], errs[i] = client.Probe(ctx, u)
+			} else {
+				objs[i], errs[i] = client.ProbeWithoutHeaders(ctx, u)
+			}
+		})
 	}
 	wg.Wait()
 	var usable []*fetch.Object
@@ -258,6 +266,13 @@ func loadMetalink(p string) (*metalink.File, error) {
 		return nil, usagef("%s describes %d files; rangefs reads one file per Metalink", p, len(m.Files))
 	}
 	return &m.Files[0], nil
+}
+
+// sameHost reports whether two URLs name the same host and port.
+func sameHost(a, b string) bool {
+	ua, err1 := url.Parse(a)
+	ub, err2 := url.Parse(b)
+	return err1 == nil && err2 == nil && strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host)
 }
 
 func dedupe(urls []string) []string {

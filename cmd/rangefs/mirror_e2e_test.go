@@ -203,3 +203,24 @@ func TestGetProxyFlag(t *testing.T) {
 		t.Fatalf("bad --proxy: exit %d, stderr %q; want a usage error without the password", r.code, r.stderr)
 	}
 }
+
+// -H headers go to the URL's own host only, never to a mirror on another host.
+func TestGetMirrorHeadersStayOnTheirHost(t *testing.T) {
+	own, p := patternServer(t, 2<<20, 66)
+	other, _ := patternServer(t, 2<<20, 66)
+	dir := t.TempDir()
+	r := rangefs(t, dir, "get", "-q", "-o", "out", "-H", "X-Token: only-for-own", "--mirror", other.URL(), own.URL())
+	if r.code != exitOK || fileSHA256(t, filepath.Join(dir, "out")) != p.SHA256() {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, q := range other.Requests() {
+		if q.Header.Get("X-Token") != "" {
+			t.Fatalf("the mirror on another host received the -H header (%s %s)", q.Method, q.Range)
+		}
+	}
+	for _, q := range own.Requests() {
+		if q.Header.Get("X-Token") != "only-for-own" {
+			t.Fatalf("the URL's own host did not receive its -H header (%s %s)", q.Method, q.Range)
+		}
+	}
+}
