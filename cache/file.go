@@ -310,12 +310,11 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 			return nil, fmt.Errorf("cache: write index: %w", err)
 		}
 		if dataLen > 0 {
-			// Truncating to zero frees the old blocks; the Truncate below
-			// re-extends the file as a hole.
-			if err := df.Truncate(0); err != nil {
+			nf, err := replaceData(df, dataPath)
+			if err != nil {
 				return nil, fmt.Errorf("cache: discard data: %w", err)
 			}
-			dataLen = 0
+			df, dataLen = nf, 0
 		}
 	}
 	if f.discarded != "" {
@@ -339,6 +338,20 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 	go f.com.run()
 	ok = true
 	return f, nil
+}
+
+// replaceData discards the old data file df at path by unlinking it and
+// creating an empty one in its place, and returns the new one; df is closed.
+// The old file is never truncated or written: a handle another process still
+// holds on it (a FUSE passthrough open outlives the daemon that gave it)
+// keeps reading the version it was given, never zeros or the next version.
+// Its blocks are freed when the last such handle closes.
+func replaceData(df *os.File, path string) (*os.File, error) {
+	df.Close()
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return openFileNoFollow(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 }
 
 // loadChunks fills the present bitset from the chunks bucket with one cursor
