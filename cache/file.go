@@ -29,13 +29,20 @@ type Source interface {
 }
 
 // Meta identifies the cached version of a remote object. Open compares every
-// field except URL with what the cache directory holds.
+// field except Date and URL with what the cache directory holds, and keeps
+// the cached bytes only when they are proven to be of this version (see
+// provenSame); otherwise it discards them.
 type Meta struct {
 	Size         int64
 	ChunkSize    int64  // power of two, 64 KiB..64 MiB
 	ETag         string // strong ETag as sent, or ""
+	WeakETag     string // the ETag as sent when it is not strong (W/"…"), or ""
 	LastModified string // as sent, or ""
-	URL          string // secret-free, informational only
+	// Date is the server's Date header on the answer that gave the
+	// validators, or "". It is stored when the cache is created and
+	// tells whether LastModified can prove the version (see provenSame).
+	Date string
+	URL  string // secret-free, informational only
 }
 
 // Options tune a File. The zero value is usable.

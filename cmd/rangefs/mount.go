@@ -67,7 +67,8 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		}
 		dir := filepath.Join(c.CacheDir, cache.DirName(id))
 		f, err := cache.Open(dir, cache.Meta{
-			Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, LastModified: o.LastModified, URL: o.URL(),
+			Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, WeakETag: o.WeakETag,
+			LastModified: o.LastModified, Date: o.Date, URL: o.URL(),
 		}, o, cache.Options{Pool: pool, Logger: log})
 		if err != nil {
 			return fmt.Errorf("%s: %w", o.URL(), err)
