@@ -51,6 +51,13 @@ type Options struct {
 	MaxRequest   int64        // max bytes of adjacent missing chunks in one Source.Fetch; default 16 MiB
 	ReadAheadMax int64        // cap of a Reader's read-ahead window; default 32 MiB (see readAheadWindow)
 	Logger       *slog.Logger // nil: discard
+	// Root, if set, is the cache root that holds dir (one directory per
+	// object, as a mount's --cache-dir). Open creates it 0700 if missing
+	// and refuses one that is not a directory, not ours, or writable by
+	// group or others, like dir itself. A symlink to such a root is
+	// followed (the user may keep the cache on another disk); dir, inside
+	// it, never is.
+	Root string
 
 	// wrapData lets tests put a fault injector between the cache and its
 	// data file.
@@ -195,6 +202,11 @@ func Open(dir string, m Meta, src Source, o Options) (*File, error) {
 	}
 	if src == nil {
 		return nil, errors.New("cache: nil Source")
+	}
+	if o.Root != "" {
+		if err := prepareRoot(o.Root); err != nil {
+			return nil, err
+		}
 	}
 	if err := prepareDir(dir, true); err != nil {
 		return nil, err

@@ -116,6 +116,31 @@ func checkDir(dir string, fi fs.FileInfo) error {
 	return nil
 }
 
+// prepareRoot creates the cache root (0700) or checks an existing one,
+// following a symlink to it (see Options.Root).
+func prepareRoot(root string) error {
+	fi, err := os.Stat(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return fmt.Errorf("cache root: %w", err)
+		}
+		fi, err = os.Stat(root)
+	}
+	if err != nil {
+		return fmt.Errorf("cache root: %w", err)
+	}
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("cache root %s is not a directory", root)
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("cache root %s is writable by group or others (mode %v), so another user could swap its caches; refusing to use it: chmod 700 %s, or use another cache directory", root, fi.Mode().Perm(), root)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("cache root %s belongs to uid %d, not to us (uid %d); refusing to use it: use a cache directory of our own", root, st.Uid, os.Getuid())
+	}
+	return nil
+}
+
 // openFileNoFollow opens a regular file without following a symlink at its
 // last component, creating it 0600 when flag has O_CREATE. It matches the
 // signature of bolt.Options.OpenFile.

@@ -1,12 +1,14 @@
 package main
 
-// End-to-end tests of what an open handle sees of the cache's data file when
-// it outlives the daemon that gave it out.
+// End-to-end tests of the cache's files: what an open handle sees of the
+// data file when it outlives the daemon that gave it out, and which cache
+// directories are refused.
 
 import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -90,5 +92,28 @@ func TestPassthroughHandleOutlivesDaemon(t *testing.T) {
 			m2.cmd.Process.Signal(syscall.SIGTERM)
 			m2.wait(t)
 		})
+	}
+}
+
+// A --cache-dir that others can write is refused before anything is
+// mounted or cached, with what to do about it.
+func TestMountRefusesWritableCacheDir(t *testing.T) {
+	needFUSE(t)
+	srv, _ := patternServer(t, 1<<20, 33)
+	mnt, cdir := t.TempDir(), t.TempDir()
+	if err := os.Chmod(cdir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if isMounted(t, mnt) {
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+	})
+	r := rangefs(t, mnt, "mount", "--cache-dir", cdir, srv.URL(), mnt)
+	if r.code == exitOK || !strings.Contains(r.stderr, "chmod 700") || !strings.Contains(r.stderr, cdir) {
+		t.Fatalf("mount with a 0777 --cache-dir: exit %d, stderr %q; want a refusal naming it and saying chmod 700", r.code, r.stderr)
+	}
+	if ents, err := os.ReadDir(cdir); err != nil || len(ents) != 0 {
+		t.Fatalf("the refused cache dir holds %v (%v), want nothing", ents, err)
 	}
 }
