@@ -203,12 +203,12 @@ func startPython(t testing.TB, tree string) string {
 }
 
 // walk lists the whole tree below l breadth-first and returns every entry by path. It
-// stops at 100,000 entries or a depth of 10, whatever the lister returns.
+// stops at 2,000,000 entries or a depth of 10, whatever the lister returns.
 func walk(t testing.TB, ctx context.Context, l Lister) map[string]Entry {
 	t.Helper()
 	out := map[string]Entry{}
 	queue := []string{""}
-	for len(queue) > 0 && len(out) < 100_000 {
+	for len(queue) > 0 && len(out) < 2_000_000 {
 		dir := queue[0]
 		queue = queue[1:]
 		es, err := l.List(ctx, dir)
