@@ -184,4 +184,3 @@ func BenchmarkManifestListAll(b *testing.B) {
 		}
 	}
 }
-
