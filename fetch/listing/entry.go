@@ -62,9 +62,9 @@ var (
 type Options struct {
 	// Logger receives one warning per skip reason per listing; nil = discard.
 	Logger *slog.Logger
-	// MaxBody caps the bytes read from one listing answer (after decompression); default
-	// 64 MiB. A page of a million nginx entries is about 120 MiB, so larger trees should
-	// use the JSON format (about half) or a manifest.
+	// MaxBody caps the bytes read from one listing answer (after decompression), each S3
+	// page apart; default 64 MiB. An index page spends roughly 100 bytes an entry, so a
+	// directory of more than about half a million entries needs a higher cap or a manifest.
 	MaxBody int64
 	// MaxEntries caps the entries of one directory; default 1,000,000.
 	MaxEntries int
