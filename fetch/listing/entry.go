@@ -15,8 +15,9 @@ type Entry struct {
 	// Name is one path component: never "", "." or "..", never contains '/' or NUL.
 	Name  string
 	IsDir bool
-	// URL is absolute: for a file, the http(s) URL to probe and fetch; for a directory of
-	// an HTTP or S3 listing, the URL its listing is read from. "" for a manifest directory.
+	// URL is absolute: for a file, the http(s) URL to probe and fetch; for a directory, the
+	// URL its listing is read from (http(s) for an index page, s3://BUCKET/PREFIX/ for S3);
+	// "" for a manifest directory.
 	URL string
 	// Size is the byte count, -1 when unknown. It is a hint unless SizeExact: an HTML page
 	// prints "12M" or "1.2K"; the opener must probe before trusting it.
