@@ -180,7 +180,7 @@ func (ms *Mirrors) Object() *Object {
 		v.Name = sanitizeName(ms.name)
 	}
 	if ms.hash != "" {
-		v.ETag, v.LastModified, v.rawETag = `"sha-256:`+ms.hash+`"`, "", ""
+		v.ETag, v.WeakETag, v.LastModified, v.Date, v.rawETag = `"sha-256:`+ms.hash+`"`, "", "", "", ""
 		v.identity = "sha-256:" + ms.hash
 	}
 	return &v

@@ -18,7 +18,9 @@ import (
 type Object struct {
 	Size         int64
 	ETag         string // strong ETag exactly as sent (with quotes); "" when absent or weak
+	WeakETag     string // the ETag as sent when it is not strong (W/"…"); "" when absent or strong
 	LastModified string // as sent; "" when absent
+	Date         string // the Date header of the answer that gave the validators; "" when absent
 	Ranges       bool   // the server honoured a Range request (206 with a correct Content-Range)
 	Name         string // suggested local file name; never "", ".", ".."; no '/', NUL or control bytes
 
@@ -227,11 +229,12 @@ func (c *Client) probeRange(ctx context.Context, o *Object) error {
 // ranged GET is what later Fetches will be compared with).
 func (o *Object) recordValidators(resp *http.Response) {
 	o.rawETag = resp.Header.Get("Etag")
-	o.ETag = ""
+	o.ETag, o.WeakETag = "", o.rawETag
 	if isStrongETag(o.rawETag) {
-		o.ETag = o.rawETag
+		o.ETag, o.WeakETag = o.rawETag, ""
 	}
 	o.LastModified = resp.Header.Get("Last-Modified")
+	o.Date = resp.Header.Get("Date")
 	if cd := resp.Header.Get("Content-Disposition"); cd != "" {
 		if _, params, err := mime.ParseMediaType(cd); err == nil {
 			if n := sanitizeName(params["filename"]); n != fallbackName {

@@ -124,7 +124,9 @@ func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, 
 		Size:         obj.Size,
 		ChunkSize:    c.ChunkSize,
 		ETag:         obj.ETag,
+		WeakETag:     obj.WeakETag,
 		LastModified: obj.LastModified,
+		Date:         obj.Date,
 		URL:          obj.URL(),
 	}, obj, cache.Options{Pool: cache.NewPool(poolSize(c.Connections, obj)), Logger: log})
 	if err != nil {

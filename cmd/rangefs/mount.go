@@ -71,8 +71,9 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		}
 		dir := filepath.Join(c.CacheDir, cache.DirName(id))
 		f, err := cache.Open(dir, cache.Meta{
-			Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, LastModified: o.LastModified, URL: o.URL(),
-		}, o, cache.Options{Pool: pool, Logger: log})
+			Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, WeakETag: o.WeakETag,
+			LastModified: o.LastModified, Date: o.Date, URL: o.URL(),
+		}, o, cache.Options{Pool: pool, Logger: log, Root: c.CacheDir})
 		if err != nil {
 			return fmt.Errorf("%s: %w", o.URL(), err)
 		}
