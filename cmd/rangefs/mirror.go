@@ -32,7 +32,7 @@ type sourceFlags struct {
 // registerSourceFlags adds --mirror, --metalink and --proxy to fs.
 func registerSourceFlags(fs *pflag.FlagSet, c *sourceFlags) {
 	fs.Var(mirrorValue{c}, "mirror", "another URL of the same file (repeatable): chunks are fetched from all of them at once")
-	fs.StringVar(&c.Metalink, "metalink", "", "take mirrors, size and SHA-256 piece hashes of the file from this Metalink 4 file (.meta4); every chunk is verified")
+	fs.StringVar(&c.Metalink, "metalink", "", "read mirrors, size and SHA-256 piece hashes from the Metalink 4 `FILE` (.meta4; the URL is one more mirror); every chunk is verified. A FILE.meta4 argument instead of the URL does the same")
 	fs.Var(proxyValue{c}, "proxy", "send every request through this forward proxy (http://host:port), whatever HTTP(S)_PROXY and NO_PROXY say")
 }
 
@@ -91,7 +91,8 @@ func (c *sourceFlags) fail(err error) {
 // isMetalinkArg reports whether a URL argument is a local Metalink file.
 func isMetalinkArg(arg string) bool {
 	l := strings.ToLower(arg)
-	return !strings.Contains(l, "://") && (strings.HasSuffix(l, ".meta4") || strings.HasSuffix(l, ".metalink"))
+	return !strings.Contains(l, "://") && !strings.HasPrefix(l, "@") &&
+		(strings.HasSuffix(l, ".meta4") || strings.HasSuffix(l, ".metalink"))
 }
 
 // sources is what probeSources found out for one file.

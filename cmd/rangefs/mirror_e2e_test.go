@@ -224,3 +224,38 @@ func TestGetMirrorHeadersStayOnTheirHost(t *testing.T) {
 		}
 	}
 }
+
+// --metalink beside a URL: the URL is one more mirror, the Metalink's hashes check every
+// chunk and the whole file; a Metalink given twice, or naming two files, is a usage error.
+func TestGetMetalinkFlagWithURL(t *testing.T) {
+	const size, piece = 3<<20 + 5, 512 << 10
+	a, p := patternServer(t, size, 67)
+	b, _ := patternServer(t, size, 67)
+	dir := t.TempDir()
+	meta := filepath.Join(dir, "f.meta4")
+	writeMeta4(t, meta, "named.bin", p, piece, b.URL())
+	r := rangefs(t, dir, "get", "-q", "--metalink", meta, a.URL())
+	if r.code != exitOK || fileSHA256(t, filepath.Join(dir, "named.bin")) != p.SHA256() {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if a.Stats().RangeRequests == 0 || b.Stats().RangeRequests == 0 {
+		t.Fatalf("ranged requests: URL %d, Metalink mirror %d; want both used", a.Stats().RangeRequests, b.Stats().RangeRequests)
+	}
+	// A Metalink whose hash is of other content: every piece fails, nothing is saved.
+	other := filepath.Join(dir, "other.meta4")
+	writeMeta4(t, other, "other.bin", fetchtest.Pattern(size, 68), piece, a.URL(), b.URL())
+	if r := rangefs(t, dir, "get", "-q", other); r.code != exitNetwork || !strings.Contains(r.stderr, "SHA-256") {
+		t.Fatalf("Metalink of other content: exit %d, stderr %q; want exit %d naming the SHA-256", r.code, r.stderr, exitNetwork)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "other.bin")); !os.IsNotExist(err) {
+		t.Fatalf("a file was saved from pieces that failed their hashes: %v", err)
+	}
+	two := filepath.Join(dir, "two.meta4")
+	os.WriteFile(two, []byte(`<metalink xmlns="urn:ietf:params:xml:ns:metalink"><file name="x"><url>`+a.URL()+
+		`</url></file><file name="y"><url>`+b.URL()+`</url></file></metalink>`), 0o600)
+	for _, args := range [][]string{{"get", "--metalink", meta, other}, {"get", two}} {
+		if r := rangefs(t, dir, args...); r.code != exitUsage {
+			t.Errorf("%q: exit %d, want %d: %s", args, r.code, exitUsage, r.stderr)
+		}
+	}
+}
