@@ -12,10 +12,17 @@ import (
 // capped by the server (a per-connection rate limit, as many public mirrors have): the
 // same file through one mirror and through two, each with 2 connections capped at 4 MB/s,
 // fetched in 1 MiB chunks by as many workers as there are connections. It reports both
-// throughputs and their ratio (x_two_vs_one).
+// throughputs and their ratio (x_two_vs_one), without piece hashes and with 256 KiB pieces.
 func BenchmarkMirrorsCapped(b *testing.B) {
-	const size, chunk, perConn, conns = 8 << 20, 1 << 20, 4 << 20, 2
+	const size = 8 << 20
 	p := fetchtest.Pattern(size, 31)
+	b.Run("plain", func(b *testing.B) { benchMirrorsCapped(b, p, nil) })
+	b.Run("pieces", func(b *testing.B) { benchMirrorsCapped(b, p, piecesOf(p, 256<<10)) })
+}
+
+func benchMirrorsCapped(b *testing.B, p *fetchtest.PatternReader, pieces *Pieces) {
+	const chunk, perConn, conns = 1 << 20, 4 << 20, 2
+	size := p.Size()
 	opt := Options{Connections: conns}
 	run := func(n int) float64 {
 		c := newTestClient(b, opt)
@@ -25,7 +32,7 @@ func BenchmarkMirrorsCapped(b *testing.B) {
 			b.Cleanup(s.Close)
 			objs = append(objs, mustProbe(b, c, s.URL()))
 		}
-		ms, err := NewMirrors(objs, MirrorOptions{})
+		ms, err := NewMirrors(objs, MirrorOptions{Pieces: pieces})
 		if err != nil {
 			b.Fatal(err)
 		}
