@@ -187,7 +187,7 @@ func probeSources(ctx context.Context, client *fetch.Client, cc *commonConfig, a
 	if err != nil {
 		return nil, err
 	}
-	if opts.Pieces == nil && !cc.Quiet {
+	if opts.Pieces == nil && len(usable) > 1 && !cc.Quiet {
 		fmt.Fprintf(stderr, "rangefs: warning: %d mirrors and no piece hashes: a mirror that serves other bytes "+
 			"of the same size cannot be detected; use --sha256 (get) or a Metalink with piece hashes\n", len(usable))
 	}
