@@ -259,3 +259,30 @@ func TestGetMetalinkFlagWithURL(t *testing.T) {
 		}
 	}
 }
+
+// mount --mirror reads through both servers and says once that without piece hashes a
+// mirror serving other bytes cannot be caught; --mirror with two files is a usage error.
+func TestMountMirrorWarnsOnce(t *testing.T) {
+	needFUSE(t)
+	a, p := patternServer(t, 4<<20+3, 69)
+	b, _ := patternServer(t, 4<<20+3, 69)
+	mnt := t.TempDir()
+	m := startMount(t, "file", "--cache-dir", t.TempDir(), "--mirror", b.URL(), a.URL(), mnt)
+	got, err := os.ReadFile(filepath.Join(mnt, "file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := sha256.Sum256(got); hex.EncodeToString(h[:]) != p.SHA256() {
+		t.Fatal("the mounted file differs from the served one")
+	}
+	if n := strings.Count(m.stderr.String(), "no piece hashes"); n != 1 {
+		t.Fatalf("the limitation was said %d times, want once:\n%s", n, m.stderr.String())
+	}
+	if a.Stats().RangeRequests == 0 || b.Stats().RangeRequests == 0 {
+		t.Fatalf("ranged requests %d and %d; want both mirrors used", a.Stats().RangeRequests, b.Stats().RangeRequests)
+	}
+	r := rangefs(t, t.TempDir(), "mount", "--mirror", b.URL(), a.URL(), a.URL()+"?x=1", t.TempDir())
+	if r.code != exitUsage || !strings.Contains(r.stderr, "exactly one URL") {
+		t.Fatalf("--mirror with two files: exit %d, %s", r.code, r.stderr)
+	}
+}
