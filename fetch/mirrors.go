@@ -312,9 +312,10 @@ func (ms *Mirrors) acquire(ctx context.Context, exclude map[*mirror]bool) (*mirr
 			}
 		}
 		if !usable {
+			lastDrop := ms.lastDrop
 			ms.mu.Unlock()
-			if ms.lastDrop != nil && exclude == nil {
-				return nil, fmt.Errorf("every mirror has been dropped, the last one for: %w", ms.lastDrop)
+			if lastDrop != nil && exclude == nil {
+				return nil, fmt.Errorf("every mirror has been dropped, the last one for: %w", lastDrop)
 			}
 			return nil, fmt.Errorf("%w: no other mirror is left to ask", ErrPieceHash)
 		}
