@@ -268,6 +268,15 @@ func TestMirrorsChangedMirrorDropped(t *testing.T) {
 	if !errors.Is(err, ErrChanged) || !isRemoteChanged(err) {
 		t.Fatalf("fetch after every mirror changed: %v; want ErrChanged", err)
 	}
+	// Later calls fail the same way at once, without a request.
+	before := ss[0].Stats().Requests + ss[1].Stats().Requests
+	err = ms.Fetch(ctxT(t), 5000, 1000, io.Discard)
+	if !errors.Is(err, ErrChanged) || !isRemoteChanged(err) {
+		t.Fatalf("fetch once every mirror is dropped: %v; want ErrChanged", err)
+	}
+	if after := ss[0].Stats().Requests + ss[1].Stats().Requests; after != before {
+		t.Fatalf("%d requests sent after every mirror was dropped", after-before)
+	}
 }
 
 // Pieces that fail on every mirror: ErrPieceHash, and nothing of the piece written.
