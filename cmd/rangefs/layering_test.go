@@ -10,6 +10,7 @@ import (
 //
 //	cmd/rangefs -> fs, cache, fetch, pflag
 //	fs          -> cache, go-fuse          (never fetch, never bbolt)
+//	fs/archive  -> stdlib only
 //	cache       -> bbolt, stdlib           (never fetch)
 //	fetch       -> stdlib only
 //
@@ -17,6 +18,7 @@ import (
 func TestImportArrows(t *testing.T) {
 	allowed := map[string][]string{
 		"rangefs/fetch":       {},
+		"rangefs/fs/archive":  {},
 		"rangefs/cache":       {"go.etcd.io/bbolt", "golang.org/x/sys"},
 		"rangefs/fs":          {"rangefs/cache", "github.com/hanwen/go-fuse/v2", "go.etcd.io/bbolt", "golang.org/x/sys"},
 		"rangefs/cmd/rangefs": {"rangefs/fs", "rangefs/cache", "rangefs/fetch", "github.com/hanwen/go-fuse/v2", "github.com/spf13/pflag", "go.etcd.io/bbolt", "golang.org/x/sys"},
