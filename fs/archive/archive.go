@@ -89,8 +89,8 @@ type Archive struct {
 	children map[string][]string // directory name ("" = root) -> child names, first-seen order
 	problems []error             // the first maxProblems things skipped or wrong
 	nproblem int
-	fatal    error   // why the listing stopped early (nil when it reached the end)
-	gz       *gzDict // tar.gz checkpoints; nil for other kinds
+	fatal    error    // why the listing stopped early (nil when it reached the end)
+	gz       *gzIndex // tar.gz checkpoints; nil for other kinds
 
 	done     chan struct{} // closed when the listing is complete or has stopped
 	progress atomic.Int64  // archive bytes the listing pass has consumed

@@ -45,6 +45,24 @@ type tarPosition interface {
 // known (plain tar), or -1 (tar.gz: the pass finds its end).
 func (a *Archive) listTar(ctx context.Context, src io.Reader, limit int64, pos tarPosition) error {
 	tr := tar.NewReader(src)
+	// A member is listed once the stream has gone past its data, so that a
+	// truncated last member never appears (a tar.gz pass cannot know the
+	// stream's length before reaching its end).
+	var pending *Entry
+	flush := func() error {
+		if pending == nil {
+			return nil
+		}
+		e := pending
+		pending = nil
+		if end := e.data.dataOff + e.data.csize; !e.data.sparse && end > pos.offset() {
+			return fmt.Errorf("%w: %q needs data up to %d but the stream ends at %d (truncated)", ErrFormat, e.Name, end, pos.offset())
+		}
+		if !a.add(e) && a.Len() >= a.lim.MaxEntries {
+			return fmt.Errorf("%w: more than %d entries; the rest is not listed", ErrLimit, a.lim.MaxEntries)
+		}
+		return nil
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -52,10 +70,16 @@ func (a *Archive) listTar(ctx context.Context, src io.Reader, limit int64, pos t
 		pos.markHeader()
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return nil
+			return flush()
 		}
 		if err != nil && !errors.Is(err, tar.ErrInsecurePath) {
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
 			return fmt.Errorf("%w: after %d members, at offset %d: %v", ErrFormat, a.Len(), pos.offset(), err)
+		}
+		if err := flush(); err != nil {
+			return err
 		}
 		dataOff := pos.offset()
 		if limit >= 0 && hdr.Size > limit-dataOff && !isSparse(hdr) {
@@ -66,14 +90,7 @@ func (a *Archive) listTar(ctx context.Context, src io.Reader, limit int64, pos t
 			a.problem(fmt.Errorf("tar member %q: %w", hdr.Name, err))
 			continue
 		}
-		if e == nil {
-			continue
-		}
-		if !a.add(e) {
-			if a.Len() >= a.lim.MaxEntries {
-				return fmt.Errorf("%w: more than %d entries; the rest is not listed", ErrLimit, a.lim.MaxEntries)
-			}
-		}
+		pending = e
 	}
 }
 
