@@ -316,3 +316,7 @@ func randomReads(t testing.TB, a *Archive, name string, want []byte, seed uint64
 }
 
 var _ = fs.ModeDir
+
+const fsModeSymlink = fs.ModeSymlink
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed+1)) }

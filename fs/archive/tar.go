@@ -70,6 +70,10 @@ func (a *Archive) listTar(ctx context.Context, src io.Reader, limit int64, pos t
 		pos.markHeader()
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			if pos.header() < 0 {
+				// Not even one zero block: a tar cut at a member boundary.
+				a.problem(fmt.Errorf("%w: the archive ends after %d members without its end-of-archive blocks (truncated?)", ErrFormat, a.Len()))
+			}
 			return flush()
 		}
 		if err != nil && !errors.Is(err, tar.ErrInsecurePath) {

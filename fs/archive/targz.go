@@ -80,10 +80,11 @@ func (s *gzStream) Read(p []byte) (int, error) {
 	if err := s.ctx.Err(); err != nil {
 		return 0, err
 	}
-	if s.mark < 0 && len(p) == 512 && s.n%512 == 0 {
-		s.mark = s.n
-	}
+	at := s.n
 	n, err := s.z.Read(p)
+	if s.mark < 0 && len(p) == 512 && at%512 == 0 && n > 0 {
+		s.mark = at
+	}
 	s.n += int64(n)
 	s.a.progress.Store(s.z.in)
 	if s.n > s.a.lim.MaxRatio*s.z.in+1<<20 {
