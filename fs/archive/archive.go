@@ -29,6 +29,11 @@ type Limits struct {
 	// CheckpointSpan is the distance in decompressed bytes between two
 	// tar.gz checkpoints (default 4 MiB; each costs 32 KiB of index).
 	CheckpointSpan int64
+	// MaxCheckpoints caps a tar.gz index (default 1024, 32 MiB of
+	// windows): when reached, every other checkpoint is dropped and the
+	// span doubles, so a huge archive costs bounded memory and a longer
+	// inflate before a member.
+	MaxCheckpoints int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -46,6 +51,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.CheckpointSpan <= 0 {
 		l.CheckpointSpan = 4 << 20
+	}
+	if l.MaxCheckpoints <= 1 {
+		l.MaxCheckpoints = 1024
 	}
 	return l
 }

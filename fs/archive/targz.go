@@ -42,14 +42,23 @@ func IndexTarGz(ctx context.Context, r io.ReaderAt, size int64, lim Limits) *Arc
 func (a *Archive) indexTarGz(ctx context.Context) {
 	src := bufio.NewReaderSize(io.NewSectionReader(a.r, 0, a.size), 256<<10)
 	z := newInflater(src, 0, true)
-	last := int64(0)
+	last, span := int64(0), a.lim.CheckpointSpan
 	z.onBlock = func(bitPos, out int64) {
-		if out-last < a.lim.CheckpointSpan {
+		if out-last < span {
 			return
 		}
 		last = out
 		cp := checkpoint{out: out, in: bitPos >> 3, bit: uint8(bitPos & 7), memberStart: z.memberStart, crc: z.crc, window: z.window()}
 		a.mu.Lock()
+		if len(a.gz.cps) >= a.lim.MaxCheckpoints {
+			// Thin out: a new slice, so readers holding a checkpoint keep it.
+			thin := make([]checkpoint, 0, a.lim.MaxCheckpoints)
+			for i := 1; i < len(a.gz.cps); i += 2 {
+				thin = append(thin, a.gz.cps[i])
+			}
+			a.gz.cps = thin
+			span *= 2
+		}
 		a.gz.cps = append(a.gz.cps, cp)
 		a.mu.Unlock()
 	}

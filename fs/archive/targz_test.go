@@ -229,3 +229,27 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestTarGzCheckpointsBounded: a pass that would make more checkpoints than
+// MaxCheckpoints thins them and still reads every member right.
+func TestTarGzCheckpointsBounded(t *testing.T) {
+	needTools(t, "tar", "gzip")
+	src := tarTree(t, 200)
+	tp := filepath.Join(t.TempDir(), "a.tar.gz")
+	run(t, src, "tar", "-czf", tp, ".")
+	f, size := openFile(t, tp)
+	a := IndexTarGz(context.Background(), f, size, Limits{CheckpointSpan: 8 << 10, MaxCheckpoints: 6})
+	waitDone(t, a)
+	if err := a.Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.RLock()
+	n := len(a.gz.cps)
+	a.mu.RUnlock()
+	if n > 6 || n < 3 {
+		t.Fatalf("%d checkpoints, want 3 to 6", n)
+	}
+	out := t.TempDir()
+	run(t, out, "tar", "-xzf", tp)
+	checkExtracted(t, a, out)
+}

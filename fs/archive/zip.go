@@ -294,6 +294,9 @@ func (a *Archive) zipEntry(rec []byte, nameLen, extraLen int, d *zipDir) (*Entry
 	}
 	e.data.hdrOff = int64(hdr) + d.base
 	e.data.csize = int64(csize)
+	if e.data.hdrOff < 0 || e.data.hdrOff+localLen+int64(nameLen) > d.off+d.base {
+		return nil, fmt.Errorf("%w: %q: local header offset %d is outside the archive's members", ErrFormat, name, hdr)
+	}
 	if mode.IsDir() {
 		e.data.method = methodNone
 		return e, nil
@@ -337,7 +340,7 @@ func (a *Archive) refuseOverlaps(recs []zipRecord, cdStart int64) {
 		r := &recs[i]
 		next := cdStart
 		if k+1 < len(idx) {
-			next = recs[idx[k+1]].e.data.hdrOff
+			next = min(cdStart, recs[idx[k+1]].e.data.hdrOff)
 		}
 		r.e.data.limit = next
 		if r.end > next {
