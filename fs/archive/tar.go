@@ -28,10 +28,10 @@ func OpenTar(r io.ReaderAt, size int64, lim Limits) (*Archive, error) {
 	return a, nil
 }
 
-// tarReadAhead is how much a header read fetches: the padding after the
-// previous member, a pax or long-name header and its data, and the real
-// header usually fit, so a hop costs one read.
-const tarReadAhead = 2560
+// tarReadAhead is how much a header read fetches: from the last data byte
+// of the previous member, its padding (< 512) and the next header block (512)
+// always fit, so a hop costs one read; a pax or long-name header adds one.
+const tarReadAhead = 1024
 
 // tarPosition reports the tar stream offset a tar.Reader has reached, and
 // where the header chain of the member it is parsing began.
