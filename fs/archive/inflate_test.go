@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -173,4 +172,24 @@ func FuzzInflate(f *testing.F) {
 	})
 }
 
-var _ = os.Getenv
+func BenchmarkInflate(b *testing.B) {
+	data := inflateSamples()["text"]
+	comp := deflate(b, data, 6)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := rawInflate(comp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCompressFlate(b *testing.B) {
+	data := inflateSamples()["text"]
+	comp := deflate(b, data, 6)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := io.ReadAll(flate.NewReader(bytes.NewReader(comp))); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -54,7 +54,9 @@ func (a *Archive) Open(name string) (*Reader, error) {
 	switch {
 	case snap.IsDir():
 		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("is a directory")}
-	case snap.Mode.Type() != 0 && snap.Mode&fs.ModeSymlink == 0:
+	case snap.Mode&fs.ModeSymlink != 0:
+		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("is a symlink: use Readlink")}
+	case snap.Mode.Type() != 0:
 		return nil, &fs.PathError{Op: "open", Path: name, Err: ErrUnsupported}
 	}
 	impl, err := a.openImpl(e, snap)

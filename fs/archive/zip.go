@@ -217,9 +217,10 @@ func (a *Archive) parseCentralDirectory(cd []byte, d *zipDir) error {
 			return fmt.Errorf("%w: central directory record %d of %d runs past the directory", ErrFormat, i+1, d.count)
 		}
 		rec, err := a.zipEntry(p[:total], nameLen, extraLen, d)
-		recs = append(recs, zipRecord{e: rec, ok: err == nil, nameLn: nameLen})
 		if err != nil {
 			a.problem(fmt.Errorf("zip member %d: %w", i+1, err))
+		} else if rec != nil {
+			recs = append(recs, zipRecord{e: rec, ok: true, nameLn: nameLen})
 		}
 		p = p[total:]
 	}
@@ -233,7 +234,7 @@ func (a *Archive) parseCentralDirectory(cd []byte, d *zipDir) error {
 	return nil
 }
 
-// zipEntry decodes one central directory record.
+// zipEntry decodes one central directory record; nil, nil for the root.
 func (a *Archive) zipEntry(rec []byte, nameLen, extraLen int, d *zipDir) (*Entry, error) {
 	madeBy, flags, meth := le16(rec[4:]), le16(rec[8:]), le16(rec[10:])
 	dosTime, dosDate := le16(rec[12:]), le16(rec[14:])
@@ -281,7 +282,7 @@ func (a *Archive) zipEntry(rec []byte, nameLen, extraLen int, d *zipDir) (*Entry
 		return nil, err
 	}
 	if root {
-		return nil, fmt.Errorf("%w: %q names the archive's root", ErrUnsafeName, raw)
+		return nil, nil // "./" or "/": the root itself, which is no entry
 	}
 	mode := zipMode(madeBy, ext, dir)
 	e := &Entry{Name: name, Mode: mode, ModTime: mtime}

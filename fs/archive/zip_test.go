@@ -54,6 +54,9 @@ func TestZipMatchesInfoZip(t *testing.T) {
 			if !ok || e.Mode&fs.ModeSymlink == 0 {
 				t.Fatalf("top/link1: %+v, %v", e, ok)
 			}
+			if _, err := a.Open("top/link1"); err == nil {
+				t.Errorf("Open of a symlink succeeded")
+			}
 			if target, err := a.Readlink("top/link1"); err != nil || target != "../d1/sub1" {
 				t.Fatalf("Readlink = %q, %v", target, err)
 			}
