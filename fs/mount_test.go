@@ -43,7 +43,8 @@ type fakeSource struct {
 	size    int64
 	calls   atomic.Int64
 	bytes   atomic.Int64
-	started chan int64 // receives each Fetch's offset, if not nil (non-blocking send)
+	started chan int64    // receives each Fetch's offset, if not nil (non-blocking send)
+	delay   time.Duration // slows every Fetch, so a prefetch takes a while
 	gateMu  sync.Mutex
 	gate    chan struct{}
 }
@@ -56,6 +57,13 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 		select {
 		case s.started <- off:
 		default:
+		}
+	}
+	if s.delay > 0 {
+		select {
+		case <-time.After(s.delay):
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	s.gateMu.Lock()

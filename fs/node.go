@@ -2,6 +2,9 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -83,6 +86,8 @@ type fileNode struct {
 	mtime time.Time
 	reads *atomic.Int64
 
+	modes       openModes
+	failures    recentFailures
 	staleLogged atomic.Bool
 }
 
@@ -110,14 +115,20 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		return nil, 0, syscall.EROFS
 	}
 	h := &fileHandle{node: n, reader: n.entry.File.NewReader()}
-	if n.opts.Passthrough && n.entry.File.AllVerified() {
-		// Every byte is on local disk and has passed its checksum this
-		// session: let the kernel read the data file itself.
-		return &passthroughHandle{fileHandle: h}, fuse.FOPEN_KEEP_CACHE, 0
-	}
 	// KEEP_CACHE: the content never changes under one mount (it is pinned by
-	// the validator seen at mount time), so the kernel may keep pages across opens.
+	// the validator seen at mount time), so the kernel may keep pages across
+	// opens (go-fuse drops it for passthrough, where there are no pages).
+	if n.modes.open(n.mayPassThrough) {
+		return &passthroughHandle{fileHandle: h, pass: true}, fuse.FOPEN_KEEP_CACHE, 0
+	}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// mayPassThrough reports whether a new open may be passed through: every
+// byte is on local disk and has passed its checksum this session, so the
+// kernel may read the data file itself.
+func (n *fileNode) mayPassThrough() bool {
+	return n.opts.Passthrough && n.entry.File.AllVerified()
 }
 
 // passthroughHandle offers the kernel the cache's data file, so reads of a
@@ -127,8 +138,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 // stays ready to serve.
 type passthroughHandle struct {
 	*fileHandle
-	mu sync.Mutex
-	fd int // 0 (none) or the descriptor given to the kernel, closed at Release
+	mu   sync.Mutex
+	fd   int  // 0 (none) or the descriptor given to the kernel, closed at Release
+	pass bool // still counted as passthrough (see openModes.backing)
 }
 
 var (
@@ -136,14 +148,20 @@ var (
 	_ = (fusefs.FileReleaser)((*passthroughHandle)(nil))
 )
 
+// PassthroughFd is called by go-fuse, one open at a time, when no backing
+// file of this node is registered with the kernel.
 func (h *passthroughHandle) PassthroughFd() (int, bool) {
-	fd, err := syscall.Open(h.node.entry.File.DataPath(), syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
-	if err != nil {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fd, ok := h.node.modes.backing(func() (int, bool) {
+		fd, err := syscall.Open(h.node.entry.File.DataPath(), syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+		return fd, err == nil
+	})
+	if !ok {
+		h.pass = false
 		return 0, false
 	}
-	h.mu.Lock()
 	h.fd = fd
-	h.mu.Unlock()
 	return fd, true
 }
 
@@ -156,6 +174,7 @@ func (h *passthroughHandle) Release(ctx context.Context) syscall.Errno {
 		syscall.Close(h.fd)
 		h.fd = 0
 	}
+	h.node.modes.release(h.pass)
 	return 0
 }
 
@@ -224,21 +243,73 @@ type fileHandle struct {
 	reader *cache.Reader
 }
 
-var _ = (fusefs.FileReader)((*fileHandle)(nil))
+var (
+	_ = (fusefs.FileReader)((*fileHandle)(nil))
+	_ = (fusefs.FileReleaser)((*fileHandle)(nil))
+)
+
+// Release uncounts an ordinary handle (see openModes).
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.node.modes.release(false)
+	return 0
+}
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	// No read waits longer than the op timeout, whatever the server does. The
-	// FUSE context is cancelled on an interrupt, which ends only this wait.
-	ctx, cancel := context.WithTimeout(ctx, h.node.opts.OpTimeout)
-	defer cancel()
 	h.node.reads.Add(1)
-	n, err := h.reader.ReadAt(ctx, dest, off)
+	end := off + int64(len(dest))
+	if ago, ok := h.node.failures.since(off, end, time.Now()); ok {
+		return h.readNoWait(ctx, dest, off, ago)
+	}
+	// No read waits longer than the op timeout, whatever the server does.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.node.opts.OpTimeout)
+	defer cancel()
+	// The FUSE context is cancelled on an interrupt, which ends only this
+	// wait, after a grace (see interruptGrace).
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(interruptGrace, cancel) })
+	defer stop()
+	n, err := h.reader.ReadAt(tctx, dest, off)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(tctx.Err(), context.DeadlineExceeded) {
+		h.node.failures.add(off, end, time.Now())
+	}
 	if errno := h.node.fail(err); errno != 0 {
 		return nil, errno
 	}
-	// A vector result is written to /dev/fuse with one writev; go-fuse's
-	// plain data result would be copied through a splice pipe first.
-	return fuse.ReadResultVector([][]byte{dest[:n]}), 0
+	return readResult(dest[:n]), 0
+}
+
+// interruptGrace is how long a read goes on waiting after the kernel said
+// its caller was interrupted. Every signal interrupts a FUSE request, also a
+// handled one with SA_RESTART (an interval timer, a runtime's preemption),
+// and the kernel cannot restart a read the daemon failed with EINTR, so
+// failing at once would hand such programs EINTR whenever the network takes
+// longer than their timer's period. Within the grace the bytes usually
+// arrive and the read completes; a Ctrl-C the program handles still ends a
+// read on a silent server well within a second.
+const interruptGrace = 250 * time.Millisecond
+
+// readNoWait answers a read of bytes whose last read timed out ago: with
+// them if they have arrived since, else with EIO at once, so that the kernel's
+// retry of a failed read-ahead does not wait a second op timeout.
+func (h *fileHandle) readNoWait(ctx context.Context, dest []byte, off int64, ago time.Duration) (fuse.ReadResult, syscall.Errno) {
+	// It never waits, so an interrupt changes nothing: the answer is the
+	// bytes or EIO, the truth about them.
+	expired, cancel := context.WithDeadline(context.WithoutCancel(ctx), time.Now())
+	defer cancel()
+	n, err := h.node.entry.File.ReadAt(expired, dest, off)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("a read of these bytes timed out %v ago: %w", ago.Round(time.Millisecond), err)
+	}
+	if errno := h.node.fail(err); errno != 0 {
+		return nil, errno
+	}
+	return readResult(dest[:n]), 0
+}
+
+// readResult wraps bytes for the kernel. A vector result is written to
+// /dev/fuse with one writev; go-fuse's plain data result would be copied
+// through a splice pipe first.
+func readResult(b []byte) fuse.ReadResult {
+	return fuse.ReadResultVector([][]byte{b})
 }
 
 // fail maps err to a status and logs it: every EIO with its cause, a

@@ -42,12 +42,13 @@ type commonConfig struct {
 	UserAgent      string
 	Retry          int           // retries after a failed attempt (curl's --retry)
 	ConnectTimeout time.Duration // TCP connect and TLS handshake
-	Proxy          *url.URL      // nil: the environment's HTTP(S)_PROXY
 	RootCAs        *x509.CertPool
 	netrc          string // the netrc file to take credentials from, "" for none
 
 	LogLevel *slog.Level // nil: the command's default
 	LogJSON  bool
+
+	Sources sourceFlags // --mirror, --metalink, --proxy (mirror.go)
 }
 
 type getConfig struct {
@@ -120,14 +121,14 @@ func commonFlags(fs *pflag.FlagSet, c *commonConfig) func(env Env) error {
 	fs.StringVar(&rate, "limit-rate", "", "limit the total download rate to RATE bytes per second (e.g. 5M)")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", false, "log requests, retries and cache decisions")
 	fs.BoolVarP(&c.Quiet, "quiet", "q", false, "print nothing but errors")
-	var proxy, cacert string
+	var cacert string
 	var netrc bool
 	fs.StringVarP(&c.UserAgent, "user-agent", "A", "rangefs/"+version, "User-Agent header sent with every request")
 	fs.IntVar(&c.Retry, "retry", 5, "retry a failed request N times before giving up (each attempt that makes progress resets the count)")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "longest to wait for a TCP connection and TLS handshake")
-	fs.StringVar(&proxy, "proxy", "", "send requests through this proxy (http://, https:// or socks5://; default $HTTPS_PROXY / $HTTP_PROXY)")
 	fs.StringVar(&cacert, "cacert", "", "verify the server's certificate against the CA certificates in this PEM FILE")
 	fs.BoolVar(&netrc, "netrc", false, "take the user name and password for the URL's host from ~/.netrc ($NETRC)")
+	registerSourceFlags(fs, &c.Sources)
 	return func(env Env) error {
 		var err error
 		if c.Retry < 0 || c.Retry > 100 {
@@ -135,11 +136,6 @@ func commonFlags(fs *pflag.FlagSet, c *commonConfig) func(env Env) error {
 		}
 		if c.ConnectTimeout <= 0 {
 			return usagef("--connect-timeout must be positive")
-		}
-		if proxy != "" {
-			if c.Proxy, err = parseProxy(proxy); err != nil {
-				return err
-			}
 		}
 		if cacert != "" {
 			if c.RootCAs, err = loadCACert(cacert); err != nil {
@@ -264,6 +260,9 @@ func parseSize(s string) (int64, error) {
 // parseURL accepts an http(s) URL, or @FILE naming a file whose first line is
 // the URL, so that presigned URLs need not appear in the process list.
 func parseURL(arg string) (string, error) {
+	if isMetalinkArg(arg) {
+		return arg, nil // a local Metalink file, read by probeSources
+	}
 	raw := arg
 	if strings.HasPrefix(arg, "@") {
 		f, err := os.Open(arg[1:])

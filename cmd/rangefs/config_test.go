@@ -259,7 +259,7 @@ func TestParseGetNewFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.SHA256 != sum || c.UserAgent != "x/1" || c.Retry != 0 || c.ConnectTimeout != 2*time.Second ||
-		c.Proxy.Host != "127.0.0.1:3128" || c.OutputDir != "out" || len(c.Jobs) != 1 || c.Jobs[0].SHA256 != sum {
+		c.Sources.Proxy.Host != "127.0.0.1:3128" || c.OutputDir != "out" || len(c.Jobs) != 1 || c.Jobs[0].SHA256 != sum {
 		t.Errorf("parsed %+v", c)
 	}
 	if c, _ := parseGet([]string{"http://h/f"}, noEnv, io.Discard); c.UserAgent != "rangefs/"+version || c.Retry != 5 {
@@ -274,7 +274,6 @@ func TestParseGetNewFlags(t *testing.T) {
 		{"http://h:99999/f"},
 		{"http://h:0/f"},
 		{"h.example/f"},
-		{"--proxy", "gopher://p", "http://h/f"},
 		{"--cacert", "/nonexistent/ca.pem", "http://h/f"},
 	} {
 		_, err := parseGet(args, noEnv, io.Discard)

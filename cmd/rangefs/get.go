@@ -39,7 +39,10 @@ func runGet(ctx context.Context, c *getConfig, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--output-dir: %w", err)
 		}
 	}
-	pool := cache.NewPool(c.Connections)
+	var pool *cache.Pool // one file: sized by its sources (mirrors) in getOne
+	if c.InputFile != "" {
+		pool = cache.NewPool(c.Connections)
+	}
 	disp := newDisplay(stderr, c.Quiet, c.InputFile != "")
 	defer disp.wait()
 	if c.InputFile == "" {
@@ -84,12 +87,15 @@ func runGet(ctx context.Context, c *getConfig, stdout, stderr io.Writer) error {
 // getOne downloads one file.
 func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, pool *cache.Pool,
 	disp *display, log *slog.Logger, stdout, stderr io.Writer) error {
-	obj, err := client.Probe(ctx, withNetrc(j.URL, c.netrc))
+	obj, err := probeJob(ctx, client, c, &j, stderr)
 	if err != nil {
 		return err
 	}
 	if err := checkSize(&c.commonConfig, obj); err != nil {
 		return err
+	}
+	if pool == nil {
+		pool = cache.NewPool(poolSize(c.Connections, obj))
 	}
 	if j.Output == "-" {
 		return getToStdout(ctx, c, j, obj, pool, disp, log, stdout)
@@ -118,7 +124,7 @@ func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, p
 			break
 		}
 		disp.println("rangefs: the remote file changed during the download; starting over with the new version")
-		if obj, err = client.Probe(ctx, withNetrc(j.URL, c.netrc)); err != nil {
+		if obj, err = probeJob(ctx, client, c, &j, stderr); err != nil {
 			return err
 		}
 	}
@@ -139,6 +145,22 @@ func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, p
 	}
 	os.RemoveAll(state)
 	return nil
+}
+
+// probeJob probes one download's sources (its URL, --mirror, a Metalink); a
+// Metalink's whole-file hash becomes the job's checksum.
+func probeJob(ctx context.Context, client *fetch.Client, c *getConfig, j *getJob, stderr io.Writer) (*fetch.Object, error) {
+	s, err := probeSources(ctx, client, &c.commonConfig, withNetrc(j.URL, c.netrc), stderr)
+	if err != nil {
+		return nil, err
+	}
+	if s.sha256 != "" {
+		if j.SHA256 != "" && j.SHA256 != s.sha256 {
+			return nil, usagef("--sha256 %s differs from the Metalink's sha-256 %s", j.SHA256, s.sha256)
+		}
+		j.SHA256 = s.sha256
+	}
+	return s.obj, nil
 }
 
 // getToStdout writes the file to stdout in order. With ranges, it goes
@@ -181,8 +203,8 @@ func getToStdout(ctx context.Context, c *getConfig, j getJob, obj *fetch.Object,
 	if err := checkSpace(dir, obj.Size); err != nil {
 		return fmt.Errorf("%w (-o - keeps the file in $TMPDIR while it streams; point TMPDIR elsewhere)", err)
 	}
-	f, err := cache.Open(dir, cache.Meta{Size: obj.Size, ChunkSize: c.ChunkSize, ETag: obj.ETag,
-		LastModified: obj.LastModified, URL: obj.URL()}, obj, cache.Options{Pool: pool, Logger: log})
+	f, err := cache.Open(dir, cache.Meta{Size: obj.Size, ChunkSize: c.ChunkSize, ETag: obj.ETag, WeakETag: obj.WeakETag,
+		LastModified: obj.LastModified, Date: obj.Date, URL: obj.URL()}, obj, cache.Options{Pool: pool, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -270,7 +292,9 @@ func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, 
 		Size:         obj.Size,
 		ChunkSize:    c.ChunkSize,
 		ETag:         obj.ETag,
+		WeakETag:     obj.WeakETag,
 		LastModified: obj.LastModified,
+		Date:         obj.Date,
 		URL:          obj.URL(),
 	}, obj, cache.Options{Pool: pool, Logger: log})
 	if err != nil {

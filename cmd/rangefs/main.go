@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -86,7 +85,7 @@ func exitCode(ctx context.Context, err error) int {
 		return exitFailure
 	case errors.As(err, &se), errors.Is(err, fetch.ErrRangeIgnored), errors.Is(err, fetch.ErrNoSize),
 		errors.Is(err, fetch.ErrGone), errors.Is(err, fetch.ErrRedirect), errors.Is(err, fetch.ErrEncoding),
-		errors.Is(err, fetch.ErrBadRange), transportError(err):
+		errors.Is(err, fetch.ErrBadRange), transportError(err), fetch.IsNetwork(err):
 		return exitNetwork
 	}
 	return exitFailure
@@ -185,9 +184,7 @@ func newClient(c *commonConfig, log *slog.Logger, stderr io.Writer) *fetch.Clien
 		// Nothing listening is reported at once, as curl does: a fresh
 		// probe tries twice, not MaxAttempts times with backoff.
 		ProbeRefusedAttempts: 2,
-	}
-	if c.Proxy != nil {
-		o.Proxy = http.ProxyURL(c.Proxy)
+		ProxyURL:             c.Sources.Proxy,
 	}
 	return fetch.NewClient(o)
 }

@@ -42,12 +42,12 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 
 	client := newClient(&c.commonConfig, log, stderr)
 	defer client.Close()
-	objs, err := probeAll(ctx, client, c.URLs)
+	objs, err := probeMount(ctx, client, c, stderr)
 	if err != nil {
 		return err
 	}
 
-	pool := cache.NewPool(c.Connections)
+	pool := cache.NewPool(poolSize(c.Connections, objs...))
 	var files []*cache.File
 	defer func() {
 		for _, f := range files {
@@ -71,8 +71,9 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		}
 		dir := filepath.Join(c.CacheDir, cache.DirName(id))
 		f, err := cache.Open(dir, cache.Meta{
-			Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, LastModified: o.LastModified, URL: o.URL(),
-		}, o, cache.Options{Pool: pool, Logger: log})
+			Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, WeakETag: o.WeakETag,
+			LastModified: o.LastModified, Date: o.Date, URL: o.URL(),
+		}, o, cache.Options{Pool: pool, Logger: log, Root: c.CacheDir})
 		if err != nil {
 			return fmt.Errorf("%s: %w", o.URL(), err)
 		}

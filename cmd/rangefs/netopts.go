@@ -106,19 +106,6 @@ func readURLList(path string, env Env) ([]getJob, error) {
 	return jobs, nil
 }
 
-// parseProxy checks a --proxy URL.
-func parseProxy(s string) (*url.URL, error) {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
-		return nil, usagef("--proxy must be a URL such as http://proxy:3128")
-	}
-	switch u.Scheme {
-	case "http", "https", "socks5", "socks5h":
-		return u, nil
-	}
-	return nil, usagef("--proxy: scheme %q is not supported (http, https, socks5)", u.Scheme)
-}
-
 // loadCACert reads the PEM certificates of --cacert.
 func loadCACert(path string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(path)
@@ -150,7 +137,7 @@ func withNetrc(raw, path string) string {
 		return raw
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.User != nil {
+	if err != nil || u.User != nil || u.Host == "" {
 		return raw
 	}
 	data, err := os.ReadFile(path)
