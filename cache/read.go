@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // maxEnsureRounds bounds how often one read goes around "claim, wait,
@@ -45,7 +46,11 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer f.wg.Done()
+	start := time.Now()
+	first, end := f.lay.span(off, n)
+	hit := f.presentAll(first, end)
 	got, err := f.read(ctx, p[:n], off)
+	f.countRead(start, got, hit)
 	if err == nil && int(n) < len(p) {
 		err = io.EOF
 	}

@@ -29,6 +29,9 @@ type Options struct {
 	// Passthrough lets the kernel read a file's cached data directly once
 	// the whole file is cached and verified (when the kernel allows it).
 	Passthrough bool
+	// Ownership shows every file and directory as owned by its UID and GID
+	// (0: root) and takes Umask's bits off their modes (see owner.go).
+	Ownership
 }
 
 // Server is a running mount. Its methods are safe for concurrent use.
@@ -88,6 +91,8 @@ func Mount(dir string, entries []Entry, o Options) (*Server, error) {
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
+		UID:             o.UID,
+		GID:             o.GID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)

@@ -53,7 +53,7 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 }
 
 func (r *rootNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o555
+	out.Mode = syscall.S_IFDIR | r.opts.mode(0o555)
 	out.Nlink = 2
 	setTimes(&out.Attr, r.mtime)
 	return 0
@@ -100,7 +100,7 @@ var (
 
 func (n *fileNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	st := n.entry.File.Stats()
-	out.Mode = syscall.S_IFREG | 0o444
+	out.Mode = syscall.S_IFREG | n.opts.mode(0o444)
 	out.Nlink = 1
 	out.Size = uint64(st.Size)
 	// Blocks counts what is on local disk, so `du` shows how much is cached.

@@ -186,7 +186,15 @@ func newClient(c *commonConfig, log *slog.Logger, stderr io.Writer) *fetch.Clien
 		ProbeRefusedAttempts: 2,
 		ProxyURL:             c.Sources.Proxy,
 	}
-	return fetch.NewClient(o)
+	m := currentMetrics()
+	if m != nil {
+		o.Observer = m
+	}
+	client := fetch.NewClient(o)
+	if m != nil {
+		m.addClient(client)
+	}
+	return client
 }
 
 // checkSize applies --max-size to a probed object.

@@ -91,7 +91,7 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 
 	srv, err := fs.Mount(c.Mountpoint, entries, fs.Options{
 		OpTimeout: c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
-		Passthrough: !c.NoPassthrough,
+		Passthrough: !c.NoPassthrough, Ownership: c.Ownership,
 	})
 	if err != nil {
 		return fmt.Errorf("%w (is fuse3 installed and /dev/fuse usable?)", err)
