@@ -45,8 +45,8 @@ func newCommitter(f *File) *committer {
 	}
 }
 
-// add queues chunk i (whose bytes are all in the data file) for the next
-// round. Its flight stays in the in-flight map until the round resolves it.
+// add queues chunk i (written: its bytes are all in the data file) for the
+// next round, which commits it or fails it (see chunkTable).
 func (c *committer) add(i int64, rec []byte) {
 	c.mu.Lock()
 	c.pending = append(c.pending, commitRec{i, rec})
@@ -122,9 +122,10 @@ func (c *committer) round() {
 	for n, r := range batch {
 		batch[n].rec = nil // let the record go with the transaction
 		if err == nil {
-			f.markPresentLocked(r.i)
+			f.tab.commit(r.i)
+		} else {
+			f.tab.fail(r.i, err)
 		}
-		f.resolveLocked(r.i, err)
 	}
 	f.mu.Unlock()
 	c.spare = batch

@@ -361,6 +361,18 @@ func settle(t testing.TB, f *File) {
 	waitFor(t, "in-flight chunks to settle", func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return len(f.inflight) == 0 && f.active.Load() == 0
+		return len(f.tab.flights) == 0 && f.active.Load() == 0
 	})
+}
+
+// verifiedRange reports whether every chunk in [first, end) is committed
+// and verified (what the tests call ready: written chunks not yet committed
+// do not count).
+func verifiedRange(f *File, first, end int64) bool {
+	for i := first; i < end; i++ {
+		if !f.tab.present.get(i) || !f.tab.verified.get(i) {
+			return false
+		}
+	}
+	return true
 }

@@ -153,26 +153,18 @@ type File struct {
 	// only called under mu with closed false (see enter).
 	wg sync.WaitGroup
 
-	mu       sync.Mutex
-	closed   bool
-	present  bitset            // chunk is in data and recorded in index.db (writes under mu)
-	verified bitset            // present chunk's checksum was written or checked this session (writes under mu)
-	inflight map[int64]*flight // chunks being fetched or verified
-	// blockOK holds, for each present chunk that is verified only in
-	// part this session, which of its blocks were checked (bit b of word
-	// b/64). A chunk leaves it when it is verified whole or dropped; it
-	// holds at most maxPartlyVerified chunks.
-	blockOK      map[int64][]uint64
-	nPresent     int64
-	nVerified    int64 // present chunks with their verified bit set
-	bytesPresent int64
-	prefetching  bool
+	mu sync.Mutex
+	// closed is set, under mu, when Close begins: enterLocked reads it
+	// under mu (so wg.Add never races Close's Wait); usable reads it
+	// without.
+	closed      atomic.Bool
+	tab         *chunkTable // every chunk's state (see chunkTable); guarded by mu
+	prefetching bool
 	// followAt is the chunk just past the read-ahead window of the
 	// sequential Reader followBy (0: none), where prefetch looks first.
 	followAt int64
 	followBy *Reader
 
-	closedFlag   atomic.Bool
 	stale        atomic.Pointer[error] // set once: the error every later read returns
 	degraded     atomic.Bool           // the data disk failed: no more caching
 	bytesFetched atomic.Int64
@@ -181,16 +173,6 @@ type File struct {
 
 	closeOnce sync.Once
 	closeErr  error
-}
-
-// flight is the single-flight record of one chunk that is being fetched or
-// verified. Waiters block on done; err is written before done is closed and
-// read only after. A stolen chunk keeps its flight when it moves to the
-// thief's run, so its waiters never notice.
-type flight struct {
-	done chan struct{}
-	err  error
-	run  *run // the run fetching the chunk; nil while verifying. Guarded by f.mu.
 }
 
 // Open opens or creates the cache for the object m in dir and returns a File
@@ -285,8 +267,7 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 		onWait:       o.onWait,
 		stalledAfter: o.stalledAfter,
 		db:           db,
-		inflight:     make(map[int64]*flight),
-		blockOK:      make(map[int64][]uint64),
+		tab:          newChunkTable(newLayout(m.Size, m.ChunkSize)),
 	}
 	if f.pool == nil {
 		f.pool = NewPool(defaultConnections)
@@ -305,8 +286,6 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
-	f.present = newBitset(f.lay.chunks)
-	f.verified = newBitset(f.lay.chunks)
 
 	// Decide whether what is on disk belongs to m. Discarding happens in
 	// the index first, then in the data file, so a crash in between leaves
@@ -396,9 +375,7 @@ func (f *File) loadChunks(dataLen int64) error {
 					drop = append(drop, append([]byte(nil), k...))
 					continue
 				}
-				f.present.set(i)
-				f.nPresent++
-				f.bytesPresent += f.lay.chunkLen(i)
+				f.tab.load(i)
 			}
 			return nil
 		})
@@ -437,9 +414,9 @@ func (f *File) Stats() Stats {
 		Size:         f.lay.size,
 		ChunkSize:    f.lay.chunk,
 		Chunks:       f.lay.chunks,
-		Present:      f.nPresent,
-		Verified:     f.nVerified,
-		BytesPresent: f.bytesPresent,
+		Present:      f.tab.nPresent,
+		Verified:     f.tab.nVerified,
+		BytesPresent: f.tab.bytesPresent,
 	}
 	f.mu.Unlock()
 	s.BytesFetched = f.bytesFetched.Load()
@@ -456,7 +433,7 @@ func (f *File) Stats() Stats {
 func (f *File) AllVerified() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.nVerified == f.lay.chunks
+	return f.tab.nVerified == f.lay.chunks
 }
 
 // Close cancels fetches, waits for workers and calls in progress, commits
@@ -465,9 +442,8 @@ func (f *File) AllVerified() bool {
 func (f *File) Close() error {
 	f.closeOnce.Do(func() {
 		f.mu.Lock()
-		f.closed = true
+		f.closed.Store(true)
 		f.mu.Unlock()
-		f.closedFlag.Store(true)
 		f.cancel()
 		f.wg.Wait()
 		f.com.stop()
@@ -484,11 +460,31 @@ func (f *File) Close() error {
 // enterLocked registers an operation that touches data or db, so Close
 // waits for it. It fails once Close has begun. f.mu must be held.
 func (f *File) enterLocked() error {
-	if f.closed {
+	if f.closed.Load() {
 		return ErrClosed
 	}
 	f.wg.Add(1)
 	return nil
+}
+
+// enterPinned is enter for a read that serves chunks [first, end): they are
+// pinned until leavePinned.
+func (f *File) enterPinned(first, end int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enterLocked(); err != nil {
+		return err
+	}
+	f.tab.pin(first, end)
+	return nil
+}
+
+// leavePinned ends what enterPinned began.
+func (f *File) leavePinned(first, end int64) {
+	f.mu.Lock()
+	f.tab.unpin(first, end)
+	f.mu.Unlock()
+	f.wg.Done()
 }
 
 func (f *File) enter() error {
@@ -499,7 +495,7 @@ func (f *File) enter() error {
 
 // usable returns the error every read must fail with now, if any.
 func (f *File) usable() error {
-	if f.closedFlag.Load() {
+	if f.closed.Load() {
 		return ErrClosed
 	}
 	if p := f.stale.Load(); p != nil {
@@ -523,98 +519,4 @@ func (f *File) degrade(err error) {
 	if f.degraded.CompareAndSwap(false, true) {
 		f.log.Error("cache disk failed; serving uncached from now on", "dir", f.dir, "err", err)
 	}
-}
-
-// resolveLocked ends the flight of chunk i with err and wakes its waiters.
-// f.mu is held.
-func (f *File) resolveLocked(i int64, err error) {
-	fl := f.inflight[i]
-	if fl == nil {
-		return
-	}
-	delete(f.inflight, i)
-	fl.err = err
-	close(fl.done)
-}
-
-// markPresentLocked flips chunk i to present and verified. f.mu is held.
-func (f *File) markPresentLocked(i int64) {
-	if !f.present.get(i) {
-		f.present.set(i)
-		f.nPresent++
-		f.bytesPresent += f.lay.chunkLen(i)
-	}
-	f.markVerifiedLocked(i)
-}
-
-// markVerifiedLocked records that present chunk i matches its checksum.
-// f.mu is held.
-func (f *File) markVerifiedLocked(i int64) {
-	if !f.verified.get(i) {
-		f.verified.set(i)
-		f.nVerified++
-	}
-	delete(f.blockOK, i)
-}
-
-// blocksVerifiedLocked reports whether blocks [b0, b1) of present chunk i
-// were checked this session (all of them are once the chunk is verified).
-// f.mu is held.
-func (f *File) blocksVerifiedLocked(i, b0, b1 int64) bool {
-	if f.verified.get(i) {
-		return true
-	}
-	ok := f.blockOK[i]
-	if ok == nil {
-		return false
-	}
-	for b := b0; b < b1; b++ {
-		if ok[b/64]&(1<<(b%64)) == 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// markBlocksVerifiedLocked records that blocks [b0, b1) of present chunk i
-// match their checksums, and marks the chunk verified once all do. f.mu is
-// held.
-func (f *File) markBlocksVerifiedLocked(i, b0, b1 int64) {
-	if f.verified.get(i) {
-		return
-	}
-	nb := f.lay.blocks(i)
-	ok := f.blockOK[i]
-	if ok == nil {
-		if len(f.blockOK) >= maxPartlyVerified {
-			// Forgetting which blocks were checked only means checking
-			// them again; it keeps this map from growing with the file.
-			clear(f.blockOK)
-		}
-		ok = make([]uint64, (nb+63)/64)
-		f.blockOK[i] = ok
-	}
-	for b := b0; b < b1; b++ {
-		ok[b/64] |= 1 << (b % 64)
-	}
-	for b := int64(0); b < nb; b++ {
-		if ok[b/64]&(1<<(b%64)) == 0 {
-			return
-		}
-	}
-	f.markVerifiedLocked(i)
-}
-
-// dropLocked forgets chunk i in memory. f.mu is held.
-func (f *File) dropLocked(i int64) {
-	if f.present.get(i) {
-		f.present.clear(i)
-		f.nPresent--
-		f.bytesPresent -= f.lay.chunkLen(i)
-	}
-	if f.verified.get(i) {
-		f.verified.clear(i)
-		f.nVerified--
-	}
-	delete(f.blockOK, i)
 }

@@ -67,7 +67,7 @@ func (f *File) claimNextLocked(p *plan, prio priority) (r *run, first int64, ok 
 // hi. f.mu is held.
 func (f *File) nextFreeLocked(c *claims, from, hi int64) int64 {
 	for i := from; i < hi; i++ {
-		i = f.present.nextClear(i, hi)
+		i = f.tab.present.nextClear(i, hi)
 		if i >= hi || c.free(i) {
 			return i
 		}
@@ -98,7 +98,7 @@ func (f *File) claimRunLocked(c *claims, p *plan, first, piece int64) *run {
 func (f *File) splitLocked(c *claims, p *plan) (r *run, first int64, ok bool) {
 	var victim *run
 	best := int64(0)
-	for _, fl := range f.inflight {
+	for _, fl := range f.tab.flights {
 		v := fl.run
 		if v == nil || v.prio < c.prio {
 			continue
@@ -116,7 +116,7 @@ func (f *File) splitLocked(c *claims, p *plan) (r *run, first int64, ok bool) {
 		// Only chunks the victim still holds can change hands; anything
 		// else means the run is not what its fields say (a defence: a
 		// failed run is shortened when it fails, see endRunLocked).
-		if fl := f.inflight[i]; fl == nil || fl.run != victim {
+		if fl := f.tab.flight(i); fl == nil || fl.run != victim {
 			return nil, 0, false
 		}
 	}
@@ -157,7 +157,7 @@ func (f *File) work(ctx context.Context, prio priority, p *plan) error {
 			return f.classify(ctx, err)
 		}
 		f.mu.Lock()
-		if f.closed {
+		if f.closed.Load() {
 			p.workers--
 			f.mu.Unlock()
 			release()
@@ -273,7 +273,7 @@ func (f *File) fill(ctx context.Context, prio priority, conns int) error {
 			return err
 		}
 		f.mu.Lock()
-		missing := f.lay.chunks - f.nPresent
+		missing := f.lay.chunks - f.tab.nPresent
 		f.mu.Unlock()
 		if missing == 0 {
 			return nil
@@ -337,8 +337,8 @@ func (f *File) fillRound(ctx context.Context, prio priority, conns int, missing 
 // claims it and meets the error itself.
 func (f *File) awaitInflight(ctx context.Context) error {
 	f.mu.Lock()
-	waits := make([]*flight, 0, len(f.inflight))
-	for _, fl := range f.inflight {
+	waits := make([]*flight, 0, len(f.tab.flights))
+	for _, fl := range f.tab.flights {
 		waits = append(waits, fl)
 	}
 	f.mu.Unlock()

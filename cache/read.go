@@ -41,10 +41,13 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if n == 0 {
 		return 0, io.EOF
 	}
-	if err := f.enter(); err != nil {
+	// The chunks served are pinned until their bytes are copied out, so
+	// they are never evicted under the read (see chunkTable).
+	first, last := f.lay.span(off, n)
+	if err := f.enterPinned(first, last); err != nil {
 		return 0, err
 	}
-	defer f.wg.Done()
+	defer f.leavePinned(first, last)
 	got, err := f.read(ctx, p[:n], off)
 	if err == nil && int(n) < len(p) {
 		err = io.EOF
@@ -73,18 +76,6 @@ func (f *File) read(ctx context.Context, p []byte, off int64) (int, error) {
 	return f.readUncached(ctx, p, off)
 }
 
-// ready reports whether every chunk in [first, end) can be served now. It is
-// lock-free: a chunk's bits only go from ready to not-ready while it is in
-// flight, and in-flight chunks are never ready.
-func (f *File) ready(first, end int64) bool {
-	for i := first; i < end; i++ {
-		if !f.present.get(i) || !f.verified.get(i) {
-			return false
-		}
-	}
-	return true
-}
-
 // ensure makes the bytes [off, off+len(p)) readable from the data file,
 // fetching missing chunks at prio and verifying ones not yet checked this
 // session. filled reports that p already holds those bytes: when the last
@@ -104,13 +95,13 @@ func (f *File) ready(first, end int64) bool {
 func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (filled bool, err error) {
 	end := off + int64(len(p))
 	first, last := f.lay.span(off, end-off)
-	ok := servable{first: first, n: last - first}
+	readable := servable{first: first, n: last - first}
 	readyAll := func() bool {
-		if ok.marks == nil {
-			return f.ready(first, last)
+		if readable.marks == nil {
+			return f.tab.servableRange(first, last)
 		}
 		for i := first; i < last; i++ {
-			if !ok.has(i) && !f.ready(i, i+1) {
+			if !readable.has(i) && !f.tab.servable(i) {
 				return false
 			}
 		}
@@ -132,7 +123,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		if round == maxEnsureRounds {
 			return false, fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, last-1, round)
 		}
-		waits, verify, err := f.claimForRead(off, end, &ok, prio)
+		waits, verify, err := f.claimForRead(off, end, &readable, prio)
 		if err != nil {
 			return false, err
 		}
@@ -148,7 +139,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		good := true
 		for _, v := range verify {
 			if f.verifyClaimed(v.chunk, v.b0, v.b1, have, off) {
-				ok.mark(v.chunk)
+				readable.mark(v.chunk)
 			} else {
 				good = false
 			}
@@ -165,7 +156,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 				return false, err
 			}
 			if early {
-				ok.mark(w.chunk)
+				readable.mark(w.chunk)
 				continue
 			}
 			if w.fl.err != nil && !errors.Is(w.fl.err, errAbandoned) {
@@ -236,17 +227,17 @@ func (w chunkWait) wait(ctx context.Context) (early bool, err error) {
 }
 
 // claimForRead looks once, under f.mu, at the chunks holding the bytes
-// [off, end), except those already in ok: in-flight chunks are to be waited
+// [off, end), except those already in readable: in-flight chunks are to be waited
 // for, unless they sit in a run of lower priority whose writer has not
 // reached them (then they are stolen, see run); present chunks not verified
-// whole go into ok if the blocks the read touches were checked, else they
+// whole go into readable if the blocks the read touches were checked, else they
 // are claimed for the caller to verify those blocks; missing and stolen
 // ones are claimed and fetched in runs of adjacent chunks (at most maxReq
 // each) by new jobs at prio.
-func (f *File) claimForRead(off, end int64, ok *servable, prio priority) (waits []chunkWait, verify []blockCheck, err error) {
+func (f *File) claimForRead(off, end int64, readable *servable, prio priority) (waits []chunkWait, verify []blockCheck, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed {
+	if f.closed.Load() {
 		return nil, nil, ErrClosed
 	}
 	c := f.newClaims(prio)
@@ -269,24 +260,23 @@ func (f *File) claimForRead(off, end int64, ok *servable, prio priority) (waits 
 	for i := first; i < last; i++ {
 		cs, ce := f.lay.bounds(i)
 		start, need := max(cs, off), min(ce, end)
-		if ok.has(i) {
+		if readable.has(i) {
 			flush()
 			continue
 		}
-		if fl := f.inflight[i]; fl != nil && !c.free(i) {
+		if fl := f.tab.flight(i); fl != nil && !c.free(i) {
 			flush()
 			waits = append(waits, chunkWait{fl: fl, run: fl.run, chunk: i, start: start, need: need})
 			continue
 		}
-		if f.present.get(i) {
+		if f.tab.present.get(i) {
 			flush()
-			if !f.verified.get(i) {
+			if !f.tab.verified.get(i) {
 				// Only the blocks the read touches are checked.
 				b0, b1 := f.lay.blockSpan(i, off, end)
-				if f.blocksVerifiedLocked(i, b0, b1) {
-					ok.mark(i)
-				} else {
-					f.claimLocked(i, i+1)
+				if f.tab.blocksVerified(i, b0, b1) {
+					readable.mark(i)
+				} else if f.tab.claimCheck(i) {
 					verify = append(verify, blockCheck{i, b0, b1})
 				}
 			}
@@ -319,7 +309,7 @@ func (f *File) readUncached(ctx context.Context, p []byte, off int64) (int, erro
 		i := f.lay.chunkOf(pos)
 		_, ce := f.lay.bounds(i)
 		ce = min(ce, end)
-		if f.present.get(i) && f.verified.get(i) {
+		if f.tab.present.get(i) && f.tab.verified.get(i) {
 			if _, err := f.data.ReadAt(p[pos-off:ce-off], pos); err == nil {
 				pos = ce
 				continue
@@ -330,7 +320,7 @@ func (f *File) readUncached(ctx context.Context, p []byte, off int64) (int, erro
 		se := ce
 		for se < end {
 			j := f.lay.chunkOf(se)
-			if f.present.get(j) && f.verified.get(j) {
+			if f.tab.present.get(j) && f.tab.verified.get(j) {
 				break
 			}
 			_, je := f.lay.bounds(j)

@@ -89,7 +89,7 @@ func TestSequentialReaderUsesEveryConnection(t *testing.T) {
 	}
 	waitFor(t, "read-ahead on every connection", func() bool { a, _ := pool.stats(); return a == conns })
 	close(release)
-	waitFor(t, "the window", func() bool { return f.ready(1, 17) })
+	waitFor(t, "the window", func() bool { return verifiedRange(f, 1, 17) })
 	f.Close()
 	src.checkAtMostOnce(t, f)
 	for i := int64(17); i < f.lay.chunks; i++ {
@@ -119,7 +119,7 @@ func TestPrefetchFollowsSequentialReader(t *testing.T) {
 			t.Fatalf("read at %d: %v", off, err)
 		}
 	}
-	waitFor(t, "read-ahead of chunks 21-24", func() bool { return f.ready(21, 25) })
+	waitFor(t, "read-ahead of chunks 21-24", func() bool { return verifiedRange(f, 21, 25) })
 
 	release := make(chan struct{})
 	src.set(func(s *fakeSource) {
@@ -243,7 +243,7 @@ func TestReadAheadEndsInSingleChunks(t *testing.T) {
 	for off := int64(4 * testChunk); off < 4*testChunk+5*4096; off += 4096 {
 		readClaimed(t, r, off)
 	}
-	waitFor(t, "the window", func() bool { return f.ready(5, 12) })
+	waitFor(t, "the window", func() bool { return verifiedRange(f, 5, 12) })
 	f.Close()
 	src.checkAtMostOnce(t, f)
 	var tail []fetchCall

@@ -83,7 +83,7 @@ func (r *Reader) readAhead(from, win int64) {
 		}
 		return
 	}
-	if f.closed || f.degraded.Load() || f.stale.Load() != nil || from >= f.lay.size {
+	if f.closed.Load() || f.degraded.Load() || f.stale.Load() != nil || from >= f.lay.size {
 		return
 	}
 	// The window starts at the first chunk after the one holding the last
@@ -115,7 +115,7 @@ func (r *Reader) readAhead(from, win int64) {
 	// what can be claimed matters: a worker with nothing to do still
 	// queues for a Pool slot, and a queued read-ahead request makes a
 	// background fetch yield its connection.
-	r.ra.cursor = f.present.nextClear(r.ra.cursor, r.ra.hi)
+	r.ra.cursor = f.tab.present.nextClear(r.ra.cursor, r.ra.hi)
 	todo := int64(0)
 	for i := r.ra.cursor; i < r.ra.hi; i++ {
 		if f.claimableLocked(prioReadAhead, i) {

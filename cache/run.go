@@ -170,7 +170,7 @@ func (c *claims) free(i int64) bool {
 	if !f.claimableLocked(c.prio, i) {
 		return false
 	}
-	if fl := f.inflight[i]; fl != nil {
+	if fl := f.tab.flight(i); fl != nil {
 		c.cut(fl.run, i)
 	}
 	return true
@@ -180,9 +180,9 @@ func (c *claims) free(i int64) bool {
 // it is missing and not in flight, or in flight in a run prio may steal
 // from whose writer has not reached it and is not near it. f.mu is held.
 func (f *File) claimableLocked(prio priority, i int64) bool {
-	fl := f.inflight[i]
+	fl := f.tab.flight(i)
 	if fl == nil {
-		return !f.present.get(i)
+		return !f.tab.present.get(i)
 	}
 	r := fl.run
 	return mayStealFrom(prio, r) && i > r.writing && !(f.near(r, i) && keepsNear(prio, r))
@@ -207,8 +207,7 @@ func (c *claims) cut(r *run, i int64) {
 		c.taken = make(map[int64]takenChunk, r.end-i)
 	}
 	for k := i; k < r.end; k++ {
-		c.taken[k] = takenChunk{fl: c.f.inflight[k], from: r.plan}
-		delete(c.f.inflight, k)
+		c.taken[k] = takenChunk{fl: c.f.tab.detach(k), from: r.plan}
 	}
 	r.end = i
 }
@@ -216,15 +215,12 @@ func (c *claims) cut(r *run, i int64) {
 // claim adds chunk i, which free just approved, to r and returns its flight.
 // A stolen chunk keeps its flight; any other gets a new one.
 func (c *claims) claim(i int64, r *run) *flight {
-	var fl *flight
-	if t, ok := c.taken[i]; ok {
+	var stolen *flight
+	if t, found := c.taken[i]; found {
 		delete(c.taken, i)
-		fl = t.fl
-	} else {
-		fl = &flight{done: make(chan struct{})}
+		stolen = t.fl
 	}
-	fl.run = r
-	c.f.inflight[i] = fl
+	fl := c.f.tab.claimBy(i, r, stolen)
 	r.end = max(r.end, i+1)
 	return fl
 }
@@ -235,8 +231,7 @@ func (c *claims) claim(i int64, r *run) *flight {
 // background worker claims it again later.
 func (c *claims) done() {
 	for k, t := range c.taken {
-		t.fl.err = errAbandoned
-		close(t.fl.done)
+		abandon(t.fl)
 		if t.from != nil {
 			t.from.cursor = min(t.from.cursor, k)
 		}

@@ -26,14 +26,6 @@ func isDiskError(err error) bool {
 	return errors.As(err, &de)
 }
 
-// claimLocked creates flights for chunks [first, end), which the caller has
-// checked are missing and not in flight. f.mu is held.
-func (f *File) claimLocked(first, end int64) {
-	for i := first; i < end; i++ {
-		f.inflight[i] = &flight{done: make(chan struct{})}
-	}
-}
-
 // goJob runs fn on a new goroutine counted by f.wg, unless Close has begun.
 // f.mu is held.
 func (f *File) goJobLocked(fn func()) bool {
@@ -51,7 +43,7 @@ func (f *File) goJobLocked(fn func()) bool {
 // f.mu is held.
 func (f *File) failRunLocked(first, end int64, err error) {
 	for i := first; i < end; i++ {
-		f.resolveLocked(i, err)
+		f.tab.fail(i, err)
 	}
 }
 
@@ -253,7 +245,11 @@ func (w *runWriter) Write(p []byte) (int, error) {
 			if w.hold {
 				w.held = w.rec
 			} else {
-				// The committer owns the record from here on.
+				// The chunk is servable now; the committer owns the
+				// record from here on.
+				f.mu.Lock()
+				f.tab.wrote(w.next)
+				f.mu.Unlock()
 				f.com.add(w.next, append(w.rec, w.tail...))
 			}
 			w.rec = nil

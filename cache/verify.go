@@ -55,7 +55,7 @@ func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
 	diskFailed := func(op string, err error) bool {
 		f.degrade(&diskError{op: op, err: err})
 		f.mu.Lock()
-		f.resolveLocked(i, nil)
+		f.tab.release(i)
 		f.mu.Unlock()
 		return false
 	}
@@ -68,7 +68,7 @@ func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
 		f.mu.Lock()
 		var todo []int64
 		for b := b0; b < b1; b++ {
-			if !f.blocksVerifiedLocked(i, b, b+1) {
+			if !f.tab.blocksVerified(i, b, b+1) {
 				todo = append(todo, b)
 			}
 		}
@@ -101,11 +101,10 @@ func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
 	}
 	f.mu.Lock()
 	if good {
-		f.markBlocksVerifiedLocked(i, b0, b1)
+		f.tab.pass(i, b0, b1)
 	} else {
-		f.dropLocked(i)
+		f.tab.drop(i)
 	}
-	f.resolveLocked(i, nil)
 	f.mu.Unlock()
 	return good
 }
@@ -124,15 +123,12 @@ func (f *File) Verify(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !f.present.get(i) || f.verified.get(i) {
+		if !f.tab.present.get(i) || f.tab.verified.get(i) {
 			continue
 		}
 		f.mu.Lock()
-		fl := f.inflight[i]
-		claim := fl == nil && f.present.get(i) && !f.verified.get(i)
-		if claim {
-			f.claimLocked(i, i+1)
-		}
+		fl := f.tab.flight(i)
+		claim := fl == nil && f.tab.claimCheck(i)
 		f.mu.Unlock()
 		if fl != nil {
 			// Someone else is verifying or fetching it: wait, then look
@@ -146,7 +142,7 @@ func (f *File) Verify(ctx context.Context) error {
 			continue
 		}
 		if claim && !f.verifyClaimed(i, 0, f.lay.blocks(i), nil, 0) {
-			if f.degraded.Load() && f.present.get(i) {
+			if f.degraded.Load() && f.tab.present.get(i) {
 				return fmt.Errorf("cache: verify chunk %d: %w", i, errUncached)
 			}
 			bad++
