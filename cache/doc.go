@@ -59,15 +59,15 @@
 //   - Pool.mu protects the Pool's queues, active count, limit and yield
 //     promises; it is taken under File.mu (runWriter.advance), never the
 //     other way round.
-//   - Reader.mu protects a Reader's sequential detector (next, window) and
-//     closed; it is never held while taking another lock.
+//   - Reader.mu protects a Reader's sequential detector (next, window); it
+//     is never held while taking another lock.
 //   - run.pmu protects a run's progress (from, written, the previous pass,
 //     advanced); taken alone.
 //   - committer.mu protects the pending records; taken alone.
 //
 // Atomics, lock-free: the table's present, verified and written bitsets
-// (written under File.mu), File.closed, stale and degraded, the counters,
-// run.moved.
+// (written under File.mu), File.closed, stale and degraded, Reader.closed,
+// the counters, run.moved.
 //
 // # The read path
 //

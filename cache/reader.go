@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 )
 
 // Reader reads a File for one open file handle and adds read-ahead for
@@ -20,14 +21,17 @@ import (
 // stream cannot keep up with a reader that consumes at disk speed; the
 // prefetcher, if running, works just past the window (see plan.follow). A
 // Reader is safe for concurrent use (the kernel may issue reads of one
-// handle in parallel) and valid until its File is closed; it holds nothing
-// that needs releasing.
+// handle in parallel) and valid until Close or its File's Close. Close it
+// when the handle is released, so read-ahead and prefetch stop following it.
 type Reader struct {
 	f *File
 
 	mu     sync.Mutex
 	next   int64 // offset where the previous read ended
 	window int64 // read-ahead window in chunks; 0 after a seek
+	// closed is set by Close, before it clears the read-ahead plan under
+	// f.mu, so a readAhead that comes later sees it and claims nothing.
+	closed atomic.Bool
 
 	ra plan // guarded by f.mu
 }
@@ -35,10 +39,24 @@ type Reader struct {
 // NewReader returns a Reader for one open file handle.
 func (f *File) NewReader() *Reader { return &Reader{f: f} }
 
-// ReadAt is File.ReadAt plus sequential detection and read-ahead.
+// Close ends the Reader: it claims no more read-ahead (the pieces already
+// being fetched finish), the prefetcher stops following its window, and
+// later reads return ErrClosed. It is idempotent and returns nil.
+func (r *Reader) Close() error {
+	r.closed.Store(true)
+	// As after a seek: no window, nothing more to claim.
+	r.readAhead(0, 0)
+	return nil
+}
+
+// ReadAt is File.ReadAt plus sequential detection and read-ahead. After
+// Close it returns ErrClosed.
 func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if len(p) > 0 && off >= 0 {
 		end := off + int64(len(p))
+		if r.closed.Load() {
+			return 0, ErrClosed
+		}
 		r.mu.Lock()
 		// A read near the previous end, within the current window, is
 		// not a seek: the kernel issues a handle's reads in parallel and
@@ -83,7 +101,7 @@ func (r *Reader) readAhead(from, win int64) {
 		}
 		return
 	}
-	if f.closed.Load() || f.degraded.Load() || f.stale.Load() != nil || from >= f.lay.size {
+	if r.closed.Load() || f.closed.Load() || f.degraded.Load() || f.stale.Load() != nil || from >= f.lay.size {
 		return
 	}
 	// The window starts at the first chunk after the one holding the last
