@@ -70,6 +70,12 @@ type fakeSource struct {
 	// first, with the call's offset and the bytes written so far; a
 	// non-nil channel is waited on.
 	pause func(off, done int64) <-chan struct{}
+	// downUntil, if set, makes the remote unreachable until then: Fetch
+	// retries the way fetch.Client does with RetryUntilDeadline, every
+	// outageRetry, until the ctx deadline if there is one (giving up when
+	// less than outageRetry is left), else for outageAttempts attempts.
+	downUntil time.Time
+	attempts  int // attempts that met the outage
 	// perChunk, if not nil, counts the bytes the cache accepted, per
 	// chunk of testChunk bytes: a chunk fetched twice shows up as more
 	// than its length. (Benchmarks leave it nil.)
@@ -101,6 +107,9 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 	}()
 	if started != nil {
 		started <- fetchCall{off, n}
+	}
+	if err := s.outage(ctx); err != nil {
+		return err
 	}
 	if gate != nil {
 		if ch := gate(off, n); ch != nil {
@@ -156,6 +165,43 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 		return errInjected
 	}
 	return nil
+}
+
+const (
+	outageRetry    = 10 * time.Millisecond
+	outageAttempts = 3
+)
+
+var errOutage = errors.New("fake: connection refused")
+
+// outage waits out s.downUntil as a retrying client would (see downUntil),
+// and returns the error it gives up with.
+func (s *fakeSource) outage(ctx context.Context) error {
+	deadline, bounded := ctx.Deadline()
+	for n := 1; ; n++ {
+		s.mu.Lock()
+		down := time.Now().Before(s.downUntil)
+		if down {
+			s.attempts++
+		}
+		s.mu.Unlock()
+		if !down {
+			return nil
+		}
+		switch {
+		case bounded && time.Until(deadline) < outageRetry:
+			return fmt.Errorf("giving up at the deadline after %d attempts: %w", n, errOutage)
+		case !bounded && n >= outageAttempts:
+			return fmt.Errorf("giving up after %d attempts: %w", n, errOutage)
+		}
+		t := time.NewTimer(outageRetry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
 }
 
 // newCountingFake is newFake with perChunk counting on.

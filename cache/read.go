@@ -123,7 +123,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		if round == maxEnsureRounds {
 			return false, fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, last-1, round)
 		}
-		waits, verify, err := f.claimForRead(off, end, &readable, prio)
+		waits, verify, err := f.claimForRead(off, end, &readable, prio, deadlineOf(ctx))
 		if err != nil {
 			return false, err
 		}
@@ -233,8 +233,9 @@ func (w chunkWait) wait(ctx context.Context) (early bool, err error) {
 // whole go into readable if the blocks the read touches were checked, else they
 // are claimed for the caller to verify those blocks; missing and stolen
 // ones are claimed and fetched in runs of adjacent chunks (at most maxReq
-// each) by new jobs at prio.
-func (f *File) claimForRead(off, end int64, readable *servable, prio priority) (waits []chunkWait, verify []blockCheck, err error) {
+// each) by new jobs at prio. dl is the read's deadline: a demand run lasts
+// until the latest deadline of the reads waiting on it (see deadline.go).
+func (f *File) claimForRead(off, end int64, readable *servable, prio priority, dl waitDeadline) (waits []chunkWait, verify []blockCheck, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed.Load() {
@@ -266,6 +267,9 @@ func (f *File) claimForRead(off, end int64, readable *servable, prio priority) (
 		}
 		if fl := f.tab.flight(i); fl != nil && !c.free(i) {
 			flush()
+			if fl.run != nil && fl.run.prio == prioDemand {
+				fl.run.extendDeadline(dl)
+			}
 			waits = append(waits, chunkWait{fl: fl, run: fl.run, chunk: i, start: start, need: need})
 			continue
 		}
@@ -288,6 +292,7 @@ func (f *File) claimForRead(off, end int64, readable *servable, prio priority) (
 		if cur == nil {
 			cur, runStart = c.newRun(i, nil), i
 			if prio == prioDemand {
+				cur.deadline = dl
 				// Should the run stay this one chunk, its fetch starts
 				// at the block holding the read's first byte here.
 				b0, _ := f.lay.blockSpan(i, off, end)

@@ -40,6 +40,12 @@ type run struct {
 	// in Unix nanoseconds; 0 before it started. See streaming.
 	moved atomic.Int64
 
+	// deadline is the latest deadline of the demand reads waiting on the
+	// run (unbounded for background runs), and ctx, once the fetch began,
+	// the ctx that ends there (see deadline.go). Guarded by f.mu.
+	deadline waitDeadline
+	ctx      *runContext
+
 	// head, if above the run's first byte, is where a demand run of one
 	// chunk starts its fetch: the block holding the byte its read wants
 	// first (see fetchRun). Set when the run is claimed, then read-only.

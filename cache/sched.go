@@ -72,6 +72,10 @@ func (f *File) classify(ctx context.Context, err error) error {
 // with the error. A run cut short (see run) ends without error once its
 // writer reaches the cut.
 func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()) error {
+	if rc := f.demandContext(ctx, r); rc != nil {
+		ctx = rc
+		defer rc.stop()
+	}
 	if release == nil {
 		rel, err := f.pool.acquire(ctx, r.prio)
 		if err != nil {
@@ -92,10 +96,13 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 	f.mu.Unlock()
 	off, n := f.lay.runBytes(first, end)
 	_, chunkEnd := f.lay.bounds(first)
+	// started is the deadline the latest Source.Fetch began with.
+	var started waitDeadline
 	fetch := func(w *runWriter) error {
 		if f.degraded.Load() {
 			return errUncached
 		}
+		started = deadlineOf(ctx)
 		f.requests.Add(1)
 		f.active.Add(1)
 		defer f.active.Add(-1)
@@ -143,6 +150,11 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 	}
 	if err != nil {
 		err = f.classify(ctx, err)
+		if f.outlived(r, started, err) {
+			// The fetch gave up at a deadline some reader waiting on
+			// the run is past: that reader claims the chunks again.
+			err = errAbandoned
+		}
 		from := w.next
 		if w.hold {
 			// The tail pass of a rotated fetch keeps its chunk's record
@@ -155,6 +167,30 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 		f.mu.Unlock()
 	}
 	return err
+}
+
+// demandContext gives demand run r, if it has a deadline, the ctx that ends
+// there (see deadline.go), a child of ctx; nil for any other run.
+func (f *File) demandContext(ctx context.Context, r *run) *runContext {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.prio != prioDemand || !r.deadline.bounded {
+		return nil
+	}
+	r.ctx = newRunContext(ctx, r.deadline)
+	return r.ctx
+}
+
+// outlived reports whether err, which ended demand run r's fetch that began
+// with deadline started, should abandon the run rather than fail it: a
+// reader with a later deadline waits on it.
+func (f *File) outlived(r *run, started waitDeadline, err error) bool {
+	if r.prio != prioDemand || errors.Is(err, errAbandoned) || errors.Is(err, ErrStale) || errors.Is(err, ErrClosed) || isDiskError(err) {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return r.outlived(started)
 }
 
 // endRunLocked fails the chunks of r from chunk from on and shortens r to
