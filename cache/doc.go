@@ -14,7 +14,10 @@
 //     its own ctx, and giving up never cancels a fetch others wait on.
 //   - Demand reads go before read-ahead, read-ahead before Fill, Fill before
 //     prefetch; one Pool bounds the Source.Fetch calls of every File that
-//     shares it.
+//     shares it. The Pool is the one connection budget: a Source that
+//     reports the server's load (Pool.ReportLoad, which fits
+//     fetch.Options.OnLoad) makes it lower and raise its limit, and it keeps
+//     granting by priority while lowered.
 //   - One process holds a cache directory at a time (ErrLocked). A remote
 //     change makes the File stale (ErrStale) for every later read. A failing
 //     data disk degrades the File to uncached reads, never to errors the

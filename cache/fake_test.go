@@ -76,6 +76,10 @@ type fakeSource struct {
 	// less than outageRetry is left), else for outageAttempts attempts.
 	downUntil time.Time
 	attempts  int // attempts that met the outage
+	// answered, if set, is called (without mu) with each call's ctx once
+	// it passed its gate, as a fetch.Client calls Options.OnLoad for an
+	// answer.
+	answered func(ctx context.Context)
 	// perChunk, if not nil, counts the bytes the cache accepted, per
 	// chunk of testChunk bytes: a chunk fetched twice shows up as more
 	// than its length. (Benchmarks leave it nil.)
@@ -98,7 +102,7 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 	changed := s.changed
 	partial := s.partial
 	s.partial = 0
-	gate, started, pause := s.gate, s.started, s.pause
+	gate, started, pause, answered := s.gate, s.started, s.pause, s.answered
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -119,6 +123,9 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 				return ctx.Err()
 			}
 		}
+	}
+	if answered != nil {
+		answered(ctx)
 	}
 	switch {
 	case fail:

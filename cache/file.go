@@ -282,7 +282,7 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 	if raMax <= 0 {
 		raMax = defaultReadAheadMax
 	}
-	f.raWin = readAheadWindow(raMax, m.ChunkSize, f.pool.limit)
+	f.raWin = readAheadWindow(raMax, m.ChunkSize, f.pool.capacity)
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}

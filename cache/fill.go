@@ -149,7 +149,7 @@ func (f *File) splitSize(v *run) int64 {
 // counted (and it will claim the new chunks) or gone (and starts another).
 func (f *File) work(ctx context.Context, prio priority, p *plan) error {
 	for {
-		release, err := f.pool.acquire(ctx, prio)
+		slotCtx, release, err := f.pool.admit(ctx, prio)
 		if err != nil {
 			f.mu.Lock()
 			p.workers--
@@ -174,7 +174,7 @@ func (f *File) work(ctx context.Context, prio priority, p *plan) error {
 			release()
 			return nil
 		}
-		err = f.fetchRun(ctx, r, first, release)
+		err = f.fetchRun(slotCtx, r, first, release)
 		f.mu.Lock()
 		p.busy--
 		if err != nil {
@@ -200,7 +200,7 @@ func (f *File) Fill(ctx context.Context) error {
 		return err
 	}
 	defer f.wg.Done()
-	return f.fill(ctx, prioBulk, f.pool.limit)
+	return f.fill(ctx, prioBulk, f.pool.capacity)
 }
 
 // StartPrefetch starts filling the file in the background at the lowest
@@ -223,7 +223,7 @@ func (f *File) StartPrefetch() {
 }
 
 func (f *File) prefetch() {
-	conns := max(1, f.pool.limit-f.pool.reserve)
+	conns := max(1, f.pool.capacity-reserveFor(f.pool.capacity))
 	backoff := time.Second
 	for {
 		err := f.fill(f.ctx, prioPrefetch, conns)

@@ -141,7 +141,7 @@ func (r *Reader) readAhead(from, win int64) {
 		}
 	}
 	pieces := (todo + r.ra.piece - 1) / r.ra.piece
-	for r.ra.workers < f.pool.limit && int64(r.ra.workers-r.ra.busy) < pieces {
+	for r.ra.workers < f.pool.capacity && int64(r.ra.workers-r.ra.busy) < pieces {
 		if !f.goJobLocked(r.readAheadWorker) {
 			return
 		}
@@ -154,7 +154,7 @@ func (r *Reader) readAhead(from, win int64) {
 // Pool, so one sequential reader keeps them all streaming (a Pool
 // connection is the unit of bandwidth when the server caps each one).
 func (f *File) raPiece(win int64) int64 {
-	return min(f.maxReq, max(1, (win+int64(f.pool.limit)-1)/int64(f.pool.limit)))
+	return min(f.maxReq, max(1, (win+int64(f.pool.capacity)-1)/int64(f.pool.capacity)))
 }
 
 func (r *Reader) readAheadWorker() {

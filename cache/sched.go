@@ -77,7 +77,7 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 		defer rc.stop()
 	}
 	if release == nil {
-		rel, err := f.pool.acquire(ctx, r.prio)
+		slotCtx, rel, err := f.pool.admit(ctx, r.prio)
 		if err != nil {
 			err = f.classify(ctx, err)
 			f.mu.Lock()
@@ -85,7 +85,7 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 			f.mu.Unlock()
 			return err
 		}
-		release = rel
+		ctx, release = slotCtx, rel
 	}
 	defer release()
 
@@ -350,7 +350,7 @@ func (f *File) fetchDirect(ctx context.Context, p []byte, off int64) error {
 	defer cancel()
 	defer context.AfterFunc(f.ctx, cancel)()
 
-	release, err := f.pool.acquire(ctx, prioDemand)
+	ctx, release, err := f.pool.admit(ctx, prioDemand)
 	if err != nil {
 		return f.directErr(err)
 	}

@@ -313,7 +313,7 @@ func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
 		}
 		return nil, t.secrets.sanitize(err)
 	}
-	sb := &slotBody{ReadCloser: resp.Body, c: c, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
+	sb := &slotBody{ReadCloser: resp.Body, ctx: req.Context(), c: c, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
 	if u != nil {
 		sb.conn = u.conn
 	}
