@@ -18,7 +18,10 @@ import (
 // and one bbolt transaction, so 8-16 connections streaming at hundreds of
 // MB/s cost a few syncs per second, not one per chunk.
 type committer struct {
-	f *File
+	s *store
+	// durable hands each round's chunks to the store's owner: err nil
+	// means they are synced and recorded; else none of them is.
+	durable func(batch []commitRec, err error)
 
 	mu      sync.Mutex
 	pending []commitRec // chunks written, waiting for the next round
@@ -36,12 +39,13 @@ type commitRec struct {
 	rec []byte
 }
 
-func newCommitter(f *File) *committer {
+func newCommitter(s *store, durable func(batch []commitRec, err error)) *committer {
 	return &committer{
-		f:    f,
-		wake: make(chan struct{}, 1),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		s:       s,
+		durable: durable,
+		wake:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 
@@ -88,17 +92,17 @@ func (c *committer) round() {
 		c.spare = batch
 		return
 	}
-	f := c.f
+	s := c.s
 	var err error
-	if f.degraded.Load() {
+	if s.degraded.Load() {
 		// After a failed write or sync nothing more is committed this
 		// session: Linux reports a writeback error to one fdatasync only,
 		// so a later sync that succeeds proves nothing about pages that
 		// were dropped, and the index must never over-report.
 		err = errUncached
-	} else if serr := f.data.Sync(); serr != nil {
+	} else if serr := s.data.Sync(); serr != nil {
 		err = &diskError{op: "sync data", err: serr}
-	} else if uerr := f.db.Update(func(tx *bolt.Tx) error {
+	} else if uerr := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChunks)
 		// bbolt keeps references to keys and values until the commit,
 		// so each key gets its own bytes (one allocation per round); each
@@ -116,17 +120,11 @@ func (c *committer) round() {
 		err = &diskError{op: "commit index", err: uerr}
 	}
 	if err != nil {
-		f.degrade(err)
+		s.degrade(err)
 	}
-	f.mu.Lock()
-	for n, r := range batch {
+	c.durable(batch, err)
+	for n := range batch {
 		batch[n].rec = nil // let the record go with the transaction
-		if err == nil {
-			f.tab.commit(r.i)
-		} else {
-			f.tab.fail(r.i, err)
-		}
 	}
-	f.mu.Unlock()
 	c.spare = batch
 }

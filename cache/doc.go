@@ -36,8 +36,11 @@
 //     Pool): who fetches which chunks when; it asks the table what is
 //     missing and tells it what was written, and never touches the index or
 //     the data file itself;
-//   - the store (dataFile, the index in store.go, the committer, the disk half
-//     of verify.go): bytes and records on disk.
+//   - the store (store.go: the data file, loading and checking records;
+//     index.go: the bbolt index and its meta; commit.go: the group
+//     committer; dir.go: which directories and files it opens): bytes and
+//     records on disk. It reports each commit round to the File, which
+//     flips the table.
 //
 // # Chunk lifecycle
 //

@@ -2,14 +2,10 @@ package cache
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,8 +123,6 @@ const (
 type File struct {
 	meta      Meta
 	lay       layout
-	dir       string
-	dataPath  string
 	discarded string
 	src       Source
 	pool      *Pool
@@ -139,9 +133,7 @@ type File struct {
 	// stalledAfter: a run silent this long is not streaming (see run).
 	stalledAfter time.Duration
 
-	db   *bolt.DB
-	data dataFile
-	com  *committer
+	st *store // the data file, the index and the committer
 
 	// ctx governs every fetch; Close cancels it. Fetches never run on a
 	// caller's ctx because other readers may be waiting on them.
@@ -166,7 +158,6 @@ type File struct {
 	followBy *Reader
 
 	stale        atomic.Pointer[error] // set once: the error every later read returns
-	degraded     atomic.Bool           // the data disk failed: no more caching
 	bytesFetched atomic.Int64
 	requests     atomic.Int64
 	active       atomic.Int64
@@ -232,41 +223,15 @@ func validateMeta(m Meta) error {
 // openWithIndex finishes Open once the index is locked. On error the caller
 // closes db.
 func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved string) (*File, error) {
-	if err := writeOwner(dir); err != nil {
-		return nil, fmt.Errorf("cache: write owner file: %w", err)
-	}
-	dataPath := filepath.Join(dir, dataName)
-	if err := refuseLink(dataPath); err != nil {
-		return nil, err
-	}
-	df, err := openFileNoFollow(dataPath, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("cache: open data file: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			df.Close()
-		}
-	}()
-	fi, err := df.Stat()
-	if err != nil {
-		return nil, err
-	}
-	dataLen := fi.Size()
-
 	f := &File{
 		meta:         m,
 		lay:          newLayout(m.Size, m.ChunkSize),
-		dir:          dir,
-		dataPath:     dataPath,
 		src:          src,
 		pool:         o.Pool,
 		maxReq:       max(1, o.MaxRequest/m.ChunkSize),
 		log:          o.Logger,
 		onWait:       o.onWait,
 		stalledAfter: o.stalledAfter,
-		db:           db,
 		tab:          newChunkTable(newLayout(m.Size, m.ChunkSize)),
 	}
 	if f.pool == nil {
@@ -286,113 +251,14 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
-
-	// Decide whether what is on disk belongs to m. Discarding happens in
-	// the index first, then in the data file, so a crash in between leaves
-	// an index that under-reports.
-	var sm storedMeta
-	var hasMeta bool
-	if err := guarded(func() error {
-		return db.View(func(tx *bolt.Tx) error { sm, hasMeta = readMeta(tx); return nil })
-	}); err != nil {
+	st, discarded, err := openStore(dir, m, f.lay, f.log, db, moved, o.wrapData, f.tab.load, f.durable)
+	if err != nil {
 		return nil, err
 	}
-	switch {
-	case moved != "":
-		f.discarded = fmt.Sprintf("cache index was unreadable; moved aside to %s and rebuilt", filepath.Base(moved))
-	case hasMeta:
-		f.discarded = metaMismatch(sm, m)
-	}
-	if !hasMeta || f.discarded != "" {
-		if err := db.Update(func(tx *bolt.Tx) error { return writeMeta(tx, m) }); err != nil {
-			return nil, fmt.Errorf("cache: write index: %w", err)
-		}
-		if dataLen > 0 {
-			nf, err := replaceData(df, dataPath)
-			if err != nil {
-				return nil, fmt.Errorf("cache: discard data: %w", err)
-			}
-			df, dataLen = nf, 0
-		}
-	}
-	if f.discarded != "" {
-		f.log.Info("discarded old cache", "dir", dir, "reason", f.discarded)
-	}
-	if err := f.loadChunks(dataLen); err != nil {
-		return nil, err
-	}
-	if dataLen != m.Size {
-		if err := df.Truncate(m.Size); err != nil {
-			return nil, fmt.Errorf("cache: size data file: %w", err)
-		}
-	}
-
-	f.data = osData{df}
-	if o.wrapData != nil {
-		f.data = o.wrapData(f.data)
-	}
+	f.st, f.discarded = st, discarded
+	st.start()
 	f.ctx, f.cancel = context.WithCancel(context.Background())
-	f.com = newCommitter(f)
-	go f.com.run()
-	ok = true
 	return f, nil
-}
-
-// replaceData discards the old data file df at path by unlinking it and
-// creating an empty one in its place, and returns the new one; df is closed.
-// The old file is never truncated or written: a handle another process still
-// holds on it (a FUSE passthrough open outlives the daemon that gave it)
-// keeps reading the version it was given, never zeros or the next version.
-// Its blocks are freed when the last such handle closes.
-func replaceData(df *os.File, path string) (*os.File, error) {
-	df.Close()
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	return openFileNoFollow(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-}
-
-// loadChunks fills the present bitset from the chunks bucket with one cursor
-// pass. Checksums are not read here (they are checked when a chunk is first
-// served), so a cache with many chunks opens at once. Records that cannot be
-// right, because the data file does not reach their chunk or the key is out
-// of range, are deleted before anything is served.
-func (f *File) loadChunks(dataLen int64) error {
-	var drop [][]byte
-	err := guarded(func() error {
-		return f.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketChunks).Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				i := int64(-1)
-				if len(k) == 8 {
-					i = int64(binary.BigEndian.Uint64(k))
-				}
-				if i < 0 || i >= f.lay.chunks || int64(len(v)) != 4*f.lay.blocks(i) {
-					drop = append(drop, append([]byte(nil), k...))
-					continue
-				}
-				if _, end := f.lay.bounds(i); end > dataLen {
-					drop = append(drop, append([]byte(nil), k...))
-					continue
-				}
-				f.tab.load(i)
-			}
-			return nil
-		})
-	})
-	if err != nil || len(drop) == 0 {
-		return err
-	}
-	f.log.Info("dropping index records without data", "dir", f.dir, "records", len(drop))
-	return f.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketChunks)
-		for _, k := range drop {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }
 
 // Meta returns the Meta the File was opened with.
@@ -405,7 +271,7 @@ func (f *File) Discarded() string { return f.discarded }
 // DataPath returns the path of the sparse data file. Its bytes are valid
 // only where Stats says chunks are present; once Present == Chunks and
 // Verify returned nil, it is the whole object.
-func (f *File) DataPath() string { return f.dataPath }
+func (f *File) DataPath() string { return f.st.dataPath }
 
 // Stats returns a snapshot of the File's counters.
 func (f *File) Stats() Stats {
@@ -446,13 +312,7 @@ func (f *File) Close() error {
 		f.mu.Unlock()
 		f.cancel()
 		f.wg.Wait()
-		f.com.stop()
-		errs := []error{}
-		if err := os.Remove(filepath.Join(f.dir, ownerName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-		errs = append(errs, f.db.Close(), f.data.Close())
-		f.closeErr = errors.Join(errs...)
+		f.closeErr = f.st.close()
 	})
 	return f.closeErr
 }
@@ -513,10 +373,16 @@ func (f *File) markStale(cause error) error {
 	return *f.stale.Load()
 }
 
-// degrade stops caching after a disk failure. Reads keep working from the
-// network (and from chunks already committed); it logs once.
-func (f *File) degrade(err error) {
-	if f.degraded.CompareAndSwap(false, true) {
-		f.log.Error("cache disk failed; serving uncached from now on", "dir", f.dir, "err", err)
+// durable is the committer's report of a round (see committer): the chunks
+// of batch are committed, or, if err is not nil, failed with it.
+func (f *File) durable(batch []commitRec, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range batch {
+		if err == nil {
+			f.tab.commit(r.i)
+		} else {
+			f.tab.fail(r.i, err)
+		}
 	}
 }

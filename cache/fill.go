@@ -234,11 +234,11 @@ func (f *File) prefetch() {
 			// and fetched again by the next round.
 			err = f.Verify(f.ctx)
 			if err == nil {
-				f.log.Debug("prefetch complete and verified", "dir", f.dir)
+				f.log.Debug("prefetch complete and verified", "dir", f.st.dir)
 				return
 			}
 			if errors.Is(err, ErrCorrupt) {
-				f.log.Warn("cached chunks failed their checksum; fetching them again", "dir", f.dir, "err", err)
+				f.log.Warn("cached chunks failed their checksum; fetching them again", "dir", f.st.dir, "err", err)
 				continue
 			}
 		}
@@ -246,7 +246,7 @@ func (f *File) prefetch() {
 		case f.ctx.Err() != nil, errors.Is(err, ErrClosed), errors.Is(err, ErrStale), isDiskError(err):
 			return
 		}
-		f.log.Warn("prefetch failed; will retry", "dir", f.dir, "err", err, "retry_in", backoff)
+		f.log.Warn("prefetch failed; will retry", "dir", f.st.dir, "err", err, "retry_in", backoff)
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
@@ -266,8 +266,8 @@ func (f *File) fill(ctx context.Context, prio priority, conns int) error {
 		if err := f.usable(); err != nil {
 			return err
 		}
-		if f.degraded.Load() {
-			return fmt.Errorf("cache: cannot fill %s: %w", f.dir, errUncached)
+		if f.st.degraded.Load() {
+			return fmt.Errorf("cache: cannot fill %s: %w", f.st.dir, errUncached)
 		}
 		if err := ctx.Err(); err != nil {
 			return err

@@ -58,17 +58,17 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // read fills p (already clamped to the file) from the cache, fetching what
 // is missing; after a disk failure it falls back to the network.
 func (f *File) read(ctx context.Context, p []byte, off int64) (int, error) {
-	if !f.degraded.Load() {
+	if !f.st.degraded.Load() {
 		filled, err := f.ensure(ctx, p, off, prioDemand)
 		if err == nil && filled {
 			return len(p), nil
 		}
 		if err == nil {
-			_, err = f.data.ReadAt(p, off)
+			err = f.st.readAt(p, off)
 			if err == nil {
 				return len(p), nil
 			}
-			f.degrade(&diskError{op: "read data", err: err})
+			f.st.degrade(&diskError{op: "read data", err: err})
 		} else if !isDiskError(err) {
 			return 0, err
 		}
@@ -114,7 +114,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		if err := f.usable(); err != nil {
 			return false, err
 		}
-		if f.degraded.Load() {
+		if f.st.degraded.Load() {
 			return false, errUncached
 		}
 		if err := ctx.Err(); err != nil {
@@ -132,7 +132,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		// chunk), so p can be read now and checked in place.
 		var have []byte
 		if len(waits) == 0 && len(verify) > 0 {
-			if _, rerr := f.data.ReadAt(p, off); rerr == nil {
+			if rerr := f.st.readAt(p, off); rerr == nil {
 				have = p
 			}
 		}
@@ -315,7 +315,7 @@ func (f *File) readUncached(ctx context.Context, p []byte, off int64) (int, erro
 		_, ce := f.lay.bounds(i)
 		ce = min(ce, end)
 		if f.tab.present.get(i) && f.tab.verified.get(i) {
-			if _, err := f.data.ReadAt(p[pos-off:ce-off], pos); err == nil {
+			if err := f.st.readAt(p[pos-off:ce-off], pos); err == nil {
 				pos = ce
 				continue
 			}

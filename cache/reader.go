@@ -80,9 +80,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		r.mu.Unlock()
 		r.readAhead(from, win)
 		if win > 0 {
-			if d, ok := r.f.data.(interface{ WillNeed(off, n int64) }); ok {
-				d.WillNeed(from, win*r.f.lay.chunk)
-			}
+			r.f.st.willNeed(from, win*r.f.lay.chunk)
 		}
 	}
 	return r.f.ReadAt(ctx, p, off)
@@ -101,7 +99,7 @@ func (r *Reader) readAhead(from, win int64) {
 		}
 		return
 	}
-	if r.closed.Load() || f.closed.Load() || f.degraded.Load() || f.stale.Load() != nil || from >= f.lay.size {
+	if r.closed.Load() || f.closed.Load() || f.st.degraded.Load() || f.stale.Load() != nil || from >= f.lay.size {
 		return
 	}
 	// The window starts at the first chunk after the one holding the last
@@ -163,6 +161,6 @@ func (r *Reader) readAheadWorker() {
 	if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrStale) {
 		// The demand read that wants these bytes will meet (and report)
 		// the error itself.
-		f.log.Debug("read-ahead failed", "dir", f.dir, "err", err)
+		f.log.Debug("read-ahead failed", "dir", f.st.dir, "err", err)
 	}
 }

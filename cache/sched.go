@@ -99,7 +99,7 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 	// started is the deadline the latest Source.Fetch began with.
 	var started waitDeadline
 	fetch := func(w *runWriter) error {
-		if f.degraded.Load() {
+		if f.st.degraded.Load() {
 			return errUncached
 		}
 		started = deadlineOf(ctx)
@@ -244,7 +244,7 @@ var errOverrun = errors.New("cache: source wrote more bytes than requested")
 
 func (w *runWriter) Write(p []byte) (int, error) {
 	f := w.f
-	if f.degraded.Load() {
+	if f.st.degraded.Load() {
 		// Another write failed: stop feeding a failing disk.
 		return 0, errUncached
 	}
@@ -259,9 +259,7 @@ func (w *runWriter) Write(p []byte) (int, error) {
 			return written, errOverrun
 		}
 		k := min(int64(len(p)), w.blockEnd-w.off)
-		if _, err := f.data.WriteAt(p[:k], w.off); err != nil {
-			err = &diskError{op: "write data", err: err}
-			f.degrade(err)
+		if err := f.st.writeAt(p[:k], w.off); err != nil {
 			f.bytesFetched.Add(int64(written))
 			return written, err
 		}
@@ -286,7 +284,7 @@ func (w *runWriter) Write(p []byte) (int, error) {
 				f.mu.Lock()
 				f.tab.wrote(w.next)
 				f.mu.Unlock()
-				f.com.add(w.next, append(w.rec, w.tail...))
+				f.st.com.add(w.next, append(w.rec, w.tail...))
 			}
 			w.rec = nil
 			w.next++
