@@ -28,19 +28,23 @@
 //
 // # Parts
 //
-// A File is a small facade over three parts:
+// A File is a small facade (file.go, read.go, verify.go) over three parts
+// that it wires together:
 //
-//   - the chunk table (chunkTable): every chunk's state and its transitions,
-//     the flights readers wait on, the pins of readers serving bytes;
-//   - the scheduler (plan, run, claims, Reader's read-ahead, prefetch and the
-//     Pool): who fetches which chunks when; it asks the table what is
-//     missing and tells it what was written, and never touches the index or
-//     the data file itself;
+//   - the chunk table (chunktable.go): every chunk's state and its
+//     transitions, the flights readers wait on, the pins of readers serving
+//     bytes;
+//   - the scheduler (scheduler.go; demand.go: claiming for a read;
+//     readahead.go; plan.go: Fill and prefetch; run.go: runs, stealing;
+//     fetchrun.go: one Source.Fetch and its writer; deadline.go: demand run
+//     deadlines; pool.go: the connection budget): who fetches which chunks
+//     when. It asks the table what is missing and tells it what was claimed
+//     and written, and reaches the disk only through the store;
 //   - the store (store.go: the data file, loading and checking records;
 //     index.go: the bbolt index and its meta; commit.go: the group
 //     committer; dir.go: which directories and files it opens): bytes and
-//     records on disk. It reports each commit round to the File, which
-//     flips the table.
+//     records on disk. It reports each commit round to the File
+//     (File.durable), which flips the table.
 //
 // # Chunk lifecycle
 //
@@ -58,13 +62,16 @@
 //
 // One line each, in the order they nest (outer first):
 //
-//   - File.mu protects the chunk table (flights, pins, partial checks,
-//     counters, bitset writes), every run's end and writing, every plan
-//     (including each Reader's read-ahead plan, Reader.ra), the prefetch
-//     follow target and prefetching, and makes closed and wg.Add atomic.
-//   - Pool.mu protects the Pool's queues, active count, limit and yield
-//     promises; it is taken under File.mu (runWriter.advance), never the
-//     other way round.
+//   - File.mu (the scheduler's mu) protects the chunk table (flights, pins,
+//     partial checks, counters, bitset writes), every run's end, writing and
+//     deadline, every plan (including each Reader's read-ahead plan,
+//     Reader.ra), the prefetch follow target and prefetching, and makes
+//     scheduler.closed and wg.Add atomic.
+//   - Pool.mu protects the Pool's queues, active count, limit, epoch and
+//     yield promises; it is taken under File.mu (runWriter.advance), never
+//     the other way round.
+//   - runContext.mu protects a demand run's current deadline; taken under
+//     File.mu (run.extendDeadline) and alone.
 //   - Reader.mu protects a Reader's sequential detector (next, window); it
 //     is never held while taking another lock.
 //   - run.pmu protects a run's progress (from, written, the previous pass,
@@ -72,39 +79,44 @@
 //   - committer.mu protects the pending records; taken alone.
 //
 // Atomics, lock-free: the table's present, verified and written bitsets
-// (written under File.mu), File.closed, stale and degraded, Reader.closed,
-// the counters, run.moved.
+// (written under File.mu), scheduler.closed and stale, store.degraded,
+// Reader.closed, the counters, run.moved.
 //
 // # The read path
 //
 //  1. fs: fileHandle.Read bounds the wait by the op timeout and calls
 //     Reader.ReadAt.
 //  2. Reader.ReadAt updates the sequential detector and calls
-//     Reader.readAhead, which claims the window for read-ahead workers
-//     (readAheadWorker → File.work → claimNextLocked → fetchRun).
-//  3. File.ReadAt clamps the span and pins its chunks (enterPinned).
-//  4. File.read calls File.ensure, then reads the data file; after a disk
-//     failure it goes to readUncached and fetchDirect instead.
+//     scheduler.readAhead, which extends the Reader's plan and starts
+//     read-ahead workers (scheduler.readAheadWorker → scheduler.work →
+//     scheduler.claimNextLocked → scheduler.fetchRun).
+//  3. File.ReadAt clamps the span and pins its chunks (File.enterPinned).
+//  4. File.read calls File.ensure, then reads the data file (store.readAt);
+//     after a disk failure it goes to File.readUncached and
+//     scheduler.fetchDirect instead.
 //  5. File.ensure returns at once when chunkTable.servableRange says every
 //     chunk is servable (the warm path: no lock).
-//  6. Otherwise File.claimForRead, under File.mu, looks at each chunk: waits
-//     on flights (chunkWait), steals chunks a background run has not reached
-//     (claims.free, claims.cut), claims missing ones into demand runs
+//  6. Otherwise scheduler.claimForRead, under File.mu, looks at each chunk:
+//     it waits on flights (chunkWait), extending a demand run's deadline
+//     (run.extendDeadline); steals chunks a background run has not reached
+//     (claims.free, claims.cut); claims missing ones into demand runs
 //     (claims.newRun, claims.claim → chunkTable.claimBy) started by
-//     goJobLocked(fetchRun), and claims committed ones to check their blocks
-//     (chunkTable.claimCheck → File.verifyClaimed).
-//  7. File.fetchRun takes a Pool slot (Pool.acquire) and calls Source.Fetch
-//     with a runWriter.
-//  8. runWriter.Write writes each piece to the data file at its offset,
+//     scheduler.goJobLocked(scheduler.fetchRun); and claims committed ones
+//     to check their blocks (chunkTable.claimCheck → File.verifyClaimed).
+//  7. scheduler.fetchRun gives a demand run its deadline ctx
+//     (scheduler.demandContext), takes a Pool slot (Pool.admit) and calls
+//     Source.Fetch with a runWriter.
+//  8. runWriter.Write writes each piece to the data file (store.writeAt),
 //     updates the block CRC and run.wrote (waking chunkWait.wait for readers
 //     whose bytes are now written); at each chunk's end it calls
 //     chunkTable.wrote (the chunk is servable) and committer.add, then
 //     runWriter.advance, which may end the run for a thief or a queued
 //     request (Pool.shouldYield).
 //  9. committer.round: dataFile.Sync (fdatasync), one bbolt Update with the
-//     records, then chunkTable.commit, which closes each flight's done.
+//     records, then File.durable → chunkTable.commit, which closes each
+//     flight's done.
 //  10. The wake-up: chunkWait.wait returns (early, from run progress, or at
-//     the flight's end); ensure goes round again and finds the span
-//     servable; File.read copies it from the data file (dataFile.ReadAt);
-//     File.ReadAt unpins (leavePinned).
+//     the flight's end); File.ensure goes round again and finds the span
+//     servable; File.read copies it from the data file; File.ReadAt unpins
+//     (File.leavePinned).
 package cache

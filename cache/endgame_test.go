@@ -229,16 +229,16 @@ func TestEndGameNeverSplitsAFailedRun(t *testing.T) {
 	for i := int64(3); i < 16; i++ {
 		f.tab.flights[i] = &flight{done: make(chan struct{}), run: r}
 	}
-	f.endRunLocked(r, 3, errInjected) // the fetch failed in chunk 3
+	f.sched.endRunLocked(r, 3, errInjected) // the fetch failed in chunk 3
 	if r.end != 3 || len(f.tab.flights) != 1 {
 		t.Fatalf("after the failure: end %d, %d flights; want end 3 and only chunk 0's", r.end, len(f.tab.flights))
 	}
-	if _, _, ok := f.splitLocked(f.newClaims(prioBulk), p); ok {
+	if _, _, ok := f.sched.splitLocked(f.sched.newClaims(prioBulk), p); ok {
 		t.Fatal("the end game split a run that had failed")
 	}
 	// The guard on its own: a run whose fields claim chunks it does not hold.
 	r.end = 16
-	if _, _, ok := f.splitLocked(f.newClaims(prioBulk), p); ok {
+	if _, _, ok := f.sched.splitLocked(f.sched.newClaims(prioBulk), p); ok {
 		t.Fatal("the end game took chunks that are not the victim's")
 	}
 	r.end = 3

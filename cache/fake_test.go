@@ -414,7 +414,7 @@ func settle(t testing.TB, f *File) {
 	waitFor(t, "in-flight chunks to settle", func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return len(f.tab.flights) == 0 && f.active.Load() == 0
+		return len(f.tab.flights) == 0 && f.sched.active.Load() == 0
 	})
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -124,43 +123,15 @@ type File struct {
 	meta      Meta
 	lay       layout
 	discarded string
-	src       Source
-	pool      *Pool
-	maxReq    int64 // chunks per Source.Fetch
-	raWin     int64 // largest read-ahead window, in chunks
 	log       *slog.Logger
 	onWait    func()
-	// stalledAfter: a run silent this long is not streaming (see run).
-	stalledAfter time.Duration
 
-	st *store // the data file, the index and the committer
-
-	// ctx governs every fetch; Close cancels it. Fetches never run on a
-	// caller's ctx because other readers may be waiting on them.
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	// wg counts everything that may touch data or db: fetch jobs,
-	// background workers and calls in progress. Close waits for it. Add is
-	// only called under mu with closed false (see enter).
-	wg sync.WaitGroup
-
-	mu sync.Mutex
-	// closed is set, under mu, when Close begins: enterLocked reads it
-	// under mu (so wg.Add never races Close's Wait); usable reads it
-	// without.
-	closed      atomic.Bool
-	tab         *chunkTable // every chunk's state (see chunkTable); guarded by mu
-	prefetching bool
-	// followAt is the chunk just past the read-ahead window of the
-	// sequential Reader followBy (0: none), where prefetch looks first.
-	followAt int64
-	followBy *Reader
-
-	stale        atomic.Pointer[error] // set once: the error every later read returns
-	bytesFetched atomic.Int64
-	requests     atomic.Int64
-	active       atomic.Int64
+	// mu guards tab, and the scheduler's runs and plans (as scheduler.mu):
+	// claiming a chunk changes both.
+	mu    sync.Mutex
+	tab   *chunkTable // every chunk's state (see chunkTable)
+	st    *store      // the data file, the index and the committer
+	sched *scheduler  // who fetches what, when
 
 	closeOnce sync.Once
 	closeErr  error
@@ -224,30 +195,12 @@ func validateMeta(m Meta) error {
 // closes db.
 func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved string) (*File, error) {
 	f := &File{
-		meta:         m,
-		lay:          newLayout(m.Size, m.ChunkSize),
-		src:          src,
-		pool:         o.Pool,
-		maxReq:       max(1, o.MaxRequest/m.ChunkSize),
-		log:          o.Logger,
-		onWait:       o.onWait,
-		stalledAfter: o.stalledAfter,
-		tab:          newChunkTable(newLayout(m.Size, m.ChunkSize)),
+		meta:   m,
+		lay:    newLayout(m.Size, m.ChunkSize),
+		log:    o.Logger,
+		onWait: o.onWait,
+		tab:    newChunkTable(newLayout(m.Size, m.ChunkSize)),
 	}
-	if f.pool == nil {
-		f.pool = NewPool(defaultConnections)
-	}
-	if o.MaxRequest <= 0 {
-		f.maxReq = max(1, defaultMaxRequest/m.ChunkSize)
-	}
-	if f.stalledAfter <= 0 {
-		f.stalledAfter = defaultStalledAfter
-	}
-	raMax := o.ReadAheadMax
-	if raMax <= 0 {
-		raMax = defaultReadAheadMax
-	}
-	f.raWin = readAheadWindow(raMax, m.ChunkSize, f.pool.capacity)
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -256,8 +209,8 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 		return nil, err
 	}
 	f.st, f.discarded = st, discarded
+	f.sched = newScheduler(&f.mu, f.tab, st, f.log, src, o, m, f.Verify)
 	st.start()
-	f.ctx, f.cancel = context.WithCancel(context.Background())
 	return f, nil
 }
 
@@ -285,9 +238,9 @@ func (f *File) Stats() Stats {
 		BytesPresent: f.tab.bytesPresent,
 	}
 	f.mu.Unlock()
-	s.BytesFetched = f.bytesFetched.Load()
-	s.Requests = f.requests.Load()
-	s.Active = int(f.active.Load())
+	s.BytesFetched = f.sched.bytesFetched.Load()
+	s.Requests = f.sched.requests.Load()
+	s.Active = int(f.sched.active.Load())
 	return s
 }
 
@@ -307,24 +260,10 @@ func (f *File) AllVerified() bool {
 // idempotent; later calls return the first call's result.
 func (f *File) Close() error {
 	f.closeOnce.Do(func() {
-		f.mu.Lock()
-		f.closed.Store(true)
-		f.mu.Unlock()
-		f.cancel()
-		f.wg.Wait()
+		f.sched.close()
 		f.closeErr = f.st.close()
 	})
 	return f.closeErr
-}
-
-// enterLocked registers an operation that touches data or db, so Close
-// waits for it. It fails once Close has begun. f.mu must be held.
-func (f *File) enterLocked() error {
-	if f.closed.Load() {
-		return ErrClosed
-	}
-	f.wg.Add(1)
-	return nil
 }
 
 // enterPinned is enter for a read that serves chunks [first, end): they are
@@ -332,7 +271,7 @@ func (f *File) enterLocked() error {
 func (f *File) enterPinned(first, end int64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.enterLocked(); err != nil {
+	if err := f.sched.enterLocked(); err != nil {
 		return err
 	}
 	f.tab.pin(first, end)
@@ -344,34 +283,42 @@ func (f *File) leavePinned(first, end int64) {
 	f.mu.Lock()
 	f.tab.unpin(first, end)
 	f.mu.Unlock()
-	f.wg.Done()
+	f.sched.wg.Done()
 }
 
+// enter registers a call that touches the store, so Close waits for it;
+// the caller ends it with f.sched.wg.Done.
 func (f *File) enter() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.enterLocked()
+	return f.sched.enterLocked()
 }
 
-// usable returns the error every read must fail with now, if any.
-func (f *File) usable() error {
-	if f.closed.Load() {
-		return ErrClosed
+// Fill fetches every missing chunk at bulk priority, splitting the missing
+// runs into pieces so every Pool connection is busy (pieces of at most
+// MaxRequest; at the end, a connection with nothing left splits the
+// longest remaining piece, see splitLocked), and returns nil when the file
+// is complete. It returns the
+// first error that stops a piece (cancelling the other pieces), ctx.Err()
+// when ctx ends, or an error wrapping ErrStale. It does not re-verify chunks
+// that were present at Open; call Verify for that. Safe for concurrent use.
+func (f *File) Fill(ctx context.Context) error {
+	if err := f.enter(); err != nil {
+		return err
 	}
-	if p := f.stale.Load(); p != nil {
-		return *p
-	}
-	return nil
+	defer f.sched.wg.Done()
+	return f.sched.fill(ctx, prioBulk, f.sched.pool.capacity)
 }
 
-// markStale records that the remote changed. The first cause wins.
-func (f *File) markStale(cause error) error {
-	err := staleError(cause)
-	if f.stale.CompareAndSwap(nil, &err) {
-		f.log.Warn("remote file changed; cached handle is stale", "url", f.meta.URL, "err", cause)
-	}
-	return *f.stale.Load()
-}
+// StartPrefetch starts filling the file in the background at the lowest
+// priority, until it is complete and every chunk is verified (chunks from
+// earlier sessions are checked against their CRCs once the file is
+// complete), or the File is closed. Prefetch leaves part
+// of the Pool to demand reads and yields to queued ones; it fills the file
+// from just past the window of the latest sequential Reader, if any, so
+// what it fetches is what that reader wants next; after a failure it backs
+// off and tries again. Calling it again while it runs does nothing.
+func (f *File) StartPrefetch() { f.sched.startPrefetch() }
 
 // durable is the committer's report of a round (see committer): the chunks
 // of batch are committed, or, if err is not nil, failed with it.

@@ -31,7 +31,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("cache: negative offset %d", off)
 	}
-	if err := f.usable(); err != nil {
+	if err := f.sched.usable(); err != nil {
 		return 0, err
 	}
 	if len(p) == 0 {
@@ -111,7 +111,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		if readyAll() {
 			return false, nil
 		}
-		if err := f.usable(); err != nil {
+		if err := f.sched.usable(); err != nil {
 			return false, err
 		}
 		if f.st.degraded.Load() {
@@ -123,7 +123,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		if round == maxEnsureRounds {
 			return false, fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, last-1, round)
 		}
-		waits, verify, err := f.claimForRead(off, end, &readable, prio, deadlineOf(ctx))
+		waits, verify, err := f.sched.claimForRead(off, end, &readable, prio, deadlineOf(ctx))
 		if err != nil {
 			return false, err
 		}
@@ -226,85 +226,6 @@ func (w chunkWait) wait(ctx context.Context) (early bool, err error) {
 	}
 }
 
-// claimForRead looks once, under f.mu, at the chunks holding the bytes
-// [off, end), except those already in readable: in-flight chunks are to be waited
-// for, unless they sit in a run of lower priority whose writer has not
-// reached them (then they are stolen, see run); present chunks not verified
-// whole go into readable if the blocks the read touches were checked, else they
-// are claimed for the caller to verify those blocks; missing and stolen
-// ones are claimed and fetched in runs of adjacent chunks (at most maxReq
-// each) by new jobs at prio. dl is the read's deadline: a demand run lasts
-// until the latest deadline of the reads waiting on it (see deadline.go).
-func (f *File) claimForRead(off, end int64, readable *servable, prio priority, dl waitDeadline) (waits []chunkWait, verify []blockCheck, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed.Load() {
-		return nil, nil, ErrClosed
-	}
-	c := f.newClaims(prio)
-	defer c.done()
-	var (
-		cur      *run
-		runStart int64
-	)
-	flush := func() {
-		if cur == nil {
-			return
-		}
-		r, a := cur, runStart
-		cur = nil
-		if !f.goJobLocked(func() { _ = f.fetchRun(f.ctx, r, a, nil) }) {
-			f.failRunLocked(a, r.end, ErrClosed)
-		}
-	}
-	first, last := f.lay.span(off, end-off)
-	for i := first; i < last; i++ {
-		cs, ce := f.lay.bounds(i)
-		start, need := max(cs, off), min(ce, end)
-		if readable.has(i) {
-			flush()
-			continue
-		}
-		if fl := f.tab.flight(i); fl != nil && !c.free(i) {
-			flush()
-			if fl.run != nil && fl.run.prio == prioDemand {
-				fl.run.extendDeadline(dl)
-			}
-			waits = append(waits, chunkWait{fl: fl, run: fl.run, chunk: i, start: start, need: need})
-			continue
-		}
-		if f.tab.present.get(i) {
-			flush()
-			if !f.tab.verified.get(i) {
-				// Only the blocks the read touches are checked.
-				b0, b1 := f.lay.blockSpan(i, off, end)
-				if f.tab.blocksVerified(i, b0, b1) {
-					readable.mark(i)
-				} else if f.tab.claimCheck(i) {
-					verify = append(verify, blockCheck{i, b0, b1})
-				}
-			}
-			continue
-		}
-		if cur != nil && i-runStart == f.maxReq {
-			flush()
-		}
-		if cur == nil {
-			cur, runStart = c.newRun(i, nil), i
-			if prio == prioDemand {
-				cur.deadline = dl
-				// Should the run stay this one chunk, its fetch starts
-				// at the block holding the read's first byte here.
-				b0, _ := f.lay.blockSpan(i, off, end)
-				cur.head = cs + b0*blockSize
-			}
-		}
-		waits = append(waits, chunkWait{fl: c.claim(i, cur), run: cur, chunk: i, start: start, need: need})
-	}
-	flush()
-	return waits, verify, nil
-}
-
 // readUncached serves p at off without caching anything: chunks already
 // present and verified come from the data file (if it still reads), the rest
 // straight from the Source into p.
@@ -331,7 +252,7 @@ func (f *File) readUncached(ctx context.Context, p []byte, off int64) (int, erro
 			_, je := f.lay.bounds(j)
 			se = min(je, end)
 		}
-		if err := f.fetchDirect(ctx, p[pos-off:se-off], pos); err != nil {
+		if err := f.sched.fetchDirect(ctx, p[pos-off:se-off], pos); err != nil {
 			return int(pos - off), err
 		}
 		pos = se

@@ -83,7 +83,7 @@ func (f *File) Verify(ctx context.Context) error {
 	if err := f.enter(); err != nil {
 		return err
 	}
-	defer f.wg.Done()
+	defer f.sched.wg.Done()
 	bad := 0
 	for i := int64(0); i < f.lay.chunks; i++ {
 		if err := ctx.Err(); err != nil {

@@ -26,36 +26,36 @@ func isDiskError(err error) bool {
 	return errors.As(err, &de)
 }
 
-// goJob runs fn on a new goroutine counted by f.wg, unless Close has begun.
-// f.mu is held.
-func (f *File) goJobLocked(fn func()) bool {
-	if f.enterLocked() != nil {
+// goJob runs fn on a new goroutine counted by s.wg, unless Close has begun.
+// s.mu is held.
+func (s *scheduler) goJobLocked(fn func()) bool {
+	if s.enterLocked() != nil {
 		return false
 	}
 	go func() {
-		defer f.wg.Done()
+		defer s.wg.Done()
 		fn()
 	}()
 	return true
 }
 
 // failRunLocked ends the flights of chunks [first, end) with err.
-// f.mu is held.
-func (f *File) failRunLocked(first, end int64, err error) {
+// s.mu is held.
+func (s *scheduler) failRunLocked(first, end int64, err error) {
 	for i := first; i < end; i++ {
-		f.tab.fail(i, err)
+		s.tab.fail(i, err)
 	}
 }
 
 // classify turns a fetch error into what waiters should see. ctx is the
 // context the fetch ran on.
-func (f *File) classify(ctx context.Context, err error) error {
+func (s *scheduler) classify(ctx context.Context, err error) error {
 	switch {
 	case isDiskError(err):
 		return err
 	case IsRemoteChanged(err):
-		return f.markStale(err)
-	case f.ctx.Err() != nil:
+		return s.markStale(err)
+	case s.ctx.Err() != nil:
 		return ErrClosed
 	case ctx.Err() != nil:
 		// The job that claimed the chunks was stopped, not the chunks
@@ -71,18 +71,18 @@ func (f *File) classify(ctx context.Context, err error) error {
 // of the run is resolved: the complete ones by the committer, the rest here
 // with the error. A run cut short (see run) ends without error once its
 // writer reaches the cut.
-func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()) error {
-	if rc := f.demandContext(ctx, r); rc != nil {
+func (s *scheduler) fetchRun(ctx context.Context, r *run, first int64, release func()) error {
+	if rc := s.demandContext(ctx, r); rc != nil {
 		ctx = rc
 		defer rc.stop()
 	}
 	if release == nil {
-		slotCtx, rel, err := f.pool.admit(ctx, r.prio)
+		slotCtx, rel, err := s.pool.admit(ctx, r.prio)
 		if err != nil {
-			err = f.classify(ctx, err)
-			f.mu.Lock()
-			f.endRunLocked(r, first, err)
-			f.mu.Unlock()
+			err = s.classify(ctx, err)
+			s.mu.Lock()
+			s.endRunLocked(r, first, err)
+			s.mu.Unlock()
 			return err
 		}
 		ctx, release = slotCtx, rel
@@ -91,26 +91,26 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 
 	// Ask only for what is still ours: the run may have been cut while it
 	// waited for its slot.
-	f.mu.Lock()
+	s.mu.Lock()
 	end := r.end
-	f.mu.Unlock()
-	off, n := f.lay.runBytes(first, end)
-	_, chunkEnd := f.lay.bounds(first)
+	s.mu.Unlock()
+	off, n := s.lay.runBytes(first, end)
+	_, chunkEnd := s.lay.bounds(first)
 	// started is the deadline the latest Source.Fetch began with.
 	var started waitDeadline
 	fetch := func(w *runWriter) error {
-		if f.st.degraded.Load() {
+		if s.st.degraded.Load() {
 			return errUncached
 		}
 		started = deadlineOf(ctx)
-		f.requests.Add(1)
-		f.active.Add(1)
-		defer f.active.Add(-1)
+		s.requests.Add(1)
+		s.active.Add(1)
+		defer s.active.Add(-1)
 		// A run counts as streaming from its request on, so the first
 		// bytes of a healthy one are waited for (see run.near).
 		r.moved.Store(time.Now().UnixNano())
 		r.startPass(w.off)
-		return f.src.Fetch(ctx, w.off, w.end-w.off, w)
+		return s.src.Fetch(ctx, w.off, w.end-w.off, w)
 	}
 	var (
 		w   *runWriter
@@ -123,23 +123,23 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 		// bytes only, not for the ones before them. Demand runs are
 		// never cut or split, so the two passes have the chunk to
 		// themselves.
-		tail := f.newRunWriter(r, first, r.head, off+n, off+n)
+		tail := s.newRunWriter(r, first, r.head, off+n, off+n)
 		tail.hold = true
 		w = tail
 		if err = fetch(tail); err == nil && tail.next == first+1 {
-			w = f.newRunWriter(r, first, off, r.head, r.head)
+			w = s.newRunWriter(r, first, off, r.head, r.head)
 			w.tail = tail.held
 			err = fetch(w)
 		}
 	} else {
-		w = f.newRunWriter(r, first, off, off+n, chunkEnd)
+		w = s.newRunWriter(r, first, off, off+n, chunkEnd)
 		err = fetch(w)
 	}
 	// Once the writer stopped, only chunks after w.next can still be
 	// stolen, so r.end is read again when failing the rest.
-	f.mu.Lock()
+	s.mu.Lock()
 	runEnd := r.end
-	f.mu.Unlock()
+	s.mu.Unlock()
 	if w.cut && w.next == runEnd {
 		// Every chunk left in the run was written; whatever the Source
 		// made of errCut is no failure.
@@ -149,8 +149,8 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 		err = fmt.Errorf("cache: source wrote %d of %d bytes at offset %d", w.off-w.start, w.end-w.start, w.start)
 	}
 	if err != nil {
-		err = f.classify(ctx, err)
-		if f.outlived(r, started, err) {
+		err = s.classify(ctx, err)
+		if s.outlived(r, started, err) {
 			// The fetch gave up at a deadline some reader waiting on
 			// the run is past: that reader claims the chunks again.
 			err = errAbandoned
@@ -162,18 +162,18 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 			// the committer, whatever w.next says.
 			from = first
 		}
-		f.mu.Lock()
-		f.endRunLocked(r, from, err)
-		f.mu.Unlock()
+		s.mu.Lock()
+		s.endRunLocked(r, from, err)
+		s.mu.Unlock()
 	}
 	return err
 }
 
 // demandContext gives demand run r, if it has a deadline, the ctx that ends
 // there (see deadline.go), a child of ctx; nil for any other run.
-func (f *File) demandContext(ctx context.Context, r *run) *runContext {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+func (s *scheduler) demandContext(ctx context.Context, r *run) *runContext {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if r.prio != prioDemand || !r.deadline.bounded {
 		return nil
 	}
@@ -184,12 +184,12 @@ func (f *File) demandContext(ctx context.Context, r *run) *runContext {
 // outlived reports whether err, which ended demand run r's fetch that began
 // with deadline started, should abandon the run rather than fail it: a
 // reader with a later deadline waits on it.
-func (f *File) outlived(r *run, started waitDeadline, err error) bool {
+func (s *scheduler) outlived(r *run, started waitDeadline, err error) bool {
 	if r.prio != prioDemand || errors.Is(err, errAbandoned) || errors.Is(err, ErrStale) || errors.Is(err, ErrClosed) || isDiskError(err) {
 		return false
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return r.outlived(started)
 }
 
@@ -197,18 +197,18 @@ func (f *File) outlived(r *run, started waitDeadline, err error) bool {
 // end there, so a failed run is never split or stolen from later (its
 // finished chunks stay in flight until the committer resolves them, and an
 // end-game split that found the run through them would take chunks that are
-// no longer its). f.mu is held.
-func (f *File) endRunLocked(r *run, from int64, err error) {
-	f.failRunLocked(from, r.end, err)
+// no longer its). s.mu is held.
+func (s *scheduler) endRunLocked(r *run, from int64, err error) {
+	s.failRunLocked(from, r.end, err)
 	r.end = min(r.end, from)
 }
 
 // newRunWriter returns a writer for run r that starts at byte off of chunk
 // first (a block boundary), may write up to end, and treats chunkEnd as the
 // end of its first chunk.
-func (f *File) newRunWriter(r *run, first, off, end, chunkEnd int64) *runWriter {
-	return &runWriter{f: f, r: r, start: off, off: off, end: end, next: first, chunkEnd: chunkEnd,
-		blockEnd: min(off+blockSize, chunkEnd), rec: make([]byte, 0, 4*f.lay.blocks(first))}
+func (s *scheduler) newRunWriter(r *run, first, off, end, chunkEnd int64) *runWriter {
+	return &runWriter{s: s, r: r, start: off, off: off, end: end, next: first, chunkEnd: chunkEnd,
+		blockEnd: min(off+blockSize, chunkEnd), rec: make([]byte, 0, 4*s.lay.blocks(first))}
 }
 
 // runWriter is the io.Writer a Source streams one run of chunks into. Each
@@ -220,7 +220,7 @@ func (f *File) newRunWriter(r *run, first, off, end, chunkEnd int64) *runWriter 
 // short or should yield its connection (see advance). It is used by one
 // goroutine at a time.
 type runWriter struct {
-	f        *File
+	s        *scheduler
 	r        *run
 	start    int64  // file offset of the first byte
 	off      int64  // file offset of the next byte
@@ -243,8 +243,8 @@ type runWriter struct {
 var errOverrun = errors.New("cache: source wrote more bytes than requested")
 
 func (w *runWriter) Write(p []byte) (int, error) {
-	f := w.f
-	if f.st.degraded.Load() {
+	s := w.s
+	if s.st.degraded.Load() {
 		// Another write failed: stop feeding a failing disk.
 		return 0, errUncached
 	}
@@ -252,15 +252,15 @@ func (w *runWriter) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		if w.off >= w.end {
-			f.bytesFetched.Add(int64(written))
+			s.bytesFetched.Add(int64(written))
 			if w.cut {
 				return written, errCut
 			}
 			return written, errOverrun
 		}
 		k := min(int64(len(p)), w.blockEnd-w.off)
-		if err := f.st.writeAt(p[:k], w.off); err != nil {
-			f.bytesFetched.Add(int64(written))
+		if err := s.st.writeAt(p[:k], w.off); err != nil {
+			s.bytesFetched.Add(int64(written))
 			return written, err
 		}
 		w.crc = crc32.Update(w.crc, castagnoli, p[:k])
@@ -281,10 +281,10 @@ func (w *runWriter) Write(p []byte) (int, error) {
 			} else {
 				// The chunk is servable now; the committer owns the
 				// record from here on.
-				f.mu.Lock()
-				f.tab.wrote(w.next)
-				f.mu.Unlock()
-				f.st.com.add(w.next, append(w.rec, w.tail...))
+				s.mu.Lock()
+				s.tab.wrote(w.next)
+				s.mu.Unlock()
+				s.st.com.add(w.next, append(w.rec, w.tail...))
 			}
 			w.rec = nil
 			w.next++
@@ -293,13 +293,13 @@ func (w *runWriter) Write(p []byte) (int, error) {
 				w.end = w.off
 			}
 			if w.off < w.end {
-				w.rec = make([]byte, 0, 4*f.lay.blocks(w.next))
+				w.rec = make([]byte, 0, 4*s.lay.blocks(w.next))
 			}
-			w.chunkEnd = min(w.chunkEnd+f.lay.chunk, w.end)
+			w.chunkEnd = min(w.chunkEnd+s.lay.chunk, w.end)
 		}
 		w.blockEnd = min(w.off+blockSize, w.chunkEnd)
 	}
-	f.bytesFetched.Add(int64(written))
+	s.bytesFetched.Add(int64(written))
 	return written, nil
 }
 
@@ -309,16 +309,16 @@ func (w *runWriter) Write(p []byte) (int, error) {
 // request waiting for a Pool slot (see Pool.shouldYield), so that request
 // waits for one chunk at most, however long the run.
 func (w *runWriter) advance() bool {
-	f, r := w.f, w.r
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	s, r := w.s, w.r
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if w.next >= r.end {
 		return false
 	}
-	// Asked under f.mu so the number of chunks left is exact; the Pool's
-	// lock nests inside f.mu here and nowhere the other way round.
-	if r.prio > prioDemand && f.pool.shouldYield(r.prio, r.end-w.next) {
-		f.cutSelfLocked(r, w.next)
+	// Asked under s.mu so the number of chunks left is exact; the Pool's
+	// lock nests inside s.mu here and nowhere the other way round.
+	if r.prio > prioDemand && s.pool.shouldYield(r.prio, r.end-w.next) {
+		s.cutSelfLocked(r, w.next)
 		return false
 	}
 	r.writing = w.next
@@ -343,36 +343,36 @@ func (w *sliceWriter) Write(p []byte) (int, error) {
 // demand priority, bypassing the cache (used after a disk failure). It runs
 // on the caller's ctx, since nobody else waits for these bytes, and ends
 // early if the File is closed.
-func (f *File) fetchDirect(ctx context.Context, p []byte, off int64) error {
+func (s *scheduler) fetchDirect(ctx context.Context, p []byte, off int64) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer context.AfterFunc(f.ctx, cancel)()
+	defer context.AfterFunc(s.ctx, cancel)()
 
-	ctx, release, err := f.pool.admit(ctx, prioDemand)
+	ctx, release, err := s.pool.admit(ctx, prioDemand)
 	if err != nil {
-		return f.directErr(err)
+		return s.directErr(err)
 	}
 	defer release()
 	w := &sliceWriter{p: p}
-	f.requests.Add(1)
-	f.active.Add(1)
-	err = f.src.Fetch(ctx, off, int64(len(p)), w)
-	f.active.Add(-1)
-	f.bytesFetched.Add(int64(w.n))
+	s.requests.Add(1)
+	s.active.Add(1)
+	err = s.src.Fetch(ctx, off, int64(len(p)), w)
+	s.active.Add(-1)
+	s.bytesFetched.Add(int64(w.n))
 	if err == nil && w.n != len(p) {
 		err = fmt.Errorf("cache: source wrote %d of %d bytes at offset %d", w.n, len(p), off)
 	}
 	if err != nil {
-		return f.directErr(err)
+		return s.directErr(err)
 	}
 	return nil
 }
 
-func (f *File) directErr(err error) error {
+func (s *scheduler) directErr(err error) error {
 	switch {
 	case IsRemoteChanged(err):
-		return f.markStale(err)
-	case f.ctx.Err() != nil:
+		return s.markStale(err)
+	case s.ctx.Err() != nil:
 		return ErrClosed
 	}
 	return err
