@@ -74,6 +74,9 @@ type fakeSource struct {
 	// retries the way fetch.Client does with RetryUntilDeadline, every
 	// outageRetry, until the ctx deadline if there is one (giving up when
 	// less than outageRetry is left), else for outageAttempts attempts.
+	// rate, if > 0, paces every call to rate bytes/s, as a server that
+	// caps each connection does (one call is one connection).
+	rate int64
 	downUntil time.Time
 	attempts  int // attempts that met the outage
 	// answered, if set, is called (without mu) with each call's ctx once
@@ -102,7 +105,7 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 	changed := s.changed
 	partial := s.partial
 	s.partial = 0
-	gate, started, pause, answered := s.gate, s.started, s.pause, s.answered
+	gate, started, pause, answered, rate := s.gate, s.started, s.pause, s.answered, s.rate
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -143,10 +146,12 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 	if partial > 0 {
 		limit = min(partial, n)
 	}
+	begun := time.Now()
 	for done := int64(0); done < limit; {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+
 		if pause != nil && done > 0 {
 			if ch := pause(off, done); ch != nil {
 				select {
@@ -167,6 +172,16 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 			return fmt.Errorf("fake: write: %w", err)
 		}
 		done += k
+		if rate > 0 {
+			due := begun.Add(time.Duration(done * int64(time.Second) / rate))
+			t := time.NewTimer(time.Until(due))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
 	}
 	if partial > 0 {
 		return errInjected
