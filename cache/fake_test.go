@@ -76,7 +76,7 @@ type fakeSource struct {
 	// less than outageRetry is left), else for outageAttempts attempts.
 	// rate, if > 0, paces every call to rate bytes/s, as a server that
 	// caps each connection does (one call is one connection).
-	rate int64
+	rate      int64
 	downUntil time.Time
 	attempts  int // attempts that met the outage
 	// answered, if set, is called (without mu) with each call's ctx once
