@@ -70,13 +70,13 @@ type fakeSource struct {
 	// first, with the call's offset and the bytes written so far; a
 	// non-nil channel is waited on.
 	pause func(off, done int64) <-chan struct{}
+	// rate, if > 0, paces every call to rate bytes/s, as a server that
+	// caps each connection does (one call is one connection).
+	rate int64
 	// downUntil, if set, makes the remote unreachable until then: Fetch
 	// retries the way fetch.Client does with RetryUntilDeadline, every
 	// outageRetry, until the ctx deadline if there is one (giving up when
 	// less than outageRetry is left), else for outageAttempts attempts.
-	// rate, if > 0, paces every call to rate bytes/s, as a server that
-	// caps each connection does (one call is one connection).
-	rate      int64
 	downUntil time.Time
 	attempts  int // attempts that met the outage
 	// answered, if set, is called (without mu) with each call's ctx once
