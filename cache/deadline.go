@@ -10,18 +10,19 @@ import (
 //
 // A demand run is fetched for readers that wait with a deadline (a FUSE
 // read's op timeout). The Source may retry a failing fetch until its ctx's
-// deadline (fetch's RetryUntilDeadline), so the run carries one: the latest
-// deadline among the reads waiting on it, extended as more join. A run with
-// a waiter that has no deadline has none either, and so has every
+// deadline (fetch's RetryUntilDeadline), so the run's ctx reports one: the
+// latest deadline among the reads waiting on it, extended as more join. A
+// run with a waiter that has no deadline has none either, and so has every
 // background run (read-ahead, Fill, prefetch): those are bounded by the
 // Source's attempt count, as before.
 //
-// The run's ctx ends at the latest deadline, not the first, so one impatient
-// reader never cuts a run that others still wait for. A Source reads the
-// deadline when a fetch starts; if the fetch gives up at that deadline
-// while a reader that joined later could wait longer, the run ends as
-// abandoned (not failed) and that reader claims the chunks again, with its
-// own deadline.
+// The deadline bounds retries only: the run's ctx is not cancelled there,
+// so a transfer that is progressing when every reader gave up completes and
+// is cached for the next read (as a run without a deadline always did), and
+// one impatient reader never cuts a run others wait for. A Source reads the
+// deadline when a fetch starts; if it gives up at that deadline while a
+// reader that joined later could wait longer, the run ends as abandoned (not
+// failed) and that reader claims the chunks again, with its own deadline.
 
 // waitDeadline is the deadline of a demand read's ctx, or none.
 type waitDeadline struct {
@@ -65,37 +66,20 @@ func (r *run) outlived(started waitDeadline) bool {
 	return started.bounded && r.deadline.at.Sub(started.at) >= minDeadlineGain
 }
 
-// runContext is the ctx of a demand run with a deadline: a child of the
-// File's ctx that ends at a deadline which can only move later (extend).
-// Deadline reports the current one; a Source that reads it when a fetch
-// starts sees the deadline of that moment (see outlived for the rest).
+// runContext is the ctx of a demand run with a deadline: the File's fetch
+// ctx (it ends when that does, never at the deadline), with a Deadline that
+// can only move later (extend). Deadline reports the current one; a Source
+// that reads it when a fetch starts sees the deadline of that moment (see
+// outlived for the rest).
 type runContext struct {
 	context.Context
-	cancel context.CancelCauseFunc
 
 	mu       sync.Mutex
 	deadline waitDeadline
-	timer    *time.Timer // fires expire at the deadline; stopped once unbounded
 }
 
 func newRunContext(parent context.Context, d waitDeadline) *runContext {
-	ctx, cancel := context.WithCancelCause(parent)
-	c := &runContext{Context: ctx, cancel: cancel}
-	c.deadline = waitDeadline{bounded: true, at: d.at}
-	c.timer = time.AfterFunc(time.Until(d.at), c.expire)
-	return c
-}
-
-// expire ends the ctx unless the deadline moved on meanwhile (extend then
-// re-armed the timer).
-func (c *runContext) expire() {
-	c.mu.Lock()
-	d := c.deadline
-	c.mu.Unlock()
-	if !d.bounded || time.Now().Before(d.at) {
-		return
-	}
-	c.cancel(context.DeadlineExceeded)
+	return &runContext{Context: parent, deadline: d}
 }
 
 func (c *runContext) Deadline() (time.Time, bool) {
@@ -104,33 +88,12 @@ func (c *runContext) Deadline() (time.Time, bool) {
 	return c.deadline.at, c.deadline.bounded
 }
 
-// Err is DeadlineExceeded once the deadline passed, as for any ctx.
-func (c *runContext) Err() error {
-	err := c.Context.Err()
-	if err != nil && context.Cause(c.Context) == context.DeadlineExceeded {
-		return context.DeadlineExceeded
-	}
-	return err
-}
-
 // extend moves the deadline to d if that is later (an unbounded d removes
-// it). Too late once the ctx ended.
+// it).
 func (c *runContext) extend(d waitDeadline) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !d.later(c.deadline) {
-		return
+	if d.later(c.deadline) {
+		c.deadline = d
 	}
-	c.deadline = d
-	if !d.bounded {
-		c.timer.Stop()
-		return
-	}
-	c.timer.Reset(time.Until(d.at))
-}
-
-// stop releases the timer and ends the ctx; the run is over.
-func (c *runContext) stop() {
-	c.timer.Stop()
-	c.cancel(context.Canceled)
 }

@@ -106,3 +106,28 @@ func sharedReads(t *testing.T, f *File, src *fakeSource, d time.Duration) (first
 	}
 	return first, second
 }
+
+// A run that is streaming when its only reader gives up at the read's
+// deadline is not cut there: it completes, so the next read finds the chunk
+// cached (the deadline bounds the Source's retries, not a transfer that is
+// progressing).
+func TestDemandRunOutlivesItsReaderWhileStreaming(t *testing.T) {
+	size := int64(4 * testChunk)
+	src := newFake(size)
+	src.writeSize = 16 << 10
+	src.pause = func(off, done int64) <-chan struct{} {
+		ch := make(chan struct{})
+		time.AfterFunc(60*time.Millisecond, func() { close(ch) })
+		return ch
+	}
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{})
+	ctx, cancel := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancel()
+	if _, err := f.ReadAt(ctx, make([]byte, 4096), 2*testChunk-4096); err == nil {
+		t.Fatal("the read beat its 50 ms deadline; the test needs it to time out")
+	}
+	waitFor(t, "chunk 1 committed", func() bool { return verifiedRange(f, 1, 2) })
+	if calls := src.callList(); len(calls) != 1 {
+		t.Fatalf("fetches %v; want one", calls)
+	}
+}

@@ -74,7 +74,6 @@ func (s *scheduler) classify(ctx context.Context, err error) error {
 func (s *scheduler) fetchRun(ctx context.Context, r *run, first int64, release func()) error {
 	if rc := s.demandContext(ctx, r); rc != nil {
 		ctx = rc
-		defer rc.stop()
 	}
 	if release == nil {
 		slotCtx, rel, err := s.pool.admit(ctx, r.prio)
