@@ -17,53 +17,61 @@ func (s chunkState) String() string {
 }
 
 // chunkTable owns the state of every chunk of one File and is the only code
-// that changes it. The lifecycle of a chunk:
+// that changes it. The transitions, one method each:
 //
-//		missing ──claim(run)──▶ claimed ──wrote──▶ written ──commit──▶ verified
-//		   ▲                      │                   │                  │
-//		   └───────fail───────────┘◀──────fail────────┘                  │
-//		   ▲                                                             │
-//		   │   load (restart) ──▶ committed ──claimCheck──▶ claimed ──pass──▶ verified
-//		   │                          ▲                       │
-//		   ├──────────drop────────────┼───────────────────────┘ (bad checksum: record deleted first)
-//		   │                          │
-//		   └──finishEvict── evicting ◀┴── beginEvict (unpinned, committed or verified; record deleted next)
+//	missing   -claimBy(run)-> claimed    a scheduler claims it for a run
+//	claimed   -wrote->        written    the run's writer wrote its last byte
+//	written   -commit->       verified   the committer synced and recorded it
+//	claimed   -fail->         missing    the run failed
+//	written   -fail->         missing    the commit failed (disk error)
+//	(restart) -load->         committed  the index holds its record
+//	committed -claimCheck->   claimed    a reader or Verify checks its blocks
+//	claimed   -pass->         committed  the blocks matched (verified once all have)
+//	claimed   -release->      committed  the disk could not be read: nothing learnt
+//	claimed   -drop->         missing    a block did not match (record deleted first)
+//	committed -beginEvict->   evicting   unpinned only (record deleted next,
+//	verified  -beginEvict->   evicting   then the hole punched)
+//	evicting  -finishEvict->  missing
 //
-//	  - missing: nothing is known of its bytes. A scheduler may claim it for a run.
-//	  - claimed: a flight exists; readers wait on it (or on its run's progress). A
-//	    run that fails returns its claimed and written chunks to missing and wakes
-//	    the waiters with the error. A more urgent run may steal a claimed chunk its
-//	    writer has not reached (detach, then claimBy or abandon, within one
-//	    critical section).
-//	  - written: all bytes are in the data file (servable: they came from a
-//	    validated answer of the pinned version) but not durable. Only the
-//	    committer moves it on: after fdatasync and the index commit, to verified;
-//	    on a disk error, back to missing.
-//	  - committed: the index holds its record (so, after a restart, its bytes are
-//	    durable) but its checksum has not been checked this session. Blocks of it
-//	    may be checked one by one (blocksVerified, verifyBlocks) and it turns
-//	    verified once all are; a bad block drops it to missing.
-//	  - verified: servable from the data file as it is.
-//	  - evicting: the budget takes an unpinned committed chunk: the record is
-//	    deleted from the index first, then the hole punched, then finishEvict
-//	    makes it missing. Readers that find it wait on its flight.
+// The states:
+//
+//   - missing: nothing is known of its bytes. A scheduler may claim it.
+//   - claimed: a flight exists, naming the run fetching it (or none while its
+//     blocks are checked); readers wait on the flight or on the run's
+//     progress. A more urgent run may steal a claimed chunk its writer has
+//     not reached: detach, then claimBy or abandon, within one critical
+//     section, so the flight and its waiters carry over.
+//   - written: all its bytes are in the data file, from a validated answer of
+//     the pinned version, so it is servable; not yet durable. Only the
+//     committer moves it on.
+//   - committed: the index holds its record, so (after a restart) its bytes
+//     are durable, but they were not checked this session. Its blocks may be
+//     checked one by one (blocksVerified, verifyBlocks).
+//   - verified: servable from the data file as it is.
+//   - evicting: the budget takes it; readers that find it wait on its flight
+//     and then fetch it again.
 //
 // Servable means a reader may copy the chunk's bytes from the data file:
-// written or verified (a committed chunk is servable block by block, once the
-// blocks read were checked). Readers pin the chunks they serve for the length
-// of their data file read; beginEvict refuses a pinned chunk, so a pinned
-// chunk is never evicted, and a chunk is never servable unless it was written.
+// written or verified (a committed chunk is servable block by block, once
+// the blocks read were checked). Readers pin the chunks they serve for the
+// length of their data file read; beginEvict refuses a pinned chunk. So a
+// pinned chunk is never evicted, a chunk is never servable unless it was
+// written, and the table's presence never runs ahead of the index, nor the
+// index ahead of the synced data file (under-report only).
 //
-// Blocks: a chunk's 64 KiB checksum blocks are tracked in the table only for
-// the chunks that are in part checked (partial); a whole chunk's state stands
-// for all its blocks otherwise. Sub-chunk fetches will record written blocks
-// in the same per-chunk map (partial), so presence and checking share one home.
+// Blocks: a chunk's 64 KiB checksum blocks are tracked only for the chunks
+// that are checked in part (partial); a chunk's state stands for all its
+// blocks otherwise. Sub-chunk fetches will record written blocks in the same
+// per-chunk map, so a chunk's presence and its checks share one home.
 //
 // Concurrency: the table is not locked by itself. Every transition and every
-// look at flights, pins and partial runs under its owner's lock (File.mu);
+// look at flights, pins and partial happens under its owner's lock (File.mu);
 // present, verified and written are atomic bitsets, so servable and the
-// presence tests of the hot read path are lock-free (a chunk only stops being
-// servable while it is in flight or pinned-out, see beginEvict).
+// presence tests of the hot read path are lock-free. That is safe because a
+// servable chunk's bytes stay right until it is evicted: fail keeps written
+// bytes (they are of the pinned version), drop takes only chunks that were
+// not servable whole, and beginEvict refuses a chunk a reader has pinned
+// (readers pin before they look).
 type chunkTable struct {
 	lay layout
 

@@ -16,7 +16,7 @@ type plan struct {
 	workers    int   // goroutines working on the plan (see work)
 	busy       int   // of those, the ones fetching a run now
 	// follow makes the plan look first just past the read-ahead window of
-	// the latest sequential Reader (see File.followAt): prefetch then
+	// the latest sequential Reader (see scheduler.followAt): prefetch then
 	// fetches what that reader wants next instead of what comes next in
 	// file order, which it would only reach much later.
 	follow bool

@@ -81,7 +81,7 @@ func (f *File) read(ctx context.Context, p []byte, off int64) (int, error) {
 // session. filled reports that p already holds those bytes: when the last
 // round only had blocks to verify, p is read once and the blocks it holds
 // whole are checked from p, so verified data is not read twice. The
-// calling goroutine must be counted in f.wg.
+// calling goroutine must be counted in the scheduler's wg.
 //
 // A chunk is readable when it is present and verified, when it is present
 // and the blocks holding its part of [off, end) were checked against their
