@@ -94,11 +94,15 @@ func (c *committer) round() {
 	}
 	s := c.s
 	var err error
-	if s.degraded.Load() {
-		// After a failed write or sync nothing more is committed this
-		// session: Linux reports a writeback error to one fdatasync only,
-		// so a later sync that succeeds proves nothing about pages that
-		// were dropped, and the index must never over-report.
+	if s.commitsStopped.Load() {
+		// After a failed sync or index commit nothing more is committed
+		// this session: Linux reports a writeback error to one fdatasync
+		// only, so a later sync that succeeds proves nothing about pages
+		// that were dropped, and the index must never over-report. A
+		// failed write (ENOSPC) is not such a failure: it stops caching,
+		// but the chunks written whole before it are still committed by a
+		// sync that succeeds (pending holds only chunks whose every write
+		// succeeded).
 		err = errUncached
 	} else if serr := s.data.Sync(); serr != nil {
 		err = &diskError{op: "sync data", err: serr}
@@ -120,6 +124,9 @@ func (c *committer) round() {
 		err = &diskError{op: "commit index", err: uerr}
 	}
 	if err != nil {
+		if err != errUncached {
+			s.commitsStopped.Store(true)
+		}
 		s.degrade(err)
 	}
 	c.durable(batch, err)

@@ -101,6 +101,9 @@ type store struct {
 	data          dataFile
 	com           *committer
 	degraded      atomic.Bool // the data disk failed: no more caching
+	// commitsStopped: a sync or an index commit failed, so nothing more is
+	// committed this session (see committer.round).
+	commitsStopped atomic.Bool
 }
 
 // newStore wraps an open index and data file, with a committer that hands
