@@ -9,62 +9,6 @@ import (
 	"time"
 )
 
-// castagnoli is the CRC used for chunk checksums. CRC-32C is computed by a
-// dedicated CPU instruction (SSE4.2 on amd64, the CRC extension on arm64),
-// which Go's hash/crc32 uses, at many GB/s per core: checksumming every byte
-// as it streams in costs little next to the >700 MB/s the data path must
-// sustain on two cores. It also detects more error patterns than the IEEE
-// polynomial, which is why storage systems (ext4, btrfs, iSCSI) use it.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// errUncached is what the scheduler reports once the File stopped caching
-// after a disk failure; readers then fetch straight into their buffers.
-var errUncached = &diskError{op: "caching stopped", err: errors.New("an earlier disk error disabled the cache")}
-
-func isDiskError(err error) bool {
-	var de *diskError
-	return errors.As(err, &de)
-}
-
-// goJob runs fn on a new goroutine counted by s.wg, unless Close has begun.
-// s.mu is held.
-func (s *scheduler) goJobLocked(fn func()) bool {
-	if s.enterLocked() != nil {
-		return false
-	}
-	go func() {
-		defer s.wg.Done()
-		fn()
-	}()
-	return true
-}
-
-// failRunLocked ends the flights of chunks [first, end) with err.
-// s.mu is held.
-func (s *scheduler) failRunLocked(first, end int64, err error) {
-	for i := first; i < end; i++ {
-		s.tab.fail(i, err)
-	}
-}
-
-// classify turns a fetch error into what waiters should see. ctx is the
-// context the fetch ran on.
-func (s *scheduler) classify(ctx context.Context, err error) error {
-	switch {
-	case isDiskError(err):
-		return err
-	case IsRemoteChanged(err):
-		return s.markStale(err)
-	case s.ctx.Err() != nil:
-		return ErrClosed
-	case ctx.Err() != nil:
-		// The job that claimed the chunks was stopped, not the chunks
-		// failed: a waiter may claim them itself.
-		return errAbandoned
-	}
-	return err
-}
-
 // fetchRun fetches the chunks of r, which the caller claimed from first on,
 // with one Source.Fetch on ctx. If release is nil it first waits for a Pool
 // slot at r.prio; either way it gives the slot back when done. Every chunk

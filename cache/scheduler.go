@@ -128,3 +128,42 @@ func (s *scheduler) markStale(cause error) error {
 	}
 	return *s.stale.Load()
 }
+
+// goJobLocked runs fn on a new goroutine counted by s.wg, unless Close has begun.
+// s.mu is held.
+func (s *scheduler) goJobLocked(fn func()) bool {
+	if s.enterLocked() != nil {
+		return false
+	}
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// failRunLocked ends the flights of chunks [first, end) with err.
+// s.mu is held.
+func (s *scheduler) failRunLocked(first, end int64, err error) {
+	for i := first; i < end; i++ {
+		s.tab.fail(i, err)
+	}
+}
+
+// classify turns a fetch error into what waiters should see. ctx is the
+// context the fetch ran on.
+func (s *scheduler) classify(ctx context.Context, err error) error {
+	switch {
+	case isDiskError(err):
+		return err
+	case IsRemoteChanged(err):
+		return s.markStale(err)
+	case s.ctx.Err() != nil:
+		return ErrClosed
+	case ctx.Err() != nil:
+		// The job that claimed the chunks was stopped, not the chunks
+		// failed: a waiter may claim them itself.
+		return errAbandoned
+	}
+	return err
+}
