@@ -143,6 +143,7 @@ type slotBody struct {
 	io.ReadCloser
 	ctx      context.Context // the request's
 	c        *Client
+	lim      *adaptiveLimit
 	epoch    uint64
 	outcome  outcome
 	conn     *watchedConn // the connection it arrives on; nil if unknown
@@ -153,12 +154,12 @@ func (b *slotBody) Close() error {
 	err := b.ReadCloser.Close()
 	if b.released.CompareAndSwap(false, true) {
 		if onLoad := b.c.o.OnLoad; onLoad != nil {
-			b.c.releaseSlot(b.epoch, outcomeNeutral)
+			b.c.releaseSlot(b.lim, b.epoch, outcomeNeutral)
 			if b.outcome != outcomeNeutral {
 				onLoad(b.ctx, b.outcome == outcomeOverload)
 			}
 		} else {
-			b.c.releaseSlot(b.epoch, b.outcome)
+			b.c.releaseSlot(b.lim, b.epoch, b.outcome)
 		}
 	}
 	return err

@@ -62,7 +62,7 @@ func TestOnLoadReportsOverloadInsteadOfLowering(t *testing.T) {
 	if foreign.Load() != 0 {
 		t.Fatalf("%d reports came without the Fetch's ctx", foreign.Load())
 	}
-	if limit, _ := c.inFlight.current(); limit != opt.Connections {
+	if limit, _ := soleLimit(t, c).current(); limit != opt.Connections {
 		t.Fatalf("the Client lowered its own limit to %d; with OnLoad it stays at %d", limit, opt.Connections)
 	}
 }

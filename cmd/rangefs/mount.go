@@ -42,12 +42,12 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 
 	client := newClient(&c.commonConfig, log, stderr)
 	defer client.Close()
-	objs, err := probeAll(ctx, client, c.URLs)
+	objs, err := probeMount(ctx, client, c, stderr)
 	if err != nil {
 		return err
 	}
 
-	pool := cache.NewPool(c.Connections)
+	pool := cache.NewPool(poolSize(c.Connections, objs...))
 	var files []*cache.File
 	defer func() {
 		for _, f := range files {
