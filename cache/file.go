@@ -175,6 +175,7 @@ func Open(dir string, m Meta, src Source, o Options) (*File, error) {
 		db.Close()
 		return nil, err
 	}
+	openFiles.Store(f, struct{}{})
 	return f, nil
 }
 
@@ -260,6 +261,7 @@ func (f *File) AllVerified() bool {
 // idempotent; later calls return the first call's result.
 func (f *File) Close() error {
 	f.closeOnce.Do(func() {
+		openFiles.Delete(f)
 		f.sched.close()
 		f.closeErr = f.st.close()
 	})

@@ -48,7 +48,7 @@ func newClient(o Options, resolver *net.Resolver) *Client {
 	c.tr = &http.Transport{
 		Proxy:                 o.Proxy,
 		DialContext:           c.dialer(),
-		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure}, // only by explicit user choice
+		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure, RootCAs: o.RootCAs}, // skip only by explicit user choice
 		TLSHandshakeTimeout:   o.TLSHandshakeTimeout,
 		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
 		MaxConnsPerHost:       o.Connections,
@@ -289,6 +289,9 @@ func (c *Client) newRequest(ctx context.Context, method string, t *target) (*htt
 	}
 	if t.auth != "" && req.Header.Get("Authorization") == "" {
 		req.Header.Set("Authorization", t.auth)
+	}
+	if c.o.UserAgent != "" && req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", c.o.UserAgent)
 	}
 	// Ask for the bytes as stored: a compressed range cannot be written at an offset.
 	req.Header.Set("Accept-Encoding", "identity")

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -77,6 +78,17 @@ type Options struct {
 	// sent exactly as asked, so chunk-aligned requests stay aligned. Behind a proxy, the
 	// proxy resolves host names: the dial-time address check sees only the proxy.
 	Proxy func(*http.Request) (*url.URL, error)
+
+	// UserAgent is sent as User-Agent on every request unless Header sets one; "" leaves
+	// Go's default. It is not a secret and survives redirects.
+	UserAgent string
+	// RootCAs, when set, replaces the system's certificate authorities for TLS
+	// verification (curl's --cacert).
+	RootCAs *x509.CertPool
+	// ProbeRefusedAttempts, when positive, bounds the attempts of a Probe whose every
+	// failure so far was a refused connection: nothing listens there, which a long backoff
+	// rarely changes, so a command line tool reports it at once. 0 = MaxAttempts.
+	ProbeRefusedAttempts int
 	// ProxyURL, when set, sends every request through this forward proxy (http, https or
 	// socks5; parse it with ParseProxyURL), loopback included and whatever HTTP(S)_PROXY and
 	// NO_PROXY say: the user named it. It replaces Proxy. Its userinfo becomes the proxy's
