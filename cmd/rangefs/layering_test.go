@@ -11,12 +11,16 @@ import (
 //	cmd/rangefs -> fs, cache, fetch, pflag
 //	fs          -> cache, go-fuse          (never fetch, never bbolt)
 //	cache       -> bbolt, stdlib           (never fetch)
+//	fetch/listing -> fetch, x/net/html, the AWS SigV4 signer and its credentials
+//	                 (never cache, never fs)
 //	fetch       -> stdlib only
 //
 // It lists every non-test dependency with `go list -deps`.
 func TestImportArrows(t *testing.T) {
 	allowed := map[string][]string{
-		"rangefs/fetch":       {},
+		"rangefs/fetch": {},
+		"rangefs/fetch/listing": {"rangefs/fetch", "golang.org/x/net/html",
+			"github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 		"rangefs/cache":       {"go.etcd.io/bbolt", "golang.org/x/sys"},
 		"rangefs/fs":          {"rangefs/cache", "github.com/hanwen/go-fuse/v2", "go.etcd.io/bbolt", "golang.org/x/sys"},
 		"rangefs/cmd/rangefs": {"rangefs/fs", "rangefs/cache", "rangefs/fetch", "github.com/hanwen/go-fuse/v2", "github.com/spf13/pflag", "go.etcd.io/bbolt", "golang.org/x/sys"},
