@@ -65,6 +65,7 @@ type mountConfig struct {
 	// NoPassthrough keeps every read in this process even when the kernel
 	// could read a fully cached file directly.
 	NoPassthrough bool
+	treeConfig
 }
 
 type statusConfig struct {
@@ -324,23 +325,16 @@ func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
+	treeArgs := treeFlags(fs, c)
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
 	if err := finish(env); err != nil {
 		return nil, err
 	}
-	if fs.NArg() < 2 {
-		return nil, usagef("mount needs at least one URL and a mount point; see rangefs mount --help")
+	if err := treeArgs(fs.Args()); err != nil {
+		return nil, err
 	}
-	for _, a := range fs.Args()[:fs.NArg()-1] {
-		u, err := parseURL(a)
-		if err != nil {
-			return nil, err
-		}
-		c.URLs = append(c.URLs, u)
-	}
-	c.Mountpoint = fs.Arg(fs.NArg() - 1)
 	if err := checkDistinct(c.URLs, c.VolatileQuery); err != nil {
 		return nil, err
 	}

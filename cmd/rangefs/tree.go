@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"rangefs/fetch"
+	"rangefs/fetch/listing"
+	"rangefs/fs"
+)
+
+// This file turns listing entries into the fs node interface: a treeDir
+// lists one directory of a Lister when fs asks, a treeFile probes its URL
+// when it is first opened (or stat'ed with only a size hint), and the
+// objects table (objects.go) opens its cache on first use and closes it
+// when idle.
+
+// treeCtx is what every node of one mount's tree shares.
+type treeCtx struct {
+	c       *mountConfig
+	client  *fetch.Client
+	objects *objects
+	log     *slog.Logger
+	ctx     context.Context // ends at unmount: background probes stop
+	// probes bounds the background probes of siblings to the connection
+	// limit (the client bounds all requests too; this keeps goroutines few).
+	probes chan struct{}
+}
+
+// treeDir is one directory of a Lister.
+type treeDir struct {
+	t      *treeCtx
+	lister listing.Lister
+	path   string // slash-separated below the lister's root; "" is the root
+	mtime  time.Time
+	// first is a listing made at mount time (to tell a directory URL from
+	// a file), served to the first List instead of asking again.
+	first atomic.Pointer[[]listing.Entry]
+}
+
+var _ fs.Dir = (*treeDir)(nil)
+
+func (d *treeDir) Mtime() time.Time { return d.mtime }
+
+func (d *treeDir) List(ctx context.Context) ([]fs.Entry, error) {
+	if first := d.first.Swap(nil); first != nil {
+		return d.t.entries(d.lister, d.path, *first), nil
+	}
+	es, err := d.lister.List(ctx, d.path)
+	if err != nil {
+		var se *listing.StatusError
+		if errors.As(err, &se) && (se.Code == http.StatusNotFound || se.Code == http.StatusGone) ||
+			errors.Is(err, listing.ErrNotDir) {
+			return nil, fmt.Errorf("%w: %w", iofs.ErrNotExist, err)
+		}
+		return nil, err
+	}
+	return d.t.entries(d.lister, d.path, es), nil
+}
+
+// entries makes the nodes of one listing. The files share a probeGroup, so
+// that a stat of one file whose size is a hint probes its siblings too, in
+// parallel, before the next stat asks for them.
+func (t *treeCtx) entries(l listing.Lister, dir string, es []listing.Entry) []fs.Entry {
+	out := make([]fs.Entry, len(es))
+	var g *probeGroup
+	for i := range es {
+		e := &es[i]
+		out[i].Name = e.Name
+		if e.IsDir {
+			out[i].Dir = &treeDir{t: t, lister: l, path: joinRel(dir, e.Name), mtime: e.ModTime}
+			continue
+		}
+		f := &treeFile{e: *e, t: t}
+		if !e.SizeExact {
+			if g == nil {
+				g = &probeGroup{}
+			}
+			f.group = g
+			g.files = append(g.files, f)
+		}
+		out[i].File = f
+	}
+	return out
+}
+
+func joinRel(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// treeFile is one remote file of a listing. It is probed when first opened,
+// or at a stat when the listing gave no exact size; its cache is opened by
+// the objects table. Safe for concurrent use.
+type treeFile struct {
+	e     listing.Entry
+	t     *treeCtx
+	group *probeGroup // siblings whose sizes are hints; nil when exact
+
+	mu    sync.Mutex
+	probe *probeCall // the latest probe; nil before the first. Protects: probe.
+
+	slot atomic.Pointer[slot] // the cache slot, once opened
+	sha  shaCheck
+}
+
+var _ fs.File = (*treeFile)(nil)
+
+// probeCall is one probe; done is closed when obj and err are set.
+type probeCall struct {
+	done chan struct{}
+	obj  *fetch.Object
+	err  error
+	at   time.Time
+}
+
+// failedProbeRetry is how long a failed probe is the answer before the
+// next stat or open tries again.
+const failedProbeRetry = 5 * time.Second
+
+// probed returns the probe's result if it is done, without waiting.
+func (f *treeFile) probed() *fetch.Object {
+	f.mu.Lock()
+	p := f.probe
+	f.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return p.obj
+	default:
+		return nil
+	}
+}
+
+// probeNow returns the probe of the file, starting one when there is none
+// (or the last one failed a while ago), and waits for it within ctx.
+func (f *treeFile) probeNow(ctx context.Context) (*fetch.Object, error) {
+	f.mu.Lock()
+	p := f.probe
+	if p != nil {
+		select {
+		case <-p.done:
+			if p.err != nil && time.Since(p.at) >= failedProbeRetry {
+				p = nil
+			}
+		default:
+		}
+	}
+	if p == nil {
+		p = &probeCall{done: make(chan struct{})}
+		f.probe = p
+		go func() {
+			// The probe is shared: one impatient caller does not end it.
+			p.obj, p.err = f.t.client.Probe(f.t.ctx, f.e.URL)
+			p.at = time.Now()
+			close(p.done)
+		}()
+	}
+	f.mu.Unlock()
+	select {
+	case <-p.done:
+		return p.obj, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// reprobe drops a probe whose version the server no longer serves, so the
+// next open learns the new one.
+func (f *treeFile) reprobe(old *fetch.Object) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.probe != nil && f.probe.obj == old {
+		f.probe = nil
+	}
+}
+
+func (f *treeFile) Attr() fs.Attr {
+	if o := f.probed(); o != nil {
+		return fs.Attr{Size: o.Size, Mtime: f.mtime(o), Exact: true}
+	}
+	return fs.Attr{Size: max(f.e.Size, 0), Mtime: f.e.ModTime, Exact: f.e.SizeExact}
+}
+
+func (f *treeFile) mtime(o *fetch.Object) time.Time {
+	if t := lastModified(o); !t.IsZero() {
+		return t
+	}
+	return f.e.ModTime
+}
+
+func (f *treeFile) Stat(ctx context.Context) (fs.Attr, error) {
+	if f.group != nil {
+		f.group.start(f.t)
+	}
+	o, err := f.probeNow(ctx)
+	if err != nil {
+		return fs.Attr{}, err
+	}
+	return fs.Attr{Size: o.Size, Mtime: f.mtime(o), Exact: true}, nil
+}
+
+func (f *treeFile) Open(ctx context.Context) (fs.Reader, error) {
+	o, err := f.probeNow(ctx)
+	if err != nil {
+		if errors.Is(err, fetch.ErrGone) {
+			return nil, fmt.Errorf("%w: %w", iofs.ErrNotExist, err)
+		}
+		if errors.Is(err, fetch.ErrNoSize) || errors.Is(err, fetch.ErrEncoding) {
+			return nil, fmt.Errorf("%w: %w; rangefs get can still download it", errors.ErrUnsupported, err)
+		}
+		return nil, err
+	}
+	if !o.Ranges {
+		return nil, fmt.Errorf("%w: %s: %w: the server answers a Range request with the whole file, so it cannot be read in place (rangefs get can still download it)",
+			errors.ErrUnsupported, o.URL(), fetch.ErrRangeIgnored)
+	}
+	if err := checkSize(&f.t.c.commonConfig, o); err != nil {
+		return nil, err
+	}
+	return f.t.objects.open(f, o)
+}
+
+func (f *treeFile) Stats() fs.Stats {
+	var st fs.Stats
+	if s := f.slot.Load(); s != nil && s.last.Load() != nil {
+		st = fs.StatsOf(s.last.Load())
+	} else {
+		st = fs.Stats{URL: fetch.Redact(f.e.URL), ETag: f.e.ETag, Size: max(f.e.Size, 0)}
+		if o := f.probed(); o != nil {
+			st.ETag, st.LastModified, st.Size = o.ETag, o.LastModified, o.Size
+		}
+	}
+	if f.e.SHA256 != "" {
+		st.More = []fs.Xattr{{Name: "sha256", Value: f.e.SHA256}, {Name: "sha256_check", Value: f.sha.String()}}
+	}
+	return st
+}
+
+func (f *treeFile) Version() string {
+	e := &f.e
+	return e.URL + "\x00" + e.ETag + "\x00" + strconv.FormatInt(e.Size, 10) + "\x00" +
+		strconv.FormatBool(e.SizeExact) + "\x00" + e.ModTime.UTC().Format(time.RFC3339Nano) + "\x00" + e.SHA256
+}
+
+// probeGroup probes the files of one listing whose sizes are hints, once,
+// in parallel within the connection limit: `ls -l` stats the files one
+// after another, and each stat then finds its probe done or under way.
+type probeGroup struct {
+	files []*treeFile
+	once  sync.Once
+}
+
+func (g *probeGroup) start(t *treeCtx) {
+	g.once.Do(func() {
+		go func() {
+			var wg sync.WaitGroup
+			for _, f := range g.files {
+				select {
+				case t.probes <- struct{}{}:
+				case <-t.ctx.Done():
+					return
+				}
+				wg.Go(func() {
+					defer func() { <-t.probes }()
+					f.probeNow(t.ctx)
+				})
+			}
+			wg.Wait()
+		}()
+	})
+}
+
+// dirName is the name a directory URL gets beside other arguments: its
+// last path component, else its host (for s3://, the bucket).
+func dirName(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "dir"
+	}
+	name := path.Base("/" + strings.Trim(u.Path, "/"))
+	if name == "/" {
+		name = u.Hostname()
+	}
+	if name == "" || strings.ContainsRune(name, 0) {
+		return "dir"
+	}
+	return safeName(name)
+}
