@@ -1,7 +1,8 @@
 // Package listing turns remote directory listings into entries: one directory level per
 // call, so a caller lists a directory on its first lookup or readdir and never before.
 //
-// Sources, each a Lister:
+// The API: Entry (one name of one directory), Lister (List(ctx, dir) for one level, dir
+// "" for the root), and three Listers:
 //   - HTTP (NewHTTP): HTML index pages of nginx, Apache (its ?C=N;O=D sort links are
 //     dropped), lighttpd, python http.server and Caddy, read with golang.org/x/net/html;
 //     nginx autoindex_format json and xml, recognised by Content-Type or by the body.
@@ -32,6 +33,13 @@
 //     endless continuation token is an error). Overruns are ErrTooLarge, ErrRedirect or
 //     ErrBadListing errors, never a partial listing presented as whole.
 //   - Errors and log records carry redacted URLs only (fetch.Redact).
+//
+// Signing S3 object GETs: an S3 lister signs its own list requests. For the GETs of the
+// objects it offers three hooks, all backed by the same credentials: SignRequest(req)
+// signs one request in place (for a per-attempt hook in the fetch engine), Transport(base)
+// is an http.RoundTripper that signs each request to the bucket's host, and Presign gives
+// a query-signed URL that the fetch engine can use today, as it is, for up to 7 days.
+// None of them signs a request to another host.
 //
 // The listers hold no listing between calls and are safe for concurrent use. The fetch
 // core stays standard-library only: this package may import fetch, x/net/html and the

@@ -15,8 +15,9 @@ type Entry struct {
 	// Name is one path component: never "", "." or "..", never contains '/' or NUL.
 	Name  string
 	IsDir bool
-	// URL is absolute: for a file, the http(s) URL to probe and fetch; for a directory of
-	// an HTTP or S3 listing, the URL its listing is read from. "" for a manifest directory.
+	// URL is absolute: for a file, the http(s) URL to probe and fetch; for a directory, the
+	// URL its listing is read from (http(s) for an index page, s3://BUCKET/PREFIX/ for S3);
+	// "" for a manifest directory.
 	URL string
 	// Size is the byte count, -1 when unknown. It is a hint unless SizeExact: an HTML page
 	// prints "12M" or "1.2K"; the opener must probe before trusting it.
@@ -62,9 +63,9 @@ var (
 type Options struct {
 	// Logger receives one warning per skip reason per listing; nil = discard.
 	Logger *slog.Logger
-	// MaxBody caps the bytes read from one listing answer (after decompression); default
-	// 64 MiB. A page of a million nginx entries is about 120 MiB, so larger trees should
-	// use the JSON format (about half) or a manifest.
+	// MaxBody caps the bytes read from one listing answer (after decompression), each S3
+	// page apart; default 64 MiB. An index page spends roughly 100 bytes an entry, so a
+	// directory of more than about half a million entries needs a higher cap or a manifest.
 	MaxBody int64
 	// MaxEntries caps the entries of one directory; default 1,000,000.
 	MaxEntries int

@@ -234,3 +234,22 @@ func TestHTTPNotListings(t *testing.T) {
 		t.Errorf("65 levels deep: err = %v, want ErrTooLarge", err)
 	}
 }
+
+// 100,000 hostile links cost one warning, with their count.
+func TestHTTPManyHostileLinksOneWarning(t *testing.T) {
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		for i := range 100_000 {
+			fmt.Fprintf(w, "<a href=\"http://evil.example/%d\">x</a><a href=\"%%2e%%2e/%d\">y</a>\n", i, i)
+		}
+	}))
+	log, lb := newLog()
+	l, _ := NewHTTP(s.URL+"/", HTTPOptions{Options: Options{Logger: log}})
+	es, err := l.List(testCtx(t), "")
+	if err != nil || len(es) != 0 {
+		t.Fatalf("%v, %d entries", err, len(es))
+	}
+	if lb.count("count=100000") != 2 || strings.Count(lb.String(), "\n") != 2 {
+		t.Errorf("want two warnings with count=100000:\n%s", lb)
+	}
+}

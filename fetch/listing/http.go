@@ -71,7 +71,7 @@ func NewHTTP(rawURL string, o HTTPOptions) (*HTTP, error) {
 		base = defaultClient(u.Hostname())
 	}
 	hc := *base
-	hc.CheckRedirect = h.checkRedirect(base.CheckRedirect)
+	hc.CheckRedirect = redirectPolicy(u, o.Header, base.CheckRedirect)
 	h.hc = &hc
 	return h, nil
 }
@@ -271,11 +271,13 @@ type redirectError struct{ msg string }
 func (e *redirectError) Error() string        { return "listing: redirect refused: " + e.msg }
 func (e *redirectError) Is(target error) bool { return target == ErrRedirect }
 
-// checkRedirect is the redirect policy: at most maxRedirects hops, never the same URL twice
-// (a loop between directories ends at once), http(s) only, no https-to-http downgrade, no
-// forbidden address; user headers do not follow to another host. next is the caller's own
-// policy, applied after ours.
-func (h *HTTP) checkRedirect(next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+// redirectPolicy is the CheckRedirect of listing requests: at most maxRedirects hops, never
+// the same URL twice (a loop between directories ends at once), http(s) only, no
+// https-to-http downgrade, no forbidden address other than root's own; header does not
+// follow to another host (net/http already drops Authorization and Cookie there). next is
+// the caller's own policy, applied after ours.
+func redirectPolicy(root *url.URL, header http.Header, next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	allow := rootAddr(root.Hostname())
 	return func(req *http.Request, via []*http.Request) error {
 		target := fetch.Redact(req.URL.String())
 		if len(via) > maxRedirects {
@@ -292,11 +294,11 @@ func (h *HTTP) checkRedirect(next func(*http.Request, []*http.Request) error) fu
 		if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
 			return &redirectError{"to a non-HTTP scheme " + req.URL.Scheme}
 		}
-		if a, ok := forbiddenLiteral(req.URL.Hostname()); ok && a != rootAddr(h.root.Hostname()) {
+		if a, ok := forbiddenLiteral(req.URL.Hostname()); ok && a != allow {
 			return &redirectError{"to the forbidden address " + a.String()}
 		}
 		if !strings.EqualFold(req.URL.Host, via[0].URL.Host) {
-			for k := range h.o.Header {
+			for k := range header {
 				req.Header.Del(k)
 			}
 		}
