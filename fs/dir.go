@@ -144,14 +144,22 @@ func (d *dirState) startListingLocked() {
 	done := make(chan struct{})
 	d.listing = done
 	go func() {
-		defer close(done)
-		d.list()
+		changed := d.list()
+		close(done)
+		// Only now, with every waiter answered: the kernel handles an
+		// entry notification under the directory's lock, which a readdir
+		// or lookup waiting for this listing holds.
+		if in := d.inode.Load(); in != nil {
+			for _, name := range changed {
+				in.NotifyEntry(name)
+			}
+		}
 	}()
 }
 
-// list runs one listing and installs it, telling the kernel which names
-// changed.
-func (d *dirState) list() {
+// list runs one listing and installs it, returning the names whose kernel
+// entries are now out of date.
+func (d *dirState) list() (changed []string) {
 	es, err := d.dir.List(d.t.ctx)
 	if err == nil && !sortedUnique(es) {
 		es = append([]Entry(nil), es...)
@@ -166,25 +174,21 @@ func (d *dirState) list() {
 			// A refresh failed: keep serving the listing we have.
 			d.mu.Unlock()
 			d.t.opts.Logger.Warn("refreshing a directory listing failed; keeping the old one", "dir", "/"+d.path, "err", err)
-			return
+			return nil
 		}
 		d.lastErr = err
 		d.mu.Unlock()
 		if !errors.Is(err, iofs.ErrNotExist) {
 			d.t.opts.Logger.Warn("listing a directory failed", "dir", "/"+d.path, "err", err)
 		}
-		return
+		return nil
 	}
-	changed := d.installLocked(es)
+	changed = d.installLocked(es)
 	d.mu.Unlock()
 	d.t.mu.Lock()
 	d.t.listed[d] = struct{}{}
 	d.t.mu.Unlock()
-	if in := d.inode.Load(); in != nil {
-		for _, name := range changed {
-			in.NotifyEntry(name)
-		}
-	}
+	return changed
 }
 
 // installLocked makes es the listing and returns the names whose kernel
@@ -385,12 +389,13 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 func (n *dirNode) fillEntry(c *child, out *fuse.EntryOut) {
 	if c.dir != nil {
 		dirAttr(&out.Attr, c.dir, n.d.t)
+		out.SetAttrTimeout(n.d.t.opts.DirCacheTime)
 		return
 	}
 	a := c.file.file.Attr()
 	fileAttr(&out.Attr, a, c.file.file.Stats(), n.d.t)
-	if !a.Exact {
-		out.SetAttrTimeout(time.Nanosecond) // zero would mean "the default"
+	if a.Exact {
+		out.SetAttrTimeout(n.d.t.opts.DirCacheTime)
 	}
 }
 
@@ -412,6 +417,7 @@ func (n *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 
 func (n *dirNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	dirAttr(&out.Attr, n.d, n.d.t)
+	out.SetTimeout(n.d.t.opts.DirCacheTime)
 	return 0
 }
 

@@ -98,8 +98,10 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 	server, err := fusefs.Mount(dir, rootNode, &fusefs.Options{
 		MountOptions:    mo,
 		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
+		// No AttrTimeout: go-fuse would put it in place of every zero,
+		// and a file whose size is a hint must be shown with none, so the
+		// next stat asks. Each node sets its own (tree.attrTimeout).
 	})
 	if err != nil {
 		t.cancel()

@@ -46,8 +46,9 @@ func (n *fileNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.
 		}
 	}
 	fileAttr(&out.Attr, a, f.Stats(), n.st.parent.t)
-	if !a.Exact {
-		out.SetTimeout(time.Nanosecond)
+	if a.Exact {
+		// A hint is shown with no caching, so the next stat asks again.
+		out.SetTimeout(n.st.parent.t.opts.DirCacheTime)
 	}
 	return 0
 }
