@@ -23,8 +23,6 @@ func TestImportArrows(t *testing.T) {
 			"github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 		"rangefs/cache": {"go.etcd.io/bbolt", "golang.org/x/sys"},
 		"rangefs/fs":    {"rangefs/cache", "github.com/hanwen/go-fuse/v2", "go.etcd.io/bbolt", "golang.org/x/sys"},
-		// The AWS SDK's signer and credential chain bring smithy-go along.
-		"rangefs/fetch/listing": {"rangefs/fetch", "golang.org/x/net/html", "github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 		"rangefs/cmd/rangefs": {"rangefs/fs", "rangefs/cache", "rangefs/fetch", "rangefs/fetch/listing",
 			"github.com/hanwen/go-fuse/v2", "github.com/spf13/pflag", "go.etcd.io/bbolt", "golang.org/x/sys",
 			"golang.org/x/net/html", "github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
