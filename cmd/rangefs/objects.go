@@ -78,10 +78,10 @@ type slot struct {
 // was opened: ESTALE, as for any remote change.
 var errSuperseded = fmt.Errorf("%w: a newer version of the file was opened", cache.ErrStale)
 
-// open returns a reader of f's cache for the version o.
-func (t *objects) open(f *treeFile, o *fetch.Object) (fs.Reader, error) {
+// open returns a reader of f's cache for the version o, probed at rawURL.
+func (t *objects) open(f *treeFile, o *fetch.Object, rawURL string) (fs.Reader, error) {
 	id := o.Identity()
-	if t.c.VolatileQuery || signedQuery(f.e.URL) {
+	if t.c.VolatileQuery || signedQuery(rawURL) {
 		id = o.IdentityNoQuery()
 	}
 	meta := cache.Meta{Size: o.Size, ChunkSize: t.c.ChunkSize, ETag: o.ETag, LastModified: o.LastModified, URL: o.URL()}

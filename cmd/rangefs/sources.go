@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"rangefs/cache"
 	"rangefs/fetch"
@@ -240,7 +241,38 @@ func insecureTransport() *http.Transport {
 	return tr
 }
 
-// s3Dir is an s3://BUCKET/PREFIX/ argument.
+// s3Dir is an s3://BUCKET/PREFIX/ argument, listed once now to fail early
+// on a wrong bucket or credentials. Signed access presigns each object's URL
+// when it is probed (the fetch engine then sends it as it is); the cache
+// identity leaves the signature out, so a new signature finds the cache.
 func s3Dir(ctx context.Context, c *mountConfig, t *treeCtx, raw string) (fs.Dir, error) {
-	return nil, usagef("s3:// URLs are not supported yet")
+	opts := listing.S3Options{Options: listing.Options{Logger: t.log}, Endpoint: c.S3Endpoint,
+		Region: c.S3Region, Anonymous: c.S3Anonymous}
+	if c.Insecure {
+		opts.Client = &http.Client{Transport: insecureTransport()}
+	}
+	l, err := listing.NewS3(ctx, raw, opts)
+	if err != nil {
+		if !c.S3Anonymous {
+			err = fmt.Errorf("%w (for a public bucket, use --s3-anonymous)", err)
+		}
+		return nil, err
+	}
+	es, err := l.List(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	d := &treeDir{t: t, lister: l}
+	if !c.S3Anonymous {
+		d.presign = func(ctx context.Context, u string) (string, error) {
+			return l.Presign(ctx, u, presignExpiry)
+		}
+	}
+	d.first.Store(&es)
+	return d, nil
 }
+
+// presignExpiry is how long a presigned object URL is valid: S3's limit. A
+// file is probed again, with a new signature, whenever its cache was closed
+// for idleness and it is opened again, and after a failed probe.
+const presignExpiry = 7 * 24 * time.Hour

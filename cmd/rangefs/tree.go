@@ -44,6 +44,9 @@ type treeDir struct {
 	lister listing.Lister
 	path   string // slash-separated below the lister's root; "" is the root
 	mtime  time.Time
+	// presign, when set, turns an object URL into the URL to fetch (S3
+	// signed access).
+	presign func(ctx context.Context, rawURL string) (string, error)
 	// first is a listing made at mount time (to tell a directory URL from
 	// a file), served to the first List instead of asking again.
 	first atomic.Pointer[[]listing.Entry]
@@ -55,7 +58,7 @@ func (d *treeDir) Mtime() time.Time { return d.mtime }
 
 func (d *treeDir) List(ctx context.Context) ([]fs.Entry, error) {
 	if first := d.first.Swap(nil); first != nil {
-		return d.t.entries(d.lister, d.path, *first), nil
+		return d.t.entries(d, *first), nil
 	}
 	es, err := d.lister.List(ctx, d.path)
 	if err != nil {
@@ -66,23 +69,23 @@ func (d *treeDir) List(ctx context.Context) ([]fs.Entry, error) {
 		}
 		return nil, err
 	}
-	return d.t.entries(d.lister, d.path, es), nil
+	return d.t.entries(d, es), nil
 }
 
 // entries makes the nodes of one listing. The files share a probeGroup, so
 // that a stat of one file whose size is a hint probes its siblings too, in
 // parallel, before the next stat asks for them.
-func (t *treeCtx) entries(l listing.Lister, dir string, es []listing.Entry) []fs.Entry {
+func (t *treeCtx) entries(d *treeDir, es []listing.Entry) []fs.Entry {
 	out := make([]fs.Entry, len(es))
 	var g *probeGroup
 	for i := range es {
 		e := &es[i]
 		out[i].Name = e.Name
 		if e.IsDir {
-			out[i].Dir = &treeDir{t: t, lister: l, path: joinRel(dir, e.Name), mtime: e.ModTime}
+			out[i].Dir = &treeDir{t: t, lister: d.lister, presign: d.presign, path: joinRel(d.path, e.Name), mtime: e.ModTime}
 			continue
 		}
-		f := &treeFile{e: *e, t: t}
+		f := &treeFile{e: *e, t: t, presign: d.presign}
 		if !e.SizeExact {
 			if g == nil {
 				g = &probeGroup{}
@@ -109,6 +112,8 @@ type treeFile struct {
 	e     listing.Entry
 	t     *treeCtx
 	group *probeGroup // siblings whose sizes are hints; nil when exact
+	// presign, when set, makes the URL to fetch from e.URL (S3).
+	presign func(ctx context.Context, rawURL string) (string, error)
 
 	mu    sync.Mutex
 	probe *probeCall // the latest probe; nil before the first. Protects: probe.
@@ -119,10 +124,11 @@ type treeFile struct {
 
 var _ fs.File = (*treeFile)(nil)
 
-// probeCall is one probe; done is closed when obj and err are set.
+// probeCall is one probe; done is closed when the other fields are set.
 type probeCall struct {
 	done chan struct{}
 	obj  *fetch.Object
+	url  string // what was probed: e.URL, or a presigned form of it
 	err  error
 	at   time.Time
 }
@@ -150,13 +156,23 @@ func (f *treeFile) probed() *fetch.Object {
 // probeNow returns the probe of the file, starting one when there is none
 // (or the last one failed a while ago), and waits for it within ctx.
 func (f *treeFile) probeNow(ctx context.Context) (*fetch.Object, error) {
+	p, err := f.probeCall(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.obj, p.err
+}
+
+// probeCall is probeNow's call, done, with the URL it probed.
+func (f *treeFile) probeCall(ctx context.Context) (*probeCall, error) {
 	f.mu.Lock()
 	p := f.probe
 	if p != nil {
 		select {
 		case <-p.done:
-			if p.err != nil && time.Since(p.at) >= failedProbeRetry {
-				p = nil
+			if p.err != nil && time.Since(p.at) >= failedProbeRetry ||
+				f.presign != nil && time.Since(p.at) >= presignExpiry/2 {
+				p = nil // failed a while ago, or its signature is getting old
 			}
 		default:
 		}
@@ -166,7 +182,13 @@ func (f *treeFile) probeNow(ctx context.Context) (*fetch.Object, error) {
 		f.probe = p
 		go func() {
 			// The probe is shared: one impatient caller does not end it.
-			p.obj, p.err = f.t.client.Probe(f.t.ctx, f.e.URL)
+			p.url = f.e.URL
+			if f.presign != nil {
+				p.url, p.err = f.presign(f.t.ctx, f.e.URL)
+			}
+			if p.err == nil {
+				p.obj, p.err = f.t.client.Probe(f.t.ctx, p.url)
+			}
 			p.at = time.Now()
 			close(p.done)
 		}()
@@ -174,7 +196,7 @@ func (f *treeFile) probeNow(ctx context.Context) (*fetch.Object, error) {
 	f.mu.Unlock()
 	select {
 	case <-p.done:
-		return p.obj, p.err
+		return p, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -216,7 +238,10 @@ func (f *treeFile) Stat(ctx context.Context) (fs.Attr, error) {
 }
 
 func (f *treeFile) Open(ctx context.Context) (fs.Reader, error) {
-	o, err := f.probeNow(ctx)
+	p, err := f.probeCall(ctx)
+	if err == nil {
+		err = p.err
+	}
 	if err != nil {
 		if errors.Is(err, fetch.ErrGone) {
 			return nil, fmt.Errorf("%w: %w", iofs.ErrNotExist, err)
@@ -226,6 +251,7 @@ func (f *treeFile) Open(ctx context.Context) (fs.Reader, error) {
 		}
 		return nil, err
 	}
+	o := p.obj
 	if !o.Ranges {
 		return nil, fmt.Errorf("%w: %s: %w: the server answers a Range request with the whole file, so it cannot be read in place (rangefs get can still download it)",
 			errors.ErrUnsupported, o.URL(), fetch.ErrRangeIgnored)
@@ -233,7 +259,7 @@ func (f *treeFile) Open(ctx context.Context) (fs.Reader, error) {
 	if err := checkSize(&f.t.c.commonConfig, o); err != nil {
 		return nil, err
 	}
-	return f.t.objects.open(f, o)
+	return f.t.objects.open(f, o, p.url)
 }
 
 func (f *treeFile) Stats() fs.Stats {

@@ -15,6 +15,7 @@ type treeConfig struct {
 	DirCacheTime time.Duration // how long a listing is used before a refresh
 	S3Endpoint   string        // "" for AWS
 	S3Region     string
+	S3Anonymous  bool // send unsigned requests to S3 (a public bucket)
 	// S3URLs are the s3:// arguments, in order; URLs holds the http(s) ones.
 	// Args keeps every URL argument in command-line order.
 	S3URLs []string
@@ -29,6 +30,7 @@ func treeFlags(fs *pflag.FlagSet, c *mountConfig) func(args []string) error {
 	fs.StringVar(&t.Manifest, "manifest", "", "mount the files listed in FILE, one 'PATH<TAB>URL[<TAB>SIZE[<TAB>SHA256]]' a line (no URL argument needed)")
 	fs.DurationVar(&t.DirCacheTime, "dir-cache-time", 5*time.Minute, "how long a directory listing is used before it is refreshed in the background (SIGHUP forgets all listings)")
 	fs.StringVar(&t.S3Endpoint, "s3-endpoint", "", "endpoint URL of an S3-compatible store for s3:// URLs (default AWS)")
+	fs.BoolVar(&t.S3Anonymous, "s3-anonymous", false, "do not sign s3:// requests (a public bucket); without it, credentials come from the AWS environment variables or shared files")
 	fs.StringVar(&t.S3Region, "s3-region", "", "region for signing s3:// requests (default $AWS_REGION, else us-east-1)")
 	return func(args []string) error {
 		if t.DirCacheTime <= 0 {
