@@ -31,7 +31,12 @@ type tree struct {
 	listed map[*dirState]struct{} // directories holding a listing. Protects: listed.
 
 	files, bytes atomic.Int64 // files and bytes of the current listings, for statfs
+
+	listings chan struct{} // a token per listing in progress (maxListings)
 }
+
+// maxListings bounds the directory listings in progress at once.
+const maxListings = 8
 
 // inos reserves n consecutive inode numbers and returns the first.
 func (t *tree) inos(n int) uint64 { return t.ino.Add(uint64(n)) - uint64(n) + 1 }
@@ -144,7 +149,18 @@ func (d *dirState) startListingLocked() {
 	done := make(chan struct{})
 	d.listing = done
 	go func() {
-		changed := d.list()
+		// Bounded, so that a SIGHUP over a big tree does not start a
+		// listing of every directory at once.
+		var changed []string
+		select {
+		case d.t.listings <- struct{}{}:
+			changed = d.list()
+			<-d.t.listings
+		case <-d.t.ctx.Done():
+			d.mu.Lock()
+			d.listing, d.lastErr, d.listedAt = nil, d.t.ctx.Err(), time.Now()
+			d.mu.Unlock()
+		}
 		close(done)
 		// Only now, with every waiter answered: the kernel handles an
 		// entry notification under the directory's lock, which a readdir
@@ -269,8 +285,12 @@ func countFiles(es []Entry) int {
 	return n
 }
 
-// forget makes the next access list the directory again and wait for it,
-// and tells the kernel to drop the names it holds, so the next lookup asks.
+// forget makes the directory be listed again now: accesses meanwhile wait
+// for the new listing, and the kernel is told which names it changed (names
+// it added too, which the kernel may hold as negative entries).
+//
+// The names the kernel has looked up are dropped at once, so that a lookup
+// right after asks (and waits for the new listing).
 func (d *dirState) forget() {
 	d.mu.Lock()
 	if !d.listed {
@@ -278,6 +298,9 @@ func (d *dirState) forget() {
 		return
 	}
 	d.forgot = true
+	if d.listing == nil {
+		d.startListingLocked()
+	}
 	names := make([]string, 0, len(d.kids))
 	for name := range d.kids {
 		names = append(names, name)

@@ -61,7 +61,8 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 	if o.DirCacheTime <= 0 {
 		o.DirCacheTime = 5 * time.Minute
 	}
-	t := &tree{opts: &o, mtime: time.Now(), reads: new(atomic.Int64), listed: map[*dirState]struct{}{}}
+	t := &tree{opts: &o, mtime: time.Now(), reads: new(atomic.Int64), listed: map[*dirState]struct{}{},
+		listings: make(chan struct{}, maxListings)}
 	t.ino.Store(1) // 1 is the root
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	rootNode := &dirNode{d: &dirState{t: t, dir: root}}
@@ -134,9 +135,9 @@ func (s *Server) Wait() {
 	s.tree.cancel()
 }
 
-// Forget drops every directory listing (SIGHUP): the next access to a
-// directory lists it again and waits for that, and the kernel is told to
-// drop the names it holds so that its next lookup asks.
+// Forget drops every directory listing (SIGHUP): each directory that was
+// listed is listed again now, accesses meanwhile wait for the new listing,
+// and the kernel is told which names changed.
 func (s *Server) Forget() {
 	s.tree.mu.Lock()
 	dirs := make([]*dirState, 0, len(s.tree.listed))

@@ -78,7 +78,9 @@ func (d *memDir) set(es ...Entry) {
 	d.mu.Unlock()
 }
 
-func file(data, version string) *memFile { return &memFile{data: []byte(data), version: version, hint: -1} }
+func file(data, version string) *memFile {
+	return &memFile{data: []byte(data), version: version, hint: -1}
+}
 
 // mountTree mounts root in a fresh directory, undone by t.Cleanup.
 func mountTree(t *testing.T, root Dir, o Options) (string, *Server) {
