@@ -279,21 +279,34 @@ func (r *treeReader) PassthroughPath() string {
 func (r *treeReader) Close() error {
 	r.once.Do(func() {
 		if !r.gen.Load() && r.f.sha.pending() {
-			st := r.file.Stats()
-			if st.Present == st.Chunks {
-				// Check in the background, holding the slot open meanwhile.
-				r.t.mu.Lock()
-				r.s.users++
-				r.t.mu.Unlock()
-				go func() {
-					r.f.sha.checkIfComplete(r.f, r.file, r.t.log)
-					r.t.release(r.s)
-				}()
+			if st := r.file.Stats(); st.Present == st.Chunks {
+				r.t.checkSHA256(r.f, r.s)
 			}
 		}
 		r.t.release(r.s)
 	})
 	return nil
+}
+
+// checkSHA256 checks f's declared digest in the background if its cache in
+// s is open, holding the slot open meanwhile.
+func (t *objects) checkSHA256(f *treeFile, s *slot) {
+	t.mu.Lock()
+	if t.closed || s.users == 0 && s.elem == nil {
+		t.mu.Unlock()
+		return // closed, or being closed: the check runs at the next open
+	}
+	t.useLocked(s)
+	t.mu.Unlock()
+	go func() {
+		defer t.release(s)
+		s.mu.Lock()
+		cf := s.file
+		s.mu.Unlock()
+		if cf != nil {
+			f.sha.checkIfComplete(f, cf, t.log)
+		}
+	}()
 }
 
 // errSHA256Mismatch fails every read of a file whose complete content does

@@ -238,6 +238,11 @@ func (f *treeFile) Stat(ctx context.Context) (fs.Attr, error) {
 }
 
 func (f *treeFile) Open(ctx context.Context) (fs.Reader, error) {
+	if f.sha.failed() {
+		// Before any byte: a new open must not be served from the kernel's
+		// page cache either.
+		return nil, errSHA256Mismatch
+	}
 	p, err := f.probeCall(ctx)
 	if err == nil {
 		err = p.err
@@ -266,6 +271,9 @@ func (f *treeFile) Stats() fs.Stats {
 	var st fs.Stats
 	if s := f.slot.Load(); s != nil && s.last.Load() != nil {
 		st = fs.StatsOf(s.last.Load())
+		if f.sha.pending() && st.Chunks == st.Present {
+			f.t.objects.checkSHA256(f, s)
+		}
 	} else {
 		st = fs.Stats{URL: fetch.Redact(f.e.URL), ETag: f.e.ETag, Size: max(f.e.Size, 0)}
 		if o := f.probed(); o != nil {
