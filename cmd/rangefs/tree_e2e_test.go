@@ -459,7 +459,6 @@ func waitXattr(t *testing.T, path, name, prefix string) string {
 	return v
 }
 
-
 // fakeS3 is gofakes3 in process on loopback, recording each request.
 type fakeS3 struct {
 	url  string
