@@ -86,6 +86,20 @@ type fileState struct {
 	failures    recentFailures
 	staleLogged atomic.Bool
 	statLogged  atomic.Bool
+
+	mu      sync.Mutex
+	content string // the Version of the last open's reader. Protects: content.
+}
+
+// keepCache reports whether the kernel may keep the pages it holds for this
+// inode at an open of content version v: only when no other version was
+// opened before.
+func (f *fileState) keepCache(v string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keep := f.content == "" || f.content == v
+	f.content = v
+	return keep
 }
 
 func (f *fileState) path() string { return joinPath(f.parent.path, f.name) }

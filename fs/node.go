@@ -79,15 +79,19 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		return nil, 0, n.st.fail(err)
 	}
 	h := &fileHandle{node: n.st, reader: r}
-	// KEEP_CACHE: the content of one inode never changes (a new version
-	// gets a new inode; the old one fails with ESTALE rather than change),
-	// so the kernel may keep pages across opens (go-fuse drops it for
-	// passthrough, where there are no pages).
+	// KEEP_CACHE: the content is pinned by its validator, so the kernel may
+	// keep pages across opens (go-fuse drops it for passthrough, where there
+	// are no pages), unless this open reads another version than the last
+	// one did: without the flag the kernel drops the old version's pages.
+	var open uint32
+	if n.st.keepCache(r.Version()) {
+		open = fuse.FOPEN_KEEP_CACHE
+	}
 	opts := n.st.parent.t.opts
 	if n.st.modes.open(func() bool { return opts.Passthrough && r.PassthroughPath() != "" }) {
-		return &passthroughHandle{fileHandle: h, pass: true}, fuse.FOPEN_KEEP_CACHE, 0
+		return &passthroughHandle{fileHandle: h, pass: true}, open, 0
 	}
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	return h, open, 0
 }
 
 // passthroughHandle offers the kernel the cache's data file, so reads of a

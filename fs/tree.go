@@ -94,5 +94,9 @@ type Reader interface {
 	// content now and until Close, which the kernel may then read
 	// directly (FUSE passthrough); "" when there is none.
 	PassthroughPath() string
+	// Version identifies the content this reader serves. The kernel may
+	// keep an inode's pages from one open to the next only while it stays
+	// the same: an open of another version drops them.
+	Version() string
 	Close() error
 }

@@ -54,6 +54,7 @@ func (r *memReader) ReadAt(_ context.Context, p []byte, off int64) (int, error) 
 	return r.r.ReadAt(p, off)
 }
 func (r *memReader) PassthroughPath() string { return "" }
+func (r *memReader) Version() string         { return "" }
 func (r *memReader) Close() error            { return nil }
 
 // memDir is a Dir whose listing a test can replace; it counts List calls.
