@@ -68,12 +68,12 @@ type dirState struct {
 }
 
 // child is a name of a directory that the kernel has looked up: its inode
-// number and the state shared by the inodes of that number.
+// number and the state shared by the inodes of that number. It is one
+// allocation, as there may be a million of them.
 type child struct {
-	name string
 	ino  uint64
-	file *fileState // for a file
-	dir  *dirState  // for a directory
+	dir  *dirState // for a directory; nil for a file
+	file fileState // for a file
 }
 
 // fileState is what the handles of one file version share.
@@ -83,23 +83,29 @@ type fileState struct {
 	name   string
 
 	modes       openModes
-	failures    recentFailures
+	failures    atomic.Pointer[recentFailures] // made at the first timeout
 	staleLogged atomic.Bool
 	statLogged  atomic.Bool
-
-	mu      sync.Mutex
-	content string // the Version of the last open's reader. Protects: content.
+	content     atomic.Pointer[string] // the Version of the last open's reader
 }
 
 // keepCache reports whether the kernel may keep the pages it holds for this
 // inode at an open of content version v: only when no other version was
 // opened before.
 func (f *fileState) keepCache(v string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	keep := f.content == "" || f.content == v
-	f.content = v
-	return keep
+	old := f.content.Swap(&v)
+	return old == nil || *old == v
+}
+
+// recentTimeouts returns the file's record of reads that timed out,
+// making it when make is set.
+func (f *fileState) recentTimeouts(make bool) *recentFailures {
+	r := f.failures.Load()
+	if r == nil && make {
+		f.failures.CompareAndSwap(nil, new(recentFailures))
+		r = f.failures.Load()
+	}
+	return r
 }
 
 func (f *fileState) path() string { return joinPath(f.parent.path, f.name) }
@@ -256,7 +262,7 @@ func (d *dirState) installLocked(es []Entry) (changed []string) {
 			if k := d.kids[es[j].Name]; k != nil && !sameNode(k, es[j]) {
 				changed = append(changed, es[j].Name)
 				d.dropKidLocked(es[j].Name)
-			} else if k != nil && k.file != nil {
+			} else if k != nil && k.dir == nil {
 				// Keep the File with its open handles and state: the listing
 				// shows the same version.
 				es[j].File = k.file.file
@@ -357,11 +363,11 @@ func (d *dirState) kid(e Entry, base, ino uint64) (*child, bool) {
 	if c := d.kids[e.Name]; c != nil {
 		return c, true
 	}
-	c := &child{name: e.Name, ino: ino}
+	c := &child{ino: ino}
 	if e.Dir != nil {
 		c.dir = &dirState{t: d.t, dir: e.Dir, path: joinPath(d.path, e.Name)}
 	} else {
-		c.file = &fileState{file: e.File, parent: d, name: e.Name}
+		c.file = fileState{file: e.File, parent: d, name: e.Name}
 	}
 	if d.kids == nil {
 		d.kids = map[string]*child{}
@@ -414,7 +420,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		in = n.NewInode(ctx, &dirNode{d: c.dir}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: c.ino})
 		c.dir.inode.Store(in)
 	} else {
-		in = n.NewInode(ctx, &fileNode{st: c.file}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: c.ino})
+		in = n.NewInode(ctx, &fileNode{st: &c.file}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: c.ino})
 	}
 	n.fillEntry(c, out)
 	return in, 0

@@ -244,7 +244,7 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.node.parent.t.reads.Add(1)
 	end := off + int64(len(dest))
-	if ago, ok := h.node.failures.since(off, end, time.Now()); ok {
+	if ago, ok := h.node.recentTimeouts(false).since(off, end, time.Now()); ok {
 		return h.readNoWait(ctx, dest, off, ago)
 	}
 	// No read waits longer than the op timeout, whatever the server does.
@@ -256,7 +256,7 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	defer stop()
 	n, err := h.reader.ReadAt(tctx, dest, off)
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(tctx.Err(), context.DeadlineExceeded) {
-		h.node.failures.add(off, end, time.Now())
+		h.node.recentTimeouts(true).add(off, end, time.Now())
 	}
 	if errno := h.node.fail(err); errno != 0 {
 		return nil, errno
