@@ -103,3 +103,49 @@ func TestSymlinkedFilesNotFollowed(t *testing.T) {
 		})
 	}
 }
+
+// The cache root (the directory holding one directory per object) is
+// checked like the object directory: whoever can write it could swap an
+// object directory for one of theirs.
+func TestWritableRootRefused(t *testing.T) {
+	for _, mode := range []os.FileMode{0o777, 0o770, 0o1777} {
+		root := t.TempDir()
+		if err := os.Chmod(root, mode); err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(root, "obj")
+		f, err := Open(dir, testMeta(10), newFake(10), Options{Root: root})
+		if err == nil {
+			f.Close()
+			t.Fatalf("Open accepted a cache root of mode %v", mode)
+		}
+		if !strings.Contains(err.Error(), "writable") || !strings.Contains(err.Error(), "chmod 700") {
+			t.Fatalf("mode %v: error %q does not say why and what to do", mode, err)
+		}
+		if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+			t.Fatalf("mode %v: Open created the object dir in a refused root", mode)
+		}
+	}
+	// A root only we can write is fine (0755 too), and one that does not
+	// exist yet is created 0700.
+	for _, mode := range []os.FileMode{0o700, 0o755} {
+		root := t.TempDir()
+		if err := os.Chmod(root, mode); err != nil {
+			t.Fatal(err)
+		}
+		f, err := Open(filepath.Join(root, "obj"), testMeta(10), newFake(10), Options{Root: root})
+		if err != nil {
+			t.Fatalf("a root of mode %v: %v", mode, err)
+		}
+		f.Close()
+	}
+	root := filepath.Join(t.TempDir(), "new")
+	f, err := Open(filepath.Join(root, "obj"), testMeta(10), newFake(10), Options{Root: root})
+	if err != nil {
+		t.Fatalf("a new root: %v", err)
+	}
+	f.Close()
+	if fi, err := os.Stat(root); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("new root: %v %v, want mode 0700", fi.Mode(), err)
+	}
+}

@@ -29,13 +29,20 @@ type Source interface {
 }
 
 // Meta identifies the cached version of a remote object. Open compares every
-// field except URL with what the cache directory holds.
+// field except Date and URL with what the cache directory holds, and keeps
+// the cached bytes only when they are proven to be of this version (see
+// provenSame); otherwise it discards them.
 type Meta struct {
 	Size         int64
 	ChunkSize    int64  // power of two, 64 KiB..64 MiB
 	ETag         string // strong ETag as sent, or ""
+	WeakETag     string // the ETag as sent when it is not strong (W/"…"), or ""
 	LastModified string // as sent, or ""
-	URL          string // secret-free, informational only
+	// Date is the server's Date header on the answer that gave the
+	// validators, or "". It is stored when the cache is created and
+	// tells whether LastModified can prove the version (see provenSame).
+	Date string
+	URL  string // secret-free, informational only
 }
 
 // Options tune a File. The zero value is usable.
@@ -44,6 +51,13 @@ type Options struct {
 	MaxRequest   int64        // max bytes of adjacent missing chunks in one Source.Fetch; default 16 MiB
 	ReadAheadMax int64        // cap of a Reader's read-ahead window; default 32 MiB (see readAheadWindow)
 	Logger       *slog.Logger // nil: discard
+	// Root, if set, is the cache root that holds dir (one directory per
+	// object, as a mount's --cache-dir). Open creates it 0700 if missing
+	// and refuses one that is not a directory, not ours, or writable by
+	// group or others, like dir itself. A symlink to such a root is
+	// followed (the user may keep the cache on another disk); dir, inside
+	// it, never is.
+	Root string
 
 	// wrapData lets tests put a fault injector between the cache and its
 	// data file.
@@ -189,6 +203,11 @@ func Open(dir string, m Meta, src Source, o Options) (*File, error) {
 	if src == nil {
 		return nil, errors.New("cache: nil Source")
 	}
+	if o.Root != "" {
+		if err := prepareRoot(o.Root); err != nil {
+			return nil, err
+		}
+	}
 	if err := prepareDir(dir, true); err != nil {
 		return nil, err
 	}
@@ -310,12 +329,11 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 			return nil, fmt.Errorf("cache: write index: %w", err)
 		}
 		if dataLen > 0 {
-			// Truncating to zero frees the old blocks; the Truncate below
-			// re-extends the file as a hole.
-			if err := df.Truncate(0); err != nil {
+			nf, err := replaceData(df, dataPath)
+			if err != nil {
 				return nil, fmt.Errorf("cache: discard data: %w", err)
 			}
-			dataLen = 0
+			df, dataLen = nf, 0
 		}
 	}
 	if f.discarded != "" {
@@ -339,6 +357,20 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 	go f.com.run()
 	ok = true
 	return f, nil
+}
+
+// replaceData discards the old data file df at path by unlinking it and
+// creating an empty one in its place, and returns the new one; df is closed.
+// The old file is never truncated or written: a handle another process still
+// holds on it (a FUSE passthrough open outlives the daemon that gave it)
+// keeps reading the version it was given, never zeros or the next version.
+// Its blocks are freed when the last such handle closes.
+func replaceData(df *os.File, path string) (*os.File, error) {
+	df.Close()
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return openFileNoFollow(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 }
 
 // loadChunks fills the present bitset from the chunks bucket with one cursor

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -52,7 +53,9 @@ var (
 	keySize    = []byte("size")
 	keyChunk   = []byte("chunk_size")
 	keyETag    = []byte("etag")
+	keyWeak    = []byte("weak_etag")
 	keyLastMod = []byte("last_modified")
+	keyDate    = []byte("date")
 	keyURL     = []byte("url")
 )
 
@@ -109,6 +112,31 @@ func checkDir(dir string, fi fs.FileInfo) error {
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
 		return fmt.Errorf("cache dir %s belongs to uid %d, not to us (uid %d); refusing to use it", dir, st.Uid, os.Getuid())
+	}
+	return nil
+}
+
+// prepareRoot creates the cache root (0700) or checks an existing one,
+// following a symlink to it (see Options.Root).
+func prepareRoot(root string) error {
+	fi, err := os.Stat(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return fmt.Errorf("cache root: %w", err)
+		}
+		fi, err = os.Stat(root)
+	}
+	if err != nil {
+		return fmt.Errorf("cache root: %w", err)
+	}
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("cache root %s is not a directory", root)
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("cache root %s is writable by group or others (mode %v), so another user could swap its caches; refusing to use it: chmod 700 %s, or use another cache directory", root, fi.Mode().Perm(), root)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("cache root %s belongs to uid %d, not to us (uid %d); refusing to use it: use a cache directory of our own", root, st.Uid, os.Getuid())
 	}
 	return nil
 }
@@ -284,7 +312,9 @@ func readMeta(tx *bolt.Tx) (sm storedMeta, ok bool) {
 		Size:         int64(u64(keySize)),
 		ChunkSize:    int64(u64(keyChunk)),
 		ETag:         string(b.Get(keyETag)),
+		WeakETag:     string(b.Get(keyWeak)),
 		LastModified: string(b.Get(keyLastMod)),
+		Date:         string(b.Get(keyDate)),
 		URL:          string(b.Get(keyURL)),
 	}
 	return sm, sm.format != 0
@@ -321,7 +351,10 @@ func writeMeta(tx *bolt.Tx, m Meta) error {
 	if err := put64(keyChunk, uint64(m.ChunkSize)); err != nil {
 		return err
 	}
-	for k, v := range map[string]string{string(keyETag): m.ETag, string(keyLastMod): m.LastModified, string(keyURL): m.URL} {
+	for k, v := range map[string]string{
+		string(keyETag): m.ETag, string(keyWeak): m.WeakETag, string(keyLastMod): m.LastModified,
+		string(keyDate): m.Date, string(keyURL): m.URL,
+	} {
 		if err := b.Put([]byte(k), []byte(v)); err != nil {
 			return err
 		}
@@ -330,7 +363,8 @@ func writeMeta(tx *bolt.Tx, m Meta) error {
 }
 
 // metaMismatch explains why a stored cache does not belong to m, or returns
-// "" when it does. URL is informational and not compared.
+// "" when it does. URL is informational and not compared; Date is not
+// compared but must show that the stored version is proven (provenSame).
 func metaMismatch(sm storedMeta, m Meta) string {
 	var why []string
 	if sm.format != formatVersion {
@@ -345,13 +379,58 @@ func metaMismatch(sm storedMeta, m Meta) string {
 	if sm.meta.ETag != m.ETag {
 		why = append(why, fmt.Sprintf("ETag %q, now %q", sm.meta.ETag, m.ETag))
 	}
+	if sm.meta.WeakETag != m.WeakETag {
+		why = append(why, fmt.Sprintf("weak ETag %q, now %q", sm.meta.WeakETag, m.WeakETag))
+	}
 	if sm.meta.LastModified != m.LastModified {
 		why = append(why, fmt.Sprintf("Last-Modified %q, now %q", sm.meta.LastModified, m.LastModified))
 	}
 	if len(why) == 0 {
-		return ""
+		return provenSame(sm.meta)
 	}
 	return "cached version differs: " + strings.Join(why, "; ")
+}
+
+// lastModifiedMargin is how long before the server's Date a Last-Modified
+// must lie to prove a version. A change within the second of Last-Modified
+// keeps the same Last-Modified, so a Last-Modified is a strong validator
+// only if the object was already that old when caching began (RFC 9110
+// section 8.8.2.2 asks for one second); the margin also covers a few
+// seconds of skew between the clock that stamped the file and the one that
+// sent Date (an origin behind a CDN).
+const lastModifiedMargin = time.Minute
+
+// provenSame returns "" when the validators of the stored version, all of
+// which equal the server's now, prove that its cached bytes are of the
+// version the server serves now, and otherwise why not. A strong ETag proves
+// it. A Last-Modified proves it when the Date the server sent as the cache
+// was created (stored then, never updated) is at least lastModifiedMargin
+// later: any change after that moment shows a new Last-Modified. A weak
+// ETag only says the two are equivalent, not byte-identical, and no
+// validator at all proves nothing.
+func provenSame(m Meta) string {
+	if m.ETag != "" {
+		return ""
+	}
+	if m.LastModified != "" && m.Date != "" {
+		lm, err1 := http.ParseTime(m.LastModified)
+		date, err2 := http.ParseTime(m.Date)
+		if err1 == nil && err2 == nil && date.Sub(lm) >= lastModifiedMargin {
+			return ""
+		}
+	}
+	var has string
+	switch {
+	case m.LastModified != "" && m.Date == "":
+		has = "no Date was sent to show how old its Last-Modified is"
+	case m.LastModified != "":
+		has = "its Last-Modified is too close to when caching began"
+	case m.WeakETag != "":
+		has = "it has only a weak ETag"
+	default:
+		has = "the server sends no validator"
+	}
+	return "cached version cannot be proven the same: no strong ETag, and " + has
 }
 
 func chunkKey(i int64) []byte {

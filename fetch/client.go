@@ -23,10 +23,11 @@ type Client struct {
 	o        Options
 	hc       *http.Client
 	tr       *http.Transport
-	limiter  *tokenBucket   // nil when unlimited
-	inFlight *adaptiveLimit // requests in flight, lowered while the server sheds load
-	resolver *net.Resolver  // nil = the default; tests answer names without real DNS
-	bufs     sync.Pool      // *[]byte of copyBufSize: the only body buffers
+	limiter  *tokenBucket // nil when unlimited
+	limitsMu sync.Mutex
+	limits   map[string]*adaptiveLimit // per URL host: requests in flight, lowered while it sheds load
+	resolver *net.Resolver             // nil = the default; tests answer names without real DNS
+	bufs     sync.Pool                 // *[]byte of copyBufSize: the only body buffers
 }
 
 // copyBufSize is the fixed body buffer: large enough for few syscalls per MiB, small enough
@@ -39,7 +40,7 @@ func NewClient(o Options) *Client { return newClient(o, nil) }
 // newClient is NewClient with the resolver the real dialer uses (nil = the default).
 func newClient(o Options, resolver *net.Resolver) *Client {
 	o = o.withDefaults()
-	c := &Client{o: o, inFlight: newAdaptiveLimit(o.Connections), resolver: resolver}
+	c := &Client{o: o, limits: map[string]*adaptiveLimit{}, resolver: resolver}
 	c.bufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	if o.RateLimit > 0 {
 		c.limiter = newTokenBucket(o.RateLimit)
@@ -234,6 +235,8 @@ type target struct {
 	secrets secretSet
 	allow   netip.Addr // valid when the original host is a link-local etc. literal
 	redact  string     // Redact(u)
+	// noHeaders: the Client's user headers are not sent (ProbeWithoutHeaders).
+	noHeaders bool
 }
 
 func parseTarget(rawURL string, h http.Header) (*target, error) {
@@ -279,6 +282,9 @@ func (c *Client) newRequest(ctx context.Context, method string, t *target) (*htt
 		return nil, fmt.Errorf("fetch: cannot build request for %s", t.redact)
 	}
 	for k, vv := range c.o.Header {
+		if t.noHeaders {
+			break
+		}
 		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vv...)
 	}
 	if t.auth != "" && req.Header.Get("Authorization") == "" {
@@ -293,7 +299,8 @@ func (c *Client) newRequest(ctx context.Context, method string, t *target) (*htt
 // sanitizes any transport error. The slot is held until the response body is closed, and
 // the final status tells the limit whether the server is shedding load.
 func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
-	epoch, err := c.inFlight.acquire(req.Context())
+	lim := c.limitFor(t)
+	epoch, err := lim.acquire(req.Context())
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +312,7 @@ func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
 	u := used.Load()
 	if err != nil {
-		c.releaseSlot(epoch, outcomeNeutral)
+		c.releaseSlot(lim, epoch, outcomeNeutral)
 		if u != nil && req.Context().Err() == nil && u.conn.closeIfSilent(u.at) {
 			// Nothing at all arrived since the request went out (a response header
 			// timeout on a dead path): the next attempt must not use this connection.
@@ -313,7 +320,7 @@ func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
 		}
 		return nil, t.secrets.sanitize(err)
 	}
-	sb := &slotBody{ReadCloser: resp.Body, c: c, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
+	sb := &slotBody{ReadCloser: resp.Body, c: c, lim: lim, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
 	if u != nil {
 		sb.conn = u.conn
 	}
@@ -340,10 +347,24 @@ func (c *Client) stalled(resp *http.Response, t *target) {
 
 // releaseSlot returns a slot to the adaptive limit and says so when the server's answer
 // made the Client lower its concurrency.
-func (c *Client) releaseSlot(epoch uint64, o outcome) {
-	if n := c.inFlight.release(epoch, o); n > 0 {
+func (c *Client) releaseSlot(lim *adaptiveLimit, epoch uint64, o outcome) {
+	if n := lim.release(epoch, o); n > 0 {
 		c.o.Logger.Warn("server is shedding load (429/503): lowering concurrent requests", "limit", n)
 	}
+}
+
+// limitFor returns the in-flight limit of t's host (as given in the URL, lower-cased), made
+// on first use: each host, a mirror among others, gets Connections and sheds load alone.
+func (c *Client) limitFor(t *target) *adaptiveLimit {
+	host := strings.ToLower(t.u.Host)
+	c.limitsMu.Lock()
+	defer c.limitsMu.Unlock()
+	l := c.limits[host]
+	if l == nil {
+		l = newAdaptiveLimit(c.o.Connections)
+		c.limits[host] = l
+	}
+	return l
 }
 
 // discardSmall drains at most a few KiB of a body we do not want, then closes it: a short

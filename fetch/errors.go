@@ -1,8 +1,10 @@
 package fetch
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 )
@@ -94,3 +96,27 @@ type redactedError struct {
 
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
+
+// IsNetwork reports whether err is a failure of the network or of the server rather than of
+// this machine, the caller, or the remote file's version: a transfer that stalled or kept
+// ending short until the attempts ran out, a malformed or unexpected answer, a piece no
+// mirror served intact (ErrPieceHash), an HTTP error status, a refused redirect, or a
+// transport error (dial, DNS, reset, timeout, TLS). It is false for ErrChanged, a
+// *WriteError and a cancelled or expired caller context.
+func IsNetwork(err error) bool {
+	var we *WriteError
+	var se *StatusError
+	var ne net.Error
+	switch {
+	case err == nil, errors.Is(err, ErrChanged), errors.As(err, &we),
+		errors.Is(err, context.Canceled):
+		return false
+	case errors.Is(err, errStall), errors.Is(err, errShortBody), errors.Is(err, ErrBadRange),
+		errors.Is(err, ErrRangeIgnored), errors.Is(err, ErrNoSize), errors.Is(err, ErrGone),
+		errors.Is(err, ErrEncoding), errors.Is(err, ErrRedirect), errors.Is(err, ErrPieceHash), errors.As(err, &se):
+		return true
+	case errors.As(err, &ne):
+		return true
+	}
+	return permanentTransportError(err) || closedBeforeAnswer(err)
+}

@@ -141,6 +141,7 @@ func (l *adaptiveLimit) current() (limit, inFlight int) {
 type slotBody struct {
 	io.ReadCloser
 	c        *Client
+	lim      *adaptiveLimit
 	epoch    uint64
 	outcome  outcome
 	conn     *watchedConn // the connection it arrives on; nil if unknown
@@ -150,7 +151,7 @@ type slotBody struct {
 func (b *slotBody) Close() error {
 	err := b.ReadCloser.Close()
 	if b.released.CompareAndSwap(false, true) {
-		b.c.releaseSlot(b.epoch, b.outcome)
+		b.c.releaseSlot(b.lim, b.epoch, b.outcome)
 	}
 	return err
 }

@@ -228,14 +228,14 @@ func TestFetchOverloadLowersConcurrency(t *testing.T) {
 	s.SetConnRate(0)
 	s.Inject(fetchtest.Fault{Kind: fetchtest.Status, Code: 429, RetryAfter: "0", Times: 24, RangedOnly: true})
 	round()
-	lowered, _ := c.inFlight.current()
+	lowered, _ := soleLimit(t, c).current()
 	if lowered > opt.Connections/2 {
 		t.Fatalf("after a burst of 429s the limit is %d, want at most %d", lowered, opt.Connections/2)
 	}
 
 	s.SetConnRate(256 << 10)
 	during := round()
-	after, _ := c.inFlight.current() // the limit only grew during that round
+	after, _ := soleLimit(t, c).current() // the limit only grew during that round
 	if during > int64(after) || after >= opt.Connections || during >= before {
 		t.Fatalf("in flight at the server: %d before the 429s, %d after (limit %d -> %d); want fewer, within the limit",
 			before, during, lowered, after)
@@ -244,12 +244,12 @@ func TestFetchOverloadLowersConcurrency(t *testing.T) {
 	// Recovery: successes raise the limit one step per run (bounded number of rounds).
 	s.SetConnRate(0)
 	for i := 0; i < 20; i++ {
-		if lim, _ := c.inFlight.current(); lim == opt.Connections {
+		if lim, _ := soleLimit(t, c).current(); lim == opt.Connections {
 			break
 		}
 		round()
 	}
-	if lim, _ := c.inFlight.current(); lim != opt.Connections {
+	if lim, _ := soleLimit(t, c).current(); lim != opt.Connections {
 		t.Fatalf("limit %d after many successes, want back to %d", lim, opt.Connections)
 	}
 	s.SetConnRate(256 << 10)
@@ -290,7 +290,21 @@ func TestFetchManyConcurrentCallers(t *testing.T) {
 	if st.MaxConcurrent > 4 || st.Connections > 4 || st.Requests != callers {
 		t.Fatalf("server stats %+v; want %d requests, at most 4 at once on at most 4 connections", st, callers)
 	}
-	if lim, inFlight := c.inFlight.current(); lim != 4 || inFlight != 0 {
+	if lim, inFlight := soleLimit(t, c).current(); lim != 4 || inFlight != 0 {
 		t.Fatalf("limit %d with %d in flight after all callers returned; want 4, 0", lim, inFlight)
 	}
+}
+
+// soleLimit is the in-flight limit of the one host c has talked to.
+func soleLimit(t *testing.T, c *Client) *adaptiveLimit {
+	t.Helper()
+	c.limitsMu.Lock()
+	defer c.limitsMu.Unlock()
+	if len(c.limits) != 1 {
+		t.Fatalf("client has limits for %d hosts, want 1", len(c.limits))
+	}
+	for _, l := range c.limits {
+		return l
+	}
+	return nil
 }

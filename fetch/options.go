@@ -2,11 +2,13 @@ package fetch
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -20,8 +22,9 @@ type Options struct {
 	// Insecure skips TLS certificate verification. The caller prints the warning.
 	Insecure bool
 	// Connections is the maximum number of connections per host and of requests the Client
-	// has in flight; default 8. A 429 or 503 answer lowers the in-flight bound (halved,
-	// at least 1) and a run of successes raises it back by one at a time up to Connections.
+	// has in flight per host (each mirror of a file gets its own); default 8. A 429 or 503
+	// answer lowers that host's in-flight bound (halved, at least 1) and a run of successes
+	// raises it back by one at a time up to Connections.
 	Connections int
 	// RateLimit caps the whole Client at this many bytes/s (body bytes); 0 = unlimited.
 	RateLimit int64
@@ -65,6 +68,36 @@ type Options struct {
 	// sent exactly as asked, so chunk-aligned requests stay aligned. Behind a proxy, the
 	// proxy resolves host names: the dial-time address check sees only the proxy.
 	Proxy func(*http.Request) (*url.URL, error)
+	// ProxyURL, when set, sends every request through this forward proxy (http, https or
+	// socks5; parse it with ParseProxyURL), loopback included and whatever HTTP(S)_PROXY and
+	// NO_PROXY say: the user named it. It replaces Proxy. Its userinfo becomes the proxy's
+	// credentials and is treated as a secret, as the URL's own.
+	ProxyURL *url.URL
+}
+
+// ParseProxyURL checks a forward proxy URL given by the user: http://, https:// or
+// socks5:// with a host (a bare host:port means http://). Errors never repeat the URL's
+// userinfo.
+func ParseProxyURL(raw string) (*url.URL, error) {
+	if !strings.Contains(raw, "://") {
+		raw = "http://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("proxy URL %s does not parse", Redact(raw))
+	}
+	switch u.Scheme {
+	case "http", "https", "socks5":
+	default:
+		return nil, fmt.Errorf("proxy URL %s: scheme %q is not http, https or socks5", redactURL(u), u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("proxy URL %s has no host", redactURL(u))
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, fmt.Errorf("proxy URL %s: a proxy is a scheme, host and port only", redactURL(u))
+	}
+	return u, nil
 }
 
 const (
@@ -110,6 +143,11 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = defaultMaxAttempts
+	}
+	if o.ProxyURL != nil {
+		pu := *o.ProxyURL
+		o.ProxyURL = &pu
+		o.Proxy = http.ProxyURL(o.ProxyURL)
 	}
 	if o.Proxy == nil {
 		o.Proxy = http.ProxyFromEnvironment

@@ -18,7 +18,9 @@ import (
 type Object struct {
 	Size         int64
 	ETag         string // strong ETag exactly as sent (with quotes); "" when absent or weak
+	WeakETag     string // the ETag as sent when it is not strong (W/"…"); "" when absent or strong
 	LastModified string // as sent; "" when absent
+	Date         string // the Date header of the answer that gave the validators; "" when absent
 	Ranges       bool   // the server honoured a Range request (206 with a correct Content-Range)
 	Name         string // suggested local file name; never "", ".", ".."; no '/', NUL or control bytes
 
@@ -26,6 +28,17 @@ type Object struct {
 	t       *target
 	rawETag string // ETag as sent, weak or strong: a weak one still detects a change
 	pinned  bool   // Probe has returned this Object: later 404/410 mean "deleted"
+
+	multi    *Mirrors // set on Mirrors.Object(): Fetch reads from the mirrors
+	identity string   // overrides Identity and IdentityNoQuery when set
+}
+
+// Sources is the number of servers Fetch reads from: 1, or the mirrors of Mirrors.Object().
+func (o *Object) Sources() int {
+	if o.multi != nil {
+		return o.multi.Len()
+	}
+	return 1
 }
 
 // URL returns the redacted URL (no userinfo, query values replaced): safe to log and store.
@@ -33,11 +46,21 @@ func (o *Object) URL() string { return o.t.redact }
 
 // Identity is scheme://host/path?query with userinfo removed, scheme and host normalised:
 // the cache key. It keeps the query (it may hold a secret: hash it before storing).
-func (o *Object) Identity() string { return identityOf(o.t.u, true) }
+func (o *Object) Identity() string {
+	if o.identity != "" {
+		return o.identity
+	}
+	return identityOf(o.t.u, true)
+}
 
 // IdentityNoQuery is Identity without the query, for URLs whose query is volatile
 // (presigned signatures that change on every issue).
-func (o *Object) IdentityNoQuery() string { return identityOf(o.t.u, false) }
+func (o *Object) IdentityNoQuery() string {
+	if o.identity != "" {
+		return o.identity
+	}
+	return identityOf(o.t.u, false)
+}
 
 // Probe learns the size and validators of rawURL and whether the server honours ranges.
 // It sends HEAD; if HEAD is refused, or lacks Content-Length or "Accept-Ranges: bytes", it
@@ -47,9 +70,25 @@ func (o *Object) IdentityNoQuery() string { return identityOf(o.t.u, false) }
 // one above MaxInt64-1, which no Content-Range could address, is refused.
 // 404/410: ErrGone. Transient failures are retried like Fetch.
 func (c *Client) Probe(ctx context.Context, rawURL string) (*Object, error) {
+	return c.probe(ctx, rawURL, false)
+}
+
+// ProbeWithoutHeaders is Probe for a URL that must not receive the Client's user headers:
+// a mirror on another host, named by a Metalink or next to the URL the headers were meant
+// for. Neither the Probe nor any Fetch of the Object sends them (userinfo in rawURL itself
+// is still used: it is that URL's own).
+func (c *Client) ProbeWithoutHeaders(ctx context.Context, rawURL string) (*Object, error) {
+	return c.probe(ctx, rawURL, true)
+}
+
+func (c *Client) probe(ctx context.Context, rawURL string, noHeaders bool) (*Object, error) {
 	t, err := parseTarget(rawURL, c.o.Header)
 	if err != nil {
 		return nil, err
+	}
+	t.noHeaders = noHeaders
+	if c.o.ProxyURL != nil {
+		t.secrets = append(t.secrets, collectSecrets(c.o.ProxyURL, nil)...)
 	}
 	o := &Object{c: c, t: t, Size: -1, Name: sanitizeName(path.Base(t.u.Path))}
 
@@ -190,11 +229,12 @@ func (c *Client) probeRange(ctx context.Context, o *Object) error {
 // ranged GET is what later Fetches will be compared with).
 func (o *Object) recordValidators(resp *http.Response) {
 	o.rawETag = resp.Header.Get("Etag")
-	o.ETag = ""
+	o.ETag, o.WeakETag = "", o.rawETag
 	if isStrongETag(o.rawETag) {
-		o.ETag = o.rawETag
+		o.ETag, o.WeakETag = o.rawETag, ""
 	}
 	o.LastModified = resp.Header.Get("Last-Modified")
+	o.Date = resp.Header.Get("Date")
 	if cd := resp.Header.Get("Content-Disposition"); cd != "" {
 		if _, params, err := mime.ParseMediaType(cd); err == nil {
 			if n := sanitizeName(params["filename"]); n != fallbackName {

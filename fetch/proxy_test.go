@@ -17,6 +17,7 @@ type forwardProxy struct {
 	upstream *http.Transport
 	mu       sync.Mutex
 	seen     []proxied
+	auth     []string // Proxy-Authorization of each request
 }
 
 type proxied struct{ method, uri, rng, ifRange string }
@@ -36,6 +37,7 @@ func (p *forwardProxy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	p.seen = append(p.seen, proxied{r.Method, r.RequestURI, r.Header.Get("Range"), r.Header.Get("If-Range")})
+	p.auth = append(p.auth, r.Header.Get("Proxy-Authorization"))
 	p.mu.Unlock()
 	out, err := http.NewRequestWithContext(r.Context(), r.Method, r.URL.String(), nil)
 	if err != nil {

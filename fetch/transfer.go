@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -19,6 +20,9 @@ import (
 // is read). A write error from w is returned at once as *WriteError.
 // Safe for concurrent use; memory use is one fixed buffer per call.
 func (o *Object) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
+	if o.multi != nil {
+		return o.multi.Fetch(ctx, off, n, w)
+	}
 	if off < 0 || n < 0 || off > o.Size-n {
 		return fmt.Errorf("fetch: range [%d,+%d) outside a file of %d bytes", off, n, o.Size)
 	}
@@ -26,19 +30,54 @@ func (o *Object) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
 		return nil
 	}
 	pos, end := off, off+n
+	var ir ifRangePolicy
 	return o.c.retryLoop(ctx, "fetch", o.t, func(ctx context.Context) (bool, error) {
 		want := end - pos
 		if want == 0 {
 			return true, nil // the previous attempt delivered everything, then failed
 		}
-		got, err := o.fetchAttempt(ctx, pos, want, w)
+		got, err := o.fetchAttempt(ctx, pos, want, w, &ir)
 		pos += got
 		return got >= min(want, o.c.o.MinProgress), err
 	})
 }
 
-// fetchAttempt sends one ranged GET for [off, off+n) and copies what arrives to w.
-func (o *Object) fetchAttempt(ctx context.Context, off, n int64, w io.Writer) (int64, error) {
+// ifRangePolicy decides whether an attempt of one Fetch sends If-Range. A server that cannot
+// honour a failed If-Range may close the connection without any answer (nginx's slice module
+// does, behind a cache holding slices of the old version): then a retry with If-Range would
+// meet the same silence until the attempts run out, and the change would never be seen. So
+// after an attempt with If-Range got no answer at all, the next one goes without it, once
+// per Fetch. That is safe because every 206's validators and total are compared with the
+// pinned ones anyway: a new version becomes ErrChanged, never bytes.
+type ifRangePolicy struct {
+	skipNext bool // the next attempt omits If-Range
+	skipped  bool // an attempt already went without it
+}
+
+// send reports whether this attempt sends If-Range.
+func (p *ifRangePolicy) send() bool {
+	if p.skipNext {
+		p.skipNext, p.skipped = false, true
+		return false
+	}
+	return true
+}
+
+// noAnswer records that an attempt which sent If-Range got no response at all.
+func (p *ifRangePolicy) noAnswer(err error) {
+	if !p.skipped && closedBeforeAnswer(err) {
+		p.skipNext = true
+	}
+}
+
+// closedBeforeAnswer reports a connection the server closed or reset before any response.
+func closedBeforeAnswer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// fetchAttempt sends one ranged GET for [off, off+n) and copies what arrives to w. ir (nil:
+// always) says whether to send If-Range and learns when a request with it got no answer.
+func (o *Object) fetchAttempt(ctx context.Context, off, n int64, w io.Writer, ir *ifRangePolicy) (int64, error) {
 	c := o.c
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -47,11 +86,16 @@ func (o *Object) fetchAttempt(ctx context.Context, off, n int64, w io.Writer) (i
 		return 0, err
 	}
 	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10))
-	if v := o.ifRange(); v != "" {
+	v := o.ifRange()
+	withIfRange := v != "" && (ir == nil || ir.send())
+	if withIfRange {
 		req.Header.Set("If-Range", v)
 	}
 	resp, err := c.do(req, o.t)
 	if err != nil {
+		if withIfRange && ir != nil && ctx.Err() == nil {
+			ir.noAnswer(err)
+		}
 		return 0, err
 	}
 	if err := o.checkRange(resp, off, n); err != nil {

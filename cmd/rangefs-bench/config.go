@@ -27,6 +27,8 @@ type config struct {
 	seed         uint64        // seeds the file content and the random offsets
 	mountTimeout time.Duration // how long a mount may take to show its file
 	rcloneTuned  []string      // extra rclone mount flags of the tuned row
+	fleet        int           // mounts of the fleet row; 0 = no fleet row
+	sliceConf    string        // the shipped nginx slice-cache config the fleet row runs
 	list         bool          // print the selected rows and the time estimate, run nothing
 	verbose      bool          // log every command line
 }
@@ -56,6 +58,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fl.Uint64Var(&c.seed, "seed", 1, "seed of the file content and the random read offsets")
 	fl.DurationVar(&c.mountTimeout, "mount-timeout", 30*time.Second, "max wait for a mount to show its file")
 	tuned := fl.String("rclone-tuned", strings.Join(rcloneTunedDefault, " "), "extra rclone mount flags of the mount-rclone-tuned row")
+	fl.IntVar(&c.fleet, "fleet", 8, "rangefs mounts reading the file at once through the nginx slice cache (fleet row; 0 = no fleet row)")
+	fl.StringVar(&c.sliceConf, "slice-conf", "cmd/rangefs/deploy/nginx-slice-cache.conf", "the shipped nginx slice-cache config the fleet row runs")
 	fl.BoolVar(&c.list, "list", false, "list the selected rows with a time estimate and exit")
 	fl.BoolVarP(&c.verbose, "verbose", "v", false, "log every command line")
 	if err := fl.Parse(args); err != nil {
@@ -80,6 +84,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.randomReads < 0 || c.randomReads > 100000 {
 		return c, fmt.Errorf("--random: %d is outside 0..100000", c.randomReads)
+	}
+	if c.fleet < 0 || c.fleet > 64 {
+		return c, fmt.Errorf("--fleet: %d is outside 0..64", c.fleet)
 	}
 	if c.mountTimeout <= 0 {
 		return c, errors.New("--mount-timeout must be positive")

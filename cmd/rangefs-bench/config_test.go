@@ -54,7 +54,8 @@ func TestParseFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.size != 1<<30 || c.capRate != 20_000_000 || c.rtt != 0 || c.randomReads != 200 ||
-		c.rangefs != "./bin/rangefs" || c.outDir != "bench-out" || c.seed != 1 {
+		c.rangefs != "./bin/rangefs" || c.outDir != "bench-out" || c.seed != 1 || c.fleet != 8 ||
+		c.sliceConf != "cmd/rangefs/deploy/nginx-slice-cache.conf" {
 		t.Errorf("defaults = %+v", c)
 	}
 
@@ -79,6 +80,8 @@ func TestParseFlags(t *testing.T) {
 		{"--cap", "fast"},  // not a rate
 		{"--rtt", "-1ms"},  // negative delay
 		{"--random", "-1"}, // negative count
+		{"--fleet", "-1"},
+		{"--fleet", "1000"},
 		{"--mount-timeout", "0s"},
 		{"--out", ""},
 		{"stray"}, // no positional arguments
@@ -113,6 +116,7 @@ func TestSelectRows(t *testing.T) {
 		{only: []string{"nocap"}, want: []string{"nocap-curl", "nocap-aria2c-x8", "nocap-get-j8", "nocap-mount-rangefs"}},
 		{only: []string{"rclone"}, skip: []string{"mount-rclone-tuned"}, want: []string{"rclone-copy", "mount-rclone"}},
 		{only: []string{"local"}, want: []string{"local-disk"}},
+		{only: []string{"fleet"}, want: []string{"fleet"}},
 	}
 	for _, tc := range tests {
 		got, err := selectRows(all, tc.only, tc.skip)

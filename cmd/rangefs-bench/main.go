@@ -223,6 +223,9 @@ func headline(rs []result) []string {
 	lat("mount-rangefs/cold-random", "mount-rclone/cold-random", "cold random 4 KiB reads, rangefs vs rclone (defaults)")
 	lat("mount-rangefs/cold-random", "mount-rclone-tuned/cold-random", "cold random 4 KiB reads, rangefs vs rclone (tuned)")
 	lat("mount-rangefs/cold-random", "mount-httpdirfs/cold-random", "cold random 4 KiB reads, rangefs vs httpdirfs")
+	if f := by["fleet"]; f.ok() {
+		out = append(out, fmt.Sprintf("fleet: %s, %.1f MB/s in total: %s", f.Label, f.MBps(), f.Note))
+	}
 	if g, m := by["get-j8"], by["mount-rangefs/cold-cat"]; g.RSSKiB > 0 || m.RSSKiB > 0 {
 		out = append(out, fmt.Sprintf("peak RSS: rangefs get -j8 %s MiB, rangefs mount (cold read) %s MiB", rssCell(g.RSSKiB, g.RSSUpper), rssCell(m.RSSKiB, m.RSSUpper)))
 	}

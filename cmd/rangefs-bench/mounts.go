@@ -33,13 +33,18 @@ type mounted struct {
 // until the test file shows up with its full size. The mountpoint is registered with the
 // supervisor before the daemon starts, so cleanup covers a mount that half-happened.
 func (b *bench) mount(mt mountTool, name, cache string, noPrefetch, direct bool) (*mounted, error) {
-	mnt, err := b.freshDir("mnt", name)
-	if err != nil {
-		return nil, err
-	}
 	url := b.url(direct)
 	if mt.dirURL {
 		url = b.dirURL(direct)
+	}
+	return b.mountURL(mt, name, cache, url, noPrefetch)
+}
+
+// mountURL is mount of any URL that shows the test file (the fleet mounts the slice cache).
+func (b *bench) mountURL(mt mountTool, name, cache, url string, noPrefetch bool) (*mounted, error) {
+	mnt, err := b.freshDir("mnt", name)
+	if err != nil {
+		return nil, err
 	}
 	argv := b.fixArgv(mt.argv(url, mnt, cache, noPrefetch))
 	b.sup.addMount(mnt)

@@ -90,6 +90,14 @@ type nginxServer struct {
 // waits (bounded) until it accepts connections. It retries with a new port if another
 // process took the one it picked.
 func startNginx(sup *supervisor, prefix, root string) (*nginxServer, error) {
+	return startNginxWith(sup, prefix, "access.log", func(port int) (string, error) {
+		return renderNginxConf(nginxConf{Prefix: prefix, Root: root, Port: port, Workers: 2})
+	})
+}
+
+// startNginxWith is startNginx for any config: render returns the whole nginx.conf for a
+// port, with its pid, logs and temp paths inside prefix; logName is its access log there.
+func startNginxWith(sup *supervisor, prefix, logName string, render func(port int) (string, error)) (*nginxServer, error) {
 	for _, d := range []string{"tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"} {
 		if err := os.MkdirAll(filepath.Join(prefix, d), 0o755); err != nil {
 			return nil, err
@@ -101,8 +109,7 @@ func startNginx(sup *supervisor, prefix, root string) (*nginxServer, error) {
 		if err != nil {
 			return nil, err
 		}
-		c := nginxConf{Prefix: prefix, Root: root, Port: port, Workers: 2}
-		text, err := renderNginxConf(c)
+		text, err := render(port)
 		if err != nil {
 			return nil, err
 		}
@@ -114,7 +121,7 @@ func startNginx(sup *supervisor, prefix, root string) (*nginxServer, error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &nginxServer{conf: c, proc: p, logPath: filepath.Join(prefix, "access.log")}
+		s := &nginxServer{conf: nginxConf{Prefix: prefix, Port: port}, proc: p, logPath: filepath.Join(prefix, logName)}
 		if err := waitListening(p, fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second); err != nil {
 			sup.stop(p, 2*time.Second)
 			lastErr = fmt.Errorf("nginx: %w (%s)", err, tailFile(filepath.Join(prefix, "error.log")))
@@ -174,6 +181,7 @@ func waitListening(p *child, addr string, d time.Duration) error {
 type logStats struct {
 	Requests  int64 // lines (requests finished)
 	BytesSent int64 // sum of $bytes_sent
+	BodyBytes int64 // sum of $body_bytes_sent: the content alone, what an origin is asked to serve
 	Conns     int64 // distinct $connection serial numbers
 }
 
@@ -197,8 +205,13 @@ func parseAccessLog(r io.Reader) (logStats, int64, error) {
 			if perr != nil {
 				return st, consumed, fmt.Errorf("access log line %q: bytes_sent: %w", line, perr)
 			}
+			body, perr := strconv.ParseInt(string(f[4]), 10, 64)
+			if perr != nil {
+				return st, consumed, fmt.Errorf("access log line %q: body_bytes_sent: %w", line, perr)
+			}
 			st.Requests++
 			st.BytesSent += sent
+			st.BodyBytes += body
 			conns[string(f[1])] = struct{}{}
 		}
 		if err != nil {

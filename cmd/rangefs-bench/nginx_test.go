@@ -66,7 +66,7 @@ func TestParseAccessLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := logStats{Requests: 3, BytesSent: 1048910*2 + 412, Conns: 2}
+	want := logStats{Requests: 3, BytesSent: 1048910*2 + 412, BodyBytes: 1048576*2 + 180, Conns: 2}
 	if st != want {
 		t.Errorf("stats = %+v, want %+v", st, want)
 	}
@@ -75,6 +75,9 @@ func TestParseAccessLog(t *testing.T) {
 	}
 	if _, _, err := parseAccessLog(strings.NewReader("1 2 206 notanumber 0 \"x\" \"y\"\n")); err == nil {
 		t.Error("a bad bytes_sent field must be an error")
+	}
+	if _, _, err := parseAccessLog(strings.NewReader("1 2 206 10 x \"x\" \"y\"\n")); err == nil {
+		t.Error("a bad body_bytes_sent field must be an error")
 	}
 	if _, _, err := parseAccessLog(strings.NewReader("garbage\n")); err == nil {
 		t.Error("a short line must be an error")

@@ -19,6 +19,7 @@ const (
 	secMountWarm = "mount-warm" // sequential read after a remount on the full cache, page cache dropped
 	secNoCap     = "nocap"      // no per-connection cap: the CPU ceiling
 	secRandom    = "random"     // random 4 KiB reads
+	secFleet     = "fleet"      // many mounts at once through the nginx slice cache
 )
 
 // result is one row of the report.
@@ -236,6 +237,8 @@ func sectionTitle(sec string) string {
 		return "Sequential read through a mount, warm (remounted on its cache, page cache dropped), MB/s"
 	case secNoCap:
 		return "No cap (CPU ceiling), MB/s"
+	case secFleet:
+		return "Fleet: mounts reading at once through the nginx slice cache, MB/s per mount (total row: all mounts)"
 	case secRandom:
 		return "Random 4 KiB reads: p50 (dark) and p99 (light) latency, ms, log scale"
 	}
@@ -256,7 +259,7 @@ const (
 // scale (linear MB/s; log-scale latency for random reads), so 20 MB/s rows stay visible
 // next to page-cache reads. Hand-written SVG: no plotting tool needed to rebuild it.
 func writeSVG(w io.Writer, title string, rs []result) error {
-	order := []string{secLocal, secDownload, secMountCold, secMountWarm, secNoCap, secRandom}
+	order := []string{secLocal, secDownload, secMountCold, secMountWarm, secNoCap, secFleet, secRandom}
 	bySec := make(map[string][]result)
 	for _, r := range rs {
 		bySec[r.Section] = append(bySec[r.Section], r)

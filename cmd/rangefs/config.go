@@ -39,6 +39,7 @@ type commonConfig struct {
 	LimitRate   int64
 	Verbose     bool
 	Quiet       bool
+	Sources     sourceFlags // --mirror, --metalink, --proxy (mirror.go)
 }
 
 type getConfig struct {
@@ -92,6 +93,7 @@ func commonFlags(fs *pflag.FlagSet, c *commonConfig) func(env Env) error {
 	fs.StringVar(&rate, "limit-rate", "", "limit the total download rate to RATE bytes per second (e.g. 5M)")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", false, "log requests, retries and cache decisions")
 	fs.BoolVarP(&c.Quiet, "quiet", "q", false, "print nothing but errors")
+	registerSourceFlags(fs, &c.Sources)
 	return func(env Env) error {
 		var err error
 		if c.Connections < 1 || c.Connections > 64 {
@@ -209,6 +211,9 @@ func parseSize(s string) (int64, error) {
 // parseURL accepts an http(s) URL, or @FILE naming a file whose first line is
 // the URL, so that presigned URLs need not appear in the process list.
 func parseURL(arg string) (string, error) {
+	if isMetalinkArg(arg) {
+		return arg, nil // a local Metalink file, read by probeSources
+	}
 	raw := arg
 	if strings.HasPrefix(arg, "@") {
 		f, err := os.Open(arg[1:])

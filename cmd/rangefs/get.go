@@ -32,7 +32,7 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 	client := newClient(&c.commonConfig, log, stderr)
 	defer client.Close()
 
-	obj, err := client.Probe(ctx, c.URL)
+	obj, err := probeGet(ctx, client, c, stderr)
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 			break
 		}
 		fmt.Fprintln(stderr, "rangefs: the remote file changed during the download; starting over with the new version")
-		if obj, err = client.Probe(ctx, c.URL); err != nil {
+		if obj, err = probeGet(ctx, client, c, stderr); err != nil {
 			return err
 		}
 	}
@@ -124,9 +124,11 @@ func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, 
 		Size:         obj.Size,
 		ChunkSize:    c.ChunkSize,
 		ETag:         obj.ETag,
+		WeakETag:     obj.WeakETag,
 		LastModified: obj.LastModified,
+		Date:         obj.Date,
 		URL:          obj.URL(),
-	}, obj, cache.Options{Pool: cache.NewPool(c.Connections), Logger: log})
+	}, obj, cache.Options{Pool: cache.NewPool(poolSize(c.Connections, obj)), Logger: log})
 	if err != nil {
 		return err
 	}

@@ -8,8 +8,9 @@ import (
 
 // TestImportArrows enforces the package arrows of the design:
 //
-//	cmd/rangefs -> fs, cache, fetch, pflag
+//	cmd/rangefs -> fs, cache, fetch, fetch/listing, pflag
 //	fs          -> cache, go-fuse          (never fetch, never bbolt)
+//	fs/archive  -> stdlib only
 //	cache       -> bbolt, stdlib           (never fetch)
 //	fetch/listing -> fetch, x/net/html, the AWS SigV4 signer and its credentials
 //	                 (never cache, never fs)
@@ -21,10 +22,11 @@ func TestImportArrows(t *testing.T) {
 		"rangefs/fetch": {},
 		"rangefs/fetch/listing": {"rangefs/fetch", "golang.org/x/net/html",
 			"github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
-		"rangefs/cache": {"go.etcd.io/bbolt", "golang.org/x/sys"},
-		"rangefs/fs":    {"rangefs/cache", "github.com/hanwen/go-fuse/v2", "go.etcd.io/bbolt", "golang.org/x/sys"},
-		"rangefs/cmd/rangefs": {"rangefs/fs", "rangefs/cache", "rangefs/fetch", "rangefs/fetch/listing",
-			"github.com/hanwen/go-fuse/v2", "github.com/spf13/pflag", "go.etcd.io/bbolt", "golang.org/x/sys",
+		"rangefs/fs/archive": {},
+		"rangefs/cache":      {"go.etcd.io/bbolt", "golang.org/x/sys"},
+		"rangefs/fs":         {"rangefs/cache", "github.com/hanwen/go-fuse/v2", "go.etcd.io/bbolt", "golang.org/x/sys"},
+		"rangefs/cmd/rangefs": {"rangefs/fs", "rangefs/cache", "rangefs/fetch", "github.com/hanwen/go-fuse/v2", "github.com/spf13/pflag", "go.etcd.io/bbolt", "golang.org/x/sys",
+			// fetch/listing (trees) and what it brings.
 			"golang.org/x/net/html", "github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 	}
 	// fs reaches bbolt and x/sys only through cache; it must not import them itself.

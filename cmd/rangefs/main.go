@@ -117,7 +117,7 @@ func exitCode(ctx context.Context, err error) int {
 		return exitFailure
 	case errors.As(err, &se), errors.Is(err, fetch.ErrRangeIgnored), errors.Is(err, fetch.ErrNoSize),
 		errors.Is(err, fetch.ErrGone), errors.Is(err, fetch.ErrRedirect), errors.Is(err, fetch.ErrEncoding),
-		errors.Is(err, fetch.ErrBadRange), transportError(err):
+		errors.Is(err, fetch.ErrBadRange), transportError(err), fetch.IsNetwork(err):
 		return exitNetwork
 	}
 	return exitFailure
@@ -186,6 +186,7 @@ func newClient(c *commonConfig, log *slog.Logger, stderr io.Writer) *fetch.Clien
 		Insecure:    c.Insecure,
 		Connections: c.Connections,
 		RateLimit:   c.LimitRate,
+		ProxyURL:    c.Sources.Proxy,
 		Logger:      log,
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -41,14 +42,18 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 
 	client := newClient(&c.commonConfig, log, stderr)
 	defer client.Close()
-	pool := cache.NewPool(c.Connections)
+	probes, err := probeCandidates(ctx, client, c, stderr)
+	if err != nil {
+		return err
+	}
+	pool := cache.NewPool(poolSize(c.Connections, probedObjects(probes)...))
 	tctx, stopTree := context.WithCancel(context.Background())
 	defer stopTree()
 	t := &treeCtx{c: c, client: client, log: log, ctx: tctx, probes: make(chan struct{}, c.Connections),
 		objects: newObjects(c, pool, log)}
 	defer t.objects.close()
 
-	srcs, files, err := resolveSources(ctx, c, t, pool, stderr)
+	srcs, files, err := resolveSources(ctx, c, t, pool, probes, stderr)
 	defer func() {
 		for _, f := range files {
 			if err := f.Close(); err != nil {
@@ -151,6 +156,24 @@ func checkRanges(ctx context.Context, o *fetch.Object) error {
 			"it cannot be mounted (rangefs get can still download it)", o.URL(), fetch.ErrRangeIgnored)
 	}
 	return err
+}
+
+// probeAll probes the URLs concurrently and reports the first failure in
+// argument order (its error names its URL).
+func probeAll(ctx context.Context, client *fetch.Client, urls []string) ([]*fetch.Object, error) {
+	objs := make([]*fetch.Object, len(urls))
+	errs := make([]error, len(urls))
+	var wg sync.WaitGroup
+	for i, u := range urls {
+		wg.Go(func() { objs[i], errs[i] = client.Probe(ctx, u) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return objs, nil
 }
 
 // signedQuery reports whether the URL's query carries a signature that is

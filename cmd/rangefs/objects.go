@@ -84,8 +84,8 @@ func (t *objects) open(f *treeFile, o *fetch.Object, rawURL string) (fs.Reader, 
 	if t.c.VolatileQuery || signedQuery(rawURL) {
 		id = o.IdentityNoQuery()
 	}
-	meta := cache.Meta{Size: o.Size, ChunkSize: t.c.ChunkSize, ETag: o.ETag, LastModified: o.LastModified, URL: o.URL()}
-	version := meta.ETag + "\x00" + meta.LastModified + "\x00" + strconv.FormatInt(meta.Size, 10)
+	meta := metaOf(t.c, o)
+	version := meta.ETag + "\x00" + meta.WeakETag + "\x00" + meta.LastModified + "\x00" + strconv.FormatInt(meta.Size, 10)
 	dir := filepath.Join(t.c.CacheDir, cache.DirName(id))
 
 	t.mu.Lock()
@@ -112,7 +112,7 @@ func (t *objects) open(f *treeFile, o *fetch.Object, rawURL string) (fs.Reader, 
 		s.file = nil
 	}
 	if s.file == nil {
-		cf, err := cache.Open(dir, meta, o, cache.Options{Pool: t.pool, Logger: t.log})
+		cf, err := cache.Open(dir, meta, o, cache.Options{Pool: t.pool, Logger: t.log, Root: t.c.CacheDir})
 		if err != nil {
 			t.release(s)
 			return nil, fmt.Errorf("%s: %w", o.URL(), err)

@@ -37,20 +37,10 @@ type source struct {
 // fails in a way an index page does (no size, ranges ignored, an encoded
 // body) is tried as a listing, and a URL that is neither a file nor a
 // listing fails with both reasons and what to do.
-func resolveSources(ctx context.Context, c *mountConfig, t *treeCtx, pool *cache.Pool, stderr io.Writer) ([]source, []*cache.File, error) {
+func resolveSources(ctx context.Context, c *mountConfig, t *treeCtx, pool *cache.Pool, probes map[string]probeResult, stderr io.Writer) ([]source, []*cache.File, error) {
 	var files []*cache.File
 	srcs := make([]source, 0, len(c.Args)+1)
 	taken := map[string]bool{}
-
-	// Probe the file candidates together, as mounts always have.
-	var candidates []string
-	for _, a := range c.URLs {
-		if !isDirURL(a) {
-			candidates = append(candidates, a)
-		}
-	}
-	probes := probeEach(ctx, t.client, candidates)
-
 	for _, a := range c.Args {
 		if strings.HasPrefix(strings.ToLower(a), "s3://") {
 			d, err := s3Dir(ctx, c, t, a)
@@ -71,7 +61,7 @@ func resolveSources(ctx context.Context, c *mountConfig, t *treeCtx, pool *cache
 		p := probes[a]
 		f, err := mountFile(ctx, c, pool, t, a, p.obj, p.err)
 		if err != nil {
-			if !maybeListing(err) {
+			if !maybeListing(err) || isMetalinkArg(a) || len(c.Sources.Mirrors) > 0 || c.Sources.Metalink != "" {
 				return nil, files, err
 			}
 			d, lerr := httpDir(ctx, c, t, a)
@@ -117,19 +107,48 @@ type probeResult struct {
 	err error
 }
 
-// probeEach probes the URLs concurrently.
-func probeEach(ctx context.Context, client *fetch.Client, urls []string) map[string]probeResult {
+// probeCandidates probes, together, the URL arguments that may be files
+// (not ending in '/'), each with the --mirror and --metalink flags as
+// probeSources reads them; those describe one file, so they need exactly
+// one argument.
+func probeCandidates(ctx context.Context, client *fetch.Client, c *mountConfig, stderr io.Writer) (map[string]probeResult, error) {
+	var urls []string
+	for _, a := range c.URLs {
+		if !isDirURL(a) {
+			urls = append(urls, a)
+		}
+	}
+	if s := &c.Sources; (len(s.Mirrors) > 0 || s.Metalink != "") && (len(urls) != 1 || len(c.Args) != 1 || c.Manifest != "") {
+		return nil, usagef("--mirror and --metalink describe one file: give exactly one file URL and nothing else (got %d arguments)", len(c.Args))
+	}
 	res := make([]probeResult, len(urls))
 	var wg sync.WaitGroup
 	for i, u := range urls {
-		wg.Go(func() { res[i].obj, res[i].err = client.Probe(ctx, u) })
+		wg.Go(func() {
+			src, err := probeSources(ctx, client, &c.commonConfig, u, stderr)
+			if err == nil {
+				res[i].obj = src.obj
+			}
+			res[i].err = err
+		})
 	}
 	wg.Wait()
 	m := make(map[string]probeResult, len(urls))
 	for i, u := range urls {
 		m[u] = res[i]
 	}
-	return m
+	return m, nil
+}
+
+// probedObjects are the objects the probes found, for the pool's size.
+func probedObjects(probes map[string]probeResult) []*fetch.Object {
+	var objs []*fetch.Object
+	for _, p := range probes {
+		if p.obj != nil {
+			objs = append(objs, p.obj)
+		}
+	}
+	return objs
 }
 
 // mountFile checks a probed URL the way a mounted file needs and opens its
@@ -149,13 +168,17 @@ func mountFile(ctx context.Context, c *mountConfig, pool *cache.Pool, t *treeCtx
 		id = o.IdentityNoQuery()
 	}
 	dir := filepath.Join(c.CacheDir, cache.DirName(id))
-	f, err := cache.Open(dir, cache.Meta{
-		Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, LastModified: o.LastModified, URL: o.URL(),
-	}, o, cache.Options{Pool: pool, Logger: t.log})
+	f, err := cache.Open(dir, metaOf(c, o), o, cache.Options{Pool: pool, Logger: t.log, Root: c.CacheDir})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.URL(), err)
 	}
 	return f, nil
+}
+
+// metaOf is the cache identity of the version o.
+func metaOf(c *mountConfig, o *fetch.Object) cache.Meta {
+	return cache.Meta{Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, WeakETag: o.WeakETag,
+		LastModified: o.LastModified, Date: o.Date, URL: o.URL()}
 }
 
 // maybeListing reports whether a URL that failed as a file may be an index

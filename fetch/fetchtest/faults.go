@@ -46,6 +46,10 @@ const (
 	// Status answers Code (e.g. 429, 503, 500, 404) with Retry-After if set. Arg sets the
 	// body size as for ErrorPage.
 	Status
+	// Corrupt serves the asked range normally except that the byte at file offset Arg is
+	// inverted: a mirror serving other bytes under the same validators. It matches only
+	// requests whose range (or whole body) holds that offset.
+	Corrupt
 )
 
 // EndlessBody as the Arg of Status or ErrorPage sends a body that never ends (chunked,
@@ -54,7 +58,7 @@ const EndlessBody = -1
 
 func (k FaultKind) String() string {
 	names := [...]string{"none", "IgnoreRange", "ErrorPage", "WrongRange", "BadContentRange", "Multipart",
-		"ShortBody", "LongBody", "Stall", "BlackHole", "Trickle", "Reset", "Status"}
+		"ShortBody", "LongBody", "Stall", "BlackHole", "Trickle", "Reset", "Status", "Corrupt"}
 	if k >= 0 && int(k) < len(names) {
 		return names[k]
 	}
@@ -111,6 +115,11 @@ func (f *Fault) matches(r *http.Request) bool {
 	m := f.Method
 	if m == "" && f.Kind != Status && f.Kind != BlackHole {
 		m = http.MethodGet
+	}
+	if f.Kind == Corrupt {
+		if a, b, ok := parseRange(r.Header.Get("Range")); ok && (f.Arg < a || f.Arg > b) {
+			return false
+		}
 	}
 	return (m == "" || m == r.Method) && (f.Path == "" || f.Path == r.URL.Path) &&
 		(!f.RangedOnly || r.Header.Get("Range") != "")
@@ -191,7 +200,8 @@ type faultWriter struct {
 	code        int
 	sent        int64
 	gz          *gzip.Writer
-	dead        bool // connection hijacked or abandoned: drop further writes
+	bodyOff     int64 // file offset of the first body byte (Corrupt)
+	dead        bool  // connection hijacked or abandoned: drop further writes
 }
 
 func (fw *faultWriter) Header() http.Header { return fw.rw.Header() }
@@ -301,6 +311,16 @@ func (fw *faultWriter) writeBody(p []byte) (int, error) {
 		return n, errAborted
 	case Trickle:
 		return fw.trickle(p, f.Arg)
+	case Corrupt:
+		start := fw.bodyOff
+		if fw.code == http.StatusOK {
+			start = 0 // the whole body
+		}
+		if i := f.Arg - start - fw.sent; i >= 0 && i < int64(len(p)) {
+			q := append([]byte(nil), p...)
+			q[i] ^= 0xFF
+			return fw.raw(q)
+		}
 	}
 	return fw.raw(p)
 }

@@ -36,12 +36,16 @@ const (
 // Behavior is how the server answers when no fault applies. Change it with SetBehavior at
 // any time; each request uses one consistent snapshot.
 type Behavior struct {
-	ETag               ETagMode
-	NoLastModified     bool   // omit Last-Modified
-	HeadStatus         int    // non-zero: answer every HEAD with this status (403/405 like presigned URLs)
-	NoContentLength    bool   // omit Content-Length (chunked bodies; HEAD without length)
-	NoAcceptRanges     bool   // omit "Accept-Ranges: bytes"
-	IgnoreIfRange      bool   // serve ranges of the current version whatever If-Range says
+	ETag            ETagMode
+	NoLastModified  bool // omit Last-Modified
+	HeadStatus      int  // non-zero: answer every HEAD with this status (403/405 like presigned URLs)
+	NoContentLength bool // omit Content-Length (chunked bodies; HEAD without length)
+	NoAcceptRanges  bool // omit "Accept-Ranges: bytes"
+	IgnoreIfRange   bool // serve ranges of the current version whatever If-Range says
+	// DropFailedIfRange closes the connection without any answer when a request's If-Range
+	// names another version, as nginx's slice module does when it cannot send the full 200
+	// a failed If-Range calls for.
+	DropFailedIfRange  bool
 	Gzip               bool   // gzip every GET body and send Content-Encoding: gzip
 	ContentDisposition string // sent as Content-Disposition when non-empty
 }
@@ -445,9 +449,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if b.IgnoreIfRange {
 		r.Header.Del("If-Range")
 	}
+	if ir := r.Header.Get("If-Range"); b.DropFailedIfRange && ir != "" && ir != h.Get("Etag") &&
+		ir != modTime.UTC().Format(http.TimeFormat) {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
+	}
 	fw.fault = flt
 	if flt != nil {
 		rewriteRange(r, flt, f.size)
+		if a, _, ok := parseRange(r.Header.Get("Range")); ok {
+			fw.bodyOff = a
+		}
 	}
 	http.ServeContent(fw, r, "", modTime, io.NewSectionReader(f.content, 0, f.size))
 	fw.finish()

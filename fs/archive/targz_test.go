@@ -1,0 +1,263 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// waitDone waits for a tar.gz pass, failing the test after a minute.
+func waitDone(t testing.TB, a *Archive) {
+	t.Helper()
+	select {
+	case <-a.Done():
+	case <-time.After(time.Minute):
+		t.Fatal("tar.gz pass still running after a minute")
+	}
+}
+
+func TestTarGzMatchesRealTools(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		make func(t *testing.T, src, out string)
+	}{
+		{"gnutar+gzip", func(t *testing.T, src, out string) {
+			run(t, src, "tar", "--use-compress-program=gzip -6", "-cf", out, ".")
+		}},
+		{"gnutar+pigz", func(t *testing.T, src, out string) {
+			needTools(t, "pigz")
+			run(t, src, "tar", "--use-compress-program=pigz -p 2 -b 128", "-cf", out, ".")
+		}},
+		{"bsdtar-z", func(t *testing.T, src, out string) {
+			needTools(t, "bsdtar")
+			run(t, src, "bsdtar", "-czf", out, ".")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			needTools(t, "tar", "gzip")
+			src := tarTree(t, 300)
+			tp := filepath.Join(t.TempDir(), "a.tar.gz")
+			tc.make(t, src, tp)
+			f, size := openFile(t, tp)
+			a := IndexTarGz(context.Background(), f, size, Limits{CheckpointSpan: 128 << 10, Window: 64 << 10})
+			waitDone(t, a)
+			if err := a.Err(); err != nil {
+				t.Fatalf("Err: %v", err)
+			}
+			if done, total := a.Progress(); done != total {
+				t.Errorf("Progress = %d of %d after the pass", done, total)
+			}
+			a.mu.RLock()
+			ncp := len(a.gz.cps)
+			a.mu.RUnlock()
+			if ncp < 5 {
+				t.Fatalf("%d checkpoints, want several", ncp)
+			}
+			equalLists(t, "listing vs tar tf", listedNames(a), toolListing(t, run(t, "", "tar", "tzf", tp)))
+			out := t.TempDir()
+			run(t, out, "tar", "-xzf", tp)
+			// Every member once; under -race inflating is slow, so the other
+			// compressors' archives compare every fifth.
+			every, least := 1, 300
+			if tc.name != "gnutar+gzip" {
+				every, least = 5, 60
+			}
+			if n := checkExtractedEvery(t, a, out, every); n < least {
+				t.Fatalf("compared %d members", n)
+			}
+			for _, name := range []string{"d1/sub1/file 001-é.bin", "d2/sub2/file 002-é.dat", "sparse.img"} {
+				want, _ := os.ReadFile(filepath.Join(out, name))
+				randomReads(t, a, name, want, 12)
+			}
+			// The index survives a round trip and serves the same bytes with
+			// no listing pass.
+			blob, err := a.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cr := &countingReaderAt{r: f}
+			b, err := LoadIndex(cr, size, blob, Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cr.calls.Load() != 0 {
+				t.Errorf("LoadIndex read the archive %d times", cr.calls.Load())
+			}
+			equalLists(t, "reloaded listing", listedNames(b), listedNames(a))
+			if n := checkExtractedEvery(t, b, out, 10); n < 30 {
+				t.Fatalf("compared %d members after reload", n)
+			}
+		})
+	}
+}
+
+// gatedReaderAt blocks reads past an offset until it is opened.
+type gatedReaderAt struct {
+	r     io.ReaderAt
+	limit int64
+	open  chan struct{}
+	once  sync.Once
+}
+
+func (g *gatedReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > g.limit {
+		<-g.open
+	}
+	return g.r.ReadAt(p, off)
+}
+
+// TestTarGzMembersReadableDuringPass holds the pass halfway through the
+// archive and reads members it has already listed.
+func TestTarGzMembersReadableDuringPass(t *testing.T) {
+	needTools(t, "tar", "gzip")
+	src := tarTree(t, 300)
+	tp := filepath.Join(t.TempDir(), "a.tar.gz")
+	run(t, src, "tar", "-czf", tp, ".")
+	f, size := openFile(t, tp)
+	g := &gatedReaderAt{r: f, limit: size / 2, open: make(chan struct{})}
+	defer g.once.Do(func() { close(g.open) })
+	a := IndexTarGz(context.Background(), g, size, Limits{CheckpointSpan: 64 << 10})
+	deadline := time.Now().Add(30 * time.Second)
+	for a.Len() < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d entries listed after 30 s", a.Len())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case <-a.Done():
+		t.Fatal("the pass finished while its reads were held")
+	default:
+	}
+	out := t.TempDir()
+	run(t, out, "tar", "-xzf", tp)
+	read := 0
+	for _, e := range a.Entries() {
+		if e.Mode.Type() != 0 {
+			continue
+		}
+		got := readAll(t, a, e.Name, 32<<10)
+		if want := fileSHA(t, filepath.Join(out, e.Name)); sha(got) != want {
+			t.Fatalf("%q read during the pass: wrong sha256", e.Name)
+		}
+		read++
+	}
+	if read == 0 {
+		t.Fatal("no regular member listed before the gate")
+	}
+	if _, err := a.MarshalBinary(); err == nil {
+		t.Error("MarshalBinary succeeded while the pass runs")
+	}
+	g.once.Do(func() { close(g.open) })
+	waitDone(t, a)
+	if err := a.Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d members read while the pass was held; %d listed in the end", read, a.Len())
+}
+
+// TestTarGzCancel stops a held pass through its context.
+func TestTarGzCancel(t *testing.T) {
+	needTools(t, "tar", "gzip")
+	src := tarTree(t, 50)
+	tp := filepath.Join(t.TempDir(), "a.tar.gz")
+	run(t, src, "tar", "-czf", tp, ".")
+	f, size := openFile(t, tp)
+	ctx, cancel := context.WithCancel(context.Background())
+	a := IndexTarGz(ctx, f, size, Limits{})
+	cancel()
+	waitDone(t, a)
+	if err := a.Err(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("Err = %v, want nil (finished first) or context.Canceled", err)
+	}
+}
+
+// TestTarGzMemberReadStartsAtCheckpoint reads one member from the middle of
+// an indexed archive: no archive byte before the checkpoint preceding it
+// is read.
+func TestTarGzMemberReadStartsAtCheckpoint(t *testing.T) {
+	needTools(t, "tar", "gzip")
+	src := tarTree(t, 300)
+	tp := filepath.Join(t.TempDir(), "a.tar.gz")
+	run(t, src, "tar", "-czf", tp, ".")
+	f, size := openFile(t, tp)
+	a := IndexTarGz(context.Background(), f, size, Limits{CheckpointSpan: 64 << 10})
+	waitDone(t, a)
+	entries := a.Entries()
+	var mid Entry
+	for _, e := range entries[len(entries)/2:] {
+		if e.Mode.Type() == 0 && e.Size > 1000 {
+			mid = e
+			break
+		}
+	}
+	cp := a.checkpointBefore(mid.data.dataOff)
+	if cp == nil {
+		t.Fatal("no checkpoint before a member in the middle")
+	}
+	lo := &lowestReaderAt{r: f, min: -1}
+	b, err := LoadIndex(lo, size, must(a.MarshalBinary()), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, b, mid.Name, 64<<10)
+	if lo.min < cp.in {
+		t.Fatalf("reading %q read the archive from %d, before its checkpoint at %d", mid.Name, lo.min, cp.in)
+	}
+	t.Logf("%q (%d bytes at tar offset %d): read %d archive bytes from %d (checkpoint in %d, out %d)", mid.Name, mid.Size, mid.data.dataOff, lo.n, lo.min, cp.in, cp.out)
+}
+
+type lowestReaderAt struct {
+	r   io.ReaderAt
+	mu  sync.Mutex
+	min int64
+	n   int64
+}
+
+func (l *lowestReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	l.mu.Lock()
+	if l.min < 0 || off < l.min {
+		l.min = off
+	}
+	l.n += int64(len(p))
+	l.mu.Unlock()
+	return l.r.ReadAt(p, off)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// TestTarGzCheckpointsBounded: a pass that would make more checkpoints than
+// MaxCheckpoints thins them and still reads every member right.
+func TestTarGzCheckpointsBounded(t *testing.T) {
+	needTools(t, "tar", "gzip")
+	src := tarTree(t, 200)
+	tp := filepath.Join(t.TempDir(), "a.tar.gz")
+	run(t, src, "tar", "-czf", tp, ".")
+	f, size := openFile(t, tp)
+	a := IndexTarGz(context.Background(), f, size, Limits{CheckpointSpan: 8 << 10, MaxCheckpoints: 6})
+	waitDone(t, a)
+	if err := a.Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.RLock()
+	n := len(a.gz.cps)
+	a.mu.RUnlock()
+	if n > 6 || n < 3 {
+		t.Fatalf("%d checkpoints, want 3 to 6", n)
+	}
+	out := t.TempDir()
+	run(t, out, "tar", "-xzf", tp)
+	if n := checkExtractedEvery(t, a, out, 10); n < 20 {
+		t.Fatalf("compared %d members", n)
+	}
+}
