@@ -72,8 +72,9 @@ type dirState struct {
 // allocation, as there may be a million of them.
 type child struct {
 	ino  uint64
-	dir  *dirState // for a directory; nil for a file
-	file fileState // for a file
+	dir  *dirState // for a directory
+	link Symlink   // for a symbolic link
+	file fileState // for a file (dir and link nil)
 }
 
 // fileState is what the handles of one file version share.
@@ -262,7 +263,7 @@ func (d *dirState) installLocked(es []Entry) (changed []string) {
 			if k := d.kids[es[j].Name]; k != nil && !sameNode(k, es[j]) {
 				changed = append(changed, es[j].Name)
 				d.dropKidLocked(es[j].Name)
-			} else if k != nil && k.dir == nil {
+			} else if k != nil && k.dir == nil && k.link == nil {
 				// Keep the File with its open handles and state: the listing
 				// shows the same version.
 				es[j].File = k.file.file
@@ -291,6 +292,9 @@ func (d *dirState) dropKidLocked(name string) {
 func sameNode(k *child, e Entry) bool {
 	if k.dir != nil || e.Dir != nil {
 		return k.dir != nil && e.Dir != nil
+	}
+	if k.link != nil || e.Link != nil {
+		return k.link != nil && e.Link != nil && k.link.Target() == e.Link.Target()
 	}
 	return k.file.file.Version() == e.File.Version()
 }
@@ -364,9 +368,12 @@ func (d *dirState) kid(e Entry, base, ino uint64) (*child, bool) {
 		return c, true
 	}
 	c := &child{ino: ino}
-	if e.Dir != nil {
+	switch {
+	case e.Dir != nil:
 		c.dir = &dirState{t: d.t, dir: e.Dir, path: joinPath(d.path, e.Name)}
-	} else {
+	case e.Link != nil:
+		c.link = e.Link
+	default:
 		c.file = fileState{file: e.File, parent: d, name: e.Name}
 	}
 	if d.kids == nil {
@@ -416,10 +423,13 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return live, 0
 	}
 	var in *fusefs.Inode
-	if c.dir != nil {
+	switch {
+	case c.dir != nil:
 		in = n.NewInode(ctx, &dirNode{d: c.dir}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: c.ino})
 		c.dir.inode.Store(in)
-	} else {
+	case c.link != nil:
+		in = n.NewInode(ctx, &linkNode{link: c.link, t: n.d.t}, fusefs.StableAttr{Mode: syscall.S_IFLNK, Ino: c.ino})
+	default:
 		in = n.NewInode(ctx, &fileNode{st: &c.file}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: c.ino})
 	}
 	n.fillEntry(c, out)
@@ -432,6 +442,11 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 func (n *dirNode) fillEntry(c *child, out *fuse.EntryOut) {
 	if c.dir != nil {
 		dirAttr(&out.Attr, c.dir, n.d.t)
+		out.SetAttrTimeout(n.d.t.opts.DirCacheTime)
+		return
+	}
+	if c.link != nil {
+		linkAttr(&out.Attr, c.link, n.d.t)
 		out.SetAttrTimeout(n.d.t.opts.DirCacheTime)
 		return
 	}
@@ -526,8 +541,11 @@ func (s *dirStream) Next() (fuse.DirEntry, syscall.Errno) {
 	}
 	s.i++
 	mode := uint32(syscall.S_IFREG)
-	if e.Dir != nil {
+	switch {
+	case e.Dir != nil:
 		mode = syscall.S_IFDIR
+	case e.Link != nil:
+		mode = syscall.S_IFLNK
 	}
 	return fuse.DirEntry{Name: e.Name, Mode: mode, Ino: ino}, 0
 }
@@ -545,4 +563,37 @@ func sortedUnique(es []Entry) bool {
 		}
 	}
 	return true
+}
+
+// linkNode is an inode of a symbolic link.
+type linkNode struct {
+	fusefs.Inode
+	link Symlink
+	t    *tree
+}
+
+var (
+	_ = (fusefs.NodeReadlinker)((*linkNode)(nil))
+	_ = (fusefs.NodeGetattrer)((*linkNode)(nil))
+)
+
+func (n *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	return []byte(n.link.Target()), 0
+}
+
+func (n *linkNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	linkAttr(&out.Attr, n.link, n.t)
+	out.SetTimeout(n.t.opts.DirCacheTime)
+	return 0
+}
+
+func linkAttr(a *fuse.Attr, l Symlink, t *tree) {
+	a.Mode = syscall.S_IFLNK | 0o777
+	a.Nlink = 1
+	a.Size = uint64(len(l.Target()))
+	m := l.Mtime()
+	if m.IsZero() {
+		m = t.mtime
+	}
+	setTimes(a, m)
 }

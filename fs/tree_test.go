@@ -335,3 +335,29 @@ func (d *failingDir) List(context.Context) ([]Entry, error) {
 }
 
 func (d *failingDir) Mtime() time.Time { return time.Time{} }
+
+type memLink struct{ target string }
+
+func (l memLink) Target() string   { return l.target }
+func (l memLink) Mtime() time.Time { return time.Time{} }
+
+// A symlink entry is shown as a symlink with its target as given.
+func TestTreeSymlink(t *testing.T) {
+	root := &memDir{}
+	root.set(Entry{Name: "a", File: file("aaa", "a1")}, Entry{Name: "l", Link: memLink{"a"}}, Entry{Name: "out", Link: memLink{"../../etc/passwd"}})
+	dir, _ := mountTree(t, root, Options{})
+	if got, err := os.Readlink(filepath.Join(dir, "out")); err != nil || got != "../../etc/passwd" {
+		t.Fatalf("readlink out = %q, %v", got, err)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, "l"))
+	if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("lstat l: %v, %v", fi, err)
+	}
+	es, err := os.ReadDir(dir)
+	if err != nil || len(es) != 3 || es[1].Type() != os.ModeSymlink {
+		t.Fatalf("readdir: %v, %v", es, err)
+	}
+	if got := readFile(t, filepath.Join(dir, "l")); got != "aaa" {
+		t.Fatalf("reading through the link inside the mount: %q", got)
+	}
+}
