@@ -1,8 +1,3 @@
-// Package fs shows a tree of remote files as a read-only FUSE file system.
-// It is a thin adapter over the node interface of tree.go (Dir, File,
-// Reader): directories are listed lazily and kept for DirCacheTime, every
-// other operation answers from memory or calls its node, and errors are
-// translated in one place (errno.go).
 package fs
 
 import (
