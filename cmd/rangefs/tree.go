@@ -328,7 +328,7 @@ func dirName(raw string) string {
 		return "dir"
 	}
 	name := path.Base("/" + strings.Trim(u.Path, "/"))
-	if name == "/" {
+	if name == "/" || strings.Trim(name, ".") == "" {
 		name = u.Hostname()
 	}
 	if name == "" || strings.ContainsRune(name, 0) {
