@@ -119,7 +119,8 @@ func probeCandidates(ctx context.Context, client *fetch.Client, c *mountConfig, 
 		}
 	}
 	if s := &c.Sources; (len(s.Mirrors) > 0 || s.Metalink != "") && (len(urls) != 1 || len(c.Args) != 1 || c.Manifest != "") {
-		return nil, usagef("--mirror and --metalink describe one file: give exactly one file URL and nothing else (got %d arguments)", len(c.Args))
+		return nil, usagef("--mirror and --metalink describe one file: give exactly one URL, of a file (got %d, and %d manifests)",
+			len(c.Args), min(1, len(c.Manifest)))
 	}
 	res := make([]probeResult, len(urls))
 	var wg sync.WaitGroup
