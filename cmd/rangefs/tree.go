@@ -90,7 +90,7 @@ func (t *treeCtx) entries(d *treeDir, es []listing.Entry) []fs.Entry {
 			if g == nil {
 				g = &probeGroup{}
 			}
-			f.group = g
+			f.group, f.gi = g, int32(len(g.files))
 			g.files = append(g.files, f)
 		}
 		out[i].File = f
@@ -112,6 +112,7 @@ type treeFile struct {
 	e     listing.Entry
 	t     *treeCtx
 	group *probeGroup // siblings whose sizes are hints; nil when exact
+	gi    int32       // the file's index in group.files
 	// presign, when set, makes the URL to fetch from e.URL (S3).
 	presign func(ctx context.Context, rawURL string) (string, error)
 
@@ -228,7 +229,7 @@ func (f *treeFile) mtime(o *fetch.Object) time.Time {
 
 func (f *treeFile) Stat(ctx context.Context) (fs.Attr, error) {
 	if f.group != nil {
-		f.group.start(f.t)
+		f.group.ahead(f.t, f)
 	}
 	o, err := f.probeNow(ctx)
 	if err != nil {
@@ -292,32 +293,50 @@ func (f *treeFile) Version() string {
 		strconv.FormatBool(e.SizeExact) + "\x00" + e.ModTime.UTC().Format(time.RFC3339Nano) + "\x00" + e.SHA256
 }
 
-// probeGroup probes the files of one listing whose sizes are hints, once,
-// in parallel within the connection limit: `ls -l` stats the files one
-// after another, and each stat then finds its probe done or under way.
+// probeGroup probes, ahead of the stats, the files of one listing whose
+// sizes are hints: `ls -l` stats the files one after another in name order
+// (the listing's), so a stat of the file at index i starts the probes of
+// the next probeAhead files, in parallel within the connection limit, and
+// each later stat finds its probe done or under way. A stat of one file in
+// a huge directory probes a few dozen more, not the whole directory.
 type probeGroup struct {
 	files []*treeFile
-	once  sync.Once
+
+	mu   sync.Mutex
+	next int // files[:next] have been started. Protects: next.
 }
 
-func (g *probeGroup) start(t *treeCtx) {
-	g.once.Do(func() {
-		go func() {
-			var wg sync.WaitGroup
-			for _, f := range g.files {
-				select {
-				case t.probes <- struct{}{}:
-				case <-t.ctx.Done():
-					return
-				}
-				wg.Go(func() {
-					defer func() { <-t.probes }()
-					f.probeNow(t.ctx)
-				})
+// probeAhead is how far ahead of the last stat the group probes.
+const probeAhead = 64
+
+// ahead starts the probes of the files after the index of f.
+func (g *probeGroup) ahead(t *treeCtx, f *treeFile) {
+	g.mu.Lock()
+	lo := max(g.next, int(f.gi)+1)
+	hi := min(len(g.files), int(f.gi)+1+probeAhead)
+	if hi > g.next {
+		g.next = hi
+	}
+	g.mu.Unlock()
+	if lo >= hi {
+		return
+	}
+	go func() {
+		for _, sib := range g.files[lo:hi] {
+			if sib.probed() != nil {
+				continue
 			}
-			wg.Wait()
-		}()
-	})
+			select {
+			case t.probes <- struct{}{}:
+			case <-t.ctx.Done():
+				return
+			}
+			go func() {
+				defer func() { <-t.probes }()
+				sib.probeNow(t.ctx)
+			}()
+		}
+	}()
 }
 
 // dirName is the name a directory URL gets beside other arguments: its
