@@ -144,7 +144,8 @@ func clientRows(cfg config) []row {
 		// Estimate: per mount and run, a mount and unmount of about 2 s plus the reads;
 		// the first row also generates the video (about a minute) when it is not cached.
 		est := 2 * clientRuns * 3 * time.Second
-		rows = append(rows, row{id: c.id, tools: []string{"rangefs", "rclone", c.tool}, est: est,
+		// tools names only the client program: --only rclone keeps meaning the rclone rows.
+		rows = append(rows, row{id: c.id, tools: []string{c.tool}, est: est,
 			run: func(ctx context.Context, b *bench) []result { return s.run(ctx, b, c) }})
 	}
 	return rows

@@ -272,11 +272,13 @@ func TestClientRowsAreSelectable(t *testing.T) {
 	if err != nil || len(rows) != 1 || rows[0].id != "client-sqlite" {
 		t.Fatalf("--only sqlite3: %v, %v", rows, err)
 	}
-	// The client rows stay out of --only get.
-	rows, _ = selectRows(buildRows(cfg), []string{"get"}, nil)
-	for _, r := range rows {
-		if strings.HasPrefix(r.id, "client") {
-			t.Fatalf("--only get selected %s", r.id)
+	// The client rows stay out of --only get and --only rclone.
+	for _, sel := range []string{"get", "rclone", "rangefs"} {
+		rows, _ = selectRows(buildRows(cfg), []string{sel}, nil)
+		for _, r := range rows {
+			if strings.HasPrefix(r.id, "client") {
+				t.Fatalf("--only %s selected %s", sel, r.id)
+			}
 		}
 	}
 }
