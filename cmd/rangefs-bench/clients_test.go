@@ -363,3 +363,19 @@ func TestMedianAndClientTable(t *testing.T) {
 		t.Fatalf("row\n%s\nwant\n%s", lines[5], want)
 	}
 }
+
+func TestFixtureStoreGivesAbsolutePathsForARelativeDir(t *testing.T) {
+	// --out is relative by default, and the client commands run in the work dir: a
+	// relative fixture path would name nothing there.
+	t.Chdir(t.TempDir())
+	f := &fixture{name: "x.bin", params: "p", gen: func(_ context.Context, out string, _ []string) error {
+		return os.WriteFile(out, []byte("x"), 0o644)
+	}}
+	p, err := newFixtureStore(filepath.Join("bench-out", "fixtures"), io.Discard).ensure(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !filepath.IsAbs(p) {
+		t.Fatalf("fixture path %q is relative", p)
+	}
+}

@@ -93,10 +93,15 @@ func (s *fixtureStore) ensure(ctx context.Context, f *fixture) (string, error) {
 		}
 		deps = append(deps, p)
 	}
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+	// Absolute: the client commands run in the work dir, not where --out was given.
+	dir, err := filepath.Abs(s.dir)
+	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(s.dir, f.cachedName(s.versions))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, f.cachedName(s.versions))
 	done := p + ".done"
 	if _, err := os.Stat(done); err == nil {
 		if _, err := os.Stat(p); err == nil {
