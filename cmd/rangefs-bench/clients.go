@@ -418,8 +418,8 @@ func runClientCmd(ctx context.Context, argv []string, dir string, stdout io.Writ
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
-	cmd.Stdout = stdout
-	var stderr tailBuffer
+	var stderr, outTail tailBuffer
+	cmd.Stdout = io.MultiWriter(stdout, &outTail)
 	cmd.Stderr = &stderr
 	// Its own process group, killed whole on timeout; SIGTERM should the driver die.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -429,7 +429,11 @@ func runClientCmd(ctx context.Context, argv []string, dir string, stdout io.Writ
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%v)", err, ctx.Err())
 		}
-		return fmt.Errorf("%s: %v: %s", filepath.Base(argv[0]), err, tailLines(stderr.String(), 2))
+		msg := stderr.String()
+		if msg == "" { // unzip reports its errors on stdout
+			msg = outTail.String()
+		}
+		return fmt.Errorf("%s: %v: %s", filepath.Base(argv[0]), err, tailLines(msg, 2))
 	}
 	return nil
 }

@@ -315,6 +315,10 @@ func TestRunClientCmds(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "broken") {
 		t.Fatalf("failing command: %v, want its stderr quoted", err)
 	}
+	_, _, err = runClientCmds(context.Background(), [][]string{{"sh", "-c", "echo only-on-stdout; exit 9"}}, dir)
+	if err == nil || !strings.Contains(err.Error(), "only-on-stdout") {
+		t.Fatalf("failing command that reports on stdout: %v, want its stdout quoted", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	t0 := time.Now()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -186,7 +187,18 @@ func mp4Fixture(v videoParams) *fixture {
 				"-c:v", "libx264", "-preset", "ultrafast", "-g", itoa(v.GOP), "-pix_fmt", "yuv420p",
 				"-c:a", "aac", "-b:a", "128k"}
 			a = append(append(a, bitexact...), out)
-			return runGen(ctx, "", a...)
+			if err := runGen(ctx, "", a...); err != nil {
+				return err
+			}
+			// The probe row is about an index at the end: refuse a faststart file.
+			boxes, err := mp4Boxes(out)
+			if err != nil {
+				return err
+			}
+			if m, d := slices.Index(boxes, "moov"), slices.Index(boxes, "mdat"); m < 0 || d < 0 || m < d {
+				return fmt.Errorf("ffmpeg wrote top-level boxes %v: want moov after mdat", boxes)
+			}
+			return nil
 		}}
 }
 
