@@ -338,7 +338,7 @@ func TestMedianAndClientTable(t *testing.T) {
 		t.Fatal("median sorted its input")
 	}
 	var rf, rc result
-	rf = result{ID: "client-x/rangefs", Section: secClients, Tool: "rangefs", Label: "thing; rangefs mount", Verified: true}
+	rf = result{ID: "client-x/rangefs", Section: secClients, Tool: "rangefs", Label: "thing; rangefs mount", Verified: true, Bytes: 1536}
 	fillClientResult(&rf, []clientRun{{wall: 300 * time.Millisecond, served: 4096 << 10}, {wall: 100 * time.Millisecond, served: 1024 << 10}, {wall: 200 * time.Millisecond, served: 2048 << 10}})
 	if rf.Wall != 200*time.Millisecond || rf.Served != 2048<<10 {
 		t.Fatalf("medians %v %d", rf.Wall, rf.Served)
@@ -360,10 +360,10 @@ func TestMedianAndClientTable(t *testing.T) {
 	if len(lines) != 6 {
 		t.Fatalf("table:\n%s", b.String())
 	}
-	if want := "| client-x | thing | 2048 | 0.200 | 512 | 0.100 | 4.0x | rangefs ok, rclone ok |"; lines[4] != want {
+	if want := "| client-x | thing | 1.5 | 2048 | 0.200 | 512 | 0.100 | 4.0x | rangefs ok, rclone ok |"; lines[4] != want {
 		t.Fatalf("row\n%s\nwant\n%s", lines[4], want)
 	}
-	if want := "| client-y | other | - | - | - | - | - | rangefs failed: mount: boom, rclone not run |"; lines[5] != want {
+	if want := "| client-y | other | - | - | - | - | - | - | rangefs failed: mount: boom, rclone not run |"; lines[5] != want {
 		t.Fatalf("row\n%s\nwant\n%s", lines[5], want)
 	}
 }
@@ -381,5 +381,61 @@ func TestFixtureStoreGivesAbsolutePathsForARelativeDir(t *testing.T) {
 	}
 	if !filepath.IsAbs(p) {
 		t.Fatalf("fixture path %q is relative", p)
+	}
+}
+
+func TestCountFSCountsWhatIsRead(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse: cannot mount the counting file system")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.bin")
+	data := make([]byte, 1<<20)
+	fillPattern(data, 0, 7)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	c, err := mountCountFS(mnt, map[string]string{"f.bin": src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.close()
+		if isMounted(mnt) {
+			t.Errorf("%s still mounted after close", mnt)
+		}
+	}()
+	f, err := os.Open(c.path("f.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Closed before the unmount above, also on failure: the server is this process, and
+	// a file of its own mount left open at exit would wait on it for ever.
+	defer f.Close()
+	buf := make([]byte, 1000)
+	if _, err := f.ReadAt(buf, 5000); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, data[5000:6000]) {
+		t.Fatal("wrong bytes through the counting mount")
+	}
+	// Direct I/O: no read-ahead, so the count is the 1000 bytes asked for.
+	if got := c.readBytes("f.bin"); got != 1000 {
+		t.Fatalf("counted %d bytes, want 1000", got)
+	}
+	// A read past the end returns what there is and counts it.
+	n, _ := f.ReadAt(buf, int64(len(data))-10)
+	if n != 10 || c.readBytes("f.bin") != 1010 {
+		t.Fatalf("tail read %d, count %d; want 10, 1010", n, c.readBytes("f.bin"))
+	}
+	f.Close()
+	c.reset()
+	if c.readBytes("f.bin") != 0 || c.readBytes("nope") != 0 {
+		t.Fatal("reset")
+	}
+	if err := os.WriteFile(c.path("f.bin"), []byte("x"), 0o644); err == nil {
+		t.Fatal("the counting mount accepted a write")
 	}
 }
