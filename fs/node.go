@@ -248,8 +248,10 @@ var (
 	_ = (fusefs.FileReleaser)((*fileHandle)(nil))
 )
 
-// Release uncounts an ordinary handle (see openModes).
+// Release uncounts an ordinary handle (see openModes) and closes its Reader,
+// so read-ahead and prefetch stop following it.
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.reader.Close()
 	h.node.modes.release(false)
 	return 0
 }
