@@ -46,11 +46,11 @@ func (f *File) counters() *readCounters {
 	return v.(*readCounters)
 }
 
-// presentAll reports whether chunks [first, end) are all on disk; lock-free
-// like ready.
+// presentAll reports whether chunks [first, end) are all on disk (written
+// or committed); lock-free like chunkTable.servable.
 func (f *File) presentAll(first, end int64) bool {
 	for i := first; i < end; i++ {
-		if !f.present.get(i) {
+		if !f.tab.present.get(i) && !f.tab.written.get(i) {
 			return false
 		}
 	}

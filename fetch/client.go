@@ -325,7 +325,7 @@ func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
 		return nil, t.secrets.sanitize(err)
 	}
 	resp.Body = c.countBody(resp.Body)
-	sb := &slotBody{ReadCloser: resp.Body, c: c, lim: lim, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
+	sb := &slotBody{ReadCloser: resp.Body, ctx: req.Context(), c: c, lim: lim, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
 	if u != nil {
 		sb.conn = u.conn
 	}

@@ -29,6 +29,15 @@ type Options struct {
 	Connections int
 	// RateLimit caps the whole Client at this many bytes/s (body bytes); 0 = unlimited.
 	RateLimit int64
+	// OnLoad, if set, hands the decision of how many requests to have in flight to the
+	// caller (a scheduler that also orders them by priority, as cache.Pool does): the Client
+	// then never lowers its own bound below Connections, and instead calls OnLoad once per
+	// answer that says something about the server's load, with the request's ctx (a child
+	// of the ctx given to Fetch or Probe) and whether the server was shedding load (429 or
+	// 503). It is called when the answer's body is closed, for the answers of every host
+	// (mirrors included); it must be quick and safe for concurrent use. Retries,
+	// Retry-After and backoff stay the Client's.
+	OnLoad func(ctx context.Context, overloaded bool)
 	// Logger receives debug/warn records about attempts and retries; nil = discard.
 	// It is never given a secret.
 	Logger *slog.Logger
