@@ -400,7 +400,9 @@ func parseGet(args []string, env Env, out io.Writer) (*getConfig, error) {
 const mountUsage = `Show each URL as a read-only file in MOUNTPOINT. Reads fetch only the chunks
 they touch; a background prefetcher fills in the rest; everything fetched is
 kept in the cache and survives unmount, crash and reboot. Runs in the
-foreground until Ctrl-C, SIGTERM, or fusermount3 -u MOUNTPOINT.
+foreground until Ctrl-C, SIGTERM, or rangefs unmount MOUNTPOINT; with
+--daemon (the default under mount(8), as mount.fuse.rangefs for fstab and
+mount -t fuse.rangefs) it returns once the mount answers.
 `
 
 // mountFlags registers mount's flags on fs and returns the function that,
