@@ -83,7 +83,8 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 	}
 
 	srv, err := fs.Mount(c.Mountpoint, root, fs.Options{
-		OpTimeout: c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
+		OnlyOthersRead: true,
+		OpTimeout:      c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
 		Passthrough: !c.NoPassthrough, DirCacheTime: c.DirCacheTime, Ownership: c.Ownership,
 	})
 	if err != nil {
