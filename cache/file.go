@@ -58,6 +58,10 @@ type Options struct {
 	// Budget, if set, bounds the bytes of every object under its root,
 	// which must be the directory holding dir (see Budget).
 	Budget *Budget
+	// Limits, if set and Budget is not, gives the File the process's
+	// Budget of Root (opened with these options by the first File that
+	// asks, closed with the last).
+	Limits *BudgetOptions
 
 	// wrapData lets tests put a fault injector between the cache and its
 	// data file.
@@ -138,6 +142,8 @@ type File struct {
 	st    *store      // the data file, the index and the committer
 	sched *scheduler  // who fetches what, when
 	bud   *fileBudget // nil without Options.Budget
+	// sharedBud is the process's Budget this File holds (Options.Limits).
+	sharedBud *Budget
 
 	closeOnce sync.Once
 	closeErr  error
@@ -160,6 +166,20 @@ func Open(dir string, m Meta, src Source, o Options) (*File, error) {
 	}
 	if err := prepareDir(dir, true); err != nil {
 		return nil, err
+	}
+	if o.Budget == nil && o.Limits != nil {
+		b, err := acquireBudget(o.Root, *o.Limits)
+		if err != nil {
+			return nil, err
+		}
+		o.Budget = b
+		f, err := Open(dir, m, src, o)
+		if err != nil {
+			releaseBudget(b)
+			return nil, err
+		}
+		f.sharedBud = b
+		return f, nil
 	}
 	db, moved, err := openIndex(dir, nil)
 	if err != nil {
@@ -284,6 +304,9 @@ func (f *File) Close() error {
 			berr = f.bud.detach()
 		}
 		f.closeErr = errors.Join(f.st.close(), berr)
+		if f.sharedBud != nil {
+			f.closeErr = errors.Join(f.closeErr, releaseBudget(f.sharedBud))
+		}
 	})
 	return f.closeErr
 }

@@ -119,6 +119,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	// the validator seen at mount time), so the kernel may keep pages across
 	// opens (go-fuse drops it for passthrough, where there are no pages).
 	if n.modes.open(n.mayPassThrough) {
+		n.entry.File.PinAll() // the kernel reads the data file: no chunk may be evicted (UnpinAll at Release)
 		return &passthroughHandle{fileHandle: h, pass: true}, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
@@ -154,6 +155,9 @@ func (h *passthroughHandle) PassthroughFd() (int, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	fd, ok := h.node.modes.backing(func() (int, bool) {
+		if !h.node.entry.File.AllVerified() { // checked under the pin: it stays so until Release
+			return 0, false
+		}
 		fd, err := syscall.Open(h.node.entry.File.DataPath(), syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
 		return fd, err == nil
 	})
@@ -175,6 +179,7 @@ func (h *passthroughHandle) Release(ctx context.Context) syscall.Errno {
 		h.fd = 0
 	}
 	h.node.modes.release(h.pass)
+	h.node.entry.File.UnpinAll()
 	return 0
 }
 

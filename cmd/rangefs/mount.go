@@ -73,7 +73,7 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		f, err := cache.Open(dir, cache.Meta{
 			Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, WeakETag: o.WeakETag,
 			LastModified: o.LastModified, Date: o.Date, URL: o.URL(),
-		}, o, cache.Options{Pool: pool, Logger: log, Root: c.CacheDir})
+		}, o, cache.Options{Pool: pool, Logger: log, Root: c.CacheDir, Limits: c.Budget.limits(log)})
 		if err != nil {
 			return fmt.Errorf("%s: %w", o.URL(), err)
 		}
