@@ -190,7 +190,7 @@ func (b *Budget) syncLocked(l *ledger) {
 			o.LastUse = int64(last) + useEpochSeconds
 		}
 	}
-	l.Procs[b.me] = &ledgerProc{PID: os.Getpid(), Slab: b.slab}
+	l.Procs[b.me] = &ledgerProc{PID: os.Getpid(), Slab: b.slab, Limit: b.max}
 }
 
 // overLocked returns by how much reserving want more bytes would pass the

@@ -49,8 +49,9 @@ type ledgerObject struct {
 }
 
 type ledgerProc struct {
-	PID  int   `json:"pid"`
-	Slab int64 `json:"slab"`
+	PID   int   `json:"pid"`
+	Slab  int64 `json:"slab"`
+	Limit int64 `json:"limit,omitempty"` // its --cache-max-size, for status
 }
 
 const (

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -79,4 +80,16 @@ func (c *budgetConfig) limits(log *slog.Logger) *cache.BudgetOptions {
 		return nil
 	}
 	return &cache.BudgetOptions{MaxSize: c.MaxSize, MinFree: c.MinFree, MinFreePercent: c.MinFreePercent, Logger: log}
+}
+
+// budgetStatus is the budget line of `rangefs status --cache-dir`.
+func budgetStatus(w io.Writer, root string) {
+	used, n, limit, ok := cache.RootUsage(root)
+	switch {
+	case !ok:
+	case limit > 0:
+		fmt.Fprintf(w, "cache budget: %s used of %s (%.0f%%), %d object(s)\n", humanBytes(used), humanBytes(limit), 100*float64(used)/float64(limit), n)
+	default:
+		fmt.Fprintf(w, "cache budget: %s used, no size limit, %d object(s)\n", humanBytes(used), n)
+	}
 }
