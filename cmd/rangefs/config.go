@@ -96,6 +96,8 @@ type mountConfig struct {
 	LogFile    string
 	// Env is what env.NAME=VALUE mount options set for the process.
 	Env map[string]string
+
+	treeConfig
 }
 
 type statusConfig struct {
@@ -419,6 +421,7 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 	fs.StringVar(&c.LogFile, "log-file", "", "append log records to FILE instead of stderr")
 	fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default warn)")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	treeArgs := treeFlags(fs, c)
 	return func(env Env, args []string) error {
 		var err error
 		if c.Env, err = applyOptions(fs, opts); err != nil {
@@ -448,17 +451,9 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 		if err := finish(env); err != nil {
 			return err
 		}
-		if len(args) < 2 {
-			return usagef("mount needs at least one URL and a mount point; see rangefs mount --help")
+		if err := treeArgs(args); err != nil {
+			return err
 		}
-		for _, a := range args[:len(args)-1] {
-			u, err := parseURL(a)
-			if err != nil {
-				return err
-			}
-			c.URLs = append(c.URLs, u)
-		}
-		c.Mountpoint = args[len(args)-1]
 		if err := checkDistinct(c.URLs, c.VolatileQuery); err != nil {
 			return err
 		}
