@@ -228,8 +228,11 @@ func (b *Budget) take(n int64) bool {
 		b.slab -= n
 		return true
 	}
-	want := n + min(slabMax, max(b.max/16, n))
+	// The slab: a sixteenth of the limit, at most slabMax (without a size
+	// limit, slabMax), so the ledger is locked once per several chunks.
+	want := n + slabMax
 	if b.max > 0 {
+		want = n + min(slabMax, max(b.max/16, n))
 		want = min(want, max(n, b.max/8))
 	}
 	for attempt := range 6 {
