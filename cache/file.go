@@ -201,7 +201,7 @@ func Open(dir string, m Meta, src Source, o Options) (*File, error) {
 		db.Close()
 		return nil, err
 	}
-	openFiles.Store(f, struct{}{})
+	openFiles.Store(f, new(readCounters))
 	return f, nil
 }
 

@@ -27,6 +27,9 @@ type Options struct {
 	// Passthrough lets the kernel read a file's cached data directly once
 	// the whole file is cached and verified (when the kernel allows it).
 	Passthrough bool
+	// Ownership shows every file and directory as owned by its UID and GID
+	// (0: root) and takes Umask's bits off their modes (see owner.go).
+	Ownership
 	// DirCacheTime is how long a directory listing is used as it is; an
 	// access after that refreshes it in the background. It is also how
 	// long the kernel may keep names and attributes. Default 5 minutes.
@@ -95,6 +98,8 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 		MountOptions:    mo,
 		EntryTimeout:    &timeout,
 		NegativeTimeout: &timeout,
+		UID:             o.UID,
+		GID:             o.GID,
 		// No AttrTimeout: go-fuse would put it in place of every zero,
 		// and a file whose size is a hint must be shown with none, so the
 		// next stat asks. Each node sets its own (tree.attrTimeout).

@@ -54,7 +54,7 @@ func (n *fileNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.
 }
 
 func fileAttr(out *fuse.Attr, a Attr, st Stats, t *tree) {
-	out.Mode = syscall.S_IFREG | 0o444
+	out.Mode = syscall.S_IFREG | t.opts.mode(0o444)
 	out.Nlink = 1
 	out.Size = uint64(max(a.Size, 0))
 	// Blocks counts what is on local disk, so `du` shows how much is cached.
