@@ -89,6 +89,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	}
 	opts := n.st.parent.t.opts
 	if n.st.modes.open(func() bool { return opts.Passthrough && r.PassthroughPath() != "" }) {
+		r.PassthroughPath() // pins the file until Close, also when joining another handle's passthrough
 		return &passthroughHandle{fileHandle: h, pass: true}, open, 0
 	}
 	return h, open, 0

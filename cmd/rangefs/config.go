@@ -89,6 +89,7 @@ type mountConfig struct {
 	// NoPassthrough keeps every read in this process even when the kernel
 	// could read a fully cached file directly.
 	NoPassthrough bool
+	Budget        budgetConfig
 
 	// Daemon runs the mount in the background; the command returns once
 	// the mount answers (or with the error that stopped it).
@@ -417,6 +418,7 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
+	budgetFlags(fs, &c.Budget)
 	var umask string
 	fs.Uint32Var(&c.Ownership.UID, "uid", uint32(os.Getuid()), "show the files as owned by this user ID (default: the mounting user)")
 	fs.Uint32Var(&c.Ownership.GID, "gid", uint32(os.Getgid()), "show the files as owned by this group ID (default: the mounting user's group)")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -35,7 +36,10 @@ func runStatus(ctx context.Context, c *statusConfig, stdout io.Writer) error {
 		return nil
 	}
 	fmt.Fprintln(tw, statusHeader)
-	return statusCacheDir(tw, c.CacheDir)
+	err = statusCacheDir(tw, c.CacheDir)
+	tw.Flush()
+	budgetStatus(stdout, c.CacheDir)
+	return err
 }
 
 const statusHeader = "FILE\tSIZE\tCACHED\t%\tCHUNKS\tURL"
@@ -145,7 +149,7 @@ func statusCacheDir(w io.Writer, dir string) error {
 		return err
 	}
 	for _, e := range ents {
-		if !e.IsDir() {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") { // .budget: the budget's ledger
 			continue
 		}
 		m, st, err := cache.Inspect(filepath.Join(dir, e.Name()))
