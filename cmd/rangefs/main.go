@@ -180,7 +180,12 @@ func newLogger(w io.Writer, c *commonConfig, level slog.Level) *slog.Logger {
 // dropped.
 type poolLoad struct{ pool atomic.Pointer[cache.Pool] }
 
-func (l *poolLoad) set(p *cache.Pool) { l.pool.Store(p) }
+func (l *poolLoad) set(p *cache.Pool) {
+	l.pool.Store(p)
+	if m := currentMetrics(); m != nil {
+		m.addPool(p)
+	}
+}
 
 func (l *poolLoad) report(ctx context.Context, overloaded bool) {
 	if p := l.pool.Load(); p != nil {

@@ -29,6 +29,7 @@ type metrics struct {
 
 	mu      sync.Mutex
 	clients []*fetch.Client
+	pools   []*cache.Pool
 }
 
 // activeMetrics is set while a mount serves metrics; newClient reports to it.
@@ -105,6 +106,14 @@ func currentMetrics() *metrics {
 	return activeMetrics.m
 }
 
+// addPool lets the scrape read the Pool's adaptive limit, the one bound on
+// requests in flight (fetch reports load to it).
+func (m *metrics) addPool(p *cache.Pool) {
+	m.mu.Lock()
+	m.pools = append(m.pools, p)
+	m.mu.Unlock()
+}
+
 // addClient lets the scrape read the Client's adaptive limits.
 func (m *metrics) addClient(c *fetch.Client) {
 	m.mu.Lock()
@@ -137,7 +146,7 @@ var (
 	descInFlight = prometheus.NewDesc("rangefs_http_connections_active",
 		"HTTP requests in flight, by host (each holds a connection).", []string{"host"}, nil)
 	descLimit = prometheus.NewDesc("rangefs_http_concurrency_limit",
-		"Current adaptive limit of requests in flight, by host (lowered while the server sheds load).", []string{"host"}, nil)
+		"Current adaptive limit of requests in flight (lowered while a server sheds load).", nil, nil)
 	descCached = prometheus.NewDesc("rangefs_file_cached_ratio",
 		"Fraction of each mounted file held in the cache, 0 to 1.", []string{"url"}, nil)
 	descFileSize = prometheus.NewDesc("rangefs_file_size_bytes",
@@ -175,16 +184,22 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFetchesActive, prometheus.GaugeValue, active)
 	m.mu.Lock()
 	clients := append([]*fetch.Client(nil), m.clients...)
+	pools := append([]*cache.Pool(nil), m.pools...)
 	m.mu.Unlock()
-	limits := map[string][2]int{}
+	inFlight := map[string]int{}
 	for _, c := range clients {
 		for _, l := range c.Limits() {
-			v := limits[l.Host]
-			limits[l.Host] = [2]int{v[0] + l.InFlight, v[1] + l.Limit}
+			inFlight[l.Host] += l.InFlight
 		}
 	}
-	for host, v := range limits {
-		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(v[0]), host)
-		ch <- prometheus.MustNewConstMetric(descLimit, prometheus.GaugeValue, float64(v[1]), host)
+	for host, n := range inFlight {
+		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(n), host)
+	}
+	if len(pools) > 0 {
+		limit := 0
+		for _, p := range pools {
+			limit += p.Limit()
+		}
+		ch <- prometheus.MustNewConstMetric(descLimit, prometheus.GaugeValue, float64(limit))
 	}
 }
