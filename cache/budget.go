@@ -587,7 +587,12 @@ func (fb *fileBudget) touchLocked(first, end int64) {
 	fb.lastUse = now
 	for i := first; i < end; i++ {
 		if !fb.f.tab.servable(i) && !fb.f.tab.present.get(i) {
-			continue // fetched for this read: charge stamps it
+			// In flight. Fetched ahead (charged unread), this read is
+			// its first; fetched for this read, its charge stamps it.
+			if fb.charged.get(i) && fb.use[i]&useUnread != 0 {
+				fb.use[i] = now
+			}
+			continue
 		}
 		u := fb.use[i]
 		switch {
