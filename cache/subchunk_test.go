@@ -1,0 +1,115 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+)
+
+// bigMeta is testMeta with 1 MiB chunks (16 blocks each).
+func bigMeta(size int64) Meta {
+	m := testMeta(size)
+	m.ChunkSize = 1 << 20
+	return m
+}
+
+// A small read through a Reader fetches the aligned 64 KiB block it
+// touches, not its chunk; a read across a chunk boundary starts at its own
+// block in each chunk; the blocks are served again without a fetch.
+func TestReaderFetchesBlocks(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(8 * chunk)
+	src := newFake(size)
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	read := func(off, n int64) {
+		t.Helper()
+		buf := make([]byte, n)
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, n)) {
+			t.Fatalf("read [%d, +%d): %v", off, n, err)
+		}
+	}
+	read(3*chunk+5*blockSize+100, 4096) // block 5 of chunk 3
+	read(6*chunk-100, 200)              // the last block of chunk 5, the first of chunk 6
+	read(3*chunk+5*blockSize, 10)       // block 5 again: no fetch
+	got := fmt.Sprint(sortedCalls(src))
+	wantCalls := fmt.Sprint([]fetchCall{{3*chunk + 5*blockSize, blockSize}, {6*chunk - blockSize, blockSize}, {6 * chunk, blockSize}})
+	if got != wantCalls {
+		t.Fatalf("fetches %s, want %s", got, wantCalls)
+	}
+	if st := f.Stats(); st.Present != 0 || st.BytesFetched != 3*blockSize {
+		t.Fatalf("present %d chunks, fetched %d bytes; want none present (in part only) and %d", st.Present, st.BytesFetched, 3*blockSize)
+	}
+	// A whole-chunk read of a chunk fetched in part fetches it whole, and
+	// it is recorded.
+	if err := readChunk(t, f, 3); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "chunk 3 recorded", func() bool { return verifiedRange(f, 3, 4) })
+	f.Close()
+}
+
+// A sequential reader grows back to whole chunks: once a stream consumed a
+// chunk, its reads fetch whole chunks and read ahead, and no byte is wrong.
+func TestReaderGrowsToChunks(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(16 * chunk)
+	src := newCountingFake(size)
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, int64(len(buf)))) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	// Chunk 0 was read in blocks, before the stream had consumed a chunk.
+	waitFor(t, "chunks 1-15 present", func() bool { return verifiedRange(f, 1, 16) })
+	calls := src.callList()
+	whole := 0
+	for _, c := range calls {
+		if c.n >= chunk {
+			whole++
+		}
+	}
+	if whole == 0 || len(calls) > 20 {
+		t.Fatalf("%d fetches, %d of whole chunks: %v", len(calls), whole, calls)
+	}
+	// Every block exactly once: the blocks chunk 0 was read in were not
+	// fetched again, nor was a chunk read ahead fetched twice.
+	for u := int64(0); u < size/blockSize; u++ {
+		if got := src.received(u); got != blockSize {
+			t.Errorf("block %d: received %d bytes, want %d", u, got, blockSize)
+		}
+	}
+	f.Close()
+}
+
+// After two seeks with little read per stream the handle is random: a new
+// stream earns no read-ahead, so each small read fetches its block only.
+func TestRandomHandleReadsNoAhead(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(64 * chunk)
+	src := newFake(size)
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	buf := make([]byte, 4096)
+	for k, off := range []int64{40 * chunk, 10 * chunk, 30 * chunk, 50 * chunk} {
+		for j := int64(0); j < 2; j++ { // two sequential 4 KiB reads
+			o := off + j*4096
+			if _, err := r.ReadAt(bg, buf, o); err != nil || !bytes.Equal(buf, want(o, 4096)) {
+				t.Fatalf("read %d at %d: %v", k, o, err)
+			}
+		}
+	}
+	if r.seeks != 3 {
+		t.Fatalf("%d seeks, want 3", r.seeks)
+	}
+	// Each stream: its first read fetches one block; the second, on a
+	// handle not yet random (the first two streams), reads 4 KiB ahead
+	// within the same block. Nothing else is fetched.
+	if st := f.Stats(); st.BytesFetched != 4*blockSize {
+		t.Fatalf("fetched %d bytes for 8 reads of 4 KiB in 4 places, want %d: %v", st.BytesFetched, 4*blockSize, sortedCalls(src))
+	}
+	f.Close()
+}
