@@ -210,6 +210,16 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 		return nil, err
 	}
 	f.st, f.discarded = st, discarded
+	if st.sealed != nil {
+		// A clean close vouched for these chunks (see seal.go).
+		for i := range f.lay.chunks {
+			if f.tab.present.get(i) && st.sealed[i/64]&(1<<(i%64)) != 0 {
+				f.tab.markVerified(i)
+			}
+		}
+		st.sealed = nil
+	}
+	st.seal = func() bitset { return f.tab.verified }
 	f.sched = newScheduler(&f.mu, f.tab, st, f.log, src, o, m, f.Verify)
 	st.start()
 	return f, nil

