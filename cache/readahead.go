@@ -2,14 +2,18 @@ package cache
 
 import "errors"
 
-// cancelReadAhead stops stream st's read-ahead: it claims nothing more, and
-// its runs end after the chunk their writers are in (the chunks they had not
-// reached are missing again). Prefetch stops following it.
-func (s *scheduler) cancelReadAhead(st *stream) {
+// stopReadAhead stops stream st's read-ahead: it claims nothing more, and
+// prefetch stops following it. With cancel, its runs also end after the
+// chunk their writers are in (the chunks they had not reached are missing
+// again): read-ahead claimed but never consumed is not fetched.
+func (s *scheduler) stopReadAhead(st *stream, cancel bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[*run]bool{}
 	for _, fl := range s.tab.flights {
+		if !cancel {
+			break
+		}
 		v := fl.run
 		if v == nil || v.plan != &st.ra || seen[v] {
 			continue

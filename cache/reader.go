@@ -80,16 +80,17 @@ type stream struct {
 // NewReader returns a Reader for one open file handle.
 func (f *File) NewReader() *Reader { return &Reader{f: f} }
 
-// Close ends the Reader: it claims no more read-ahead, cancels what it
-// claimed and has not received, the prefetcher stops following it, and later
-// reads return ErrClosed. It is idempotent and returns nil.
+// Close ends the Reader: it claims no more read-ahead (the pieces already
+// being fetched finish: a program that opens, reads and closes over and
+// over finds them at its next open), the prefetcher stops following it, and
+// later reads return ErrClosed. It is idempotent and returns nil.
 func (r *Reader) Close() error {
 	r.closed.Store(true)
 	r.mu.Lock()
 	streams := append([]*stream(nil), r.streams...)
 	r.mu.Unlock()
 	for _, st := range streams {
-		r.f.sched.cancelReadAhead(st)
+		r.f.sched.stopReadAhead(st, false)
 	}
 	return nil
 }
@@ -103,9 +104,9 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if r.closed.Load() {
 		return 0, ErrClosed
 	}
-	st, ra, cancel := r.track(off, int64(len(p)))
+	st, from, ra, cancel := r.track(off, int64(len(p)))
 	for _, c := range cancel {
-		r.f.sched.cancelReadAhead(c)
+		r.f.sched.stopReadAhead(c, true)
 	}
 	chunk := r.f.lay.chunk
 	shape := readShape{}
@@ -115,7 +116,6 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		shape = readShape{blocks: true, extra: ra}
 	}
 	if win := ra / chunk; win > 0 {
-		from := st.next
 		r.f.sched.readAhead(st, from, win)
 		r.f.st.willNeed(from, win*chunk)
 	}
@@ -123,9 +123,9 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 }
 
 // track files the read [off, off+n) under its stream, and returns the
-// stream, the read-ahead it has earned in bytes, and the streams whose
-// read-ahead a seek cancels.
-func (r *Reader) track(off, n int64) (st *stream, ra int64, cancel []*stream) {
+// stream, where its read-ahead starts (its end), the read-ahead it has
+// earned in bytes, and the streams whose read-ahead a seek cancels.
+func (r *Reader) track(off, n int64) (st *stream, from, ra int64, cancel []*stream) {
 	end := off + n
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -180,7 +180,7 @@ func (r *Reader) track(off, n int64) (st *stream, ra int64, cancel []*stream) {
 	if r.seeks >= randomSeeks && r.read/r.seeks < randomAvg && st.consumed < raStart {
 		ra = 0
 	}
-	return st, ra, cancel
+	return st, st.next, ra, cancel
 }
 
 // readShape says how a demand read fetches what is missing: whole chunks

@@ -113,3 +113,65 @@ func TestRandomHandleReadsNoAhead(t *testing.T) {
 	}
 	f.Close()
 }
+
+// A seek cancels the read-ahead its stream claimed and has not received:
+// the runs end after the chunk they are in, and the rest is never fetched.
+func TestSeekCancelsReadAhead(t *testing.T) {
+	size := int64(32 * testChunk)
+	src := newCountingFake(size)
+	release := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off == 2*testChunk || off == 4*testChunk {
+			return release
+		}
+		return nil
+	}
+	src.started = make(chan fetchCall, 16)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), ReadAheadMax: 4 * testChunk})
+	r := f.NewReader()
+	// Chunks 0-1 read twice: four chunks consumed, chunks 2-5 ahead, in
+	// two runs of 2.
+	buf := make([]byte, 2*testChunk)
+	for range 2 {
+		if _, err := r.ReadAt(bg, buf, 0); err != nil || !bytes.Equal(buf, want(0, 2*testChunk)) {
+			t.Fatalf("read: %v", err)
+		}
+	}
+	got := map[fetchCall]bool{}
+	for len(got) < 2 {
+		if c := recv(t, src.started, "read-ahead fetch"); c.off >= 2*testChunk {
+			got[c] = true
+		}
+	}
+	if !got[fetchCall{2 * testChunk, 2 * testChunk}] || !got[fetchCall{4 * testChunk, 2 * testChunk}] {
+		t.Fatalf("read-ahead fetches %v, want chunks 2-3 and 4-5", got)
+	}
+	errc := make(chan error, 1)
+	go func() { // a seek; its read waits for a connection
+		buf := make([]byte, 4096)
+		_, err := r.ReadAt(bg, buf, 20*testChunk)
+		if err == nil && !bytes.Equal(buf, want(20*testChunk, 4096)) {
+			err = fmt.Errorf("wrong bytes")
+		}
+		errc <- err
+	}()
+	waitFor(t, "the seek to cancel", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.tab.flight(3) == nil && f.tab.flight(5) == nil
+	})
+	close(release)
+	if err := recv(t, errc, "the read after the seek"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range src.started {
+		}
+	}()
+	waitFor(t, "chunks 2 and 4", func() bool { return verifiedRange(f, 2, 3) && verifiedRange(f, 4, 5) })
+	f.Close()
+	close(src.started)
+	if src.received(3) != 0 || src.received(5) != 0 {
+		t.Fatalf("cancelled read-ahead was fetched: chunk 3 %d bytes, chunk 5 %d", src.received(3), src.received(5))
+	}
+}
