@@ -86,18 +86,18 @@ func TestReaderGrowsToChunks(t *testing.T) {
 }
 
 // After two seeks with little read per stream the handle is random: a new
-// stream earns no read-ahead, so each small read fetches its block only.
+// stream earns no read-ahead, so each read fetches its own block only.
 func TestRandomHandleReadsNoAhead(t *testing.T) {
 	const chunk = 1 << 20
 	size := int64(64 * chunk)
 	src := newFake(size)
 	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
 	r := f.NewReader()
-	buf := make([]byte, 4096)
+	buf := make([]byte, blockSize)
 	for k, off := range []int64{40 * chunk, 10 * chunk, 30 * chunk, 50 * chunk} {
-		for j := int64(0); j < 2; j++ { // two sequential 4 KiB reads
-			o := off + j*4096
-			if _, err := r.ReadAt(bg, buf, o); err != nil || !bytes.Equal(buf, want(o, 4096)) {
+		for j := int64(0); j < 3; j++ { // three sequential block reads
+			o := off + j*blockSize
+			if _, err := r.ReadAt(bg, buf, o); err != nil || !bytes.Equal(buf, want(o, blockSize)) {
 				t.Fatalf("read %d at %d: %v", k, o, err)
 			}
 		}
@@ -105,11 +105,18 @@ func TestRandomHandleReadsNoAhead(t *testing.T) {
 	if r.seeks != 3 {
 		t.Fatalf("%d seeks, want 3", r.seeks)
 	}
-	// Each stream: its first read fetches one block; the second, on a
-	// handle not yet random (the first two streams), reads 4 KiB ahead
-	// within the same block. Nothing else is fetched.
-	if st := f.Stats(); st.BytesFetched != 4*blockSize {
-		t.Fatalf("fetched %d bytes for 8 reads of 4 KiB in 4 places, want %d: %v", st.BytesFetched, 4*blockSize, sortedCalls(src))
+	// The first two streams, before the handle turned random: the second
+	// read earned 128 KiB ahead (what the stream had read), fetched with
+	// it, so the third read fetched nothing. The last two: one block per
+	// read.
+	wantCalls := fmt.Sprint([]fetchCall{
+		{10 * chunk, blockSize}, {10*chunk + blockSize, 3 * blockSize},
+		{30 * chunk, blockSize}, {30*chunk + blockSize, blockSize}, {30*chunk + 2*blockSize, blockSize},
+		{40 * chunk, blockSize}, {40*chunk + blockSize, 3 * blockSize},
+		{50 * chunk, blockSize}, {50*chunk + blockSize, blockSize}, {50*chunk + 2*blockSize, blockSize},
+	})
+	if got := fmt.Sprint(sortedCalls(src)); got != wantCalls {
+		t.Fatalf("fetches %s, want %s", got, wantCalls)
 	}
 	f.Close()
 }

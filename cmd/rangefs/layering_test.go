@@ -8,7 +8,7 @@ import (
 
 // TestImportArrows enforces the package arrows of the design:
 //
-//	cmd/rangefs -> fs, cache, fetch, pflag
+//	cmd/rangefs -> fs, cache, fetch, fetch/listing, pflag
 //	fs          -> cache, go-fuse          (never fetch, never bbolt)
 //	fs/archive  -> stdlib only
 //	cache       -> bbolt, stdlib           (never fetch)
@@ -34,7 +34,9 @@ func TestImportArrows(t *testing.T) {
 			"github.com/clipperhouse/uax29", "github.com/vbauerster/cupwriter", "golang.org/x/term",
 			"github.com/coreos/go-systemd",
 			"github.com/prometheus/", "github.com/beorn7/perks", "github.com/cespare/xxhash", "github.com/munnerz/goautoneg",
-			"google.golang.org/protobuf", "go.yaml.in/yaml", "github.com/klauspost/compress"},
+			"google.golang.org/protobuf", "go.yaml.in/yaml", "github.com/klauspost/compress", "github.com/pandatix/go-abnf",
+			// fetch/listing (trees) and what it brings.
+			"golang.org/x/net/html", "github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 	}
 	// fs reaches bbolt and x/sys only through cache; it must not import them itself.
 	direct := map[string][]string{
