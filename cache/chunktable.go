@@ -84,7 +84,13 @@ type chunkTable struct {
 	// chunk leaves it when it is verified whole or dropped; it holds at
 	// most maxPartlyVerified chunks.
 	partial map[int64][]uint64
-	pins    map[int64]int32 // readers serving each pinned chunk now
+	// blocks holds, for each missing chunk fetched in part this session
+	// (see run.blocks), which of its blocks are in the data file, written
+	// from a validated answer of the pinned version (bit b of word b/64).
+	// Those blocks are servable. A chunk leaves it when it is committed
+	// whole or forgotten; it holds at most maxPartlyVerified chunks.
+	blocks map[int64][]uint64
+	pins   map[int64]int32 // readers serving each pinned chunk now
 
 	nPresent, nVerified, bytesPresent int64
 }
@@ -97,6 +103,7 @@ func newChunkTable(lay layout) *chunkTable {
 		written:  newBitset(lay.chunks),
 		flights:  make(map[int64]*flight),
 		partial:  make(map[int64][]uint64),
+		blocks:   make(map[int64][]uint64),
 		pins:     make(map[int64]int32),
 	}
 }
@@ -157,6 +164,7 @@ func (t *chunkTable) flight(i int64) *flight { return t.flights[i] }
 // load records that the index held chunk i's record at Open (missing →
 // committed).
 func (t *chunkTable) load(i int64) {
+	delete(t.blocks, i)
 	if t.present.get(i) {
 		return
 	}
@@ -399,4 +407,52 @@ func (t *chunkTable) forget(i int64) {
 		t.nVerified--
 	}
 	delete(t.partial, i)
+	delete(t.blocks, i)
+}
+
+// wroteBlocks records that blocks [b0, b1) of missing chunk i, claimed by a
+// run fetching it in part, are in the data file.
+func (t *chunkTable) wroteBlocks(i, b0, b1 int64) {
+	if t.present.get(i) {
+		return
+	}
+	marks := t.blocks[i]
+	if marks == nil {
+		if len(t.blocks) >= maxPartlyVerified {
+			// Forgetting blocks only means fetching them again.
+			clear(t.blocks)
+		}
+		marks = make([]uint64, (t.lay.blocks(i)+63)/64)
+		t.blocks[i] = marks
+	}
+	for b := b0; b < b1; b++ {
+		marks[b/64] |= 1 << (b % 64)
+	}
+}
+
+// blocksPresent reports whether blocks [b0, b1) of missing chunk i were
+// fetched in part this session (see wroteBlocks).
+func (t *chunkTable) blocksPresent(i, b0, b1 int64) bool {
+	marks := t.blocks[i]
+	if marks == nil {
+		return false
+	}
+	for b := b0; b < b1; b++ {
+		if marks[b/64]&(1<<(b%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// endPart ends the flight of chunk i, fetched in part by a run that wrote
+// every block it asked for: the chunk is missing again, with those blocks
+// present (see wroteBlocks).
+func (t *chunkTable) endPart(i int64) bool {
+	fl := t.flights[i]
+	if fl == nil || fl.run == nil || fl.evicting || t.written.get(i) {
+		return false
+	}
+	t.resolve(i, nil)
+	return true
 }

@@ -12,7 +12,9 @@ package cache
 // ones are claimed and fetched in runs of adjacent chunks (at most maxReq
 // each) by new jobs at prio. dl is the read's deadline: a demand run lasts
 // until the latest deadline of the reads waiting on it (see deadline.go).
-func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priority, dl waitDeadline) (waits []chunkWait, verify []blockCheck, err error) {
+// With shape.blocks, a missing chunk is fetched in part, by a demand run of
+// its own (see run.blocks); blocks fetched so earlier go into readable.
+func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priority, dl waitDeadline, shape readShape) (waits []chunkWait, verify []blockCheck, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
@@ -42,6 +44,12 @@ func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priori
 			flush()
 			continue
 		}
+		if b0, b1 := s.lay.blockSpan(i, off, end); !s.tab.present.get(i) && s.tab.blocksPresent(i, b0, b1) {
+			// Fetched in part earlier: the read's blocks are there.
+			flush()
+			readable.mark(i)
+			continue
+		}
 		if fl := s.tab.flight(i); fl != nil && !c.free(i) {
 			flush()
 			if fl.run != nil && fl.run.prio == prioDemand {
@@ -63,6 +71,16 @@ func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priori
 			}
 			continue
 		}
+		if b0, b1 := s.partOf(i, off, end, shape); prio == prioDemand && b1 > b0 {
+			flush()
+			r := c.newRun(i, nil)
+			r.deadline = dl
+			r.blocks = [2]int64{b0, b1}
+			waits = append(waits, chunkWait{fl: c.claim(i, r), run: r, chunk: i, start: start, need: need})
+			cur, runStart = r, i
+			flush()
+			continue
+		}
 		if cur != nil && i-runStart == s.maxReq {
 			flush()
 		}
@@ -80,4 +98,20 @@ func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priori
 	}
 	flush()
 	return waits, verify, nil
+}
+
+// partOf returns the blocks [b0, b1) of chunk i that a read of [off, end)
+// in shape fetches, when it fetches the chunk in part; b0 == b1 when it
+// fetches it whole (not shape.blocks, or the blocks would be all of them).
+func (s *scheduler) partOf(i, off, end int64, shape readShape) (b0, b1 int64) {
+	if !shape.blocks {
+		return 0, 0
+	}
+	_, ce := s.lay.bounds(i)
+	b0, _ = s.lay.blockSpan(i, off, end)
+	_, b1 = s.lay.blockSpan(i, off, min(ce, end+shape.extra))
+	if b0 == 0 && b1 == s.lay.blocks(i) {
+		return 0, 0
+	}
+	return b0, b1
 }

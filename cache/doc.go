@@ -41,6 +41,7 @@
 //     when. It asks the table what is missing and tells it what was claimed
 //     and written, and reaches the disk only through the store;
 //   - the store (store.go: the data file, loading and checking records;
+//     seal.go: the seal a clean close writes and the next Open trusts;
 //     index.go: the bbolt index and its meta; commit.go: the group
 //     committer; dir.go: which directories and files it opens): bytes and
 //     records on disk. It reports each commit round to the File
@@ -76,8 +77,10 @@
 //     the other way round.
 //   - runContext.mu protects a demand run's current deadline; taken under
 //     File.mu (run.extendDeadline) and alone.
-//   - Reader.mu protects a Reader's sequential detector (next, window); it
-//     is never held while taking another lock.
+//   - Reader.mu protects a Reader's streams and random detector (streams,
+//     reads, seeks, read; a stream's next, consumed, window); it is never
+//     held while taking another lock. A stream's read-ahead plan (ra) is
+//     File.mu's.
 //   - run.pmu protects a run's progress (from, written, the previous pass,
 //     advanced); taken alone.
 //   - committer.mu protects the pending records; taken alone.
@@ -90,8 +93,11 @@
 //
 //  1. fs: fileHandle.Read bounds the wait by the op timeout and calls
 //     Reader.ReadAt.
-//  2. Reader.ReadAt updates the sequential detector and calls
-//     scheduler.readAhead, which extends the Reader's plan and starts
+//  2. Reader.ReadAt files the read under a stream (Reader.track: the
+//     read-ahead it earned by bytes consumed; a seek cancels the previous
+//     stream's unconsumed read-ahead, scheduler.stopReadAhead) and, from a
+//     chunk of read-ahead on, calls scheduler.readAhead, which extends the
+//     stream's plan and starts
 //     read-ahead workers (scheduler.readAheadWorker → scheduler.work →
 //     scheduler.claimNextLocked → scheduler.fetchRun).
 //  3. File.ReadAt clamps the span and pins its chunks (File.enterPinned).
@@ -100,10 +106,14 @@
 //     scheduler.fetchDirect instead.
 //  5. File.ensure returns at once when chunkTable.servableRange says every
 //     chunk is servable (the warm path: no lock).
-//  6. Otherwise scheduler.claimForRead, under File.mu, looks at each chunk:
+//  6. Otherwise scheduler.claimForRead, under File.mu, looks at each chunk
+//     (blocks a read fetched in part earlier are servable,
+//     chunkTable.blocksPresent):
 //     it waits on flights (chunkWait), extending a demand run's deadline
 //     (run.extendDeadline); steals chunks a background run has not reached
-//     (claims.free, claims.cut); claims missing ones into demand runs
+//     (claims.free, claims.cut); claims missing ones into demand runs (of
+//     only the 64 KiB blocks a read touches while its stream has earned
+//     less than a chunk of read-ahead: run.blocks, scheduler.partOf)
 //     (claims.newRun, claims.claim → chunkTable.claimBy) started by
 //     scheduler.goJobLocked(scheduler.fetchRun); and claims committed ones
 //     to check their blocks (chunkTable.claimCheck → File.verifyClaimed).

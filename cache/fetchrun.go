@@ -59,7 +59,22 @@ func (s *scheduler) fetchRun(ctx context.Context, r *run, first int64, release f
 		w   *runWriter
 		err error
 	)
-	if r.prio == prioDemand && end-first == 1 && r.head > off && r.head < off+n {
+	if r.blocks[1] > r.blocks[0] {
+		// A demand run fetching part of its one chunk (see run.blocks).
+		ps, _ := s.lay.blockBounds(first, r.blocks[0])
+		_, pe := s.lay.blockBounds(first, r.blocks[1]-1)
+		w = s.newRunWriter(r, first, ps, pe, pe)
+		w.part = true
+		if err = fetch(w); err == nil {
+			if w.off == w.end {
+				s.mu.Lock()
+				s.tab.endPart(first)
+				s.mu.Unlock()
+				return nil
+			}
+			err = fmt.Errorf("cache: source wrote %d of %d bytes at offset %d", w.off-w.start, w.end-w.start, w.start)
+		}
+	} else if r.prio == prioDemand && end-first == 1 && r.head > off && r.head < off+n {
 		// A demand read of one missing chunk, starting past the chunk's
 		// first block: fetch from the read's block to the chunk's end,
 		// then the head of the chunk, so the read waits for its own
@@ -174,6 +189,7 @@ type runWriter struct {
 	crc      uint32 // CRC-32C of that block so far
 	rec      []byte // chunk next's record so far: the CRCs of its finished blocks
 	cut      bool   // the run ended early at end
+	part     bool   // the run fetches blocks of its chunk (run.blocks): no record, no commit
 	charged  int64  // 1 + the chunk last charged to the budget; 0: none
 
 	// A rotated fetch (see fetchRun) writes a chunk in two passes: the
@@ -226,6 +242,16 @@ func (w *runWriter) Write(p []byte) (int, error) {
 		}
 		w.rec = binary.BigEndian.AppendUint32(w.rec, w.crc)
 		w.crc = 0
+		if w.part {
+			// The block is servable now; the chunk gets no record.
+			cs, _ := s.lay.bounds(w.next)
+			b := (w.off - 1 - cs) / blockSize
+			s.mu.Lock()
+			s.tab.wroteBlocks(w.next, b, b+1)
+			s.mu.Unlock()
+			w.blockEnd = min(w.off+blockSize, w.chunkEnd)
+			continue
+		}
 		if w.off == w.chunkEnd {
 			if w.hold {
 				w.held = w.rec

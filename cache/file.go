@@ -44,10 +44,13 @@ type Meta struct {
 
 // Options tune a File. The zero value is usable.
 type Options struct {
-	Pool         *Pool        // nil: a private NewPool(8)
-	MaxRequest   int64        // max bytes of adjacent missing chunks in one Source.Fetch; default 16 MiB
-	ReadAheadMax int64        // cap of a Reader's read-ahead window; default 32 MiB (see readAheadWindow)
-	Logger       *slog.Logger // nil: discard
+	Pool         *Pool // nil: a private NewPool(8)
+	MaxRequest   int64 // max bytes of adjacent missing chunks in one Source.Fetch; default 16 MiB
+	ReadAheadMax int64 // cap of a Reader's read-ahead window; default 32 MiB (see readAheadWindow)
+	// Scrub ignores a clean close's seal (see seal.go): every block is
+	// checked on first use, and Verify checks the whole cache.
+	Scrub  bool
+	Logger *slog.Logger // nil: discard
 	// Root, if set, is the cache root that holds dir (one directory per
 	// object, as a mount's --cache-dir). Open creates it 0700 if missing
 	// and refuses one that is not a directory, not ours, or writable by
@@ -237,6 +240,16 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 		return nil, err
 	}
 	f.st, f.discarded = st, discarded
+	if st.sealed != nil && !o.Scrub {
+		// A clean close vouched for these chunks (see seal.go).
+		for i := range f.lay.chunks {
+			if f.tab.present.get(i) && st.sealed[i/64]&(1<<(i%64)) != 0 {
+				f.tab.markVerified(i)
+			}
+		}
+		st.sealed = nil
+	}
+	st.seal = func() bitset { return f.tab.verified }
 	if o.Budget != nil {
 		if f.bud, err = o.Budget.attach(f, dir, ownerErr == nil); err != nil {
 			st.data.Close()

@@ -749,63 +749,55 @@ func TestFill(t *testing.T) {
 	})
 }
 
+// Read-ahead grows with the bytes a stream consumed, not with its reads:
+// nothing on a first read, then at most what the stream has read so far;
+// a seek cancels what the stream had claimed.
 func TestReaderReadAhead(t *testing.T) {
 	size := int64(32 * testChunk)
 	src := newFake(size)
 	release := make(chan struct{})
 	src.gate = func(off, n int64) <-chan struct{} {
-		if off >= testChunk {
+		if off >= testChunk && off < 20*testChunk {
 			return release // read-ahead stays blocked
 		}
 		return nil
 	}
-	src.started = make(chan fetchCall, 64)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{ReadAheadMax: 4 * testChunk})
 	r := f.NewReader()
-	buf := make([]byte, 4096)
-	// The first read at 0 is sequential: chunk 0 on demand, chunk 1 ahead,
-	// and the caller does not wait for chunk 1.
-	if _, err := r.ReadAt(bg, buf, 0); err != nil || !bytes.Equal(buf, want(0, 4096)) {
-		t.Fatalf("first read: %v", err)
-	}
-	calls := []fetchCall{recv(t, src.started, "demand fetch"), recv(t, src.started, "read-ahead fetch")}
-	sort.Slice(calls, func(i, j int) bool { return calls[i].off < calls[j].off })
-	if calls[0] != (fetchCall{0, testChunk}) || calls[1] != (fetchCall{testChunk, testChunk}) {
-		t.Fatalf("fetches %v, want chunk 0 (demand) and chunk 1 (read-ahead)", calls)
-	}
-	windows := []int64{r.window}
-	for off := int64(4096); off < 5*4096; off += 4096 {
-		if _, err := r.ReadAt(bg, buf, off); err != nil {
-			t.Fatal(err)
+	read := func(off, n int64) {
+		t.Helper()
+		buf := make([]byte, n)
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, n)) {
+			t.Fatalf("read at %d: %v", off, err)
 		}
-		windows = append(windows, r.window)
 	}
-	if fmt.Sprint(windows) != "[1 2 4 4 4]" {
-		t.Fatalf("windows %v, want [1 2 4 4 4] (doubling, capped at 4 chunks)", windows)
+	planned := func(i int) (cursor, hi int64) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return r.streams[i].ra.cursor, r.streams[i].ra.hi
 	}
-	// A seek resets the window; read-ahead stops claiming.
+	read(0, 4096)
+	if _, hi := planned(0); hi != 0 {
+		t.Fatalf("a first read planned read-ahead up to chunk %d", hi)
+	}
+	read(4096, testChunk-4096) // consumed one chunk: one chunk ahead
+	if _, hi := planned(0); hi != 2 {
+		t.Fatalf("read-ahead up to chunk %d after one chunk read, want 2", hi)
+	}
+	// A seek: the stream's read-ahead is cancelled.
+	read(20*testChunk, testChunk)
+	if c, hi := planned(0); c != hi {
+		t.Fatalf("after a seek the old stream still plans [%d, %d)", c, hi)
+	}
+	if len(r.streams) != 2 || r.seeks != 1 {
+		t.Fatalf("%d streams, %d seeks; want 2 and 1", len(r.streams), r.seeks)
+	}
 	close(release)
-	if _, err := r.ReadAt(bg, buf, 20*testChunk); err != nil {
-		t.Fatal(err)
-	}
-	if r.window != 0 {
-		t.Fatalf("window %d after a seek, want 0", r.window)
-	}
-	if _, err := r.ReadAt(bg, buf, 20*testChunk+4096); err != nil {
-		t.Fatal(err)
-	}
-	if r.window != 1 {
-		t.Fatalf("window %d after seek then sequential read, want 1", r.window)
-	}
-	go func() {
-		for range src.started {
-		}
-	}()
-	waitFor(t, "read-ahead of chunk 21", func() bool { return f.tab.present.get(21) })
+	read(21*testChunk, testChunk)
+	waitFor(t, "read-ahead of chunk 22", func() bool { return f.tab.present.get(22) })
 	f.Close()
-	close(src.started)
 	if f.tab.present.get(25) {
-		t.Fatal("read-ahead ran past its window")
+		t.Fatal("read-ahead ran past what the stream consumed")
 	}
 }
 
@@ -928,16 +920,13 @@ func TestReaderOutOfOrderIsNotASeek(t *testing.T) {
 		}
 	}
 	read(0)
-	read(testChunk / 2) // window 2
+	read(testChunk / 2)
 	h := int64(testChunk / 2)
 	read(3 * h) // the kernel's next two reads arrive swapped
 	read(2 * h)
-	if r.window != 2 {
-		t.Fatalf("window %d after a swapped pair, want 2 (kept)", r.window)
-	}
 	read(4 * h)
-	if r.window != 4 {
-		t.Fatalf("window %d after continuing, want 4", r.window)
+	if len(r.streams) != 1 || r.seeks != 0 || r.streams[0].consumed != 5*h {
+		t.Fatalf("%d streams, %d seeks, consumed %d; want one stream of %d bytes and no seek", len(r.streams), r.seeks, r.streams[0].consumed, 5*h)
 	}
 }
 

@@ -29,6 +29,11 @@ const maxEnsureRounds = 64
 // Source reported a remote change every call fails with ErrStale.
 // Safe for concurrent use.
 func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return f.readAt(ctx, p, off, readShape{})
+}
+
+// readAt is ReadAt, fetching missing bytes in the given shape.
+func (f *File) readAt(ctx context.Context, p []byte, off int64, shape readShape) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("cache: negative offset %d", off)
 	}
@@ -51,7 +56,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	defer f.leavePinned(first, last)
 	start := time.Now()
 	hit := f.presentAll(first, last)
-	got, err := f.read(ctx, p[:n], off)
+	got, err := f.read(ctx, p[:n], off, shape)
 	f.countRead(start, got, hit)
 	if err == nil && int(n) < len(p) {
 		err = io.EOF
@@ -61,9 +66,9 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 
 // read fills p (already clamped to the file) from the cache, fetching what
 // is missing; after a disk failure it falls back to the network.
-func (f *File) read(ctx context.Context, p []byte, off int64) (int, error) {
+func (f *File) read(ctx context.Context, p []byte, off int64, shape readShape) (int, error) {
 	if !f.st.degraded.Load() {
-		filled, err := f.ensure(ctx, p, off, prioDemand)
+		filled, err := f.ensure(ctx, p, off, prioDemand, shape)
 		if err == nil && filled {
 			return len(p), nil
 		}
@@ -96,7 +101,11 @@ func (f *File) read(ctx context.Context, p []byte, off int64) (int, error) {
 // will be checksummed and committed, so a small read need not wait for the
 // rest of its chunk, its fdatasync and its commit. Nothing is recorded as
 // present any sooner.
-func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (filled bool, err error) {
+//
+// With shape.blocks, missing chunks are fetched in part: the blocks the read
+// touches and shape.extra bytes after them (see readShape); blocks fetched
+// so are servable once written (chunkTable.blocksPresent).
+func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority, shape readShape) (filled bool, err error) {
 	end := off + int64(len(p))
 	first, last := f.lay.span(off, end-off)
 	readable := servable{first: first, n: last - first}
@@ -127,7 +136,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		if round == maxEnsureRounds {
 			return false, fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, last-1, round)
 		}
-		waits, verify, err := f.sched.claimForRead(off, end, &readable, prio, deadlineOf(ctx))
+		waits, verify, err := f.sched.claimForRead(off, end, &readable, prio, deadlineOf(ctx), shape)
 		if err != nil {
 			return false, err
 		}

@@ -2,19 +2,40 @@ package cache
 
 import "errors"
 
-// readAhead asks for the win chunks after byte from (win 0 stops read-ahead
-// claims after a seek). Workers already running pick up the new target.
-func (s *scheduler) readAhead(r *Reader, from, win int64) {
+// stopReadAhead stops stream st's read-ahead: it claims nothing more, and
+// prefetch stops following it. With cancel, its runs also end after the
+// chunk their writers are in (the chunks they had not reached are missing
+// again): read-ahead claimed but never consumed is not fetched.
+func (s *scheduler) stopReadAhead(st *stream, cancel bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if win == 0 {
-		r.ra.hi = r.ra.cursor
-		if s.followBy == r {
-			s.followAt, s.followBy = 0, nil
+	seen := map[*run]bool{}
+	for _, fl := range s.tab.flights {
+		if !cancel {
+			break
 		}
-		return
+		v := fl.run
+		if v == nil || v.plan != &st.ra || seen[v] {
+			continue
+		}
+		seen[v] = true
+		if v.writing+1 < v.end {
+			s.cutSelfLocked(v, v.writing+1)
+		}
 	}
-	if r.closed.Load() || s.closed.Load() || s.st.degraded.Load() || s.stale.Load() != nil || from >= s.lay.size {
+	st.ra.hi = st.ra.cursor
+	if s.followBy == st {
+		s.followAt, s.followBy = 0, nil
+	}
+}
+
+// readAhead asks for the win (> 0) chunks after byte from for stream st.
+// Workers already running pick up the new target.
+func (s *scheduler) readAhead(st *stream, from, win int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := &st.ra
+	if st.r.closed.Load() || s.closed.Load() || s.st.degraded.Load() || s.stale.Load() != nil || from >= s.lay.size {
 		return
 	}
 	// The window starts at the first chunk after the one holding the last
@@ -25,19 +46,19 @@ func (s *scheduler) readAhead(r *Reader, from, win int64) {
 		return
 	}
 	// Prefetch works just past the window (see plan.follow).
-	s.followAt, s.followBy = hi, r
-	if r.ra.cursor >= r.ra.hi {
-		r.ra.cursor = first
-		r.ra.hi = hi
+	s.followAt, s.followBy = hi, st
+	if r.cursor >= r.hi {
+		r.cursor = first
+		r.hi = hi
 	} else {
-		r.ra.hi = max(r.ra.hi, hi)
+		r.hi = max(r.hi, hi)
 	}
-	r.ra.piece = s.raPiece(win)
+	r.piece = s.raPiece(win)
 	if hi == s.lay.chunks {
 		// At the end of the file pieces are single chunks, so the last
 		// ones end about together instead of one piece apart while the
 		// other connections sit idle.
-		r.ra.piece = 1
+		r.piece = 1
 	}
 	// One worker per piece there is to claim, besides those already
 	// fetching (they claim again only when their run is done), up to one
@@ -46,19 +67,19 @@ func (s *scheduler) readAhead(r *Reader, from, win int64) {
 	// what can be claimed matters: a worker with nothing to do still
 	// queues for a Pool slot, and a queued read-ahead request makes a
 	// background fetch yield its connection.
-	r.ra.cursor = s.tab.present.nextClear(r.ra.cursor, r.ra.hi)
+	r.cursor = s.tab.present.nextClear(r.cursor, r.hi)
 	todo := int64(0)
-	for i := r.ra.cursor; i < r.ra.hi; i++ {
+	for i := r.cursor; i < r.hi; i++ {
 		if s.claimableLocked(prioReadAhead, i) {
 			todo++
 		}
 	}
-	pieces := (todo + r.ra.piece - 1) / r.ra.piece
-	for r.ra.workers < s.pool.capacity && int64(r.ra.workers-r.ra.busy) < pieces {
+	pieces := (todo + r.piece - 1) / r.piece
+	for r.workers < s.pool.capacity && int64(r.workers-r.busy) < pieces {
 		if !s.goJobLocked(func() { s.readAheadWorker(r) }) {
 			return
 		}
-		r.ra.workers++
+		r.workers++
 	}
 }
 
@@ -70,8 +91,8 @@ func (s *scheduler) raPiece(win int64) int64 {
 	return min(s.maxReq, max(1, (win+int64(s.pool.capacity)-1)/int64(s.pool.capacity)))
 }
 
-func (s *scheduler) readAheadWorker(r *Reader) {
-	err := s.work(s.ctx, prioReadAhead, &r.ra)
+func (s *scheduler) readAheadWorker(p *plan) {
+	err := s.work(s.ctx, prioReadAhead, p)
 	if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrStale) {
 		// The demand read that wants these bytes will meet (and report)
 		// the error itself.

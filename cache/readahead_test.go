@@ -49,18 +49,38 @@ func (s *fakeSource) checkAtMostOnce(t testing.TB, f *File) {
 // readClaimed reads 4 KiB at off through r, checks the bytes, and waits
 // until read-ahead has claimed its whole window, so which pieces the next
 // read finds claimed does not depend on how fast the workers are.
-func readClaimed(t *testing.T, r *Reader, off int64) {
+func readClaimed(t *testing.T, r *Reader, off int64) { t.Helper(); readClaimedN(t, r, off, 4096) }
+
+func readClaimedN(t *testing.T, r *Reader, off, n int64) {
 	t.Helper()
-	buf := make([]byte, 4096)
-	if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, 4096)) {
+	buf := make([]byte, n)
+	if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, n)) {
 		t.Fatalf("read at %d: %v", off, err)
 	}
 	f := r.f
 	waitFor(t, "read-ahead claims", func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return r.ra.cursor >= r.ra.hi
+		for _, st := range r.streams {
+			for i := st.ra.cursor; i < st.ra.hi; i++ {
+				if f.tab.flight(i) == nil && !f.tab.present.get(i) {
+					return false
+				}
+			}
+		}
+		return true
 	})
+}
+
+// consumeAt reads the chunk at off through r k times. Read-ahead grows with
+// the bytes a stream consumed, and a re-read continues the stream, so its
+// read-ahead reaches k chunks past the chunk (1, 2, ... k after each read
+// but the first) without the reader needing the chunks after it.
+func consumeAt(t *testing.T, r *Reader, off int64, k int) {
+	t.Helper()
+	for range k {
+		readClaimedN(t, r, off, testChunk)
+	}
 }
 
 // One sequential reader spreads its read-ahead window over every Pool
@@ -80,12 +100,13 @@ func TestSequentialReaderUsesEveryConnection(t *testing.T) {
 	pool := NewPool(conns)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: pool, ReadAheadMax: 2 * conns * testChunk})
 	r := f.NewReader()
-	buf := make([]byte, 4096)
-	// Five sequential reads in chunk 0 grow the window to 16 chunks
-	// (1, 2, 4, 8, 16): chunks 1-16.
-	for off := int64(0); off < 5*4096; off += 4096 {
-		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, 4096)) {
-			t.Fatalf("read at %d: %v", off, err)
+	// Sixteen chunks consumed at chunk 0 earn 16 chunks of read-ahead:
+	// chunks 1-16. (The reads do not wait for the claims: those that are
+	// fetched are held.)
+	buf := make([]byte, testChunk)
+	for range 16 {
+		if _, err := r.ReadAt(bg, buf, 0); err != nil || !bytes.Equal(buf, want(0, testChunk)) {
+			t.Fatalf("read at 0: %v", err)
 		}
 	}
 	waitFor(t, "read-ahead on every connection", func() bool { a, _ := pool.stats(); return a == conns })
@@ -112,14 +133,9 @@ func TestPrefetchFollowsSequentialReader(t *testing.T) {
 	// chunks over 4 connections is read in 1-chunk pieces.
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), ReadAheadMax: 4 * testChunk})
 	r := f.NewReader()
-	buf := make([]byte, 4096)
-	// A seek to chunk 20, then three sequential reads: window 1, 2, 4,
-	// so chunks 21-24 are read ahead and prefetch should follow at 25.
-	for off := 20 * testChunk; off < 20*testChunk+4*4096; off += 4096 {
-		if _, err := r.ReadAt(bg, buf, int64(off)); err != nil || !bytes.Equal(buf, want(int64(off), 4096)) {
-			t.Fatalf("read at %d: %v", off, err)
-		}
-	}
+	// Four chunks consumed at chunk 20: chunks 21-24 are read ahead and
+	// prefetch should follow at 25.
+	consumeAt(t, r, 20*testChunk, 4)
 	waitFor(t, "read-ahead of chunks 21-24", func() bool { return verifiedRange(f, 21, 25) })
 
 	release := make(chan struct{})
@@ -158,7 +174,7 @@ func TestNearChunk(t *testing.T) {
 		src := newCountingFake(size)
 		hold := make(chan struct{})
 		src.gate = func(off, n int64) <-chan struct{} {
-			if off == 3*testChunk {
+			if off == 4*testChunk {
 				return hold
 			}
 			return nil
@@ -169,11 +185,12 @@ func TestNearChunk(t *testing.T) {
 		f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), ReadAheadMax: 4 * testChunk,
 			stalledAfter: time.Hour, onWait: func() { waiting <- struct{}{} }})
 		r := f.NewReader()
-		for off := int64(0); off < 3*4096; off += 4096 { // windows 1, 2, 4
-			readClaimed(t, r, off)
-		}
+		// Chunks 0-1 read twice: 4 chunks consumed, so 4 chunks ahead,
+		// chunks 2-5 in pieces of 2.
+		readClaimedN(t, r, 0, 2*testChunk)
+		readClaimedN(t, r, 0, 2*testChunk)
 		for {
-			if c := recv(t, src.started, "read-ahead of chunks 3-4"); c == (fetchCall{3 * testChunk, 2 * testChunk}) {
+			if c := recv(t, src.started, "read-ahead of chunks 4-5"); c == (fetchCall{4 * testChunk, 2 * testChunk}) {
 				break
 			}
 		}
@@ -181,17 +198,17 @@ func TestNearChunk(t *testing.T) {
 			<-waiting
 		}
 		errc := make(chan error, 1)
-		go func() { errc <- readRange(t, f, 4*testChunk, 4096) }()
-		recv(t, waiting, "the read of chunk 4 to wait")
+		go func() { errc <- readRange(t, f, 5*testChunk, 4096) }()
+		recv(t, waiting, "the read of chunk 5 to wait")
 		close(hold)
-		if err := recv(t, errc, "the read of chunk 4"); err != nil {
+		if err := recv(t, errc, "the read of chunk 5"); err != nil {
 			t.Fatal(err)
 		}
 		f.Close()
 		src.checkAtMostOnce(t, f)
 		for _, c := range src.callList() {
-			if c.off == 4*testChunk {
-				t.Fatalf("chunk 4 fetched on its own (%v): the read-ahead run was cut", c)
+			if c.off == 5*testChunk {
+				t.Fatalf("chunk 5 fetched on its own (%v): the read-ahead run was cut", c)
 			}
 		}
 	})
@@ -239,11 +256,9 @@ func TestReadAheadEndsInSingleChunks(t *testing.T) {
 	// the end of the file.
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), ReadAheadMax: 8 * testChunk})
 	r := f.NewReader()
-	// A seek to chunk 4, then windows 1, 2, 4, 8: the last covers chunks
-	// 5-12, past the end.
-	for off := int64(4 * testChunk); off < 4*testChunk+5*4096; off += 4096 {
-		readClaimed(t, r, off)
-	}
+	// Eight chunks consumed at chunk 4: the read-ahead grows to 8 chunks,
+	// the last window covering chunks 5-12, past the end.
+	consumeAt(t, r, 4*testChunk, 8)
 	waitFor(t, "the window", func() bool { return verifiedRange(f, 5, 12) })
 	f.Close()
 	src.checkAtMostOnce(t, f)
@@ -267,11 +282,7 @@ func TestPrefetchStopsFollowingClosedReader(t *testing.T) {
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), ReadAheadMax: 4 * testChunk})
 	r := f.NewReader()
 	buf := make([]byte, 4096)
-	for off := 20 * testChunk; off < 20*testChunk+4*4096; off += 4096 {
-		if _, err := r.ReadAt(bg, buf, int64(off)); err != nil || !bytes.Equal(buf, want(int64(off), 4096)) {
-			t.Fatalf("read at %d: %v", off, err)
-		}
-	}
+	consumeAt(t, r, 20*testChunk, 4)
 	waitFor(t, "read-ahead of chunks 21-24", func() bool { return verifiedRange(f, 21, 25) })
 	if err := r.Close(); err != nil {
 		t.Fatal(err)

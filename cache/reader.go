@@ -6,81 +6,187 @@ import (
 	"sync/atomic"
 )
 
-// Reader reads a File for one open file handle and adds read-ahead for
-// sequential access: a read that starts where the previous one ended is
-// sequential; the window starts at one chunk, doubles with each sequential
-// read up to two pieces per Pool connection (at most ReadAheadMax, see
-// readAheadWindow), and drops to nothing on a seek (a read that lands
-// neither at the previous end nor within the window around it).
+// Reader reads a File for one open file handle and fetches what the
+// handle's program reads, plus read-ahead earned by the bytes it consumed.
 //
-// Read-ahead chunks are fetched in the background at read-ahead priority;
-// the caller never waits for them. The window is cut into pieces fetched in
-// parallel, one per Pool connection at most, because when a server caps
-// each connection (as most do, and the rate cap of a benchmark does) one
-// stream cannot keep up with a reader that consumes at disk speed; the
-// prefetcher, if running, works just past the window (see plan.follow). A
-// Reader is safe for concurrent use (the kernel may issue reads of one
-// handle in parallel) and valid until Close or its File's Close. Close it
-// when the handle is released, so read-ahead and prefetch stop following it.
+// Its reads are sorted into sequential streams (at most maxStreams: a
+// player reads audio and video at two offsets). A read continues a stream
+// when it starts near where the stream's last read ended: slightly behind
+// (the kernel issues a handle's reads in parallel, and they arrive out of
+// order) or ahead by less than the stream's window (a forward skip reuses
+// it). Any other read is a seek: it starts a new stream, and the read-ahead
+// the most recently used stream had claimed but not yet received is
+// cancelled (the program that seeks is most likely the one that just read).
+//
+// A stream's window is 0 on its first read, raStart once a second read
+// continued it, and doubles each time the stream has consumed a whole
+// window since it last grew, up to the File's read-ahead cap. Read-ahead is
+// the smaller of the window and what the stream has consumed, so a program
+// that reads 200 KiB gets at most 200 KiB more, however the kernel's own
+// read-ahead ramps its READs.
+//
+// What a read fetches on demand follows: while a stream's read-ahead is
+// below one chunk, a read fetches the aligned 64 KiB blocks it touches (and
+// the read-ahead after them, within the chunk), not whole chunks; from one
+// chunk on, whole chunks, the read-ahead window being fetched in pieces in
+// parallel, one per Pool connection at most, at read-ahead priority (the
+// caller never waits for it). After at least randomSeeks seeks with an
+// average under randomAvg bytes read per stream the handle is random (the
+// way gcsfuse detects it): a new stream then earns no read-ahead until it
+// has consumed raStart.
+//
+// A Reader is safe for concurrent use and valid until Close or its File's
+// Close. Close it when the handle is released, so read-ahead and prefetch
+// stop following it.
 type Reader struct {
 	f *File
 
-	mu     sync.Mutex
-	next   int64 // offset where the previous read ended
-	window int64 // read-ahead window in chunks; 0 after a seek
-	// closed is set by Close, before it clears the read-ahead plan under
+	mu      sync.Mutex // guards the fields below but closed
+	streams []*stream
+	reads   uint64 // reads so far: the streams' clock
+	seeks   int64  // reads that started a stream after the first
+	read    int64  // bytes read by the handle
+	// closed is set by Close, before it clears the read-ahead plans under
 	// f.mu, so a readAhead that comes later sees it and claims nothing.
 	closed atomic.Bool
+}
 
-	ra plan // guarded by File.mu; the scheduler's (see scheduler.readAhead)
+const (
+	// raStart is a stream's first read-ahead window, as in mountpoint-s3:
+	// a 1 MiB request plus one 128 KiB kernel READ.
+	raStart = 1<<20 + 128<<10
+	// maxStreams is how many sequential streams a Reader follows at once.
+	maxStreams = 4
+	// randomSeeks and randomAvg make a handle random (see Reader).
+	randomSeeks = 2
+	randomAvg   = 8 << 20
+	// behind is how far before a stream's end a read still continues it:
+	// the largest FUSE READ, so reads the kernel sent in parallel may
+	// arrive in any order.
+	behind = 1 << 20
+)
+
+// stream is one sequential run of a Reader's reads.
+type stream struct {
+	r        *Reader
+	next     int64  // where the stream's furthest read ended
+	consumed int64  // bytes its reads asked for
+	window   int64  // read-ahead window in bytes (see Reader)
+	grown    int64  // consumed when window last grew
+	used     uint64 // Reader.reads at its latest read
+	ra       plan   // guarded by File.mu; the scheduler's (see scheduler.readAhead)
 }
 
 // NewReader returns a Reader for one open file handle.
 func (f *File) NewReader() *Reader { return &Reader{f: f} }
 
 // Close ends the Reader: it claims no more read-ahead (the pieces already
-// being fetched finish), the prefetcher stops following its window, and
+// being fetched finish: a program that opens, reads and closes over and
+// over finds them at its next open), the prefetcher stops following it, and
 // later reads return ErrClosed. It is idempotent and returns nil.
 func (r *Reader) Close() error {
 	r.closed.Store(true)
-	// As after a seek: no window, nothing more to claim.
-	r.f.sched.readAhead(r, 0, 0)
+	r.mu.Lock()
+	streams := append([]*stream(nil), r.streams...)
+	r.mu.Unlock()
+	for _, st := range streams {
+		r.f.sched.stopReadAhead(st, false)
+	}
 	return nil
 }
 
-// ReadAt is File.ReadAt plus sequential detection and read-ahead. After
-// Close it returns ErrClosed.
+// ReadAt is File.ReadAt plus stream detection and read-ahead. After Close it
+// returns ErrClosed.
 func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if len(p) > 0 && off >= 0 {
-		end := off + int64(len(p))
-		if r.closed.Load() {
-			return 0, ErrClosed
+	if len(p) == 0 || off < 0 {
+		return r.f.ReadAt(ctx, p, off)
+	}
+	if r.closed.Load() {
+		return 0, ErrClosed
+	}
+	st, from, ra, cancel := r.track(off, int64(len(p)))
+	for _, c := range cancel {
+		r.f.sched.stopReadAhead(c, true)
+	}
+	chunk := r.f.lay.chunk
+	shape := readShape{}
+	if ra < chunk {
+		// Not yet a chunk of read-ahead earned: fetch the blocks the read
+		// touches, and ra bytes after them within their chunk.
+		shape = readShape{blocks: true, extra: ra}
+	}
+	if win := ra / chunk; win > 0 {
+		r.f.sched.readAhead(st, from, win)
+		r.f.st.willNeed(from, win*chunk)
+	}
+	return r.f.readAt(ctx, p, off, shape)
+}
+
+// track files the read [off, off+n) under its stream, and returns the
+// stream, where its read-ahead starts (its end), the read-ahead it has
+// earned in bytes, and the streams whose read-ahead a seek cancels.
+func (r *Reader) track(off, n int64) (st *stream, from, ra int64, cancel []*stream) {
+	end := off + n
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reads++
+	r.read += n
+	var mru *stream
+	for _, s := range r.streams {
+		if mru == nil || s.used > mru.used {
+			mru = s
 		}
-		r.mu.Lock()
-		// A read near the previous end, within the current window, is
-		// not a seek: the kernel issues a handle's reads in parallel and
-		// they can arrive slightly out of order. It keeps the window.
-		slack := max(r.window, 1) * r.f.lay.chunk
-		switch {
-		case off == r.next:
-			if r.window == 0 {
-				r.window = 1
-			} else {
-				r.window = min(2*r.window, r.f.sched.raWin)
-			}
-			r.next = end
-		case r.window > 0 && off >= r.next-slack && off <= r.next+slack:
-			r.next = max(r.next, end)
-		default:
-			r.window = 0
-			r.next = end
-		}
-		win, from := r.window, r.next
-		r.mu.Unlock()
-		r.f.sched.readAhead(r, from, win)
-		if win > 0 {
-			r.f.st.willNeed(from, win*r.f.lay.chunk)
+		if st == nil && off >= s.next-max(s.window, behind) && off <= s.next+s.window {
+			st = s
 		}
 	}
-	return r.f.ReadAt(ctx, p, off)
+	if st != nil {
+		st.consumed += n
+		st.next = max(st.next, end)
+		switch {
+		case st.window == 0:
+			st.window = min(raStart, r.f.sched.raWin*r.f.lay.chunk)
+			st.grown = st.consumed
+		case st.consumed-st.grown >= st.window:
+			st.window = min(2*st.window, r.f.sched.raWin*r.f.lay.chunk)
+			st.grown = st.consumed
+		}
+	} else {
+		if len(r.streams) > 0 {
+			r.seeks++
+			cancel = append(cancel, mru)
+			// The seeking stream starts again from nothing should it
+			// come back.
+			mru.window, mru.consumed, mru.grown = 0, 0, 0
+		}
+		st = &stream{r: r, next: end, consumed: n}
+		if len(r.streams) == maxStreams {
+			lru := 0
+			for i, s := range r.streams {
+				if s.used < r.streams[lru].used {
+					lru = i
+				}
+			}
+			if r.streams[lru] != mru {
+				cancel = append(cancel, r.streams[lru])
+			}
+			r.streams[lru] = st
+		} else {
+			r.streams = append(r.streams, st)
+		}
+	}
+	st.used = r.reads
+	ra = min(st.window, st.consumed)
+	if r.seeks >= randomSeeks && r.read/r.seeks < randomAvg && st.consumed < raStart {
+		ra = 0
+	}
+	return st, st.next, ra, cancel
+}
+
+// readShape says how a demand read fetches what is missing: whole chunks
+// (the zero value), or, with blocks, only the 64 KiB blocks it touches plus
+// extra bytes after them within their chunk.
+type readShape struct {
+	blocks bool
+	extra  int64
 }

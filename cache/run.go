@@ -50,6 +50,12 @@ type run struct {
 	// chunk starts its fetch: the block holding the byte its read wants
 	// first (see fetchRun). Set when the run is claimed, then read-only.
 	head int64
+	// blocks, if not empty, are the blocks [blocks[0], blocks[1]) of the
+	// run's one chunk that a demand run fetching it in part asks for (see
+	// readShape): they become present block by block and the chunk
+	// missing again at the end, with no record. Set when the run is
+	// claimed, then read-only.
+	blocks [2]int64
 
 	// pmu guards from, written and advanced: the progress a reader may
 	// serve from before the run's chunks are committed (see wrote and

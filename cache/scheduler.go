@@ -56,10 +56,10 @@ type scheduler struct {
 
 	prefetching bool // guarded by mu
 	// followAt is the chunk just past the read-ahead window of the
-	// sequential Reader followBy (0: none), where prefetch looks first.
-	// Guarded by mu.
+	// sequential Reader stream followBy (0: none), where prefetch looks
+	// first. Guarded by mu.
 	followAt int64
-	followBy *Reader
+	followBy *stream
 
 	bytesFetched atomic.Int64 // bytes received from the Source
 	requests     atomic.Int64 // Source.Fetch calls

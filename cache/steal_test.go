@@ -187,9 +187,9 @@ func TestReadAheadStealsFromPrefetch(t *testing.T) {
 	}{
 		// The blocked prefetch counts as streaming: chunk 3 is near.
 		{"streaming", time.Hour, []fetchCall{{4 * testChunk, testChunk}}, 3},
-		// It counts as stalled at once: chunk 3 goes too, with chunk 4
-		// in one piece (a window of 4 over 2 connections).
-		{"stalled", time.Nanosecond, []fetchCall{{3 * testChunk, 2 * testChunk}}, -1},
+		// It counts as stalled at once: chunk 3 goes too, then chunk 4
+		// (the read-ahead grows by a chunk per chunk consumed).
+		{"stalled", time.Nanosecond, []fetchCall{{3 * testChunk, testChunk}, {4 * testChunk, testChunk}}, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			size := int64(12 * testChunk)
@@ -214,18 +214,22 @@ func TestReadAheadStealsFromPrefetch(t *testing.T) {
 			if c := recv(t, src.started, "prefetch fetch"); c != (fetchCall{2 * testChunk, 10 * testChunk}) {
 				t.Fatalf("prefetch fetch %v, want chunks 2-11 as one run", c)
 			}
-			// Three sequential reads in chunk 0 grow the window to 4
+			// Four chunks consumed in chunk 0 grow the read-ahead to 4
 			// chunks: 1..4, of which 1 is present and 2 is the
 			// prefetch's current chunk (never stealable).
 			r := f.NewReader()
-			buf := make([]byte, 4096)
-			for off := int64(0); off < 3*4096; off += 4096 {
-				if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, 4096)) {
-					t.Fatalf("read at %d: %v", off, err)
+			buf := make([]byte, testChunk)
+			got := map[fetchCall]bool{}
+			for k := range 4 {
+				if _, err := r.ReadAt(bg, buf, 0); err != nil || !bytes.Equal(buf, want(0, testChunk)) {
+					t.Fatalf("read at 0: %v", err)
+				}
+				if k == 2 && len(tc.stolen) == 2 {
+					// Chunk 3 is stolen before the window grows on.
+					got[recv(t, src.started, "read-ahead fetch")] = true
 				}
 			}
-			got := map[fetchCall]bool{}
-			for range tc.stolen {
+			for len(got) < len(tc.stolen) {
 				got[recv(t, src.started, "read-ahead fetch")] = true
 			}
 			for _, c := range tc.stolen {

@@ -104,6 +104,12 @@ type store struct {
 	// commitsStopped: a sync or an index commit failed, so nothing more is
 	// committed this session (see committer.round).
 	commitsStopped atomic.Bool
+	// sealed is the set of chunks a matching seal vouched for at Open (one
+	// bit per chunk, as a bitset's words), nil without one; see seal.go.
+	sealed []uint64
+	// seal, if set before close, is the set of verified chunks close
+	// writes a seal for.
+	seal func() bitset
 }
 
 // newStore wraps an open index and data file, with a committer that hands
@@ -236,6 +242,14 @@ func (s *store) blockCRC(i, b int64) (uint32, error) {
 func (s *store) close() error {
 	s.com.stop()
 	errs := []error{}
+	if s.seal != nil && !s.degraded.Load() && !s.commitsStopped.Load() {
+		// A clean close: vouch for what was verified (see seal.go). A
+		// seal that cannot be written only costs the next Open its
+		// checks.
+		if err := s.writeSeal(s.seal()); err != nil {
+			s.log.Warn("could not seal the cache; the next open checks every block", "dir", s.dir, "err", err)
+		}
+	}
 	if err := os.Remove(filepath.Join(s.dir, ownerName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
 	}
@@ -303,7 +317,21 @@ func openStore(dir string, m Meta, lay layout, log *slog.Logger, db *bolt.DB, mo
 	if discarded != "" {
 		log.Info("discarded old cache", "dir", dir, "reason", discarded)
 	}
+	// The seal goes before anything is written (see seal.go); after a
+	// discard or a rebuilt index it cannot match, and is only removed.
+	gen, err := indexGen(db)
+	if err != nil {
+		return nil, "", fmt.Errorf("cache: read index: %w", err)
+	}
+	if moved != "" || discarded != "" || !hasMeta {
+		gen = 0
+	}
+	sealed, err := takeSeal(dir, gen, fi, len(newBitset(lay.chunks)))
+	if err != nil {
+		return nil, "", err
+	}
 	st = newStore(dir, dataPath, lay, log, db, nil, durable)
+	st.sealed = sealed
 	if err := st.loadRecords(dataLen, load); err != nil {
 		return nil, "", err
 	}

@@ -1,0 +1,184 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+)
+
+// bigMeta is testMeta with 1 MiB chunks (16 blocks each).
+func bigMeta(size int64) Meta {
+	m := testMeta(size)
+	m.ChunkSize = 1 << 20
+	return m
+}
+
+// A small read through a Reader fetches the aligned 64 KiB block it
+// touches, not its chunk; a read across a chunk boundary starts at its own
+// block in each chunk; the blocks are served again without a fetch.
+func TestReaderFetchesBlocks(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(8 * chunk)
+	src := newFake(size)
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	read := func(off, n int64) {
+		t.Helper()
+		buf := make([]byte, n)
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, n)) {
+			t.Fatalf("read [%d, +%d): %v", off, n, err)
+		}
+	}
+	read(3*chunk+5*blockSize+100, 4096) // block 5 of chunk 3
+	read(6*chunk-100, 200)              // the last block of chunk 5, the first of chunk 6
+	read(3*chunk+5*blockSize, 10)       // block 5 again: no fetch
+	got := fmt.Sprint(sortedCalls(src))
+	wantCalls := fmt.Sprint([]fetchCall{{3*chunk + 5*blockSize, blockSize}, {6*chunk - blockSize, blockSize}, {6 * chunk, blockSize}})
+	if got != wantCalls {
+		t.Fatalf("fetches %s, want %s", got, wantCalls)
+	}
+	if st := f.Stats(); st.Present != 0 {
+		t.Fatalf("%d chunks present, want none (fetched in part only)", st.Present)
+	}
+	// A whole-chunk read of a chunk fetched in part fetches it whole, and
+	// it is recorded.
+	if err := readChunk(t, f, 3); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "chunk 3 recorded", func() bool { return verifiedRange(f, 3, 4) })
+	f.Close()
+}
+
+// A sequential reader grows back to whole chunks: once a stream consumed a
+// chunk, its reads fetch whole chunks and read ahead, and no byte is wrong.
+func TestReaderGrowsToChunks(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(16 * chunk)
+	src := newCountingFake(size)
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, int64(len(buf)))) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	// Chunk 0 was read in blocks, before the stream had consumed a chunk.
+	waitFor(t, "chunks 1-15 present", func() bool { return verifiedRange(f, 1, 16) })
+	calls := src.callList()
+	whole := 0
+	for _, c := range calls {
+		if c.n >= chunk {
+			whole++
+		}
+	}
+	if whole == 0 || len(calls) > 20 {
+		t.Fatalf("%d fetches, %d of whole chunks: %v", len(calls), whole, calls)
+	}
+	// Every block exactly once: the blocks chunk 0 was read in were not
+	// fetched again, nor was a chunk read ahead fetched twice.
+	for u := int64(0); u < size/blockSize; u++ {
+		if got := src.received(u); got != blockSize {
+			t.Errorf("block %d: received %d bytes, want %d", u, got, blockSize)
+		}
+	}
+	f.Close()
+}
+
+// After two seeks with little read per stream the handle is random: a new
+// stream earns no read-ahead, so each read fetches its own block only.
+func TestRandomHandleReadsNoAhead(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(64 * chunk)
+	src := newFake(size)
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	buf := make([]byte, blockSize)
+	for k, off := range []int64{40 * chunk, 10 * chunk, 30 * chunk, 50 * chunk} {
+		for j := int64(0); j < 3; j++ { // three sequential block reads
+			o := off + j*blockSize
+			if _, err := r.ReadAt(bg, buf, o); err != nil || !bytes.Equal(buf, want(o, blockSize)) {
+				t.Fatalf("read %d at %d: %v", k, o, err)
+			}
+		}
+	}
+	if r.seeks != 3 {
+		t.Fatalf("%d seeks, want 3", r.seeks)
+	}
+	// The first two streams, before the handle turned random: the second
+	// read earned 128 KiB ahead (what the stream had read), fetched with
+	// it, so the third read fetched nothing. The last two: one block per
+	// read.
+	wantCalls := fmt.Sprint([]fetchCall{
+		{10 * chunk, blockSize}, {10*chunk + blockSize, 3 * blockSize},
+		{30 * chunk, blockSize}, {30*chunk + blockSize, blockSize}, {30*chunk + 2*blockSize, blockSize},
+		{40 * chunk, blockSize}, {40*chunk + blockSize, 3 * blockSize},
+		{50 * chunk, blockSize}, {50*chunk + blockSize, blockSize}, {50*chunk + 2*blockSize, blockSize},
+	})
+	if got := fmt.Sprint(sortedCalls(src)); got != wantCalls {
+		t.Fatalf("fetches %s, want %s", got, wantCalls)
+	}
+	f.Close()
+}
+
+// A seek cancels the read-ahead its stream claimed and has not received:
+// the runs end after the chunk they are in, and the rest is never fetched.
+func TestSeekCancelsReadAhead(t *testing.T) {
+	size := int64(32 * testChunk)
+	src := newCountingFake(size)
+	release := make(chan struct{})
+	src.gate = func(off, n int64) <-chan struct{} {
+		if off == 2*testChunk || off == 4*testChunk {
+			return release
+		}
+		return nil
+	}
+	src.started = make(chan fetchCall, 16)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), ReadAheadMax: 4 * testChunk})
+	r := f.NewReader()
+	// Chunks 0-1 read twice: four chunks consumed, chunks 2-5 ahead, in
+	// two runs of 2.
+	buf := make([]byte, 2*testChunk)
+	for range 2 {
+		if _, err := r.ReadAt(bg, buf, 0); err != nil || !bytes.Equal(buf, want(0, 2*testChunk)) {
+			t.Fatalf("read: %v", err)
+		}
+	}
+	got := map[fetchCall]bool{}
+	for len(got) < 2 {
+		if c := recv(t, src.started, "read-ahead fetch"); c.off >= 2*testChunk {
+			got[c] = true
+		}
+	}
+	if !got[fetchCall{2 * testChunk, 2 * testChunk}] || !got[fetchCall{4 * testChunk, 2 * testChunk}] {
+		t.Fatalf("read-ahead fetches %v, want chunks 2-3 and 4-5", got)
+	}
+	errc := make(chan error, 1)
+	go func() { // a seek; its read waits for a connection
+		buf := make([]byte, 4096)
+		_, err := r.ReadAt(bg, buf, 20*testChunk)
+		if err == nil && !bytes.Equal(buf, want(20*testChunk, 4096)) {
+			err = fmt.Errorf("wrong bytes")
+		}
+		errc <- err
+	}()
+	waitFor(t, "the seek to cancel", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.tab.flight(3) == nil && f.tab.flight(5) == nil
+	})
+	close(release)
+	if err := recv(t, errc, "the read after the seek"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range src.started {
+		}
+	}()
+	waitFor(t, "chunks 2 and 4", func() bool { return verifiedRange(f, 2, 3) && verifiedRange(f, 4, 5) })
+	f.Close()
+	close(src.started)
+	if src.received(3) != 0 || src.received(5) != 0 {
+		t.Fatalf("cancelled read-ahead was fetched: chunk 3 %d bytes, chunk 5 %d", src.received(3), src.received(5))
+	}
+}
