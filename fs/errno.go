@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	iofs "io/fs"
 	"syscall"
 
 	"rangefs/cache"
@@ -28,6 +29,12 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.EINTR
 	case errors.Is(err, cache.ErrStale):
 		return syscall.ESTALE
+	case errors.Is(err, errors.ErrUnsupported):
+		// The server cannot serve this file in ranges (Open says why in
+		// the log): "Operation not supported" tells the user more than EIO.
+		return syscall.EOPNOTSUPP
+	case errors.Is(err, iofs.ErrNotExist):
+		return syscall.ENOENT
 	}
 	return syscall.EIO
 }

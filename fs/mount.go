@@ -1,9 +1,12 @@
-// Package fs shows cached remote files as a read-only FUSE file system. It is
-// a thin adapter: every operation answers from memory or calls cache/, and
-// errors are translated in one place (errno.go).
+// Package fs shows a tree of remote files as a read-only FUSE file system.
+// It is a thin adapter over the node interface of tree.go (Dir, File,
+// Reader): directories are listed lazily and kept for DirCacheTime, every
+// other operation answers from memory or calls its node, and errors are
+// translated in one place (errno.go).
 package fs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +32,10 @@ type Options struct {
 	// Passthrough lets the kernel read a file's cached data directly once
 	// the whole file is cached and verified (when the kernel allows it).
 	Passthrough bool
+	// DirCacheTime is how long a directory listing is used as it is; an
+	// access after that refreshes it in the background. It is also how
+	// long the kernel may keep names and attributes. Default 5 minutes.
+	DirCacheTime time.Duration
 }
 
 // Server is a running mount. Its methods are safe for concurrent use.
@@ -37,26 +44,31 @@ type Server struct {
 	server *fuse.Server
 	log    *slog.Logger
 	reads  *atomic.Int64 // Read calls this process served (the rest went to the kernel)
+	tree   *tree
 }
 
-// cacheTimeout is how long the kernel may keep names and attributes. The
-// directory never changes while mounted and the content is pinned by its
-// validator, so there is nothing to revalidate.
-const cacheTimeout = 24 * time.Hour
-
-// Mount shows entries as files in dir and returns once the kernel has the
-// mount. The caller owns the entries' cache.Files: closing one while mounted
-// is allowed (reads of it then fail with EIO at once, which is how a shutdown
-// ends waiting reads before unmounting).
-func Mount(dir string, entries []Entry, o Options) (*Server, error) {
+// Mount shows root's tree in dir and returns once the kernel has the mount.
+// The root is listed on its first access, like every directory. The caller
+// owns the nodes: what they hold (open caches) may be closed while mounted,
+// which is how a shutdown ends waiting reads before unmounting.
+func Mount(dir string, root Dir, o Options) (*Server, error) {
 	if o.OpTimeout <= 0 {
 		o.OpTimeout = 30 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = discardLogger
 	}
-	root := &rootNode{entries: entries, opts: &o, mtime: time.Now(), reads: new(atomic.Int64)}
-	timeout := cacheTimeout
+	if o.DirCacheTime <= 0 {
+		o.DirCacheTime = 5 * time.Minute
+	}
+	t := &tree{opts: &o, mtime: time.Now(), reads: new(atomic.Int64), listed: map[*dirState]struct{}{}}
+	t.ino.Store(1) // 1 is the root
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	rootNode := &dirNode{d: &dirState{t: t, dir: root}}
+	// Names and attributes may be kept by the kernel as long as a listing
+	// is; a listing that changes tells the kernel which names to drop, and
+	// a file's content never changes under one inode.
+	timeout := o.DirCacheTime
 	mo := fuse.MountOptions{
 		FsName: "rangefs",
 		Name:   "rangefs",
@@ -83,16 +95,17 @@ func Mount(dir string, entries []Entry, o Options) (*Server, error) {
 		// Other users must still be subject to the file modes.
 		mo.Options = append(mo.Options, "default_permissions")
 	}
-	server, err := fusefs.Mount(dir, root, &fusefs.Options{
+	server, err := fusefs.Mount(dir, rootNode, &fusefs.Options{
 		MountOptions:    mo,
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 	})
 	if err != nil {
+		t.cancel()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	s := &Server{dir: dir, server: server, log: o.Logger, reads: root.reads}
+	s := &Server{dir: dir, server: server, log: o.Logger, reads: t.reads, tree: t}
 	s.raiseReadAhead()
 	return s, nil
 }
@@ -114,7 +127,25 @@ func (s *Server) raiseReadAhead() {
 
 // Wait blocks until the file system is unmounted (by Unmount, fusermount3 -u
 // or umount).
-func (s *Server) Wait() { s.server.Wait() }
+func (s *Server) Wait() {
+	s.server.Wait()
+	s.tree.cancel()
+}
+
+// Forget drops every directory listing (SIGHUP): the next access to a
+// directory lists it again and waits for that, and the kernel is told to
+// drop the names it holds so that its next lookup asks.
+func (s *Server) Forget() {
+	s.tree.mu.Lock()
+	dirs := make([]*dirState, 0, len(s.tree.listed))
+	for d := range s.tree.listed {
+		dirs = append(dirs, d)
+	}
+	s.tree.mu.Unlock()
+	for _, d := range dirs {
+		d.forget()
+	}
+}
 
 // Unmount detaches the mount. When programs still hold files open, a plain
 // unmount fails with EBUSY; the mount is then detached lazily so the process

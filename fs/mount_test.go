@@ -115,7 +115,7 @@ func mountPattern(t *testing.T, src *fakeSource, cacheDir string, opts Options, 
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	srv, err := Mount(dir, []Entry{{Name: "file.bin", File: f}}, opts)
+	srv, err := Mount(dir, Static([]Entry{{Name: "file.bin", File: CacheFile(f, time.Time{})}}, time.Time{}), opts)
 	if err != nil {
 		f.Close()
 		t.Fatal(err)

@@ -8,87 +8,18 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"rangefs/cache"
 )
 
-// Entry is one remote file shown in the mount's root directory.
-type Entry struct {
-	Name  string      // file name in the mount; unique, no '/'
-	File  *cache.File // owned by the caller, who closes it after the server has stopped
-	Mtime time.Time   // from the remote's Last-Modified; zero means the mount time
-}
-
-// rootNode is the mount's only directory. Its children are fixed at mount
-// time, so lookups and listings never touch the network.
-type rootNode struct {
-	fusefs.Inode
-	entries []Entry
-	opts    *Options
-	mtime   time.Time
-	reads   *atomic.Int64
-}
-
-var (
-	_ = (fusefs.NodeOnAdder)((*rootNode)(nil))
-	_ = (fusefs.NodeGetattrer)((*rootNode)(nil))
-	_ = (fusefs.NodeStatfser)((*rootNode)(nil))
-)
-
-func (r *rootNode) OnAdd(ctx context.Context) {
-	for i, e := range r.entries {
-		n := &fileNode{entry: e, opts: r.opts, mtime: e.Mtime, reads: r.reads}
-		if n.mtime.IsZero() {
-			n.mtime = r.mtime
-		}
-		child := r.NewPersistentInode(ctx, n, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: uint64(i) + 2})
-		r.AddChild(e.Name, child, false)
-	}
-}
-
-func (r *rootNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o555
-	out.Nlink = 2
-	setTimes(&out.Attr, r.mtime)
-	return 0
-}
-
-// Statfs reports the remote files' total size, so df shows something
-// meaningful without asking the network.
-func (r *rootNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	const bsize = 4096
-	var total int64
-	for _, e := range r.entries {
-		total += e.File.Stats().Size
-	}
-	out.Bsize = bsize
-	out.Frsize = bsize
-	out.Blocks = uint64((total + bsize - 1) / bsize)
-	out.Bfree = 0
-	out.Bavail = 0
-	out.Files = uint64(len(r.entries))
-	out.NameLen = 255
-	return 0
-}
-
-// fileNode is one remote file. Its attributes come from the probe made at
-// mount time; the content is pinned by the remote's validator.
+// fileNode is an inode of a file: a thin handle on the fileState its
+// version shares.
 type fileNode struct {
 	fusefs.Inode
-	entry Entry
-	opts  *Options
-	mtime time.Time
-	reads *atomic.Int64
-
-	modes       openModes
-	failures    recentFailures
-	staleLogged atomic.Bool
+	st *fileState
 }
 
 var (
@@ -99,36 +30,63 @@ var (
 )
 
 func (n *fileNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	st := n.entry.File.Stats()
+	f := n.st.file
+	a := f.Attr()
+	if !a.Exact {
+		exact, err := f.Stat(ctx)
+		switch {
+		case err == nil:
+			a = exact
+		case errors.Is(err, context.Canceled):
+			return syscall.EINTR
+		default:
+			if n.st.statLogged.CompareAndSwap(false, true) {
+				n.st.parent.t.opts.Logger.Warn("stat: showing the listing's size hint", "file", n.st.path(), "err", err)
+			}
+		}
+	}
+	fileAttr(&out.Attr, a, f.Stats(), n.st.parent.t)
+	if !a.Exact {
+		out.SetTimeout(time.Nanosecond)
+	}
+	return 0
+}
+
+func fileAttr(out *fuse.Attr, a Attr, st Stats, t *tree) {
 	out.Mode = syscall.S_IFREG | 0o444
 	out.Nlink = 1
-	out.Size = uint64(st.Size)
+	out.Size = uint64(max(a.Size, 0))
 	// Blocks counts what is on local disk, so `du` shows how much is cached.
-	out.Blocks = uint64((st.BytesPresent + 511) / 512)
-	out.Blksize = uint32(min(st.ChunkSize, 1<<20))
-	setTimes(&out.Attr, n.mtime)
-	return 0
+	out.Blocks = uint64((st.CachedBytes + 511) / 512)
+	out.Blksize = 1 << 20
+	if st.ChunkSize > 0 {
+		out.Blksize = uint32(min(st.ChunkSize, 1<<20))
+	}
+	m := a.Mtime
+	if m.IsZero() {
+		m = t.mtime
+	}
+	setTimes(out, m)
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	h := &fileHandle{node: n, reader: n.entry.File.NewReader()}
-	// KEEP_CACHE: the content never changes under one mount (it is pinned by
-	// the validator seen at mount time), so the kernel may keep pages across
-	// opens (go-fuse drops it for passthrough, where there are no pages).
-	if n.modes.open(n.mayPassThrough) {
+	r, err := n.st.file.Open(ctx)
+	if err != nil {
+		return nil, 0, n.st.fail(err)
+	}
+	h := &fileHandle{node: n.st, reader: r}
+	// KEEP_CACHE: the content of one inode never changes (a new version
+	// gets a new inode; the old one fails with ESTALE rather than change),
+	// so the kernel may keep pages across opens (go-fuse drops it for
+	// passthrough, where there are no pages).
+	opts := n.st.parent.t.opts
+	if n.st.modes.open(func() bool { return opts.Passthrough && r.PassthroughPath() != "" }) {
 		return &passthroughHandle{fileHandle: h, pass: true}, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
-}
-
-// mayPassThrough reports whether a new open may be passed through: every
-// byte is on local disk and has passed its checksum this session, so the
-// kernel may read the data file itself.
-func (n *fileNode) mayPassThrough() bool {
-	return n.opts.Passthrough && n.entry.File.AllVerified()
 }
 
 // passthroughHandle offers the kernel the cache's data file, so reads of a
@@ -154,7 +112,11 @@ func (h *passthroughHandle) PassthroughFd() (int, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	fd, ok := h.node.modes.backing(func() (int, bool) {
-		fd, err := syscall.Open(h.node.entry.File.DataPath(), syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+		path := h.reader.PassthroughPath()
+		if path == "" {
+			return 0, false
+		}
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
 		return fd, err == nil
 	})
 	if !ok {
@@ -175,6 +137,7 @@ func (h *passthroughHandle) Release(ctx context.Context) syscall.Errno {
 		h.fd = 0
 	}
 	h.node.modes.release(h.pass)
+	h.close()
 	return 0
 }
 
@@ -183,24 +146,27 @@ const xattrPrefix = "user.rangefs."
 
 var xattrNames = []string{"url", "etag", "last_modified", "size", "chunk_size", "cached_bytes", "chunks"}
 
-func (n *fileNode) xattr(name string) (string, bool) {
-	m := n.entry.File.Meta()
-	st := n.entry.File.Stats()
+func xattrOf(st Stats, name string) (string, bool) {
 	switch name {
 	case "url":
-		return m.URL, true
+		return st.URL, true
 	case "etag":
-		return m.ETag, true
+		return st.ETag, true
 	case "last_modified":
-		return m.LastModified, true
+		return st.LastModified, true
 	case "size":
 		return strconv.FormatInt(st.Size, 10), true
 	case "chunk_size":
 		return strconv.FormatInt(st.ChunkSize, 10), true
 	case "cached_bytes":
-		return strconv.FormatInt(st.BytesPresent, 10), true
+		return strconv.FormatInt(st.CachedBytes, 10), true
 	case "chunks":
 		return strconv.FormatInt(st.Present, 10) + "/" + strconv.FormatInt(st.Chunks, 10), true
+	}
+	for _, x := range st.More {
+		if x.Name == name {
+			return x.Value, true
+		}
 	}
 	return "", false
 }
@@ -209,7 +175,7 @@ func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 	if len(attr) <= len(xattrPrefix) || attr[:len(xattrPrefix)] != xattrPrefix {
 		return 0, syscall.ENODATA
 	}
-	v, ok := n.xattr(attr[len(xattrPrefix):])
+	v, ok := xattrOf(n.st.file.Stats(), attr[len(xattrPrefix):])
 	if !ok {
 		return 0, syscall.ENODATA
 	}
@@ -220,6 +186,10 @@ func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 	var list []byte
 	for _, name := range xattrNames {
 		list = append(list, xattrPrefix+name...)
+		list = append(list, 0)
+	}
+	for _, x := range n.st.file.Stats().More {
+		list = append(list, xattrPrefix+x.Name...)
 		list = append(list, 0)
 	}
 	return copyOut(dest, string(list))
@@ -236,11 +206,22 @@ func copyOut(dest []byte, v string) (uint32, syscall.Errno) {
 	return uint32(copy(dest, v)), 0
 }
 
-// fileHandle is one open(2) of a file. Its Reader keeps the per-handle
-// sequential detector that drives read-ahead.
+// fileHandle is one open(2) of a file, reading through its own Reader
+// (which keeps, for a cached file, the sequential detector that drives
+// read-ahead).
 type fileHandle struct {
-	node   *fileNode
-	reader *cache.Reader
+	node      *fileState
+	reader    Reader
+	closeOnce sync.Once
+}
+
+// close closes the reader once, at release.
+func (h *fileHandle) close() {
+	h.closeOnce.Do(func() {
+		if err := h.reader.Close(); err != nil {
+			h.node.parent.t.opts.Logger.Warn("closing a file", "file", h.node.path(), "err", err)
+		}
+	})
 }
 
 var (
@@ -251,17 +232,18 @@ var (
 // Release uncounts an ordinary handle (see openModes).
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	h.node.modes.release(false)
+	h.close()
 	return 0
 }
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	h.node.reads.Add(1)
+	h.node.parent.t.reads.Add(1)
 	end := off + int64(len(dest))
 	if ago, ok := h.node.failures.since(off, end, time.Now()); ok {
 		return h.readNoWait(ctx, dest, off, ago)
 	}
 	// No read waits longer than the op timeout, whatever the server does.
-	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.node.opts.OpTimeout)
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.node.parent.t.opts.OpTimeout)
 	defer cancel()
 	// The FUSE context is cancelled on an interrupt, which ends only this
 	// wait, after a grace (see interruptGrace).
@@ -295,7 +277,7 @@ func (h *fileHandle) readNoWait(ctx context.Context, dest []byte, off int64, ago
 	// bytes or EIO, the truth about them.
 	expired, cancel := context.WithDeadline(context.WithoutCancel(ctx), time.Now())
 	defer cancel()
-	n, err := h.node.entry.File.ReadAt(expired, dest, off)
+	n, err := h.reader.ReadAt(expired, dest, off)
 	if err != nil && err != io.EOF {
 		err = fmt.Errorf("a read of these bytes timed out %v ago: %w", ago.Round(time.Millisecond), err)
 	}
@@ -314,17 +296,19 @@ func readResult(b []byte) fuse.ReadResult {
 
 // fail maps err to a status and logs it: every EIO with its cause, a
 // remote change only once per file (every later read repeats it).
-func (n *fileNode) fail(err error) syscall.Errno {
+func (n *fileState) fail(err error) syscall.Errno {
 	errno := errnoOf(err)
 	switch {
 	case errno == 0, errno == syscall.EINTR:
 	case errno == syscall.ESTALE:
 		if n.staleLogged.CompareAndSwap(false, true) {
-			n.opts.Logger.Warn("the remote file changed; reads fail with ESTALE until it is mounted again",
-				"file", n.entry.Name, "err", err)
+			n.parent.t.opts.Logger.Warn("the remote file changed; reads of this open file fail with ESTALE (open it again for the new version)",
+				"file", n.path(), "err", err)
 		}
+	case errno == syscall.EOPNOTSUPP, errno == syscall.ENOENT:
+		n.parent.t.opts.Logger.Warn("open failed", "file", n.path(), "errno", errno.Error(), "err", err)
 	default:
-		n.opts.Logger.Warn("read failed", "file", n.entry.Name, "errno", errno.Error(), "err", err)
+		n.parent.t.opts.Logger.Warn("read failed", "file", n.path(), "errno", errno.Error(), "err", err)
 	}
 	return errno
 }

@@ -52,7 +52,7 @@ func TestRemoteChangeIsESTALE(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	srv, err := Mount(dir, []Entry{{Name: "f", File: f}}, Options{})
+	srv, err := Mount(dir, Static([]Entry{{Name: "f", File: CacheFile(f, time.Time{})}}, time.Time{}), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

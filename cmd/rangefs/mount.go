@@ -86,10 +86,10 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 			name = c.Name
 		}
 		name = uniqueName(names, safeName(name))
-		entries = append(entries, fs.Entry{Name: name, File: f, Mtime: lastModified(o)})
+		entries = append(entries, fs.Entry{Name: name, File: fs.CacheFile(f, lastModified(o))})
 	}
 
-	srv, err := fs.Mount(c.Mountpoint, entries, fs.Options{
+	srv, err := fs.Mount(c.Mountpoint, fs.Static(entries, time.Time{}), fs.Options{
 		OpTimeout: c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
 		Passthrough: !c.NoPassthrough,
 	})

@@ -1,0 +1,499 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	iofs "io/fs"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// tree is what every node of one mount shares. Safe for concurrent use.
+type tree struct {
+	opts  *Options
+	mtime time.Time     // the mount time: the mtime of nodes that have none
+	reads *atomic.Int64 // Read calls this process served
+	ino   atomic.Uint64 // the last inode number handed out
+
+	// ctx governs background listings; it ends at unmount.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	listed map[*dirState]struct{} // directories holding a listing. Protects: listed.
+
+	files, bytes atomic.Int64 // files and bytes of the current listings, for statfs
+}
+
+// inos reserves n consecutive inode numbers and returns the first.
+func (t *tree) inos(n int) uint64 { return t.ino.Add(uint64(n)) - uint64(n) + 1 }
+
+// dirState is one directory of the tree with its current listing. Its
+// inodes (one at a time, or none while the kernel has forgotten it) are thin
+// dirNodes pointing here, so a listing survives the kernel forgetting the
+// directory.
+//
+// A listing is immutable once set: entries and inos are replaced whole by a
+// refresh. Protects (mu): every field below it.
+type dirState struct {
+	t    *tree
+	dir  Dir
+	path string // below the mount root, for logs ("" is the root)
+
+	inode atomic.Pointer[fusefs.Inode] // the latest inode, for kernel notifications
+
+	mu       sync.Mutex
+	entries  []Entry // sorted by name; nil until the first listing
+	base     uint64  // entries[i] gets inode number base+i, unless kids says otherwise
+	listedAt time.Time
+	listed   bool
+	forgot   bool          // Forget: the next access lists again, and waits for it
+	listing  chan struct{} // closed when the listing in progress ends; nil when none
+	lastErr  error         // the last listing's failure, returned to waiters
+	kids     map[string]*child
+	bytes    int64 // the files' sizes, as counted in t.bytes
+}
+
+// child is a name of a directory that the kernel has looked up: its inode
+// number and the state shared by the inodes of that number.
+type child struct {
+	name string
+	ino  uint64
+	file *fileState // for a file
+	dir  *dirState  // for a directory
+}
+
+// fileState is what the handles of one file version share.
+type fileState struct {
+	file   File
+	parent *dirState
+	name   string
+
+	modes       openModes
+	failures    recentFailures
+	staleLogged atomic.Bool
+	statLogged  atomic.Bool
+}
+
+func (f *fileState) path() string { return joinPath(f.parent.path, f.name) }
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// failedListingRetry is how long a failed listing is answered with its
+// error before the next access tries again, so a directory whose server is
+// down does not send one request per lookup.
+const failedListingRetry = time.Second
+
+// current returns the listing, listing the directory first when it has
+// none (or was forgotten) and refreshing it in the background when it is
+// older than DirCacheTime. Callers that wait may be interrupted by ctx;
+// the listing itself goes on for the others.
+func (d *dirState) current(ctx context.Context) (entries []Entry, base uint64, err error) {
+	for {
+		d.mu.Lock()
+		if d.listed && !d.forgot {
+			if time.Since(d.listedAt) >= d.t.opts.DirCacheTime && d.listing == nil {
+				d.startListingLocked()
+			}
+			entries, base = d.entries, d.base
+			d.mu.Unlock()
+			return entries, base, nil
+		}
+		if d.listing == nil {
+			if d.lastErr != nil && time.Since(d.listedAt) < failedListingRetry {
+				err := d.lastErr
+				d.mu.Unlock()
+				return nil, 0, err
+			}
+			d.startListingLocked()
+		}
+		wait := d.listing
+		d.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+		d.mu.Lock()
+		if !d.listed || d.forgot {
+			err := d.lastErr
+			d.mu.Unlock()
+			if err == nil {
+				continue // forgotten again while we waited
+			}
+			return nil, 0, err
+		}
+		d.mu.Unlock()
+	}
+}
+
+func (d *dirState) startListingLocked() {
+	done := make(chan struct{})
+	d.listing = done
+	go func() {
+		defer close(done)
+		d.list()
+	}()
+}
+
+// list runs one listing and installs it, telling the kernel which names
+// changed.
+func (d *dirState) list() {
+	es, err := d.dir.List(d.t.ctx)
+	if err == nil && !sortedUnique(es) {
+		es = append([]Entry(nil), es...)
+		sortEntries(es)
+		es = slices.CompactFunc(es, func(a, b Entry) bool { return a.Name == b.Name })
+	}
+	d.mu.Lock()
+	d.listing = nil
+	if err != nil {
+		d.listedAt = time.Now()
+		if d.listed && !d.forgot {
+			// A refresh failed: keep serving the listing we have.
+			d.mu.Unlock()
+			d.t.opts.Logger.Warn("refreshing a directory listing failed; keeping the old one", "dir", "/"+d.path, "err", err)
+			return
+		}
+		d.lastErr = err
+		d.mu.Unlock()
+		if !errors.Is(err, iofs.ErrNotExist) {
+			d.t.opts.Logger.Warn("listing a directory failed", "dir", "/"+d.path, "err", err)
+		}
+		return
+	}
+	changed := d.installLocked(es)
+	d.mu.Unlock()
+	d.t.mu.Lock()
+	d.t.listed[d] = struct{}{}
+	d.t.mu.Unlock()
+	if in := d.inode.Load(); in != nil {
+		for _, name := range changed {
+			in.NotifyEntry(name)
+		}
+	}
+}
+
+// installLocked makes es the listing and returns the names whose kernel
+// entries are out of date: names added (the kernel may hold a negative
+// entry), removed, or changed in kind or version.
+func (d *dirState) installLocked(es []Entry) (changed []string) {
+	old := d.entries
+	wasListed := d.listed
+	d.entries, d.base = es, d.t.inos(max(len(es), 1))
+	d.listed, d.forgot, d.lastErr, d.listedAt = true, false, nil, time.Now()
+	var bytes int64
+	for i := range es {
+		if es[i].File != nil {
+			bytes += es[i].File.Attr().Size
+		}
+	}
+	d.t.bytes.Add(bytes - d.bytes)
+	d.t.files.Add(int64(countFiles(es) - countFiles(old)))
+	d.bytes = bytes
+	if !wasListed {
+		return nil
+	}
+	// Walk both sorted listings together.
+	i, j := 0, 0
+	for i < len(old) || j < len(es) {
+		switch {
+		case j == len(es) || i < len(old) && old[i].Name < es[j].Name:
+			changed = append(changed, old[i].Name)
+			d.dropKidLocked(old[i].Name)
+			i++
+		case i == len(old) || es[j].Name < old[i].Name:
+			changed = append(changed, es[j].Name)
+			j++
+		default:
+			if k := d.kids[es[j].Name]; k != nil && !sameNode(k, es[j]) {
+				changed = append(changed, es[j].Name)
+				d.dropKidLocked(es[j].Name)
+			} else if k != nil && k.file != nil {
+				// Keep the File with its open handles and state: the listing
+				// shows the same version.
+				es[j].File = k.file.file
+			}
+			i++
+			j++
+		}
+	}
+	return changed
+}
+
+// dropKidLocked forgets a child whose name is gone or changed. The kernel's
+// inode, if any, keeps its state for the handles open on it.
+func (d *dirState) dropKidLocked(name string) {
+	if k := d.kids[name]; k != nil && k.dir != nil {
+		d.t.mu.Lock()
+		delete(d.t.listed, k.dir)
+		d.t.mu.Unlock()
+	}
+	delete(d.kids, name)
+}
+
+// sameNode reports whether the kernel's inode for k still stands for e: a
+// directory stays a directory (its own listing refreshes itself), a file
+// stays the same version.
+func sameNode(k *child, e Entry) bool {
+	if k.dir != nil || e.Dir != nil {
+		return k.dir != nil && e.Dir != nil
+	}
+	return k.file.file.Version() == e.File.Version()
+}
+
+func countFiles(es []Entry) int {
+	n := 0
+	for i := range es {
+		if es[i].File != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// forget makes the next access list the directory again and wait for it,
+// and tells the kernel to drop the names it holds, so the next lookup asks.
+func (d *dirState) forget() {
+	d.mu.Lock()
+	if !d.listed {
+		d.mu.Unlock()
+		return
+	}
+	d.forgot = true
+	names := make([]string, 0, len(d.kids))
+	for name := range d.kids {
+		names = append(names, name)
+	}
+	d.mu.Unlock()
+	if in := d.inode.Load(); in != nil {
+		for _, name := range names {
+			in.NotifyEntry(name)
+		}
+	}
+}
+
+// lookup returns the child called name, making its state on first use.
+func (d *dirState) lookup(ctx context.Context, name string) (*child, syscall.Errno) {
+	for range 8 {
+		es, base, err := d.current(ctx)
+		if err != nil {
+			return nil, d.listErrno(err)
+		}
+		i := sort.Search(len(es), func(i int) bool { return es[i].Name >= name })
+		if i == len(es) || es[i].Name != name {
+			return nil, syscall.ENOENT
+		}
+		if c, ok := d.kid(es[i], base, base+uint64(i)); ok {
+			return c, 0
+		}
+		// A refresh was installed meanwhile: look in the new listing.
+	}
+	return nil, syscall.EAGAIN
+}
+
+// kid returns the child state of e, which is entry ino-base of the listing
+// with that base; false when that listing is no longer current.
+func (d *dirState) kid(e Entry, base, ino uint64) (*child, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.base != base {
+		return nil, false
+	}
+	if c := d.kids[e.Name]; c != nil {
+		return c, true
+	}
+	c := &child{name: e.Name, ino: ino}
+	if e.Dir != nil {
+		c.dir = &dirState{t: d.t, dir: e.Dir, path: joinPath(d.path, e.Name)}
+	} else {
+		c.file = &fileState{file: e.File, parent: d, name: e.Name}
+	}
+	if d.kids == nil {
+		d.kids = map[string]*child{}
+	}
+	d.kids[e.Name] = c
+	return c, true
+}
+
+func (d *dirState) listErrno(err error) syscall.Errno {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	case errors.Is(err, iofs.ErrNotExist):
+		return syscall.ENOENT
+	}
+	return syscall.EIO
+}
+
+// dirNode is an inode of a directory.
+type dirNode struct {
+	fusefs.Inode
+	d *dirState
+}
+
+var (
+	_ = (fusefs.NodeOnAdder)((*dirNode)(nil))
+	_ = (fusefs.NodeLookuper)((*dirNode)(nil))
+	_ = (fusefs.NodeReaddirer)((*dirNode)(nil))
+	_ = (fusefs.NodeGetattrer)((*dirNode)(nil))
+	_ = (fusefs.NodeStatfser)((*dirNode)(nil))
+	_ = (fusefs.NodeGetxattrer)((*dirNode)(nil))
+	_ = (fusefs.NodeListxattrer)((*dirNode)(nil))
+)
+
+// OnAdd is called for the root only: other dirNodes are registered when
+// they are made.
+func (n *dirNode) OnAdd(ctx context.Context) { n.d.inode.Store(n.EmbeddedInode()) }
+
+func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	c, errno := n.d.lookup(ctx, name)
+	if errno != 0 {
+		return nil, errno
+	}
+	if live := n.GetChild(name); live != nil && live.StableAttr().Ino == c.ino {
+		n.fillEntry(c, out)
+		return live, 0
+	}
+	var in *fusefs.Inode
+	if c.dir != nil {
+		in = n.NewInode(ctx, &dirNode{d: c.dir}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: c.ino})
+		c.dir.inode.Store(in)
+	} else {
+		in = n.NewInode(ctx, &fileNode{st: c.file}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: c.ino})
+	}
+	n.fillEntry(c, out)
+	return in, 0
+}
+
+// fillEntry answers a lookup from memory: a lookup never waits for a probe
+// (readdirplus looks up every name), so a file whose size is only a hint is
+// shown with attributes the kernel must ask for again at the next stat.
+func (n *dirNode) fillEntry(c *child, out *fuse.EntryOut) {
+	if c.dir != nil {
+		dirAttr(&out.Attr, c.dir, n.d.t)
+		return
+	}
+	a := c.file.file.Attr()
+	fileAttr(&out.Attr, a, c.file.file.Stats(), n.d.t)
+	if !a.Exact {
+		out.SetAttrTimeout(time.Nanosecond) // zero would mean "the default"
+	}
+}
+
+func (n *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	es, base, err := n.d.current(ctx)
+	if err != nil {
+		return nil, n.d.listErrno(err)
+	}
+	n.d.mu.Lock()
+	inos := map[string]uint64{}
+	if n.d.base == base {
+		for name, c := range n.d.kids {
+			inos[name] = c.ino
+		}
+	}
+	n.d.mu.Unlock()
+	return &dirStream{es: es, base: base, kids: inos}, 0
+}
+
+func (n *dirNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	dirAttr(&out.Attr, n.d, n.d.t)
+	return 0
+}
+
+func dirAttr(a *fuse.Attr, d *dirState, t *tree) {
+	a.Mode = syscall.S_IFDIR | 0o555
+	a.Nlink = 2
+	m := d.dir.Mtime()
+	if m.IsZero() {
+		m = t.mtime
+	}
+	setTimes(a, m)
+}
+
+// Statfs reports the files and bytes of the listings held, so df shows
+// something meaningful without asking the network.
+func (n *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	const bsize = 4096
+	out.Bsize = bsize
+	out.Frsize = bsize
+	out.Blocks = uint64((n.d.t.bytes.Load() + bsize - 1) / bsize)
+	out.Files = uint64(n.d.t.files.Load())
+	out.NameLen = 255
+	return 0
+}
+
+// A directory shows whether it holds a listing, so rangefs status can walk
+// what is known without listing the rest of a remote tree.
+const xattrListed = xattrPrefix + "listed"
+
+func (n *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr != xattrListed {
+		return 0, syscall.ENODATA
+	}
+	n.d.mu.Lock()
+	v := "0"
+	if n.d.listed && !n.d.forgot {
+		v = "1"
+	}
+	n.d.mu.Unlock()
+	return copyOut(dest, v)
+}
+
+func (n *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return copyOut(dest, xattrListed+"\x00")
+}
+
+// dirStream hands out one listing. Names the kernel has looked up keep the
+// inode numbers it knows them by.
+type dirStream struct {
+	es   []Entry
+	base uint64
+	kids map[string]uint64
+	i    int
+}
+
+func (s *dirStream) HasNext() bool { return s.i < len(s.es) }
+
+func (s *dirStream) Next() (fuse.DirEntry, syscall.Errno) {
+	e := s.es[s.i]
+	ino, ok := s.kids[e.Name]
+	if !ok {
+		ino = s.base + uint64(s.i)
+	}
+	s.i++
+	mode := uint32(syscall.S_IFREG)
+	if e.Dir != nil {
+		mode = syscall.S_IFDIR
+	}
+	return fuse.DirEntry{Name: e.Name, Mode: mode, Ino: ino}, 0
+}
+
+func (s *dirStream) Close() {}
+
+func sortEntries(es []Entry) {
+	slices.SortStableFunc(es, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
+}
+
+func sortedUnique(es []Entry) bool {
+	for i := 1; i < len(es); i++ {
+		if es[i-1].Name >= es[i].Name {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,91 @@
+package fs
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"rangefs/cache"
+)
+
+// CacheFile shows an open cache.File as a File. The caller owns f and
+// closes it after the server has stopped; closing it while mounted is
+// allowed (reads then fail with EIO at once, which is how a shutdown ends
+// waiting reads before unmounting). mtime zero means the mount time.
+func CacheFile(f *cache.File, mtime time.Time) File { return &cacheFile{f: f, mtime: mtime} }
+
+type cacheFile struct {
+	f     *cache.File
+	mtime time.Time
+}
+
+func (c *cacheFile) Attr() Attr {
+	return Attr{Size: c.f.Meta().Size, Mtime: c.mtime, Exact: true}
+}
+
+func (c *cacheFile) Stat(context.Context) (Attr, error) { return c.Attr(), nil }
+
+func (c *cacheFile) Open(context.Context) (Reader, error) {
+	return &cacheReader{f: c.f, r: c.f.NewReader()}, nil
+}
+
+func (c *cacheFile) Stats() Stats { return StatsOf(c.f) }
+
+func (c *cacheFile) Version() string {
+	m := c.f.Meta()
+	return m.URL + "\x00" + m.ETag + "\x00" + m.LastModified + "\x00" + strconv.FormatInt(m.Size, 10)
+}
+
+// StatsOf describes an open cache.File.
+func StatsOf(f *cache.File) Stats {
+	m, st := f.Meta(), f.Stats()
+	return Stats{
+		URL: m.URL, ETag: m.ETag, LastModified: m.LastModified,
+		Size: st.Size, ChunkSize: st.ChunkSize, CachedBytes: st.BytesPresent,
+		Chunks: st.Chunks, Present: st.Present,
+	}
+}
+
+// NewCacheReader is one handle's reader of an open cache.File: it keeps the
+// handle's sequential detector that drives read-ahead, and offers the data
+// file for passthrough once the whole file is verified. Closing it leaves f
+// open.
+func NewCacheReader(f *cache.File) Reader { return &cacheReader{f: f, r: f.NewReader()} }
+
+type cacheReader struct {
+	f *cache.File
+	r *cache.Reader
+}
+
+func (c *cacheReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if ctx.Err() != nil {
+		// Nothing to wait for: read what is present, without counting the
+		// read in the handle's sequential detector.
+		return c.f.ReadAt(ctx, p, off)
+	}
+	return c.r.ReadAt(ctx, p, off)
+}
+
+func (c *cacheReader) PassthroughPath() string {
+	if c.f.AllVerified() {
+		return c.f.DataPath()
+	}
+	return ""
+}
+
+func (c *cacheReader) Close() error { return nil }
+
+// Static is a Dir of fixed entries (sorted here), listed from memory.
+func Static(entries []Entry, mtime time.Time) Dir {
+	es := append([]Entry(nil), entries...)
+	sortEntries(es)
+	return &staticDir{entries: es, mtime: mtime}
+}
+
+type staticDir struct {
+	entries []Entry
+	mtime   time.Time
+}
+
+func (s *staticDir) List(context.Context) ([]Entry, error) { return s.entries, nil }
+func (s *staticDir) Mtime() time.Time                      { return s.mtime }
