@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"rangefs/cache"
 	"rangefs/fs/archive"
 )
 
@@ -37,6 +38,9 @@ type ArchiveOptions struct {
 	// handle's own read (listing, headers, inflating); default 30 s.
 	OpTimeout time.Duration
 	Logger    *slog.Logger // nil discards
+	// IndexStore returns where the listing of the archive f is kept, or
+	// nil for nowhere. nil means f itself when it is an IndexStore.
+	IndexStore func(f File) IndexStore
 }
 
 // IndexStore is an optional interface of a File: a place beside the file's
@@ -95,7 +99,19 @@ func (o ArchiveOptions) withDefaults() ArchiveOptions {
 		o.Logger = discardLogger
 	}
 	o.Limits = archiveLimits(o.Limits)
+	if o.IndexStore == nil {
+		o.IndexStore = func(f File) IndexStore { s, _ := f.(IndexStore); return s }
+	}
 	return o
+}
+
+// CacheFileOf returns the cache.File that a File made by CacheFile shows.
+func CacheFileOf(f File) (*cache.File, bool) {
+	c, ok := f.(*cacheFile)
+	if !ok {
+		return nil, false
+	}
+	return c.f, true
 }
 
 // archiveLimits fills what the caller left zero with rangefs's defaults:
@@ -246,7 +262,7 @@ func (d *archiveDir) size(ctx context.Context) (int64, error) {
 // one for this version, else from the archive, saving it afterwards when
 // it is complete.
 func (d *archiveDir) load(ctx context.Context, ra io.ReaderAt, size int64) (*archive.Archive, error) {
-	store, _ := d.f.(IndexStore)
+	store := d.o.IndexStore(d.f)
 	version := d.f.Version()
 	if store != nil {
 		if a, err := d.loadIndex(store, version, ra, size); err == nil {

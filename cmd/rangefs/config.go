@@ -66,6 +66,7 @@ type mountConfig struct {
 	// NoPassthrough keeps every read in this process even when the kernel
 	// could read a fully cached file directly.
 	NoPassthrough bool
+	archiveConfig
 }
 
 type statusConfig struct {
@@ -329,6 +330,7 @@ func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
+	archiveFlags(fs, &c.archiveConfig)
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
