@@ -52,7 +52,9 @@ type dirIndexStore string
 // maxIndexFile bounds what is read back: fs/archive refuses larger ones anyway.
 const maxIndexFile = 256 << 20
 
-func (d dirIndexStore) path(kind string) string { return filepath.Join(string(d), "archive-index."+kind) }
+func (d dirIndexStore) path(kind string) string {
+	return filepath.Join(string(d), "archive-index."+kind)
+}
 
 func (d dirIndexStore) LoadIndex(kind string) ([]byte, error) {
 	p := d.path(kind)
