@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"rangefs/cache"
 	"rangefs/fs/archive"
 )
 
@@ -38,9 +37,6 @@ type ArchiveOptions struct {
 	// handle's own read (listing, headers, inflating); default 30 s.
 	OpTimeout time.Duration
 	Logger    *slog.Logger // nil discards
-	// IndexStore returns where the listing of the archive f is kept, or
-	// nil for nowhere. nil means f itself when it is an IndexStore.
-	IndexStore func(f File) IndexStore
 }
 
 // IndexStore is an optional interface of a File: a place beside the file's
@@ -52,6 +48,18 @@ type IndexStore interface {
 	LoadIndex(name string) ([]byte, error)
 	SaveIndex(name string, b []byte) error
 }
+
+// RangeReader is an optional interface of a File: ReadRange reads p at off
+// straight from the origin, storing nothing, like io.ReaderAt. An archive
+// directory uses it while listing a zip or a tar for the small reads the
+// cache does not hold yet (a tar header every member), which would
+// otherwise each fetch a whole cache block and set off read-ahead.
+type RangeReader interface {
+	ReadRange(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// maxDirectRead is the largest listing read sent through a RangeReader.
+const maxDirectRead = 64 << 10
 
 // ArchiveKind reports the archive format a file name stands for: ".zip",
 // ".tar", ".tar.gz" and ".tgz", in any case; 0 for any other name.
@@ -99,19 +107,7 @@ func (o ArchiveOptions) withDefaults() ArchiveOptions {
 		o.Logger = discardLogger
 	}
 	o.Limits = archiveLimits(o.Limits)
-	if o.IndexStore == nil {
-		o.IndexStore = func(f File) IndexStore { s, _ := f.(IndexStore); return s }
-	}
 	return o
-}
-
-// CacheFileOf returns the cache.File that a File made by CacheFile shows.
-func CacheFileOf(f File) (*cache.File, bool) {
-	c, ok := f.(*cacheFile)
-	if !ok {
-		return nil, false
-	}
-	return c.f, true
 }
 
 // archiveLimits fills what the caller left zero with rangefs's defaults:
@@ -241,7 +237,13 @@ func (d *archiveDir) open(ctx context.Context) (*archive.Archive, error) {
 		return nil, fmt.Errorf("archive %s: %w", d.name, err)
 	}
 	ra := &ctxReaderAt{r: r, ctx: ctx, timeout: d.o.OpTimeout}
+	if rr, ok := d.f.(RangeReader); ok && d.kind != archive.TarGz {
+		// A tar.gz pass reads everything once: through the cache, with
+		// read-ahead, so that member reads find it there.
+		ra.direct = rr
+	}
 	a, err := d.load(ctx, ra, size)
+	ra.listed.Store(true)
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -262,7 +264,7 @@ func (d *archiveDir) size(ctx context.Context) (int64, error) {
 // one for this version, else from the archive, saving it afterwards when
 // it is complete.
 func (d *archiveDir) load(ctx context.Context, ra io.ReaderAt, size int64) (*archive.Archive, error) {
-	store := d.o.IndexStore(d.f)
+	store, _ := d.f.(IndexStore)
 	version := d.f.Version()
 	if store != nil {
 		if a, err := d.loadIndex(store, version, ra, size); err == nil {
@@ -538,15 +540,29 @@ func (z *inflateReader) Close() error            { return z.ar.Close() }
 
 // ctxReaderAt is a Reader as an io.ReaderAt for the archive package: each
 // read gets its own deadline, timeout after it starts, within ctx.
+//
+// Until listed is set, a small read the cache cannot answer at once goes
+// to direct, when there is one.
 type ctxReaderAt struct {
 	r       Reader
 	ctx     context.Context
 	timeout time.Duration
+	direct  RangeReader
+	listed  atomic.Bool
 }
 
 func (c *ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
 	defer cancel()
+	if c.direct != nil && !c.listed.Load() && len(p) <= maxDirectRead {
+		now, cancelNow := context.WithDeadline(ctx, time.Now())
+		n, err := c.r.ReadAt(now, p, off)
+		cancelNow()
+		if n == len(p) || err == io.EOF {
+			return n, err
+		}
+		return c.direct.ReadRange(ctx, p, off)
+	}
 	n, err := c.r.ReadAt(ctx, p, off)
 	if err != nil && err != io.EOF && errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("reading the archive at %d timed out after %v: %w", off, c.timeout, err)

@@ -559,3 +559,82 @@ func readErrno(name string) ([]byte, error) {
 	}
 	return b, err
 }
+
+// directFile is a File that also reads ranges straight from its source,
+// counting them.
+type directFile struct {
+	File
+	src   *bytesSource
+	bytes atomic.Int64
+}
+
+func (d *directFile) ReadRange(ctx context.Context, p []byte, off int64) (int, error) {
+	n := min(len(p), len(d.src.b)-int(off))
+	if n <= 0 {
+		return 0, io.EOF
+	}
+	d.bytes.Add(int64(n))
+	copy(p, d.src.b[off:int(off)+n])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// TestTarListingReadsHeadersDirectly: with a RangeReader, listing a tar
+// reads only its headers, none of it through the cache (whose blocks and
+// read-ahead would fetch far more); member reads still use the cache.
+func TestTarListingReadsHeadersDirectly(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("skipping a real mount: /dev/fuse is not available here (%v)", err)
+	}
+	needTool(t, "tar")
+	work := t.TempDir()
+	src := filepath.Join(work, "src")
+	for i := range 200 {
+		p := filepath.Join(src, fmt.Sprintf("d%d/m%03d", i%4, i))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 100<<10), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runTool(t, src, "tar -cf ../a.tar .")
+	b, err := os.ReadFile(filepath.Join(work, "a.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &bytesSource{b: b}
+	f, err := cache.Open(t.TempDir(), cache.Meta{Size: int64(len(b)), ChunkSize: chunk, ETag: `"v1"`, URL: "http://test/a.tar"}, s, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	df := &directFile{File: CacheFile(f, time.Time{}), src: s}
+	dir := t.TempDir()
+	srv, err := Mount(dir, WithArchives(Static([]Entry{{Name: "a.tar", File: df}}, time.Time{}), ArchiveOptions{}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		srv.Unmount()
+		srv.Wait()
+	}()
+	names := mountNames(t, filepath.Join(dir, "a.tar"))
+	if len(names) != 204 {
+		t.Fatalf("%d names listed, want 204", len(names))
+	}
+	if got := s.bytes.Load(); got != 0 {
+		t.Errorf("listing fetched %d bytes through the cache, want 0", got)
+	}
+	if got := df.bytes.Load(); got > 210*1024+8192 { // 205 headers (members, directories, ".") and the end
+		t.Errorf("listing read %d bytes directly, want about 1 KiB per member", got)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "a.tar", "d1/m101"))
+	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{101}, 100<<10)) {
+		t.Errorf("member read: %d bytes, %v", len(got), err)
+	}
+	if s.bytes.Load() == 0 {
+		t.Error("the member was not read through the cache")
+	}
+	t.Logf("listing: %d bytes read directly for a %d-byte tar", df.bytes.Load(), len(b))
+}

@@ -1,13 +1,19 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/pflag"
 
+	"rangefs/cache"
+	"rangefs/fetch"
 	"rangefs/fs"
 )
 
@@ -21,26 +27,76 @@ func archiveFlags(f *pflag.FlagSet, c *archiveConfig) {
 	f.BoolVar(&c.Archives, "archives", false, "show each .zip, .tar, .tar.gz and .tgz file as a directory of the same name holding its members (read in place, fetching only what is read)")
 }
 
-// archiveRoot is the mount's root with --archives applied: every archive
-// file in it, and in every directory below it, becomes a directory. An
-// archive's listing is kept in its object's cache directory, so that the
-// next mount lists it with no fetch.
-func archiveRoot(c *mountConfig, root fs.Dir, log *slog.Logger) fs.Dir {
+// archiveRoot is the mount's root, with --archives applied: every archive
+// file in it, and in every directory below it, becomes a directory.
+// entries[i] shows files[i], fetched from srcs[i]: its archive index is
+// kept in its cache directory, so that the next mount lists it with no
+// fetch, and its listing reads the headers it needs straight from srcs[i].
+func archiveRoot(c *mountConfig, entries []fs.Entry, files []*cache.File, srcs []cache.Source, log *slog.Logger) fs.Dir {
 	if !c.Archives {
-		return root
+		return fs.Static(entries, time.Time{})
 	}
-	return fs.WithArchives(root, fs.ArchiveOptions{OpTimeout: c.OpTimeout, Logger: log, IndexStore: archiveIndexStore})
+	es := append([]fs.Entry(nil), entries...)
+	for i := range es {
+		if es[i].File != nil && i < len(files) && i < len(srcs) && fs.ArchiveKind(es[i].Name) != 0 {
+			es[i].File = &archiveFile{File: es[i].File, index: dirIndexStore(filepath.Dir(files[i].DataPath())),
+				src: srcs[i], size: files[i].Meta().Size}
+		}
+	}
+	return fs.WithArchives(fs.Static(es, time.Time{}), fs.ArchiveOptions{OpTimeout: c.OpTimeout, Logger: log})
 }
 
-// archiveIndexStore keeps the index of a cached file in its object's
-// cache directory; other files keep theirs where they say (a File that is
-// an fs.IndexStore), or nowhere.
-func archiveIndexStore(f fs.File) fs.IndexStore {
-	if cf, ok := fs.CacheFileOf(f); ok {
-		return dirIndexStore(filepath.Dir(cf.DataPath()))
+// archiveFile is a cached remote file that keeps its archive index in its
+// cache directory and reads small listing ranges straight from its source.
+type archiveFile struct {
+	fs.File
+	index dirIndexStore
+	src   cache.Source
+	size  int64
+}
+
+var (
+	_ fs.IndexStore  = (*archiveFile)(nil)
+	_ fs.RangeReader = (*archiveFile)(nil)
+)
+
+func (a *archiveFile) LoadIndex(kind string) ([]byte, error) { return a.index.LoadIndex(kind) }
+func (a *archiveFile) SaveIndex(kind string, b []byte) error { return a.index.SaveIndex(kind, b) }
+
+// ReadRange fetches p at off with one ranged request, storing nothing.
+func (a *archiveFile) ReadRange(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("negative offset")
 	}
-	s, _ := f.(fs.IndexStore)
-	return s
+	if off >= a.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), a.size-off)
+	w := &fixedWriter{p: p[:n]}
+	if err := a.src.Fetch(ctx, off, n, w); err != nil {
+		return w.n, err
+	}
+	if int64(w.n) != n {
+		return w.n, fmt.Errorf("fetched %d bytes of %d at %d", w.n, n, off)
+	}
+	if n < int64(len(p)) {
+		return int(n), io.EOF
+	}
+	return int(n), nil
+}
+
+// fixedWriter fills p and refuses more.
+type fixedWriter struct {
+	p []byte
+	n int
+}
+
+func (w *fixedWriter) Write(b []byte) (int, error) {
+	if len(b) > len(w.p)-w.n {
+		return 0, errors.New("the source sent more than was asked")
+	}
+	w.n += copy(w.p[w.n:], b)
+	return len(b), nil
 }
 
 // dirIndexStore keeps archive indexes as files in an object's cache
@@ -87,4 +143,13 @@ func (d dirIndexStore) SaveIndex(kind string, b []byte) error {
 		os.Remove(tmp.Name())
 	}
 	return err
+}
+
+// archiveSources are objs as cache sources.
+func archiveSources(objs []*fetch.Object) []cache.Source {
+	out := make([]cache.Source, len(objs))
+	for i, o := range objs {
+		out[i] = o
+	}
+	return out
 }

@@ -89,7 +89,7 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		entries = append(entries, fs.Entry{Name: name, File: fs.CacheFile(f, lastModified(o))})
 	}
 
-	srv, err := fs.Mount(c.Mountpoint, archiveRoot(c, fs.Static(entries, time.Time{}), log), fs.Options{
+	srv, err := fs.Mount(c.Mountpoint, archiveRoot(c, entries, files, archiveSources(objs), log), fs.Options{
 		OpTimeout: c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
 		Passthrough: !c.NoPassthrough,
 	})
