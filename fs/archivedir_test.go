@@ -638,3 +638,17 @@ func TestTarListingReadsHeadersDirectly(t *testing.T) {
 	}
 	t.Logf("listing: %d bytes read directly for a %d-byte tar", df.bytes.Load(), len(b))
 }
+
+func TestArchiveEntry(t *testing.T) {
+	f := &memIndexFile{}
+	if e := ArchiveEntry(Entry{Name: "a.tgz", File: f}, ArchiveOptions{}); e.File != nil || e.Dir == nil {
+		t.Errorf("a.tgz: %+v, want a directory", e)
+	}
+	if e := ArchiveEntry(Entry{Name: "a.txt", File: f}, ArchiveOptions{}); e.File != f || e.Dir != nil {
+		t.Errorf("a.txt: %+v, want the file as it is", e)
+	}
+	d := Static(nil, time.Time{})
+	if e := ArchiveEntry(Entry{Name: "sub", Dir: d}, ArchiveOptions{}); e.Dir == d || e.Dir == nil {
+		t.Errorf("sub: %+v, want the directory wrapped", e)
+	}
+}
