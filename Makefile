@@ -4,7 +4,7 @@ BIN     := bin
 DEMO    := $(CURDIR)/demo-run
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help build test test-short test-fuse lint bench bench-deps demo deps clean
+.PHONY: help build man completion install test test-short test-fuse lint bench bench-deps demo deps clean
 
 help:
 	@echo "make build       build bin/rangefs and bin/rangefs-testserver"
@@ -12,6 +12,9 @@ help:
 	@echo "make test-short  the same without the long crash loops"
 	@echo "make test-fuse   only the mount tests"
 	@echo "make lint        gofmt and go vet"
+	@echo "make man         generate the man pages into man/ from the flag definitions"
+	@echo "make completion  generate bash, zsh and fish completions into completion/"
+	@echo "make install     install rangefs, mount.fuse.rangefs, man pages, completions (PREFIX, DESTDIR)"
 	@echo "make demo        install fuse3 if missing, serve a local file, get it, mount it, check sha256"
 	@echo "make bench-deps  install the peers the benchmark compares against (Debian)"
 	@echo "make bench       rangefs vs aria2c, axel, curl, rclone and httpdirfs on a local nginx"
@@ -19,6 +22,30 @@ help:
 build:
 	$(GO) build -o $(BIN)/rangefs ./cmd/rangefs
 	$(GO) build -o $(BIN)/rangefs-testserver ./cmd/rangefs-testserver
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+man: build
+	rm -rf man && $(BIN)/rangefs gen-man man
+
+completion: build
+	mkdir -p completion
+	$(BIN)/rangefs completion bash > completion/rangefs.bash
+	$(BIN)/rangefs completion zsh > completion/_rangefs
+	$(BIN)/rangefs completion fish > completion/rangefs.fish
+
+# mount(8) runs /sbin/mount.fuse.rangefs for a file system of type
+# fuse.rangefs (fstab, mount -t): the link to rangefs is that helper.
+install: build man completion
+	install -D -m 0755 $(BIN)/rangefs $(DESTDIR)$(PREFIX)/bin/rangefs
+	install -d $(DESTDIR)/sbin
+	ln -sf $(PREFIX)/bin/rangefs $(DESTDIR)/sbin/mount.fuse.rangefs
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -D -m 0644 completion/rangefs.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/rangefs
+	install -D -m 0644 completion/_rangefs $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_rangefs
+	install -D -m 0644 completion/rangefs.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/rangefs.fish
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -41,7 +68,7 @@ deps:
 
 bench-deps:
 	$(SUDO) apt-get update -qq
-	$(SUDO) apt-get install -y -qq nginx aria2 axel rclone httpdirfs fuse3 fuse-zip archivemount
+	$(SUDO) apt-get install -y -qq nginx aria2 axel rclone httpdirfs fuse3 ffmpeg sqlite3 unzip python3 fuse-zip archivemount
 
 # BENCH_FLAGS selects rows and conditions, e.g. issue 2's table:
 #   make bench BENCH_FLAGS="--only get,aria2c --size 256MiB --cap 10MB"
@@ -70,4 +97,4 @@ demo: deps build
 	  kill -INT $$mnt; wait $$mnt; echo "== unmounted; demo OK"
 
 clean:
-	rm -rf $(BIN) $(DEMO) bench-out
+	rm -rf $(BIN) $(DEMO) bench-out man completion

@@ -1,12 +1,9 @@
 package cache
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"testing"
-	"time"
 )
 
 // BenchmarkFill measures the cache data path: a fast in-memory Source
@@ -96,34 +93,6 @@ func BenchmarkReadCached(b *testing.B) {
 	}
 }
 
-// pacedSource serves the pattern with every Fetch paced to rate bytes/s, as
-// a server that caps each connection does (most do; the mount benchmark's
-// server does). One Fetch is one connection.
-type pacedSource struct {
-	size, rate int64
-}
-
-func (s *pacedSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
-	start := time.Now()
-	for done := int64(0); done < n; {
-		o := (off + done) % int64(len(pattern))
-		k := min(256<<10, n-done, int64(len(pattern))-o)
-		if _, err := w.Write(pattern[o : o+k]); err != nil {
-			return err
-		}
-		done += k
-		due := start.Add(time.Duration(done * int64(time.Second) / s.rate))
-		t := time.NewTimer(time.Until(due))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		}
-	}
-	return nil
-}
-
 // BenchmarkReaderCapped measures a cold sequential read of 64 MiB through a
 // Reader in 1 MiB reads (as the kernel sends them) from a source capping
 // each connection at 25 MB/s, over a Pool of 8: read-ahead alone (no
@@ -136,7 +105,10 @@ func BenchmarkReaderCapped(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		dir := cacheDir(b)
-		f, err := Open(dir, m, &pacedSource{size: size, rate: 25_000_000}, Options{Pool: NewPool(8)})
+		// Every Fetch paced to 25 MB/s, in 256 KiB writes.
+		src := newFake(size)
+		src.writeSize, src.rate = 256<<10, 25_000_000
+		f, err := Open(dir, m, src, Options{Pool: NewPool(8)})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -213,8 +213,8 @@ func TestRecordOfWrongLengthDropped(t *testing.T) {
 	db.Close()
 	src := newFake(m.Size)
 	f := openT(t, dir, m, src, Options{})
-	if st := f.Stats(); st.Present != 1 || f.present.get(1) {
-		t.Fatalf("present = %d (chunk 1 %v), want only chunk 0", st.Present, f.present.get(1))
+	if st := f.Stats(); st.Present != 1 || f.tab.present.get(1) {
+		t.Fatalf("present = %d (chunk 1 %v), want only chunk 0", st.Present, f.tab.present.get(1))
 	}
 	readAll(t, f, 40000)
 }
@@ -254,7 +254,7 @@ func TestRotatedFetchServesTailFirst(t *testing.T) {
 	if err := recv(t, errA, "reader of block 2 while the head is held"); err != nil || !bytes.Equal(buf, want(off, 4096)) {
 		t.Fatalf("read of block 2: %v", err)
 	}
-	if f.present.get(1) {
+	if f.tab.present.get(1) {
 		t.Fatal("chunk 1 present before its head arrived")
 	}
 
@@ -275,7 +275,7 @@ func TestRotatedFetchServesTailFirst(t *testing.T) {
 		t.Fatalf("read of the head: %v", err)
 	}
 	settle(t, f)
-	if !f.present.get(1) {
+	if !f.tab.present.get(1) {
 		t.Fatal("chunk 1 not present after both passes")
 	}
 	want := []fetchCall{{m.ChunkSize + 2*blockSize, 2 * blockSize}, {m.ChunkSize, 2 * blockSize}}
@@ -319,14 +319,14 @@ func TestRotatedFetchHeadFailureLeavesChunkMissing(t *testing.T) {
 		t.Fatalf("read of the tail: %v", err)
 	}
 	settle(t, f)
-	if f.present.get(0) {
+	if f.tab.present.get(0) {
 		t.Fatal("chunk 0 present although its head pass failed")
 	}
 	if err := readChunk(t, f, 0); err != nil {
 		t.Fatalf("read after the failure: %v", err)
 	}
 	settle(t, f)
-	if !f.present.get(0) {
+	if !f.tab.present.get(0) {
 		t.Fatal("chunk 0 not present after the refetch")
 	}
 }
@@ -347,7 +347,7 @@ func TestRotatedFetchTailErrorAfterAllBytesResolvesChunk(t *testing.T) {
 		t.Fatal("wrong bytes")
 	}
 	settle(t, f) // hangs (and fails) if the chunk's flight is never resolved
-	if f.present.get(0) {
+	if f.tab.present.get(0) {
 		t.Fatal("chunk 0 present although its fetch failed")
 	}
 	if err := readChunk(t, f, 0); err != nil {

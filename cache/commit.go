@@ -18,7 +18,10 @@ import (
 // and one bbolt transaction, so 8-16 connections streaming at hundreds of
 // MB/s cost a few syncs per second, not one per chunk.
 type committer struct {
-	f *File
+	s *store
+	// durable hands each round's chunks to the store's owner: err nil
+	// means they are synced and recorded; else none of them is.
+	durable func(batch []commitRec, err error)
 
 	mu      sync.Mutex
 	pending []commitRec // chunks written, waiting for the next round
@@ -36,17 +39,18 @@ type commitRec struct {
 	rec []byte
 }
 
-func newCommitter(f *File) *committer {
+func newCommitter(s *store, durable func(batch []commitRec, err error)) *committer {
 	return &committer{
-		f:    f,
-		wake: make(chan struct{}, 1),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		s:       s,
+		durable: durable,
+		wake:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 
-// add queues chunk i (whose bytes are all in the data file) for the next
-// round. Its flight stays in the in-flight map until the round resolves it.
+// add queues chunk i (written: its bytes are all in the data file) for the
+// next round, which commits it or fails it (see chunkTable).
 func (c *committer) add(i int64, rec []byte) {
 	c.mu.Lock()
 	c.pending = append(c.pending, commitRec{i, rec})
@@ -88,17 +92,21 @@ func (c *committer) round() {
 		c.spare = batch
 		return
 	}
-	f := c.f
+	s := c.s
 	var err error
-	if f.degraded.Load() {
-		// After a failed write or sync nothing more is committed this
-		// session: Linux reports a writeback error to one fdatasync only,
-		// so a later sync that succeeds proves nothing about pages that
-		// were dropped, and the index must never over-report.
+	if s.commitsStopped.Load() {
+		// After a failed sync or index commit nothing more is committed
+		// this session: Linux reports a writeback error to one fdatasync
+		// only, so a later sync that succeeds proves nothing about pages
+		// that were dropped, and the index must never over-report. A
+		// failed write (ENOSPC) is not such a failure: it stops caching,
+		// but the chunks written whole before it are still committed by a
+		// sync that succeeds (pending holds only chunks whose every write
+		// succeeded).
 		err = errUncached
-	} else if serr := f.data.Sync(); serr != nil {
+	} else if serr := s.data.Sync(); serr != nil {
 		err = &diskError{op: "sync data", err: serr}
-	} else if uerr := f.db.Update(func(tx *bolt.Tx) error {
+	} else if uerr := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChunks)
 		// bbolt keeps references to keys and values until the commit,
 		// so each key gets its own bytes (one allocation per round); each
@@ -116,16 +124,14 @@ func (c *committer) round() {
 		err = &diskError{op: "commit index", err: uerr}
 	}
 	if err != nil {
-		f.degrade(err)
-	}
-	f.mu.Lock()
-	for n, r := range batch {
-		batch[n].rec = nil // let the record go with the transaction
-		if err == nil {
-			f.markPresentLocked(r.i)
+		if err != errUncached {
+			s.commitsStopped.Store(true)
 		}
-		f.resolveLocked(r.i, err)
+		s.degrade(err)
 	}
-	f.mu.Unlock()
+	c.durable(batch, err)
+	for n := range batch {
+		batch[n].rec = nil // let the record go with the transaction
+	}
 	c.spare = batch
 }

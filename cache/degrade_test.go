@@ -126,9 +126,9 @@ func TestSyncFailureIsSticky(t *testing.T) {
 	recv(t, inSync, "the first sync") // chunk 0's round, about to fail
 	close(chunk1)                     // chunk 1 is written meanwhile
 	waitFor(t, "chunk 1 to reach the committer", func() bool {
-		f.com.mu.Lock()
-		defer f.com.mu.Unlock()
-		return len(f.com.pending) == 1
+		f.st.com.mu.Lock()
+		defer f.st.com.mu.Unlock()
+		return len(f.st.com.pending) == 1
 	})
 	close(release)
 	recv(t, errc, "Fill") // fails: the disk failed

@@ -45,7 +45,7 @@ func TestFillEndGameSplitsSlowRun(t *testing.T) {
 	if c := recv(t, src.started, "split fetch"); c != (fetchCall{7 * testChunk, testChunk}) {
 		t.Fatalf("split fetch %v, want chunk 7", c)
 	}
-	waitFor(t, "chunk 7", func() bool { return f.ready(7, 8) })
+	waitFor(t, "chunk 7", func() bool { return verifiedRange(f, 7, 8) })
 	close(slow)
 	if err := recv(t, errc, "Fill"); err != nil {
 		t.Fatal(err)
@@ -85,7 +85,7 @@ func TestFillEndGameSplitsStalledRun(t *testing.T) {
 	// B is stuck in chunk 5 with 6 and 7 to go, neither near as B is
 	// not streaming: A takes half of what B has left, 7, then half again,
 	// 6, and everything but chunk 5 arrives while B is stuck.
-	waitFor(t, "every chunk but the stuck one", func() bool { return f.ready(0, 5) && f.ready(6, 8) })
+	waitFor(t, "every chunk but the stuck one", func() bool { return verifiedRange(f, 0, 5) && verifiedRange(f, 6, 8) })
 	close(stuck)
 	if err := recv(t, errc, "Fill"); err != nil {
 		t.Fatal(err)
@@ -225,22 +225,22 @@ func TestEndGameNeverSplitsAFailedRun(t *testing.T) {
 	defer f.mu.Unlock()
 	p := &plan{hi: 16, piece: 8}
 	r := &run{prio: prioBulk, plan: p, end: 16, writing: 3}
-	f.inflight[0] = &flight{done: make(chan struct{}), run: r} // with the committer
+	f.tab.flights[0] = &flight{done: make(chan struct{}), run: r} // with the committer
 	for i := int64(3); i < 16; i++ {
-		f.inflight[i] = &flight{done: make(chan struct{}), run: r}
+		f.tab.flights[i] = &flight{done: make(chan struct{}), run: r}
 	}
-	f.endRunLocked(r, 3, errInjected) // the fetch failed in chunk 3
-	if r.end != 3 || len(f.inflight) != 1 {
-		t.Fatalf("after the failure: end %d, %d flights; want end 3 and only chunk 0's", r.end, len(f.inflight))
+	f.sched.endRunLocked(r, 3, errInjected) // the fetch failed in chunk 3
+	if r.end != 3 || len(f.tab.flights) != 1 {
+		t.Fatalf("after the failure: end %d, %d flights; want end 3 and only chunk 0's", r.end, len(f.tab.flights))
 	}
-	if _, _, ok := f.splitLocked(f.newClaims(prioBulk), p); ok {
+	if _, _, ok := f.sched.splitLocked(f.sched.newClaims(prioBulk), p); ok {
 		t.Fatal("the end game split a run that had failed")
 	}
 	// The guard on its own: a run whose fields claim chunks it does not hold.
 	r.end = 16
-	if _, _, ok := f.splitLocked(f.newClaims(prioBulk), p); ok {
+	if _, _, ok := f.sched.splitLocked(f.sched.newClaims(prioBulk), p); ok {
 		t.Fatal("the end game took chunks that are not the victim's")
 	}
 	r.end = 3
-	delete(f.inflight, 0)
+	delete(f.tab.flights, 0)
 }

@@ -68,3 +68,12 @@ var errAbandoned = errors.New("chunk fetch abandoned")
 func staleError(cause error) error {
 	return fmt.Errorf("%w: %w", ErrStale, cause)
 }
+
+// errUncached is what the scheduler reports once the File stopped caching
+// after a disk failure; readers then fetch straight into their buffers.
+var errUncached = &diskError{op: "caching stopped", err: errors.New("an earlier disk error disabled the cache")}
+
+func isDiskError(err error) bool {
+	var de *diskError
+	return errors.As(err, &de)
+}

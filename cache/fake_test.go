@@ -70,6 +70,19 @@ type fakeSource struct {
 	// first, with the call's offset and the bytes written so far; a
 	// non-nil channel is waited on.
 	pause func(off, done int64) <-chan struct{}
+	// rate, if > 0, paces every call to rate bytes/s, as a server that
+	// caps each connection does (one call is one connection).
+	rate int64
+	// downUntil, if set, makes the remote unreachable until then: Fetch
+	// retries the way fetch.Client does with RetryUntilDeadline, every
+	// outageRetry, until the ctx deadline if there is one (giving up when
+	// less than outageRetry is left), else for outageAttempts attempts.
+	downUntil time.Time
+	attempts  int // attempts that met the outage
+	// answered, if set, is called (without mu) with each call's ctx once
+	// it passed its gate, as a fetch.Client calls Options.OnLoad for an
+	// answer.
+	answered func(ctx context.Context)
 	// perChunk, if not nil, counts the bytes the cache accepted, per
 	// chunk of testChunk bytes: a chunk fetched twice shows up as more
 	// than its length. (Benchmarks leave it nil.)
@@ -92,7 +105,7 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 	changed := s.changed
 	partial := s.partial
 	s.partial = 0
-	gate, started, pause := s.gate, s.started, s.pause
+	gate, started, pause, answered, rate := s.gate, s.started, s.pause, s.answered, s.rate
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -102,6 +115,9 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 	if started != nil {
 		started <- fetchCall{off, n}
 	}
+	if err := s.outage(ctx); err != nil {
+		return err
+	}
 	if gate != nil {
 		if ch := gate(off, n); ch != nil {
 			select {
@@ -110,6 +126,9 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 				return ctx.Err()
 			}
 		}
+	}
+	if answered != nil {
+		answered(ctx)
 	}
 	switch {
 	case fail:
@@ -127,10 +146,12 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 	if partial > 0 {
 		limit = min(partial, n)
 	}
+	begun := time.Now()
 	for done := int64(0); done < limit; {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+
 		if pause != nil && done > 0 {
 			if ch := pause(off, done); ch != nil {
 				select {
@@ -151,11 +172,58 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 			return fmt.Errorf("fake: write: %w", err)
 		}
 		done += k
+		if rate > 0 {
+			due := begun.Add(time.Duration(done * int64(time.Second) / rate))
+			t := time.NewTimer(time.Until(due))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
 	}
 	if partial > 0 {
 		return errInjected
 	}
 	return nil
+}
+
+const (
+	outageRetry    = 10 * time.Millisecond
+	outageAttempts = 3
+)
+
+var errOutage = errors.New("fake: connection refused")
+
+// outage waits out s.downUntil as a retrying client would (see downUntil),
+// and returns the error it gives up with.
+func (s *fakeSource) outage(ctx context.Context) error {
+	deadline, bounded := ctx.Deadline()
+	for n := 1; ; n++ {
+		s.mu.Lock()
+		down := time.Now().Before(s.downUntil)
+		if down {
+			s.attempts++
+		}
+		s.mu.Unlock()
+		if !down {
+			return nil
+		}
+		switch {
+		case bounded && time.Until(deadline) < outageRetry:
+			return fmt.Errorf("giving up at the deadline after %d attempts: %w", n, errOutage)
+		case !bounded && n >= outageAttempts:
+			return fmt.Errorf("giving up after %d attempts: %w", n, errOutage)
+		}
+		t := time.NewTimer(outageRetry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
 }
 
 // newCountingFake is newFake with perChunk counting on.
@@ -361,6 +429,18 @@ func settle(t testing.TB, f *File) {
 	waitFor(t, "in-flight chunks to settle", func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return len(f.inflight) == 0 && f.active.Load() == 0
+		return len(f.tab.flights) == 0 && f.sched.active.Load() == 0
 	})
+}
+
+// verifiedRange reports whether every chunk in [first, end) is committed
+// and verified (what the tests call ready: written chunks not yet committed
+// do not count).
+func verifiedRange(f *File, first, end int64) bool {
+	for i := first; i < end; i++ {
+		if !f.tab.present.get(i) || !f.tab.verified.get(i) {
+			return false
+		}
+	}
+	return true
 }

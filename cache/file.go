@@ -2,16 +2,11 @@ package cache
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -127,70 +122,19 @@ const (
 type File struct {
 	meta      Meta
 	lay       layout
-	dir       string
-	dataPath  string
 	discarded string
-	src       Source
-	pool      *Pool
-	maxReq    int64 // chunks per Source.Fetch
-	raWin     int64 // largest read-ahead window, in chunks
 	log       *slog.Logger
 	onWait    func()
-	// stalledAfter: a run silent this long is not streaming (see run).
-	stalledAfter time.Duration
 
-	db   *bolt.DB
-	data dataFile
-	com  *committer
-
-	// ctx governs every fetch; Close cancels it. Fetches never run on a
-	// caller's ctx because other readers may be waiting on them.
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	// wg counts everything that may touch data or db: fetch jobs,
-	// background workers and calls in progress. Close waits for it. Add is
-	// only called under mu with closed false (see enter).
-	wg sync.WaitGroup
-
-	mu       sync.Mutex
-	closed   bool
-	present  bitset            // chunk is in data and recorded in index.db (writes under mu)
-	verified bitset            // present chunk's checksum was written or checked this session (writes under mu)
-	inflight map[int64]*flight // chunks being fetched or verified
-	// blockOK holds, for each present chunk that is verified only in
-	// part this session, which of its blocks were checked (bit b of word
-	// b/64). A chunk leaves it when it is verified whole or dropped; it
-	// holds at most maxPartlyVerified chunks.
-	blockOK      map[int64][]uint64
-	nPresent     int64
-	nVerified    int64 // present chunks with their verified bit set
-	bytesPresent int64
-	prefetching  bool
-	// followAt is the chunk just past the read-ahead window of the
-	// sequential Reader followBy (0: none), where prefetch looks first.
-	followAt int64
-	followBy *Reader
-
-	closedFlag   atomic.Bool
-	stale        atomic.Pointer[error] // set once: the error every later read returns
-	degraded     atomic.Bool           // the data disk failed: no more caching
-	bytesFetched atomic.Int64
-	requests     atomic.Int64
-	active       atomic.Int64
+	// mu guards tab, and the scheduler's runs and plans (as scheduler.mu):
+	// claiming a chunk changes both.
+	mu    sync.Mutex
+	tab   *chunkTable // every chunk's state (see chunkTable)
+	st    *store      // the data file, the index and the committer
+	sched *scheduler  // who fetches what, when
 
 	closeOnce sync.Once
 	closeErr  error
-}
-
-// flight is the single-flight record of one chunk that is being fetched or
-// verified. Waiters block on done; err is written before done is closed and
-// read only after. A stolen chunk keeps its flight when it moves to the
-// thief's run, so its waiters never notice.
-type flight struct {
-	done chan struct{}
-	err  error
-	run  *run // the run fetching the chunk; nil while verifying. Guarded by f.mu.
 }
 
 // Open opens or creates the cache for the object m in dir and returns a File
@@ -231,6 +175,7 @@ func Open(dir string, m Meta, src Source, o Options) (*File, error) {
 		db.Close()
 		return nil, err
 	}
+	openFiles.Store(f, struct{}{})
 	return f, nil
 }
 
@@ -250,172 +195,24 @@ func validateMeta(m Meta) error {
 // openWithIndex finishes Open once the index is locked. On error the caller
 // closes db.
 func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved string) (*File, error) {
-	if err := writeOwner(dir); err != nil {
-		return nil, fmt.Errorf("cache: write owner file: %w", err)
-	}
-	dataPath := filepath.Join(dir, dataName)
-	if err := refuseLink(dataPath); err != nil {
-		return nil, err
-	}
-	df, err := openFileNoFollow(dataPath, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("cache: open data file: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			df.Close()
-		}
-	}()
-	fi, err := df.Stat()
-	if err != nil {
-		return nil, err
-	}
-	dataLen := fi.Size()
-
 	f := &File{
-		meta:         m,
-		lay:          newLayout(m.Size, m.ChunkSize),
-		dir:          dir,
-		dataPath:     dataPath,
-		src:          src,
-		pool:         o.Pool,
-		maxReq:       max(1, o.MaxRequest/m.ChunkSize),
-		log:          o.Logger,
-		onWait:       o.onWait,
-		stalledAfter: o.stalledAfter,
-		db:           db,
-		inflight:     make(map[int64]*flight),
-		blockOK:      make(map[int64][]uint64),
+		meta:   m,
+		lay:    newLayout(m.Size, m.ChunkSize),
+		log:    o.Logger,
+		onWait: o.onWait,
+		tab:    newChunkTable(newLayout(m.Size, m.ChunkSize)),
 	}
-	if f.pool == nil {
-		f.pool = NewPool(defaultConnections)
-	}
-	if o.MaxRequest <= 0 {
-		f.maxReq = max(1, defaultMaxRequest/m.ChunkSize)
-	}
-	if f.stalledAfter <= 0 {
-		f.stalledAfter = defaultStalledAfter
-	}
-	raMax := o.ReadAheadMax
-	if raMax <= 0 {
-		raMax = defaultReadAheadMax
-	}
-	f.raWin = readAheadWindow(raMax, m.ChunkSize, f.pool.limit)
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
-	f.present = newBitset(f.lay.chunks)
-	f.verified = newBitset(f.lay.chunks)
-
-	// Decide whether what is on disk belongs to m. Discarding happens in
-	// the index first, then in the data file, so a crash in between leaves
-	// an index that under-reports.
-	var sm storedMeta
-	var hasMeta bool
-	if err := guarded(func() error {
-		return db.View(func(tx *bolt.Tx) error { sm, hasMeta = readMeta(tx); return nil })
-	}); err != nil {
+	st, discarded, err := openStore(dir, m, f.lay, f.log, db, moved, o.wrapData, f.tab.load, f.durable)
+	if err != nil {
 		return nil, err
 	}
-	switch {
-	case moved != "":
-		f.discarded = fmt.Sprintf("cache index was unreadable; moved aside to %s and rebuilt", filepath.Base(moved))
-	case hasMeta:
-		f.discarded = metaMismatch(sm, m)
-	}
-	if !hasMeta || f.discarded != "" {
-		if err := db.Update(func(tx *bolt.Tx) error { return writeMeta(tx, m) }); err != nil {
-			return nil, fmt.Errorf("cache: write index: %w", err)
-		}
-		if dataLen > 0 {
-			nf, err := replaceData(df, dataPath)
-			if err != nil {
-				return nil, fmt.Errorf("cache: discard data: %w", err)
-			}
-			df, dataLen = nf, 0
-		}
-	}
-	if f.discarded != "" {
-		f.log.Info("discarded old cache", "dir", dir, "reason", f.discarded)
-	}
-	if err := f.loadChunks(dataLen); err != nil {
-		return nil, err
-	}
-	if dataLen != m.Size {
-		if err := df.Truncate(m.Size); err != nil {
-			return nil, fmt.Errorf("cache: size data file: %w", err)
-		}
-	}
-
-	f.data = osData{df}
-	if o.wrapData != nil {
-		f.data = o.wrapData(f.data)
-	}
-	f.ctx, f.cancel = context.WithCancel(context.Background())
-	f.com = newCommitter(f)
-	go f.com.run()
-	ok = true
+	f.st, f.discarded = st, discarded
+	f.sched = newScheduler(&f.mu, f.tab, st, f.log, src, o, m, f.Verify)
+	st.start()
 	return f, nil
-}
-
-// replaceData discards the old data file df at path by unlinking it and
-// creating an empty one in its place, and returns the new one; df is closed.
-// The old file is never truncated or written: a handle another process still
-// holds on it (a FUSE passthrough open outlives the daemon that gave it)
-// keeps reading the version it was given, never zeros or the next version.
-// Its blocks are freed when the last such handle closes.
-func replaceData(df *os.File, path string) (*os.File, error) {
-	df.Close()
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	return openFileNoFollow(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-}
-
-// loadChunks fills the present bitset from the chunks bucket with one cursor
-// pass. Checksums are not read here (they are checked when a chunk is first
-// served), so a cache with many chunks opens at once. Records that cannot be
-// right, because the data file does not reach their chunk or the key is out
-// of range, are deleted before anything is served.
-func (f *File) loadChunks(dataLen int64) error {
-	var drop [][]byte
-	err := guarded(func() error {
-		return f.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketChunks).Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				i := int64(-1)
-				if len(k) == 8 {
-					i = int64(binary.BigEndian.Uint64(k))
-				}
-				if i < 0 || i >= f.lay.chunks || int64(len(v)) != 4*f.lay.blocks(i) {
-					drop = append(drop, append([]byte(nil), k...))
-					continue
-				}
-				if _, end := f.lay.bounds(i); end > dataLen {
-					drop = append(drop, append([]byte(nil), k...))
-					continue
-				}
-				f.present.set(i)
-				f.nPresent++
-				f.bytesPresent += f.lay.chunkLen(i)
-			}
-			return nil
-		})
-	})
-	if err != nil || len(drop) == 0 {
-		return err
-	}
-	f.log.Info("dropping index records without data", "dir", f.dir, "records", len(drop))
-	return f.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketChunks)
-		for _, k := range drop {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }
 
 // Meta returns the Meta the File was opened with.
@@ -428,7 +225,7 @@ func (f *File) Discarded() string { return f.discarded }
 // DataPath returns the path of the sparse data file. Its bytes are valid
 // only where Stats says chunks are present; once Present == Chunks and
 // Verify returned nil, it is the whole object.
-func (f *File) DataPath() string { return f.dataPath }
+func (f *File) DataPath() string { return f.st.dataPath }
 
 // Stats returns a snapshot of the File's counters.
 func (f *File) Stats() Stats {
@@ -437,14 +234,14 @@ func (f *File) Stats() Stats {
 		Size:         f.lay.size,
 		ChunkSize:    f.lay.chunk,
 		Chunks:       f.lay.chunks,
-		Present:      f.nPresent,
-		Verified:     f.nVerified,
-		BytesPresent: f.bytesPresent,
+		Present:      f.tab.nPresent,
+		Verified:     f.tab.nVerified,
+		BytesPresent: f.tab.bytesPresent,
 	}
 	f.mu.Unlock()
-	s.BytesFetched = f.bytesFetched.Load()
-	s.Requests = f.requests.Load()
-	s.Active = int(f.active.Load())
+	s.BytesFetched = f.sched.bytesFetched.Load()
+	s.Requests = f.sched.requests.Load()
+	s.Active = int(f.sched.active.Load())
 	return s
 }
 
@@ -456,7 +253,7 @@ func (f *File) Stats() Stats {
 func (f *File) AllVerified() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.nVerified == f.lay.chunks
+	return f.tab.nVerified == f.lay.chunks
 }
 
 // Close cancels fetches, waits for workers and calls in progress, commits
@@ -464,157 +261,77 @@ func (f *File) AllVerified() bool {
 // idempotent; later calls return the first call's result.
 func (f *File) Close() error {
 	f.closeOnce.Do(func() {
-		f.mu.Lock()
-		f.closed = true
-		f.mu.Unlock()
-		f.closedFlag.Store(true)
-		f.cancel()
-		f.wg.Wait()
-		f.com.stop()
-		errs := []error{}
-		if err := os.Remove(filepath.Join(f.dir, ownerName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-		errs = append(errs, f.db.Close(), f.data.Close())
-		f.closeErr = errors.Join(errs...)
+		openFiles.Delete(f)
+		f.sched.close()
+		f.closeErr = f.st.close()
 	})
 	return f.closeErr
 }
 
-// enterLocked registers an operation that touches data or db, so Close
-// waits for it. It fails once Close has begun. f.mu must be held.
-func (f *File) enterLocked() error {
-	if f.closed {
-		return ErrClosed
+// enterPinned is enter for a read that serves chunks [first, end): they are
+// pinned until leavePinned.
+func (f *File) enterPinned(first, end int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.sched.enterLocked(); err != nil {
+		return err
 	}
-	f.wg.Add(1)
+	f.tab.pin(first, end)
 	return nil
 }
 
+// leavePinned ends what enterPinned began.
+func (f *File) leavePinned(first, end int64) {
+	f.mu.Lock()
+	f.tab.unpin(first, end)
+	f.mu.Unlock()
+	f.sched.wg.Done()
+}
+
+// enter registers a call that touches the store, so Close waits for it;
+// the caller ends it with f.sched.wg.Done.
 func (f *File) enter() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.enterLocked()
+	return f.sched.enterLocked()
 }
 
-// usable returns the error every read must fail with now, if any.
-func (f *File) usable() error {
-	if f.closedFlag.Load() {
-		return ErrClosed
+// Fill fetches every missing chunk at bulk priority, splitting the missing
+// runs into pieces so every Pool connection is busy (pieces of at most
+// MaxRequest; at the end, a connection with nothing left splits the
+// longest remaining piece, see splitLocked), and returns nil when the file
+// is complete. It returns the
+// first error that stops a piece (cancelling the other pieces), ctx.Err()
+// when ctx ends, or an error wrapping ErrStale. It does not re-verify chunks
+// that were present at Open; call Verify for that. Safe for concurrent use.
+func (f *File) Fill(ctx context.Context) error {
+	if err := f.enter(); err != nil {
+		return err
 	}
-	if p := f.stale.Load(); p != nil {
-		return *p
-	}
-	return nil
+	defer f.sched.wg.Done()
+	return f.sched.fill(ctx, prioBulk, f.sched.pool.capacity)
 }
 
-// markStale records that the remote changed. The first cause wins.
-func (f *File) markStale(cause error) error {
-	err := staleError(cause)
-	if f.stale.CompareAndSwap(nil, &err) {
-		f.log.Warn("remote file changed; cached handle is stale", "url", f.meta.URL, "err", cause)
-	}
-	return *f.stale.Load()
-}
+// StartPrefetch starts filling the file in the background at the lowest
+// priority, until it is complete and every chunk is verified (chunks from
+// earlier sessions are checked against their CRCs once the file is
+// complete), or the File is closed. Prefetch leaves part
+// of the Pool to demand reads and yields to queued ones; it fills the file
+// from just past the window of the latest sequential Reader, if any, so
+// what it fetches is what that reader wants next; after a failure it backs
+// off and tries again. Calling it again while it runs does nothing.
+func (f *File) StartPrefetch() { f.sched.startPrefetch() }
 
-// degrade stops caching after a disk failure. Reads keep working from the
-// network (and from chunks already committed); it logs once.
-func (f *File) degrade(err error) {
-	if f.degraded.CompareAndSwap(false, true) {
-		f.log.Error("cache disk failed; serving uncached from now on", "dir", f.dir, "err", err)
-	}
-}
-
-// resolveLocked ends the flight of chunk i with err and wakes its waiters.
-// f.mu is held.
-func (f *File) resolveLocked(i int64, err error) {
-	fl := f.inflight[i]
-	if fl == nil {
-		return
-	}
-	delete(f.inflight, i)
-	fl.err = err
-	close(fl.done)
-}
-
-// markPresentLocked flips chunk i to present and verified. f.mu is held.
-func (f *File) markPresentLocked(i int64) {
-	if !f.present.get(i) {
-		f.present.set(i)
-		f.nPresent++
-		f.bytesPresent += f.lay.chunkLen(i)
-	}
-	f.markVerifiedLocked(i)
-}
-
-// markVerifiedLocked records that present chunk i matches its checksum.
-// f.mu is held.
-func (f *File) markVerifiedLocked(i int64) {
-	if !f.verified.get(i) {
-		f.verified.set(i)
-		f.nVerified++
-	}
-	delete(f.blockOK, i)
-}
-
-// blocksVerifiedLocked reports whether blocks [b0, b1) of present chunk i
-// were checked this session (all of them are once the chunk is verified).
-// f.mu is held.
-func (f *File) blocksVerifiedLocked(i, b0, b1 int64) bool {
-	if f.verified.get(i) {
-		return true
-	}
-	ok := f.blockOK[i]
-	if ok == nil {
-		return false
-	}
-	for b := b0; b < b1; b++ {
-		if ok[b/64]&(1<<(b%64)) == 0 {
-			return false
+// durable is the committer's report of a round (see committer): the chunks
+// of batch are committed, or, if err is not nil, failed with it.
+func (f *File) durable(batch []commitRec, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range batch {
+		if err == nil {
+			f.tab.commit(r.i)
+		} else {
+			f.tab.fail(r.i, err)
 		}
 	}
-	return true
-}
-
-// markBlocksVerifiedLocked records that blocks [b0, b1) of present chunk i
-// match their checksums, and marks the chunk verified once all do. f.mu is
-// held.
-func (f *File) markBlocksVerifiedLocked(i, b0, b1 int64) {
-	if f.verified.get(i) {
-		return
-	}
-	nb := f.lay.blocks(i)
-	ok := f.blockOK[i]
-	if ok == nil {
-		if len(f.blockOK) >= maxPartlyVerified {
-			// Forgetting which blocks were checked only means checking
-			// them again; it keeps this map from growing with the file.
-			clear(f.blockOK)
-		}
-		ok = make([]uint64, (nb+63)/64)
-		f.blockOK[i] = ok
-	}
-	for b := b0; b < b1; b++ {
-		ok[b/64] |= 1 << (b % 64)
-	}
-	for b := int64(0); b < nb; b++ {
-		if ok[b/64]&(1<<(b%64)) == 0 {
-			return
-		}
-	}
-	f.markVerifiedLocked(i)
-}
-
-// dropLocked forgets chunk i in memory. f.mu is held.
-func (f *File) dropLocked(i int64) {
-	if f.present.get(i) {
-		f.present.clear(i)
-		f.nPresent--
-		f.bytesPresent -= f.lay.chunkLen(i)
-	}
-	if f.verified.get(i) {
-		f.verified.clear(i)
-		f.nVerified--
-	}
-	delete(f.blockOK, i)
 }

@@ -641,9 +641,9 @@ func TestPartialChunkNeverPresent(t *testing.T) {
 		t.Fatalf("read with a failing fetch: %v", err)
 	}
 	settle(t, f)
-	if st := f.Stats(); st.Present != 1 || !f.present.get(0) || f.present.get(1) {
+	if st := f.Stats(); st.Present != 1 || !f.tab.present.get(0) || f.tab.present.get(1) {
 		t.Fatalf("after a fetch failed mid-chunk 1: present %d (chunk0 %v chunk1 %v), want only chunk 0",
-			st.Present, f.present.get(0), f.present.get(1))
+			st.Present, f.tab.present.get(0), f.tab.present.get(1))
 	}
 	// A later read retries and succeeds.
 	if err := readChunk(t, f, 1); err != nil {
@@ -653,7 +653,7 @@ func TestPartialChunkNeverPresent(t *testing.T) {
 	if err := readChunk(t, f, 3); !errors.Is(err, errInjected) {
 		t.Fatalf("single-chunk partial fetch: %v", err)
 	}
-	if f.present.get(3) {
+	if f.tab.present.get(3) {
 		t.Fatal("a chunk whose fetch failed half-way is marked present")
 	}
 	if err := f.Close(); err != nil {
@@ -801,10 +801,10 @@ func TestReaderReadAhead(t *testing.T) {
 		for range src.started {
 		}
 	}()
-	waitFor(t, "read-ahead of chunk 21", func() bool { return f.present.get(21) })
+	waitFor(t, "read-ahead of chunk 21", func() bool { return f.tab.present.get(21) })
 	f.Close()
 	close(src.started)
-	if f.present.get(25) {
+	if f.tab.present.get(25) {
 		t.Fatal("read-ahead ran past its window")
 	}
 }

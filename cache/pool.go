@@ -29,13 +29,28 @@ const (
 // background fetch gives its slot up at its next chunk boundary, one fetch
 // per queued request (see shouldYield and runWriter.advance), so a queued
 // demand read waits for about one chunk, not for a whole background piece.
+//
+// The Pool is the one place that decides how many fetches run at once. When
+// the server sheds load (a 429 or 503, reported by ReportLoad, which a
+// fetch.Client calls through its Options.OnLoad) the limit halves, at least
+// to one; a run of successes as long as the limit raises it by one, up to the
+// connections given to NewPool (AIMD, as TCP adapts its window). Overloads
+// from fetches granted before the last decrease are the same congestion
+// event and do not decrease it again. While lowered, the Pool still grants by
+// priority, so a demand read never waits behind prefetch for a slot.
 type Pool struct {
-	mu      sync.Mutex
-	limit   int
-	reserve int // slots prefetch leaves free for demand
-	active  int
-	queue   [numPrio][]*poolWaiter
-	maxSeen int // highest active count observed (tests, Stats of the pool)
+	// capacity is the connections given to NewPool, the most the limit
+	// reaches; Files size their read-ahead and Fill by it. Read-only.
+	capacity int
+
+	mu        sync.Mutex
+	limit     int // slots now, 1..capacity (see ReportLoad)
+	reserve   int // slots prefetch leaves free for demand, of limit
+	epoch     uint64
+	successes int // answers without overload since the limit last changed
+	active    int
+	queue     [numPrio][]*poolWaiter
+	maxSeen   int // highest active count observed (tests, Stats of the pool)
 	// yielding counts slots that background fetches promised to give up
 	// at their next chunk boundary (see shouldYield) and that no queued
 	// request has received yet.
@@ -45,17 +60,74 @@ type Pool struct {
 type poolWaiter struct {
 	ready   chan struct{} // closed when the slot is granted
 	granted bool          // guarded by Pool.mu
+	epoch   uint64        // the Pool's epoch at the grant; guarded by Pool.mu
 }
 
 // NewPool returns a Pool allowing connections concurrent fetches
 // (at least 1).
 func NewPool(connections int) *Pool {
 	connections = max(connections, 1)
-	reserve := 0
-	if connections > 1 {
-		reserve = max(1, connections/4)
+	return &Pool{capacity: connections, limit: connections, reserve: reserveFor(connections)}
+}
+
+// reserveFor is how many of limit slots prefetch leaves to demand: a
+// quarter, at least one when there are two or more.
+func reserveFor(limit int) int {
+	if limit > 1 {
+		return max(1, limit/4)
 	}
-	return &Pool{limit: connections, reserve: reserve}
+	return 0
+}
+
+// poolSlotKey marks a fetch's ctx with the epoch its slot was granted in,
+// so ReportLoad can tell a new congestion event from an old one.
+type poolSlotKey struct{}
+
+type poolSlot struct {
+	pool  *Pool
+	epoch uint64
+}
+
+// ReportLoad tells the Pool what an answer of the server said about its
+// load: overloaded (429 or 503) or not. ctx is the ctx of the fetch that got
+// it (a descendant of the one the Pool granted), or any other for a request
+// the Pool did not grant. Its signature fits fetch.Options.OnLoad. Safe for
+// concurrent use.
+func (p *Pool) ReportLoad(ctx context.Context, overloaded bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	epoch := p.epoch
+	if s, found := ctx.Value(poolSlotKey{}).(poolSlot); found && s.pool == p {
+		epoch = s.epoch
+	}
+	if overloaded {
+		p.successes = 0
+		if epoch == p.epoch {
+			p.epoch++
+			p.setLimit(max(1, p.limit/2))
+		}
+		return
+	}
+	p.successes++
+	if p.successes >= p.limit && p.limit < p.capacity {
+		p.setLimit(p.limit + 1)
+	}
+}
+
+// setLimit changes the limit and grants what it now allows. p.mu is held.
+func (p *Pool) setLimit(n int) {
+	p.limit, p.reserve, p.successes = n, reserveFor(n), 0
+	p.dispatch()
+}
+
+// admit is acquire for a fetch: it returns ctx marked with the slot (see
+// ReportLoad), to run the fetch on.
+func (p *Pool) admit(ctx context.Context, prio priority) (context.Context, func(), error) {
+	release, epoch, err := p.acquireEpoch(ctx, prio)
+	if err != nil {
+		return ctx, nil, err
+	}
+	return context.WithValue(ctx, poolSlotKey{}, poolSlot{pool: p, epoch: epoch}), release, nil
 }
 
 // canGrant reports whether a request at prio may start now. p.mu is held.
@@ -74,11 +146,18 @@ func (p *Pool) canGrant(prio priority) bool {
 // acquire waits for a slot at prio. It returns a release function to call
 // exactly once when the fetch is over, or ctx.Err() if ctx ends first.
 func (p *Pool) acquire(ctx context.Context, prio priority) (release func(), err error) {
+	release, _, err = p.acquireEpoch(ctx, prio)
+	return release, err
+}
+
+// acquireEpoch is acquire that also returns the epoch of the grant.
+func (p *Pool) acquireEpoch(ctx context.Context, prio priority) (release func(), epoch uint64, err error) {
 	p.mu.Lock()
 	if p.queuedAtOrAbove(prio) == 0 && p.canGrant(prio) {
 		p.take()
+		epoch = p.epoch
 		p.mu.Unlock()
-		return p.releaseOnce(), nil
+		return p.releaseOnce(), epoch, nil
 	}
 	w := &poolWaiter{ready: make(chan struct{})}
 	p.queue[prio] = append(p.queue[prio], w)
@@ -86,7 +165,10 @@ func (p *Pool) acquire(ctx context.Context, prio priority) (release func(), err 
 
 	select {
 	case <-w.ready:
-		return p.releaseOnce(), nil
+		p.mu.Lock()
+		epoch = w.epoch
+		p.mu.Unlock()
+		return p.releaseOnce(), epoch, nil
 	case <-ctx.Done():
 		p.mu.Lock()
 		if w.granted {
@@ -97,7 +179,7 @@ func (p *Pool) acquire(ctx context.Context, prio priority) (release func(), err 
 			p.remove(prio, w)
 		}
 		p.mu.Unlock()
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
 }
 
@@ -161,6 +243,7 @@ func (p *Pool) dispatch() {
 			p.queue[prio][0] = nil
 			p.queue[prio] = p.queue[prio][1:]
 			w.granted = true
+			w.epoch = p.epoch
 			p.take()
 			p.yielding = max(0, p.yielding-1)
 			close(w.ready)

@@ -212,3 +212,132 @@ func TestPoolYieldPromises(t *testing.T) {
 		t.Fatalf("after all releases: active %d, max %d", a, seen)
 	}
 }
+
+func poolLimit(p *Pool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.limit
+}
+
+// ReportLoad is AIMD: an overload halves the limit once per congestion
+// event (overloads of fetches granted before the decrease do not count
+// again), and a run of successes as long as the limit raises it by one, up
+// to the Pool's connections.
+func TestPoolReportLoadAIMD(t *testing.T) {
+	p := NewPool(8)
+	oldCtx, oldRelease, err := p.admit(bg, prioBulk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldRelease()
+	p.ReportLoad(oldCtx, true)
+	if got := poolLimit(p); got != 4 {
+		t.Fatalf("after an overload the limit is %d, want 4", got)
+	}
+	p.ReportLoad(oldCtx, true) // the same event, reported by another old fetch
+	if got := poolLimit(p); got != 4 {
+		t.Fatalf("an overload of a fetch granted before the decrease lowered the limit to %d, want 4", got)
+	}
+	newCtx, newRelease, err := p.admit(bg, prioBulk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReportLoad(newCtx, true)
+	newRelease()
+	if got := poolLimit(p); got != 2 {
+		t.Fatalf("an overload after the decrease left the limit at %d, want 2", got)
+	}
+	p.ReportLoad(bg, true) // not granted by the Pool: the current epoch
+	p.ReportLoad(bg, true)
+	if got := poolLimit(p); got != 1 {
+		t.Fatalf("the limit is %d, want 1 at the floor", got)
+	}
+	for want := 2; want <= 8; want++ {
+		for range want - 1 {
+			p.ReportLoad(bg, false)
+		}
+		if got := poolLimit(p); got != want {
+			t.Fatalf("after %d successes the limit is %d, want %d", want-1, got, want)
+		}
+	}
+	for range 20 {
+		p.ReportLoad(bg, false)
+	}
+	if got := poolLimit(p); got != 8 {
+		t.Fatalf("the limit grew to %d, past the Pool's 8 connections", got)
+	}
+}
+
+// While the server sheds load the Pool still decides by priority: with the
+// limit lowered, a freed slot goes to a queued demand read, not to the
+// prefetch queued before it (fetch no longer queues requests FIFO).
+func TestPoolLoweredLimitKeepsPriorities(t *testing.T) {
+	p := NewPool(4)
+	var held []func()
+	for range 4 {
+		r, err := p.acquire(bg, prioBulk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, r)
+	}
+	p.ReportLoad(bg, true) // limit 2, of which prefetch may use 1
+	grants := make(chan priority, 2)
+	for _, prio := range []priority{prioPrefetch, prioDemand} {
+		go func() {
+			r, err := p.acquire(bg, prio)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			grants <- prio
+			t.Cleanup(r)
+		}()
+		waitFor(t, "waiter queued", func() bool { return queued(p, prio) == 1 })
+	}
+	held[0]()
+	held[1]()
+	if active, _ := p.stats(); active != 2 {
+		t.Fatalf("%d slots in use at limit 2 with two still held, want 2", active)
+	}
+	select {
+	case g := <-grants:
+		t.Fatalf("priority %d granted a slot above the lowered limit", g)
+	default:
+	}
+	held[2]()
+	if got := recv(t, grants, "grant at the lowered limit"); got != prioDemand {
+		t.Fatalf("the freed slot went to priority %d, want demand", got)
+	}
+	if queued(p, prioPrefetch) != 1 {
+		t.Fatal("prefetch should still wait")
+	}
+	held[3]()
+}
+
+// A File's fetches carry their Pool slot in their ctx, so that overloads
+// met by fetches granted together lower the limit once.
+func TestFileFetchesReportLoadByTheirSlot(t *testing.T) {
+	size := int64(8 * testChunk)
+	src := newFake(size)
+	pool := NewPool(8)
+	// Every fetch meets an overload.
+	src.answered = func(ctx context.Context) { pool.ReportLoad(ctx, true) }
+	release := make(chan struct{})
+	var startedN atomic.Int32
+	src.gate = func(off, n int64) <-chan struct{} {
+		startedN.Add(1)
+		return release
+	}
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: pool, MaxRequest: testChunk})
+	done := make(chan error, 1)
+	go func() { done <- f.Fill(bg) }()
+	waitFor(t, "eight fetches", func() bool { return startedN.Load() == 8 })
+	close(release)
+	if err := recv(t, done, "Fill"); err != nil {
+		t.Fatal(err)
+	}
+	if got := poolLimit(pool); got != 4 {
+		t.Fatalf("eight overloads of fetches granted together left the limit at %d, want 4 (halved once)", got)
+	}
+}

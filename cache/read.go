@@ -31,7 +31,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("cache: negative offset %d", off)
 	}
-	if err := f.usable(); err != nil {
+	if err := f.sched.usable(); err != nil {
 		return 0, err
 	}
 	if len(p) == 0 {
@@ -41,10 +41,13 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if n == 0 {
 		return 0, io.EOF
 	}
-	if err := f.enter(); err != nil {
+	// The chunks served are pinned until their bytes are copied out, so
+	// they are never evicted under the read (see chunkTable).
+	first, last := f.lay.span(off, n)
+	if err := f.enterPinned(first, last); err != nil {
 		return 0, err
 	}
-	defer f.wg.Done()
+	defer f.leavePinned(first, last)
 	got, err := f.read(ctx, p[:n], off)
 	if err == nil && int(n) < len(p) {
 		err = io.EOF
@@ -55,17 +58,17 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // read fills p (already clamped to the file) from the cache, fetching what
 // is missing; after a disk failure it falls back to the network.
 func (f *File) read(ctx context.Context, p []byte, off int64) (int, error) {
-	if !f.degraded.Load() {
+	if !f.st.degraded.Load() {
 		filled, err := f.ensure(ctx, p, off, prioDemand)
 		if err == nil && filled {
 			return len(p), nil
 		}
 		if err == nil {
-			_, err = f.data.ReadAt(p, off)
+			err = f.st.readAt(p, off)
 			if err == nil {
 				return len(p), nil
 			}
-			f.degrade(&diskError{op: "read data", err: err})
+			f.st.degrade(&diskError{op: "read data", err: err})
 		} else if !isDiskError(err) {
 			return 0, err
 		}
@@ -73,24 +76,12 @@ func (f *File) read(ctx context.Context, p []byte, off int64) (int, error) {
 	return f.readUncached(ctx, p, off)
 }
 
-// ready reports whether every chunk in [first, end) can be served now. It is
-// lock-free: a chunk's bits only go from ready to not-ready while it is in
-// flight, and in-flight chunks are never ready.
-func (f *File) ready(first, end int64) bool {
-	for i := first; i < end; i++ {
-		if !f.present.get(i) || !f.verified.get(i) {
-			return false
-		}
-	}
-	return true
-}
-
 // ensure makes the bytes [off, off+len(p)) readable from the data file,
 // fetching missing chunks at prio and verifying ones not yet checked this
 // session. filled reports that p already holds those bytes: when the last
 // round only had blocks to verify, p is read once and the blocks it holds
 // whole are checked from p, so verified data is not read twice. The
-// calling goroutine must be counted in f.wg.
+// calling goroutine must be counted in the scheduler's wg.
 //
 // A chunk is readable when it is present and verified, when it is present
 // and the blocks holding its part of [off, end) were checked against their
@@ -104,13 +95,13 @@ func (f *File) ready(first, end int64) bool {
 func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (filled bool, err error) {
 	end := off + int64(len(p))
 	first, last := f.lay.span(off, end-off)
-	ok := servable{first: first, n: last - first}
+	readable := servable{first: first, n: last - first}
 	readyAll := func() bool {
-		if ok.marks == nil {
-			return f.ready(first, last)
+		if readable.marks == nil {
+			return f.tab.servableRange(first, last)
 		}
 		for i := first; i < last; i++ {
-			if !ok.has(i) && !f.ready(i, i+1) {
+			if !readable.has(i) && !f.tab.servable(i) {
 				return false
 			}
 		}
@@ -120,10 +111,10 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		if readyAll() {
 			return false, nil
 		}
-		if err := f.usable(); err != nil {
+		if err := f.sched.usable(); err != nil {
 			return false, err
 		}
-		if f.degraded.Load() {
+		if f.st.degraded.Load() {
 			return false, errUncached
 		}
 		if err := ctx.Err(); err != nil {
@@ -132,7 +123,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		if round == maxEnsureRounds {
 			return false, fmt.Errorf("cache: chunks %d..%d still not ready after %d rounds", first, last-1, round)
 		}
-		waits, verify, err := f.claimForRead(off, end, &ok, prio)
+		waits, verify, err := f.sched.claimForRead(off, end, &readable, prio, deadlineOf(ctx))
 		if err != nil {
 			return false, err
 		}
@@ -141,14 +132,14 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 		// chunk), so p can be read now and checked in place.
 		var have []byte
 		if len(waits) == 0 && len(verify) > 0 {
-			if _, rerr := f.data.ReadAt(p, off); rerr == nil {
+			if rerr := f.st.readAt(p, off); rerr == nil {
 				have = p
 			}
 		}
 		good := true
 		for _, v := range verify {
 			if f.verifyClaimed(v.chunk, v.b0, v.b1, have, off) {
-				ok.mark(v.chunk)
+				readable.mark(v.chunk)
 			} else {
 				good = false
 			}
@@ -165,7 +156,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority) (
 				return false, err
 			}
 			if early {
-				ok.mark(w.chunk)
+				readable.mark(w.chunk)
 				continue
 			}
 			if w.fl.err != nil && !errors.Is(w.fl.err, errAbandoned) {
@@ -235,81 +226,6 @@ func (w chunkWait) wait(ctx context.Context) (early bool, err error) {
 	}
 }
 
-// claimForRead looks once, under f.mu, at the chunks holding the bytes
-// [off, end), except those already in ok: in-flight chunks are to be waited
-// for, unless they sit in a run of lower priority whose writer has not
-// reached them (then they are stolen, see run); present chunks not verified
-// whole go into ok if the blocks the read touches were checked, else they
-// are claimed for the caller to verify those blocks; missing and stolen
-// ones are claimed and fetched in runs of adjacent chunks (at most maxReq
-// each) by new jobs at prio.
-func (f *File) claimForRead(off, end int64, ok *servable, prio priority) (waits []chunkWait, verify []blockCheck, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return nil, nil, ErrClosed
-	}
-	c := f.newClaims(prio)
-	defer c.done()
-	var (
-		cur      *run
-		runStart int64
-	)
-	flush := func() {
-		if cur == nil {
-			return
-		}
-		r, a := cur, runStart
-		cur = nil
-		if !f.goJobLocked(func() { _ = f.fetchRun(f.ctx, r, a, nil) }) {
-			f.failRunLocked(a, r.end, ErrClosed)
-		}
-	}
-	first, last := f.lay.span(off, end-off)
-	for i := first; i < last; i++ {
-		cs, ce := f.lay.bounds(i)
-		start, need := max(cs, off), min(ce, end)
-		if ok.has(i) {
-			flush()
-			continue
-		}
-		if fl := f.inflight[i]; fl != nil && !c.free(i) {
-			flush()
-			waits = append(waits, chunkWait{fl: fl, run: fl.run, chunk: i, start: start, need: need})
-			continue
-		}
-		if f.present.get(i) {
-			flush()
-			if !f.verified.get(i) {
-				// Only the blocks the read touches are checked.
-				b0, b1 := f.lay.blockSpan(i, off, end)
-				if f.blocksVerifiedLocked(i, b0, b1) {
-					ok.mark(i)
-				} else {
-					f.claimLocked(i, i+1)
-					verify = append(verify, blockCheck{i, b0, b1})
-				}
-			}
-			continue
-		}
-		if cur != nil && i-runStart == f.maxReq {
-			flush()
-		}
-		if cur == nil {
-			cur, runStart = c.newRun(i, nil), i
-			if prio == prioDemand {
-				// Should the run stay this one chunk, its fetch starts
-				// at the block holding the read's first byte here.
-				b0, _ := f.lay.blockSpan(i, off, end)
-				cur.head = cs + b0*blockSize
-			}
-		}
-		waits = append(waits, chunkWait{fl: c.claim(i, cur), run: cur, chunk: i, start: start, need: need})
-	}
-	flush()
-	return waits, verify, nil
-}
-
 // readUncached serves p at off without caching anything: chunks already
 // present and verified come from the data file (if it still reads), the rest
 // straight from the Source into p.
@@ -319,8 +235,8 @@ func (f *File) readUncached(ctx context.Context, p []byte, off int64) (int, erro
 		i := f.lay.chunkOf(pos)
 		_, ce := f.lay.bounds(i)
 		ce = min(ce, end)
-		if f.present.get(i) && f.verified.get(i) {
-			if _, err := f.data.ReadAt(p[pos-off:ce-off], pos); err == nil {
+		if f.tab.present.get(i) && f.tab.verified.get(i) {
+			if err := f.st.readAt(p[pos-off:ce-off], pos); err == nil {
 				pos = ce
 				continue
 			}
@@ -330,13 +246,13 @@ func (f *File) readUncached(ctx context.Context, p []byte, off int64) (int, erro
 		se := ce
 		for se < end {
 			j := f.lay.chunkOf(se)
-			if f.present.get(j) && f.verified.get(j) {
+			if f.tab.present.get(j) && f.tab.verified.get(j) {
 				break
 			}
 			_, je := f.lay.bounds(j)
 			se = min(je, end)
 		}
-		if err := f.fetchDirect(ctx, p[pos-off:se-off], pos); err != nil {
+		if err := f.sched.fetchDirect(ctx, p[pos-off:se-off], pos); err != nil {
 			return int(pos - off), err
 		}
 		pos = se

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -89,7 +90,7 @@ func TestSequentialReaderUsesEveryConnection(t *testing.T) {
 	}
 	waitFor(t, "read-ahead on every connection", func() bool { a, _ := pool.stats(); return a == conns })
 	close(release)
-	waitFor(t, "the window", func() bool { return f.ready(1, 17) })
+	waitFor(t, "the window", func() bool { return verifiedRange(f, 1, 17) })
 	f.Close()
 	src.checkAtMostOnce(t, f)
 	for i := int64(17); i < f.lay.chunks; i++ {
@@ -119,7 +120,7 @@ func TestPrefetchFollowsSequentialReader(t *testing.T) {
 			t.Fatalf("read at %d: %v", off, err)
 		}
 	}
-	waitFor(t, "read-ahead of chunks 21-24", func() bool { return f.ready(21, 25) })
+	waitFor(t, "read-ahead of chunks 21-24", func() bool { return verifiedRange(f, 21, 25) })
 
 	release := make(chan struct{})
 	src.set(func(s *fakeSource) {
@@ -243,7 +244,7 @@ func TestReadAheadEndsInSingleChunks(t *testing.T) {
 	for off := int64(4 * testChunk); off < 4*testChunk+5*4096; off += 4096 {
 		readClaimed(t, r, off)
 	}
-	waitFor(t, "the window", func() bool { return f.ready(5, 12) })
+	waitFor(t, "the window", func() bool { return verifiedRange(f, 5, 12) })
 	f.Close()
 	src.checkAtMostOnce(t, f)
 	var tail []fetchCall
@@ -255,4 +256,54 @@ func TestReadAheadEndsInSingleChunks(t *testing.T) {
 	if want := []fetchCall{{9 * testChunk, testChunk}, {10 * testChunk, testChunk}, {11 * testChunk, testChunk}}; fmt.Sprint(tail) != fmt.Sprint(want) {
 		t.Fatalf("fetches of the last chunks %v, want %v", tail, want)
 	}
+}
+
+// Once its Reader is closed (the FUSE handle was released), prefetch no
+// longer follows a sequential reader's window: it starts from the first
+// missing chunk, and the closed Reader refuses reads.
+func TestPrefetchStopsFollowingClosedReader(t *testing.T) {
+	size := int64(64 * testChunk)
+	src := newCountingFake(size)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), ReadAheadMax: 4 * testChunk})
+	r := f.NewReader()
+	buf := make([]byte, 4096)
+	for off := 20 * testChunk; off < 20*testChunk+4*4096; off += 4096 {
+		if _, err := r.ReadAt(bg, buf, int64(off)); err != nil || !bytes.Equal(buf, want(int64(off), 4096)) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	waitFor(t, "read-ahead of chunks 21-24", func() bool { return verifiedRange(f, 21, 25) })
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadAt(bg, buf, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read after Close: %v, want ErrClosed", err)
+	}
+
+	release := make(chan struct{})
+	src.set(func(s *fakeSource) {
+		s.gate = func(off, n int64) <-chan struct{} { return release }
+		s.started = make(chan fetchCall, 64)
+	})
+	f.StartPrefetch()
+	// Prefetch may use three of the four connections.
+	var got []fetchCall
+	fromStart := false
+	for range 3 {
+		c := recv(t, src.started, "prefetch fetch")
+		got = append(got, c)
+		fromStart = fromStart || c.off == 0
+	}
+	if !fromStart {
+		t.Fatalf("first prefetch fetches %v, want one at chunk 0: prefetch still follows the closed reader", got)
+	}
+	close(release)
+	go func() {
+		for range src.started {
+		}
+	}()
+	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
+	f.Close()
+	close(src.started)
+	src.checkOnce(t, f)
 }

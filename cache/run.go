@@ -21,8 +21,8 @@ import (
 // background worker that has run out of work splits the longest run the
 // same way, taking its back half (the end game, see splitLocked).
 //
-// The writer and the thieves agree through f.mu: the writer moves on to the
-// next chunk only under f.mu and only while that chunk is still before end;
+// The writer and the thieves agree through s.mu: the writer moves on to the
+// next chunk only under s.mu and only while that chunk is still before end;
 // a thief takes only chunks after the one being written. So no chunk is ever
 // written by two fetches, and a cut never leaves a run empty.
 type run struct {
@@ -31,14 +31,20 @@ type run struct {
 	// read. Stolen chunks the thief does not need go back to it.
 	plan *plan
 	// end is one past the last chunk of the run. It only shrinks.
-	// Guarded by f.mu.
+	// Guarded by s.mu.
 	end int64
 	// writing is the chunk the writer is in, or will start with. Chunks
-	// after it and before end may be stolen. Guarded by f.mu.
+	// after it and before end may be stolen. Guarded by s.mu.
 	writing int64
 	// moved is when the run's fetch last delivered bytes (or started),
 	// in Unix nanoseconds; 0 before it started. See streaming.
 	moved atomic.Int64
+
+	// deadline is the latest deadline of the demand reads waiting on the
+	// run (unbounded for background runs), and ctx, once the fetch began,
+	// the ctx that ends there (see deadline.go). Guarded by s.mu.
+	deadline waitDeadline
+	ctx      *runContext
 
 	// head, if above the run's first byte, is where a demand run of one
 	// chunk starts its fetch: the block holding the byte its read wants
@@ -113,9 +119,9 @@ func (r *run) streaming(stalledAfter time.Duration) bool {
 }
 
 // near reports whether chunk i of r is one its writer will reach within
-// about a chunk's time (see nearChunks). f.mu is held.
-func (f *File) near(r *run, i int64) bool {
-	return i <= r.writing+nearChunks && r.streaming(f.stalledAfter)
+// about a chunk's time (see nearChunks). s.mu is held.
+func (s *scheduler) near(r *run, i int64) bool {
+	return i <= r.writing+nearChunks && r.streaming(s.stalledAfter)
 }
 
 // nearChunks is how many chunks after the one a streaming run's writer is
@@ -141,14 +147,14 @@ func mayStealFrom(prio priority, r *run) bool {
 	return r != nil && prio <= prioReadAhead && r.prio > prio
 }
 
-// claims is one pass of claiming chunks under f.mu, by a request at prio.
+// claims is one pass of claiming chunks under s.mu, by a request at prio.
 // Chunks stolen from other runs are held in taken until the pass either
 // gives them to one of its own runs (keeping their flights, so whoever waits
 // on them simply goes on waiting) or, in done, hands them back as missing.
-// A claims value lives only while f.mu is held; done must run before f.mu is
+// A claims value lives only while s.mu is held; done must run before s.mu is
 // released.
 type claims struct {
-	f     *File
+	s     *scheduler
 	prio  priority
 	taken map[int64]takenChunk
 }
@@ -159,18 +165,18 @@ type takenChunk struct {
 	from *plan // the victim's plan, or nil
 }
 
-func (f *File) newClaims(prio priority) *claims { return &claims{f: f, prio: prio} }
+func (s *scheduler) newClaims(prio priority) *claims { return &claims{s: s, prio: prio} }
 
 // free reports whether the pass may claim chunk i: it is missing and not in
 // flight, or in flight in a run this pass may steal from whose writer has not
 // reached it. In the latter case the run is cut before i at once, and i and
 // the rest of that run's chunks wait in c.taken.
 func (c *claims) free(i int64) bool {
-	f := c.f
-	if !f.claimableLocked(c.prio, i) {
+	s := c.s
+	if !s.claimableLocked(c.prio, i) {
 		return false
 	}
-	if fl := f.inflight[i]; fl != nil {
+	if fl := s.tab.flight(i); fl != nil {
 		c.cut(fl.run, i)
 	}
 	return true
@@ -178,14 +184,14 @@ func (c *claims) free(i int64) bool {
 
 // claimableLocked reports whether a request at prio may claim chunk i now:
 // it is missing and not in flight, or in flight in a run prio may steal
-// from whose writer has not reached it and is not near it. f.mu is held.
-func (f *File) claimableLocked(prio priority, i int64) bool {
-	fl := f.inflight[i]
+// from whose writer has not reached it and is not near it. s.mu is held.
+func (s *scheduler) claimableLocked(prio priority, i int64) bool {
+	fl := s.tab.flight(i)
 	if fl == nil {
-		return !f.present.get(i)
+		return !s.tab.present.get(i)
 	}
 	r := fl.run
-	return mayStealFrom(prio, r) && i > r.writing && !(f.near(r, i) && keepsNear(prio, r))
+	return mayStealFrom(prio, r) && i > r.writing && !(s.near(r, i) && keepsNear(prio, r))
 }
 
 // keepsNear reports whether a request at prio leaves the near chunks of r
@@ -207,8 +213,7 @@ func (c *claims) cut(r *run, i int64) {
 		c.taken = make(map[int64]takenChunk, r.end-i)
 	}
 	for k := i; k < r.end; k++ {
-		c.taken[k] = takenChunk{fl: c.f.inflight[k], from: r.plan}
-		delete(c.f.inflight, k)
+		c.taken[k] = takenChunk{fl: c.s.tab.detach(k), from: r.plan}
 	}
 	r.end = i
 }
@@ -216,15 +221,12 @@ func (c *claims) cut(r *run, i int64) {
 // claim adds chunk i, which free just approved, to r and returns its flight.
 // A stolen chunk keeps its flight; any other gets a new one.
 func (c *claims) claim(i int64, r *run) *flight {
-	var fl *flight
-	if t, ok := c.taken[i]; ok {
+	var stolen *flight
+	if t, found := c.taken[i]; found {
 		delete(c.taken, i)
-		fl = t.fl
-	} else {
-		fl = &flight{done: make(chan struct{})}
+		stolen = t.fl
 	}
-	fl.run = r
-	c.f.inflight[i] = fl
+	fl := c.s.tab.claimBy(i, r, stolen)
 	r.end = max(r.end, i+1)
 	return fl
 }
@@ -235,8 +237,7 @@ func (c *claims) claim(i int64, r *run) *flight {
 // background worker claims it again later.
 func (c *claims) done() {
 	for k, t := range c.taken {
-		t.fl.err = errAbandoned
-		close(t.fl.done)
+		abandon(t.fl)
 		if t.from != nil {
 			t.from.cursor = min(t.from.cursor, k)
 		}
@@ -251,9 +252,9 @@ func (c *claims) newRun(first int64, p *plan) *run {
 
 // cutSelfLocked ends r before chunk i (r.writing < i <= r.end) because its
 // writer gives up its connection to a more urgent request. The chunks after
-// the cut become missing again, as in claims.done. f.mu is held.
-func (f *File) cutSelfLocked(r *run, i int64) {
-	c := f.newClaims(r.prio)
+// the cut become missing again, as in claims.done. s.mu is held.
+func (s *scheduler) cutSelfLocked(r *run, i int64) {
+	c := s.newClaims(r.prio)
 	c.cut(r, i)
 	c.done()
 }

@@ -18,7 +18,7 @@ func flightsOf(f *File, first, end int64) []*flight {
 	defer f.mu.Unlock()
 	fls := make([]*flight, 0, end-first)
 	for i := first; i < end; i++ {
-		fls = append(fls, f.inflight[i])
+		fls = append(fls, f.tab.flights[i])
 	}
 	return fls
 }
@@ -234,8 +234,8 @@ func TestReadAheadStealsFromPrefetch(t *testing.T) {
 				}
 			}
 			last := tc.stolen[len(tc.stolen)-1]
-			waitFor(t, "read-ahead", func() bool { return f.ready(last.off/testChunk, (last.off+last.n)/testChunk) })
-			if f.present.get(2) || (tc.notReady >= 0 && f.present.get(tc.notReady)) {
+			waitFor(t, "read-ahead", func() bool { return verifiedRange(f, last.off/testChunk, (last.off+last.n)/testChunk) })
+			if f.tab.present.get(2) || (tc.notReady >= 0 && f.tab.present.get(tc.notReady)) {
 				t.Fatal("a chunk of the blocked prefetch is present")
 			}
 
@@ -295,7 +295,7 @@ func TestBusyPrefetchYieldsSlotToQueuedDemand(t *testing.T) {
 	recv(t, src.started, "prefetch fetch")
 	// Chunk 0 is written (and the prefetch is on chunk 1) before anyone
 	// queues, so the yield must come at the end of chunk 1.
-	waitFor(t, "chunk 0", func() bool { return f.present.get(0) })
+	waitFor(t, "chunk 0", func() bool { return f.tab.present.get(0) })
 
 	// Reader A takes the second slot and keeps it.
 	errA := make(chan error, 1)

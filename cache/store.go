@@ -4,15 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
+	"hash/crc32"
 	"io/fs"
-	"net/http"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
-	"strconv"
-	"strings"
-	"syscall"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -84,386 +82,262 @@ func (d osData) Close() error                             { return d.f.Close() }
 // kernel's own read-ahead for the file.
 func (d osData) WillNeed(off, n int64) { fadvise(d.f, off, n, fadvWillNeed) }
 
-// prepareDir creates dir (0700) or checks an existing one. A directory that
-// is a symlink, not ours, or writable by group/others is refused: whoever can
-// write it could swap our files for links to somewhere we would then write.
-func prepareDir(dir string, create bool) error {
-	fi, err := os.Lstat(dir)
-	if create && errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
-		}
-		fi, err = os.Lstat(dir)
-	}
-	if err != nil {
-		return err
-	}
-	return checkDir(dir, fi)
+// store is one object's bytes and records on disk: the sparse data file,
+// the bbolt index, the group committer that makes written chunks durable,
+// and the disk half of verification (records and block checksums). It
+// knows chunks only by index and layout; runs, readers and chunk states
+// are not its business: the committer reports each round to its owner
+// (durable), which flips the chunk table.
+//
+// After a disk failure it is degraded: nothing more is written or
+// committed this session (see degrade). Safe for concurrent use; the data
+// file's bytes of one chunk are written by one writer at a time, which the
+// chunk table's claims ensure.
+type store struct {
+	dir, dataPath string
+	lay           layout
+	log           *slog.Logger
+	db            *bolt.DB
+	data          dataFile
+	com           *committer
+	degraded      atomic.Bool // the data disk failed: no more caching
+	// commitsStopped: a sync or an index commit failed, so nothing more is
+	// committed this session (see committer.round).
+	commitsStopped atomic.Bool
 }
 
-func checkDir(dir string, fi fs.FileInfo) error {
-	switch {
-	case fi.Mode()&fs.ModeSymlink != 0:
-		return fmt.Errorf("cache dir %s is a symlink; refusing to use it", dir)
-	case !fi.IsDir():
-		return fmt.Errorf("cache dir %s is not a directory", dir)
-	case fi.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("cache dir %s is writable by group or others (mode %v); refusing to use it (chmod 700 it)", dir, fi.Mode().Perm())
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return fmt.Errorf("cache dir %s belongs to uid %d, not to us (uid %d); refusing to use it", dir, st.Uid, os.Getuid())
-	}
-	return nil
+// newStore wraps an open index and data file, with a committer that hands
+// each round to durable; start starts it.
+func newStore(dir, dataPath string, lay layout, log *slog.Logger, db *bolt.DB, data dataFile, durable func(batch []commitRec, err error)) *store {
+	s := &store{dir: dir, dataPath: dataPath, lay: lay, log: log, db: db, data: data}
+	s.com = newCommitter(s, durable)
+	return s
 }
 
-// prepareRoot creates the cache root (0700) or checks an existing one,
-// following a symlink to it (see Options.Root).
-func prepareRoot(root string) error {
-	fi, err := os.Stat(root)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(root, 0o700); err != nil {
-			return fmt.Errorf("cache root: %w", err)
-		}
-		fi, err = os.Stat(root)
+// start starts the committer; close stops it.
+func (s *store) start() { go s.com.run() }
+
+// degrade stops caching after a disk failure. Reads keep working from the
+// network (and from chunks already committed); it logs once.
+func (s *store) degrade(err error) {
+	if s.degraded.CompareAndSwap(false, true) {
+		s.log.Error("cache disk failed; serving uncached from now on", "dir", s.dir, "err", err)
 	}
-	if err != nil {
-		return fmt.Errorf("cache root: %w", err)
-	}
-	switch {
-	case !fi.IsDir():
-		return fmt.Errorf("cache root %s is not a directory", root)
-	case fi.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("cache root %s is writable by group or others (mode %v), so another user could swap its caches; refusing to use it: chmod 700 %s, or use another cache directory", root, fi.Mode().Perm(), root)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return fmt.Errorf("cache root %s belongs to uid %d, not to us (uid %d); refusing to use it: use a cache directory of our own", root, st.Uid, os.Getuid())
-	}
-	return nil
 }
 
-// openFileNoFollow opens a regular file without following a symlink at its
-// last component, creating it 0600 when flag has O_CREATE. It matches the
-// signature of bolt.Options.OpenFile.
-func openFileNoFollow(path string, flag int, _ os.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, refusedf("%s is a symlink; refusing to follow it", path)
-		}
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, refusedf("%s is not a regular file", path)
-	}
-	return f, nil
-}
-
-// refuseLink fails when path exists and is not a regular file. Opening with
-// O_NOFOLLOW alone would also refuse, but this names the problem plainly and
-// keeps a planted link from being mistaken for a corrupt index.
-func refuseLink(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return refusedf("%s is a symlink; refusing to follow it", path)
-	}
-	if !fi.Mode().IsRegular() {
-		return refusedf("%s is not a regular file", path)
-	}
-	return nil
-}
-
-// refusedError reports a cache file we will not touch (a symlink, a device).
-// It is a safety refusal, never taken for index corruption.
-type refusedError struct{ msg string }
-
-func (e *refusedError) Error() string { return e.msg }
-
-func refusedf(format string, args ...any) error {
-	return &refusedError{msg: fmt.Sprintf(format, args...)}
-}
-
-// openIndex opens (creating if needed) dir/index.db with the exclusive lock.
-// An index bbolt cannot read is renamed aside and replaced by an empty one;
-// moved names the new location of the old file then. A non-nil damaged
-// (a corruptionError found by the caller while reading a previous open of
-// the index, now closed) skips straight to that. A lock held elsewhere
-// yields a lockedError.
-func openIndex(dir string, damaged error) (db *bolt.DB, moved string, err error) {
-	path := filepath.Join(dir, indexName)
-	if err := refuseLink(path); err != nil {
-		return nil, "", err
-	}
-	opts := &bolt.Options{Timeout: lockTimeout, OpenFile: openFileNoFollow}
-	err = damaged
-	if err == nil {
-		db, err = openBoltGuarded(path, opts)
-		if err == nil {
-			return db, "", nil
-		}
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, "", &lockedError{dir: dir, pid: readOwner(dir)}
-		}
-		if !isCorruption(err) {
-			return nil, "", fmt.Errorf("open cache index %s: %w", path, err)
-		}
-	}
-	moved = fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
-	if rerr := os.Rename(path, moved); rerr != nil {
-		return nil, "", fmt.Errorf("cache index %s is unreadable (%v) and could not be moved aside: %w", path, err, rerr)
-	}
-	db, err = openBoltGuarded(path, opts)
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, "", &lockedError{dir: dir, pid: readOwner(dir)}
-		}
-		return nil, "", fmt.Errorf("create cache index %s: %w", path, err)
-	}
-	return db, moved, nil
-}
-
-// corruptionError marks an index that bbolt opened or read only with a panic
-// or a fault, or failed to validate.
-type corruptionError struct{ cause any }
-
-func (e *corruptionError) Error() string { return fmt.Sprintf("index unreadable: %v", e.cause) }
-
-// isCorruption tells an unreadable index (move it aside) from an environment
-// problem such as permissions or a full file table (report it): bbolt's
-// validation errors and recovered panics are the former, system call errors
-// the latter.
-func isCorruption(err error) bool {
-	var ce *corruptionError
-	if errors.As(err, &ce) {
-		return true
-	}
-	var re *refusedError
-	if errors.As(err, &re) {
-		return false
-	}
-	if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
-		return true
-	}
-	var pe *fs.PathError
-	var errno syscall.Errno
-	return !errors.As(err, &pe) && !errors.As(err, &errno)
-}
-
-// openBoltGuarded opens a bbolt file, turning a panic or a memory fault while
-// bbolt reads a damaged file into an error (so a bad index is moved aside,
-// never a crash loop).
-func openBoltGuarded(path string, opts *bolt.Options) (db *bolt.DB, err error) {
-	err = guarded(func() error {
-		db, err = bolt.Open(path, 0o600, opts)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return db, nil
-}
-
-// guarded runs fn, a read of index.db, turning a panic or memory fault
-// inside bbolt (a damaged page) into a corruptionError, so the index is
-// moved aside and rebuilt instead of crashing the process on every start.
-func guarded(fn func() error) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = &corruptionError{cause: r}
-		}
-	}()
-	return fn()
-}
-
-// storedMeta is what index.db says about the cached object.
-type storedMeta struct {
-	format uint64
-	meta   Meta
-}
-
-// readMeta returns the stored meta, or ok=false for a fresh (or meta-less)
-// index.
-func readMeta(tx *bolt.Tx) (sm storedMeta, ok bool) {
-	b := tx.Bucket(bucketMeta)
-	if b == nil || tx.Bucket(bucketChunks) == nil {
-		return sm, false
-	}
-	u64 := func(k []byte) uint64 {
-		v := b.Get(k)
-		if len(v) != 8 {
-			return 0
-		}
-		return binary.BigEndian.Uint64(v)
-	}
-	sm.format = u64(keyFormat)
-	sm.meta = Meta{
-		Size:         int64(u64(keySize)),
-		ChunkSize:    int64(u64(keyChunk)),
-		ETag:         string(b.Get(keyETag)),
-		WeakETag:     string(b.Get(keyWeak)),
-		LastModified: string(b.Get(keyLastMod)),
-		Date:         string(b.Get(keyDate)),
-		URL:          string(b.Get(keyURL)),
-	}
-	return sm, sm.format != 0
-}
-
-// writeMeta replaces the meta bucket and empties the chunks bucket: the
-// index then describes m with nothing cached.
-func writeMeta(tx *bolt.Tx, m Meta) error {
-	for _, name := range [][]byte{bucketMeta, bucketChunks} {
-		if tx.Bucket(name) != nil {
-			if err := tx.DeleteBucket(name); err != nil {
-				return err
-			}
-		}
-	}
-	if _, err := tx.CreateBucket(bucketChunks); err != nil {
-		return err
-	}
-	b, err := tx.CreateBucket(bucketMeta)
-	if err != nil {
-		return err
-	}
-	put64 := func(k []byte, v uint64) error {
-		var buf [8]byte
-		binary.BigEndian.PutUint64(buf[:], v)
-		return b.Put(k, buf[:])
-	}
-	if err := put64(keyFormat, formatVersion); err != nil {
-		return err
-	}
-	if err := put64(keySize, uint64(m.Size)); err != nil {
-		return err
-	}
-	if err := put64(keyChunk, uint64(m.ChunkSize)); err != nil {
-		return err
-	}
-	for k, v := range map[string]string{
-		string(keyETag): m.ETag, string(keyWeak): m.WeakETag, string(keyLastMod): m.LastModified,
-		string(keyDate): m.Date, string(keyURL): m.URL,
-	} {
-		if err := b.Put([]byte(k), []byte(v)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// metaMismatch explains why a stored cache does not belong to m, or returns
-// "" when it does. URL is informational and not compared; Date is not
-// compared but must show that the stored version is proven (provenSame).
-func metaMismatch(sm storedMeta, m Meta) string {
-	var why []string
-	if sm.format != formatVersion {
-		why = append(why, fmt.Sprintf("cache format %d, want %d", sm.format, formatVersion))
-	}
-	if sm.meta.Size != m.Size {
-		why = append(why, fmt.Sprintf("size %d, now %d", sm.meta.Size, m.Size))
-	}
-	if sm.meta.ChunkSize != m.ChunkSize {
-		why = append(why, fmt.Sprintf("chunk size %d, now %d", sm.meta.ChunkSize, m.ChunkSize))
-	}
-	if sm.meta.ETag != m.ETag {
-		why = append(why, fmt.Sprintf("ETag %q, now %q", sm.meta.ETag, m.ETag))
-	}
-	if sm.meta.WeakETag != m.WeakETag {
-		why = append(why, fmt.Sprintf("weak ETag %q, now %q", sm.meta.WeakETag, m.WeakETag))
-	}
-	if sm.meta.LastModified != m.LastModified {
-		why = append(why, fmt.Sprintf("Last-Modified %q, now %q", sm.meta.LastModified, m.LastModified))
-	}
-	if len(why) == 0 {
-		return provenSame(sm.meta)
-	}
-	return "cached version differs: " + strings.Join(why, "; ")
-}
-
-// lastModifiedMargin is how long before the server's Date a Last-Modified
-// must lie to prove a version. A change within the second of Last-Modified
-// keeps the same Last-Modified, so a Last-Modified is a strong validator
-// only if the object was already that old when caching began (RFC 9110
-// section 8.8.2.2 asks for one second); the margin also covers a few
-// seconds of skew between the clock that stamped the file and the one that
-// sent Date (an origin behind a CDN).
-const lastModifiedMargin = time.Minute
-
-// provenSame returns "" when the validators of the stored version, all of
-// which equal the server's now, prove that its cached bytes are of the
-// version the server serves now, and otherwise why not. A strong ETag proves
-// it. A Last-Modified proves it when the Date the server sent as the cache
-// was created (stored then, never updated) is at least lastModifiedMargin
-// later: any change after that moment shows a new Last-Modified. A weak
-// ETag only says the two are equivalent, not byte-identical, and no
-// validator at all proves nothing.
-func provenSame(m Meta) string {
-	if m.ETag != "" {
-		return ""
-	}
-	if m.LastModified != "" && m.Date != "" {
-		lm, err1 := http.ParseTime(m.LastModified)
-		date, err2 := http.ParseTime(m.Date)
-		if err1 == nil && err2 == nil && date.Sub(lm) >= lastModifiedMargin {
-			return ""
-		}
-	}
-	var has string
-	switch {
-	case m.LastModified != "" && m.Date == "":
-		has = "no Date was sent to show how old its Last-Modified is"
-	case m.LastModified != "":
-		has = "its Last-Modified is too close to when caching began"
-	case m.WeakETag != "":
-		has = "it has only a weak ETag"
-	default:
-		has = "the server sends no validator"
-	}
-	return "cached version cannot be proven the same: no strong ETag, and " + has
-}
-
-func chunkKey(i int64) []byte {
-	var k [8]byte
-	binary.BigEndian.PutUint64(k[:], uint64(i))
-	return k[:]
-}
-
-// writeOwner records our PID beside the index we hold locked.
-func writeOwner(dir string) error {
-	f, err := openFileNoFollow(filepath.Join(dir, ownerName), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+// readAt reads p at off from the data file.
+func (s *store) readAt(p []byte, off int64) error {
+	_, err := s.data.ReadAt(p, off)
 	return err
 }
 
-// readOwner returns the PID in dir/owner, or 0 if it cannot be read.
-func readOwner(dir string) int {
-	f, err := openFileNoFollow(filepath.Join(dir, ownerName), os.O_RDONLY, 0)
-	if err != nil {
-		return 0
+// writeAt writes p at off into the data file. A failure degrades the
+// store and is returned as a diskError.
+func (s *store) writeAt(p []byte, off int64) error {
+	if _, err := s.data.WriteAt(p, off); err != nil {
+		err = &diskError{op: "write data", err: err}
+		s.degrade(err)
+		return err
 	}
-	defer f.Close()
-	buf := make([]byte, 32)
-	n, _ := io.ReadFull(f, buf)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(buf[:n])))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	return pid
+	return nil
 }
+
+// willNeed asks the kernel to read [off, off+n) of the data file ahead, if
+// the data file can.
+func (s *store) willNeed(off, n int64) {
+	if d, can := s.data.(interface{ WillNeed(off, n int64) }); can {
+		d.WillNeed(off, n)
+	}
+}
+
+// loadRecords calls load for every chunk the index records, with one
+// cursor pass. Checksums are not read here (they are checked when a chunk
+// is first served), so a cache with many chunks opens at once. Records that
+// cannot be right, because the data file (dataLen bytes) does not reach
+// their chunk or the key is out of range, are deleted before anything is
+// served.
+func (s *store) loadRecords(dataLen int64, load func(i int64)) error {
+	var drop [][]byte
+	err := guarded(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketChunks).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				i := int64(-1)
+				if len(k) == 8 {
+					i = int64(binary.BigEndian.Uint64(k))
+				}
+				if i < 0 || i >= s.lay.chunks || int64(len(v)) != 4*s.lay.blocks(i) {
+					drop = append(drop, append([]byte(nil), k...))
+					continue
+				}
+				if _, end := s.lay.bounds(i); end > dataLen {
+					drop = append(drop, append([]byte(nil), k...))
+					continue
+				}
+				load(i)
+			}
+			return nil
+		})
+	})
+	if err != nil || len(drop) == 0 {
+		return err
+	}
+	s.log.Info("dropping index records without data", "dir", s.dir, "records", len(drop))
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketChunks)
+		for _, k := range drop {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+var verifyBufs = sync.Pool{New: func() any { b := make([]byte, blockSize); return &b }}
+
+// record returns a copy of the index record of chunk i: the CRC-32C of each
+// of its blocks. found is false when there is none, or when it does not
+// have one checksum per block.
+func (s *store) record(i int64) (rec []byte, found bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketChunks).Get(chunkKey(i))
+		if int64(len(v)) == 4*s.lay.blocks(i) {
+			rec, found = append([]byte(nil), v...), true
+		}
+		return nil
+	})
+	return rec, found, err
+}
+
+// deleteRecord deletes chunk i's record (first step of dropping or
+// evicting a chunk: from then on nothing durable claims it).
+func (s *store) deleteRecord(i int64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketChunks).Delete(chunkKey(i))
+	})
+}
+
+// blockCRC computes the CRC-32C of block b of chunk i as it is in the data
+// file.
+func (s *store) blockCRC(i, b int64) (uint32, error) {
+	bp := verifyBufs.Get().(*[]byte)
+	defer verifyBufs.Put(bp)
+	start, end := s.lay.blockBounds(i, b)
+	buf := (*bp)[:end-start]
+	if _, err := s.data.ReadAt(buf, start); err != nil {
+		return 0, err
+	}
+	return crc32.Checksum(buf, castagnoli), nil
+}
+
+// close commits what the committer holds and closes the index and the data
+// file; the caller has stopped every writer. It removes the owner file.
+func (s *store) close() error {
+	s.com.stop()
+	errs := []error{}
+	if err := os.Remove(filepath.Join(s.dir, ownerName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	errs = append(errs, s.db.Close(), s.data.Close())
+	return errors.Join(errs...)
+}
+
+// openStore opens the data file of dir, whose index db is open and locked
+// (moved, if not "", is where openIndex put an unreadable one), and decides
+// whether what is on disk belongs to m: if not, it is discarded, and
+// discarded says why. It calls load for every chunk the index records that
+// the data file can hold. On error the caller closes db.
+func openStore(dir string, m Meta, lay layout, log *slog.Logger, db *bolt.DB, moved string,
+	wrapData func(dataFile) dataFile, load func(i int64), durable func(batch []commitRec, err error)) (st *store, discarded string, err error) {
+	if err := writeOwner(dir); err != nil {
+		return nil, "", fmt.Errorf("cache: write owner file: %w", err)
+	}
+	dataPath := filepath.Join(dir, dataName)
+	if err := refuseLink(dataPath); err != nil {
+		return nil, "", err
+	}
+	df, err := openFileNoFollow(dataPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, "", fmt.Errorf("cache: open data file: %w", err)
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			df.Close()
+		}
+	}()
+	fi, err := df.Stat()
+	if err != nil {
+		return nil, "", err
+	}
+	dataLen := fi.Size()
+
+	// Discarding happens in the index first, then in the data file, so a
+	// crash in between leaves an index that under-reports.
+	var sm storedMeta
+	var hasMeta bool
+	if err := guarded(func() error {
+		return db.View(func(tx *bolt.Tx) error { sm, hasMeta = readMeta(tx); return nil })
+	}); err != nil {
+		return nil, "", err
+	}
+	switch {
+	case moved != "":
+		discarded = fmt.Sprintf("cache index was unreadable; moved aside to %s and rebuilt", filepath.Base(moved))
+	case hasMeta:
+		discarded = metaMismatch(sm, m)
+	}
+	if !hasMeta || discarded != "" {
+		if err := db.Update(func(tx *bolt.Tx) error { return writeMeta(tx, m) }); err != nil {
+			return nil, "", fmt.Errorf("cache: write index: %w", err)
+		}
+		if dataLen > 0 {
+			nf, err := replaceData(df, dataPath)
+			if err != nil {
+				return nil, "", fmt.Errorf("cache: discard data: %w", err)
+			}
+			df, dataLen = nf, 0
+		}
+	}
+	if discarded != "" {
+		log.Info("discarded old cache", "dir", dir, "reason", discarded)
+	}
+	st = newStore(dir, dataPath, lay, log, db, nil, durable)
+	if err := st.loadRecords(dataLen, load); err != nil {
+		return nil, "", err
+	}
+	if dataLen != m.Size {
+		if err := df.Truncate(m.Size); err != nil {
+			return nil, "", fmt.Errorf("cache: size data file: %w", err)
+		}
+	}
+	st.data = osData{df}
+	if wrapData != nil {
+		st.data = wrapData(st.data)
+	}
+	opened = true
+	return st, discarded, nil
+}
+
+// replaceData discards the old data file df at path by unlinking it and
+// creating an empty one in its place, and returns the new one; df is closed.
+// The old file is never truncated or written: a handle another process still
+// holds on it (a FUSE passthrough open outlives the daemon that gave it)
+// keeps reading the version it was given, never zeros or the next version.
+// Its blocks are freed when the last such handle closes.
+func replaceData(df *os.File, path string) (*os.File, error) {
+	df.Close()
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return openFileNoFollow(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+}
+
+// castagnoli is the CRC used for chunk checksums. CRC-32C is computed by a
+// dedicated CPU instruction (SSE4.2 on amd64, the CRC extension on arm64),
+// which Go's hash/crc32 uses, at many GB/s per core: checksumming every byte
+// as it streams in costs little next to the >700 MB/s the data path must
+// sustain on two cores. It also detects more error patterns than the IEEE
+// polynomial, which is why storage systems (ext4, btrfs, iSCSI) use it.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -40,7 +40,7 @@ func TestWaiterServedFromWrittenBytes(t *testing.T) {
 	if !bytes.Equal(buf, want(off+4096, 4096)) {
 		t.Fatal("bytes served from an in-flight chunk differ from the source")
 	}
-	if f.present.get(1) {
+	if f.tab.present.get(1) {
 		t.Fatal("chunk 1 present while its fetch is held mid-chunk")
 	}
 	fl := flightsOf(f, 1, 2)[0]
@@ -66,7 +66,7 @@ func TestWaiterServedFromWrittenBytes(t *testing.T) {
 		t.Fatalf("read of later bytes: %v", err)
 	}
 	settle(t, f)
-	if st := f.Stats(); st.Present != 1 || !f.present.get(1) || st.Verified != 1 {
+	if st := f.Stats(); st.Present != 1 || !f.tab.present.get(1) || st.Verified != 1 {
 		t.Fatalf("after the fetch: %+v, want chunk 1 present and verified", st)
 	}
 	if n := src.nCalls(); n != 1 {
@@ -155,7 +155,7 @@ func TestFailedWriteNeverVisible(t *testing.T) {
 		t.Fatalf("the failing write happened %d times, want 1", hits)
 	}
 	settle(t, f)
-	if f.present.get(0) {
+	if f.tab.present.get(0) {
 		t.Fatal("chunk with a failed write marked present")
 	}
 }

@@ -5,39 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
-	"sync"
-
-	bolt "go.etcd.io/bbolt"
 )
-
-var verifyBufs = sync.Pool{New: func() any { b := make([]byte, blockSize); return &b }}
-
-// storedRecord returns a copy of the index record of chunk i: the CRC-32C
-// of each of its blocks. found is false when there is none, or when it does
-// not have one checksum per block.
-func (f *File) storedRecord(i int64) (rec []byte, found bool, err error) {
-	err = f.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketChunks).Get(chunkKey(i))
-		if int64(len(v)) == 4*f.lay.blocks(i) {
-			rec, found = append([]byte(nil), v...), true
-		}
-		return nil
-	})
-	return rec, found, err
-}
-
-// blockCRC computes the CRC-32C of block b of chunk i as it is in the data
-// file.
-func (f *File) blockCRC(i, b int64) (uint32, error) {
-	bp := verifyBufs.Get().(*[]byte)
-	defer verifyBufs.Put(bp)
-	start, end := f.lay.blockBounds(i, b)
-	buf := (*bp)[:end-start]
-	if _, err := f.data.ReadAt(buf, start); err != nil {
-		return 0, err
-	}
-	return crc32.Checksum(buf, castagnoli), nil
-}
 
 // verifyClaimed checks blocks [b0, b1) of chunk i, which the caller has
 // claimed (its flight is in the map and the chunk is present but not
@@ -53,13 +21,13 @@ func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
 	// A disk that cannot be read says nothing against the chunk: it is
 	// not dropped, the File degrades instead.
 	diskFailed := func(op string, err error) bool {
-		f.degrade(&diskError{op: op, err: err})
+		f.st.degrade(&diskError{op: op, err: err})
 		f.mu.Lock()
-		f.resolveLocked(i, nil)
+		f.tab.release(i)
 		f.mu.Unlock()
 		return false
 	}
-	rec, found, err := f.storedRecord(i)
+	rec, found, err := f.st.record(i)
 	if err != nil {
 		return diskFailed("read index", err)
 	}
@@ -68,7 +36,7 @@ func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
 		f.mu.Lock()
 		var todo []int64
 		for b := b0; b < b1; b++ {
-			if !f.blocksVerifiedLocked(i, b, b+1) {
+			if !f.tab.blocksVerified(i, b, b+1) {
 				todo = append(todo, b)
 			}
 		}
@@ -79,7 +47,7 @@ func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
 			if s, e := f.lay.blockBounds(i, b); have != nil && s >= haveOff && e <= haveOff+int64(len(have)) {
 				got = crc32.Checksum(have[s-haveOff:e-haveOff], castagnoli)
 			} else {
-				got, rerr = f.blockCRC(i, b)
+				got, rerr = f.st.blockCRC(i, b)
 			}
 			if rerr != nil {
 				return diskFailed("read data", rerr)
@@ -91,21 +59,18 @@ func (f *File) verifyClaimed(i, b0, b1 int64, have []byte, haveOff int64) bool {
 		}
 	}
 	if !good {
-		f.log.Warn("cached chunk failed its checksum; dropping it", "dir", f.dir, "chunk", i)
+		f.log.Warn("cached chunk failed its checksum; dropping it", "dir", f.st.dir, "chunk", i)
 		// Index first: from here on nothing durable claims the chunk.
-		if derr := f.db.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketChunks).Delete(chunkKey(i))
-		}); derr != nil {
-			f.degrade(&diskError{op: "commit index", err: derr})
+		if derr := f.st.deleteRecord(i); derr != nil {
+			f.st.degrade(&diskError{op: "commit index", err: derr})
 		}
 	}
 	f.mu.Lock()
 	if good {
-		f.markBlocksVerifiedLocked(i, b0, b1)
+		f.tab.pass(i, b0, b1)
 	} else {
-		f.dropLocked(i)
+		f.tab.drop(i)
 	}
-	f.resolveLocked(i, nil)
 	f.mu.Unlock()
 	return good
 }
@@ -118,21 +83,18 @@ func (f *File) Verify(ctx context.Context) error {
 	if err := f.enter(); err != nil {
 		return err
 	}
-	defer f.wg.Done()
+	defer f.sched.wg.Done()
 	bad := 0
 	for i := int64(0); i < f.lay.chunks; i++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !f.present.get(i) || f.verified.get(i) {
+		if !f.tab.present.get(i) || f.tab.verified.get(i) {
 			continue
 		}
 		f.mu.Lock()
-		fl := f.inflight[i]
-		claim := fl == nil && f.present.get(i) && !f.verified.get(i)
-		if claim {
-			f.claimLocked(i, i+1)
-		}
+		fl := f.tab.flight(i)
+		claim := fl == nil && f.tab.claimCheck(i)
 		f.mu.Unlock()
 		if fl != nil {
 			// Someone else is verifying or fetching it: wait, then look
@@ -146,14 +108,14 @@ func (f *File) Verify(ctx context.Context) error {
 			continue
 		}
 		if claim && !f.verifyClaimed(i, 0, f.lay.blocks(i), nil, 0) {
-			if f.degraded.Load() && f.present.get(i) {
+			if f.st.degraded.Load() && f.tab.present.get(i) {
 				return fmt.Errorf("cache: verify chunk %d: %w", i, errUncached)
 			}
 			bad++
 		}
 	}
 	if bad > 0 {
-		return fmt.Errorf("%w: %d chunks of %s failed their checksum and were dropped", ErrCorrupt, bad, f.dir)
+		return fmt.Errorf("%w: %d chunks of %s failed their checksum and were dropped", ErrCorrupt, bad, f.st.dir)
 	}
 	return nil
 }

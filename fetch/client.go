@@ -48,7 +48,7 @@ func newClient(o Options, resolver *net.Resolver) *Client {
 	c.tr = &http.Transport{
 		Proxy:                 o.Proxy,
 		DialContext:           c.dialer(),
-		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure}, // only by explicit user choice
+		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure, RootCAs: o.RootCAs}, // skip only by explicit user choice
 		TLSHandshakeTimeout:   o.TLSHandshakeTimeout,
 		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
 		MaxConnsPerHost:       o.Connections,
@@ -290,6 +290,9 @@ func (c *Client) newRequest(ctx context.Context, method string, t *target) (*htt
 	if t.auth != "" && req.Header.Get("Authorization") == "" {
 		req.Header.Set("Authorization", t.auth)
 	}
+	if c.o.UserAgent != "" && req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", c.o.UserAgent)
+	}
 	// Ask for the bytes as stored: a compressed range cannot be written at an offset.
 	req.Header.Set("Accept-Encoding", "identity")
 	return req, nil
@@ -320,7 +323,7 @@ func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
 		}
 		return nil, t.secrets.sanitize(err)
 	}
-	sb := &slotBody{ReadCloser: resp.Body, c: c, lim: lim, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
+	sb := &slotBody{ReadCloser: resp.Body, ctx: req.Context(), c: c, lim: lim, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
 	if u != nil {
 		sb.conn = u.conn
 	}

@@ -137,9 +137,11 @@ func (l *adaptiveLimit) current() (limit, inFlight int) {
 }
 
 // slotBody holds a request's slot until its body is closed: the connection is busy until
-// then, so the server is still serving us. Close releases the slot once.
+// then, so the server is still serving us. Close releases the slot once, and with
+// Options.OnLoad hands the answer's outcome to the caller instead of to the limit.
 type slotBody struct {
 	io.ReadCloser
+	ctx      context.Context // the request's
 	c        *Client
 	lim      *adaptiveLimit
 	epoch    uint64
@@ -151,7 +153,14 @@ type slotBody struct {
 func (b *slotBody) Close() error {
 	err := b.ReadCloser.Close()
 	if b.released.CompareAndSwap(false, true) {
-		b.c.releaseSlot(b.lim, b.epoch, b.outcome)
+		if onLoad := b.c.o.OnLoad; onLoad != nil {
+			b.c.releaseSlot(b.lim, b.epoch, outcomeNeutral)
+			if b.outcome != outcomeNeutral {
+				onLoad(b.ctx, b.outcome == outcomeOverload)
+			}
+		} else {
+			b.c.releaseSlot(b.lim, b.epoch, b.outcome)
+		}
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,6 +29,15 @@ type Options struct {
 	Connections int
 	// RateLimit caps the whole Client at this many bytes/s (body bytes); 0 = unlimited.
 	RateLimit int64
+	// OnLoad, if set, hands the decision of how many requests to have in flight to the
+	// caller (a scheduler that also orders them by priority, as cache.Pool does): the Client
+	// then never lowers its own bound below Connections, and instead calls OnLoad once per
+	// answer that says something about the server's load, with the request's ctx (a child
+	// of the ctx given to Fetch or Probe) and whether the server was shedding load (429 or
+	// 503). It is called when the answer's body is closed, for the answers of every host
+	// (mirrors included); it must be quick and safe for concurrent use. Retries,
+	// Retry-After and backoff stay the Client's.
+	OnLoad func(ctx context.Context, overloaded bool)
 	// Logger receives debug/warn records about attempts and retries; nil = discard.
 	// It is never given a secret.
 	Logger *slog.Logger
@@ -68,6 +78,17 @@ type Options struct {
 	// sent exactly as asked, so chunk-aligned requests stay aligned. Behind a proxy, the
 	// proxy resolves host names: the dial-time address check sees only the proxy.
 	Proxy func(*http.Request) (*url.URL, error)
+
+	// UserAgent is sent as User-Agent on every request unless Header sets one; "" leaves
+	// Go's default. It is not a secret and survives redirects.
+	UserAgent string
+	// RootCAs, when set, replaces the system's certificate authorities for TLS
+	// verification (curl's --cacert).
+	RootCAs *x509.CertPool
+	// ProbeRefusedAttempts, when positive, bounds the attempts of a Probe whose every
+	// failure so far was a refused connection: nothing listens there, which a long backoff
+	// rarely changes, so a command line tool reports it at once. 0 = MaxAttempts.
+	ProbeRefusedAttempts int
 	// ProxyURL, when set, sends every request through this forward proxy (http, https or
 	// socks5; parse it with ParseProxyURL), loopback included and whatever HTTP(S)_PROXY and
 	// NO_PROXY say: the user named it. It replaces Proxy. Its userinfo becomes the proxy's

@@ -233,6 +233,7 @@ func (c *Client) retryLoop(ctx context.Context, op string, t *target, attempt fu
 	deadline, byDeadline := ctx.Deadline()
 	byDeadline = byDeadline && c.o.RetryUntilDeadline
 	failures := 0
+	refusedOnly := op == "probe" && c.o.ProbeRefusedAttempts > 0
 	for n := 1; ; n++ {
 		progress, err := attempt(ctx)
 		if err == nil {
@@ -262,6 +263,8 @@ func (c *Client) retryLoop(ctx context.Context, op string, t *target, attempt fu
 			}
 			// Leave the last attempt at least half of what is left.
 			d = min(d, left/2)
+		} else if refusedOnly = refusedOnly && errors.Is(err, syscall.ECONNREFUSED); refusedOnly && n >= c.o.ProbeRefusedAttempts {
+			return fmt.Errorf("%s %s: connection refused (%d attempts): %w", op, t.redact, n, err)
 		} else if failures >= c.o.MaxAttempts {
 			c.o.Logger.Warn("giving up", "op", op, "url", t.redact, "attempts", n, "err", err.Error())
 			return fmt.Errorf("%s %s: giving up after %d attempts: %w", op, t.redact, n, err)

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"rangefs/cache"
 	"rangefs/fs/archive"
 )
 
@@ -60,6 +61,15 @@ type RangeReader interface {
 
 // maxDirectRead is the largest listing read sent through a RangeReader.
 const maxDirectRead = 64 << 10
+
+// CacheFileOf returns the cache.File that a File made by CacheFile shows.
+func CacheFileOf(f File) (*cache.File, bool) {
+	c, ok := f.(*cacheFile)
+	if !ok {
+		return nil, false
+	}
+	return c.f, true
+}
 
 // ArchiveKind reports the archive format a file name stands for: ".zip",
 // ".tar", ".tar.gz" and ".tgz", in any case; 0 for any other name.
@@ -242,7 +252,7 @@ func (d *archiveDir) open(ctx context.Context) (*archive.Archive, error) {
 		// read-ahead, so that member reads find it there.
 		ra.direct = rr
 	}
-	a, err := d.load(ctx, ra, size)
+	a, err := d.load(ctx, ra, size, d.indexVersion(size))
 	ra.listed.Store(true)
 	if err != nil {
 		r.Close()
@@ -263,9 +273,8 @@ func (d *archiveDir) size(ctx context.Context) (int64, error) {
 // load reads the archive's listing: from the IndexStore when it holds
 // one for this version, else from the archive, saving it afterwards when
 // it is complete.
-func (d *archiveDir) load(ctx context.Context, ra io.ReaderAt, size int64) (*archive.Archive, error) {
+func (d *archiveDir) load(ctx context.Context, ra io.ReaderAt, size int64, version string) (*archive.Archive, error) {
 	store, _ := d.f.(IndexStore)
-	version := d.f.Version()
 	if store != nil {
 		if a, err := d.loadIndex(store, version, ra, size); err == nil {
 			return a, nil
@@ -314,6 +323,14 @@ func (d *archiveDir) load(ctx context.Context, ra io.ReaderAt, size int64) (*arc
 		}
 	}
 	return a, nil
+}
+
+// indexVersion names the version of the archive an index describes: the
+// File's Version and, once it is open, the validators of its local copy
+// (a listing's Version may lack them, an index page's for one).
+func (d *archiveDir) indexVersion(size int64) string {
+	st := d.f.Stats()
+	return d.f.Version() + "\x00" + st.ETag + "\x00" + st.LastModified + "\x00" + strconv.FormatInt(size, 10)
 }
 
 // isArchiveError reports whether every error in err says something about
@@ -427,8 +444,11 @@ func (m *memberFile) Stats() Stats {
 		More: []Xattr{{Name: "archive_member", Value: m.e.Name}}}
 }
 
-func (m *memberFile) Version() string {
-	return m.d.f.Version() + "\x00" + m.e.Name + "\x00" + strconv.FormatInt(m.e.Size, 10)
+func (m *memberFile) Version() string { return m.d.f.Version() + m.versionSuffix() }
+
+// versionSuffix names the member within a version of its archive.
+func (m *memberFile) versionSuffix() string {
+	return "\x00" + m.e.Name + "\x00" + strconv.FormatInt(m.e.Size, 10)
 }
 
 // Open reads the member's header when it must (a zip's local header, once
@@ -445,7 +465,7 @@ func (m *memberFile) Open(ctx context.Context) (Reader, error) {
 		// A tar.gz member's Span is an offset in the decompressed
 		// stream, not in the archive (archive.Entry.Span reports ok for
 		// it, against its doc): it is always inflated.
-		return &inflateReader{ar: ar}, nil
+		return &inflateReader{ar: ar, version: m.d.r.Version() + m.versionSuffix()}, nil
 	}
 	ar.Close()
 	r, err := m.d.f.Open(ctx)
@@ -453,7 +473,7 @@ func (m *memberFile) Open(ctx context.Context) (Reader, error) {
 		return nil, err
 	}
 	crc, hasCRC := e.CRC32()
-	return &spanReader{r: r, base: off, size: e.Size, want: crc, hasCRC: hasCRC}, nil
+	return &spanReader{r: r, base: off, size: e.Size, want: crc, hasCRC: hasCRC, version: r.Version() + m.versionSuffix()}, nil
 }
 
 // spanReader serves a stored member, the bytes [base, base+size) of the
@@ -467,6 +487,7 @@ type spanReader struct {
 	base, size int64
 	want       uint32
 	hasCRC     bool
+	version    string
 
 	mu     sync.Mutex // Protects: crcPos, crc, bad.
 	crcPos int64      // the CRC covers [0, crcPos)
@@ -520,12 +541,16 @@ func (s *spanReader) track(p []byte, off int64) error {
 }
 
 func (s *spanReader) PassthroughPath() string { return "" }
+func (s *spanReader) Version() string         { return s.version }
 func (s *spanReader) Close() error            { return s.r.Close() }
 
 // inflateReader serves a compressed member (deflated zip, tar.gz) through
 // an archive.Reader, which reads the archive through the archive
 // directory's Reader; each of those reads is bounded by OpTimeout.
-type inflateReader struct{ ar *archive.Reader }
+type inflateReader struct {
+	ar      *archive.Reader
+	version string
+}
 
 func (z *inflateReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := ctx.Err(); err != nil {
@@ -536,6 +561,7 @@ func (z *inflateReader) ReadAt(ctx context.Context, p []byte, off int64) (int, e
 }
 
 func (z *inflateReader) PassthroughPath() string { return "" }
+func (z *inflateReader) Version() string         { return z.version }
 func (z *inflateReader) Close() error            { return z.ar.Close() }
 
 // ctxReaderAt is a Reader as an io.ReaderAt for the archive package: each

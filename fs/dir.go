@@ -31,7 +31,12 @@ type tree struct {
 	listed map[*dirState]struct{} // directories holding a listing. Protects: listed.
 
 	files, bytes atomic.Int64 // files and bytes of the current listings, for statfs
+
+	listings chan struct{} // a token per listing in progress (maxListings)
 }
+
+// maxListings bounds the directory listings in progress at once.
+const maxListings = 8
 
 // inos reserves n consecutive inode numbers and returns the first.
 func (t *tree) inos(n int) uint64 { return t.ino.Add(uint64(n)) - uint64(n) + 1 }
@@ -63,12 +68,13 @@ type dirState struct {
 }
 
 // child is a name of a directory that the kernel has looked up: its inode
-// number and the state shared by the inodes of that number.
+// number and the state shared by the inodes of that number. It is one
+// allocation, as there may be a million of them.
 type child struct {
-	name string
 	ino  uint64
-	file *fileState // for a file
-	dir  *dirState  // for a directory
+	dir  *dirState // for a directory
+	link Symlink   // for a symbolic link
+	file fileState // for a file (dir and link nil)
 }
 
 // fileState is what the handles of one file version share.
@@ -78,9 +84,29 @@ type fileState struct {
 	name   string
 
 	modes       openModes
-	failures    recentFailures
+	failures    atomic.Pointer[recentFailures] // made at the first timeout
 	staleLogged atomic.Bool
 	statLogged  atomic.Bool
+	content     atomic.Pointer[string] // the Version of the last open's reader
+}
+
+// keepCache reports whether the kernel may keep the pages it holds for this
+// inode at an open of content version v: only when no other version was
+// opened before.
+func (f *fileState) keepCache(v string) bool {
+	old := f.content.Swap(&v)
+	return old == nil || *old == v
+}
+
+// recentTimeouts returns the file's record of reads that timed out,
+// making it when make is set.
+func (f *fileState) recentTimeouts(make bool) *recentFailures {
+	r := f.failures.Load()
+	if r == nil && make {
+		f.failures.CompareAndSwap(nil, new(recentFailures))
+		r = f.failures.Load()
+	}
+	return r
 }
 
 func (f *fileState) path() string { return joinPath(f.parent.path, f.name) }
@@ -144,14 +170,33 @@ func (d *dirState) startListingLocked() {
 	done := make(chan struct{})
 	d.listing = done
 	go func() {
-		defer close(done)
-		d.list()
+		// Bounded, so that a SIGHUP over a big tree does not start a
+		// listing of every directory at once.
+		var changed []string
+		select {
+		case d.t.listings <- struct{}{}:
+			changed = d.list()
+			<-d.t.listings
+		case <-d.t.ctx.Done():
+			d.mu.Lock()
+			d.listing, d.lastErr, d.listedAt = nil, d.t.ctx.Err(), time.Now()
+			d.mu.Unlock()
+		}
+		close(done)
+		// Only now, with every waiter answered: the kernel handles an
+		// entry notification under the directory's lock, which a readdir
+		// or lookup waiting for this listing holds.
+		if in := d.inode.Load(); in != nil {
+			for _, name := range changed {
+				in.NotifyEntry(name)
+			}
+		}
 	}()
 }
 
-// list runs one listing and installs it, telling the kernel which names
-// changed.
-func (d *dirState) list() {
+// list runs one listing and installs it, returning the names whose kernel
+// entries are now out of date.
+func (d *dirState) list() (changed []string) {
 	es, err := d.dir.List(d.t.ctx)
 	if err == nil && !sortedUnique(es) {
 		es = append([]Entry(nil), es...)
@@ -166,25 +211,21 @@ func (d *dirState) list() {
 			// A refresh failed: keep serving the listing we have.
 			d.mu.Unlock()
 			d.t.opts.Logger.Warn("refreshing a directory listing failed; keeping the old one", "dir", "/"+d.path, "err", err)
-			return
+			return nil
 		}
 		d.lastErr = err
 		d.mu.Unlock()
 		if !errors.Is(err, iofs.ErrNotExist) {
 			d.t.opts.Logger.Warn("listing a directory failed", "dir", "/"+d.path, "err", err)
 		}
-		return
+		return nil
 	}
-	changed := d.installLocked(es)
+	changed = d.installLocked(es)
 	d.mu.Unlock()
 	d.t.mu.Lock()
 	d.t.listed[d] = struct{}{}
 	d.t.mu.Unlock()
-	if in := d.inode.Load(); in != nil {
-		for _, name := range changed {
-			in.NotifyEntry(name)
-		}
-	}
+	return changed
 }
 
 // installLocked makes es the listing and returns the names whose kernel
@@ -222,7 +263,7 @@ func (d *dirState) installLocked(es []Entry) (changed []string) {
 			if k := d.kids[es[j].Name]; k != nil && !sameNode(k, es[j]) {
 				changed = append(changed, es[j].Name)
 				d.dropKidLocked(es[j].Name)
-			} else if k != nil && k.file != nil {
+			} else if k != nil && k.dir == nil && k.link == nil {
 				// Keep the File with its open handles and state: the listing
 				// shows the same version.
 				es[j].File = k.file.file
@@ -252,6 +293,9 @@ func sameNode(k *child, e Entry) bool {
 	if k.dir != nil || e.Dir != nil {
 		return k.dir != nil && e.Dir != nil
 	}
+	if k.link != nil || e.Link != nil {
+		return k.link != nil && e.Link != nil && k.link.Target() == e.Link.Target()
+	}
 	return k.file.file.Version() == e.File.Version()
 }
 
@@ -265,8 +309,12 @@ func countFiles(es []Entry) int {
 	return n
 }
 
-// forget makes the next access list the directory again and wait for it,
-// and tells the kernel to drop the names it holds, so the next lookup asks.
+// forget makes the directory be listed again now: accesses meanwhile wait
+// for the new listing, and the kernel is told which names it changed (names
+// it added too, which the kernel may hold as negative entries).
+//
+// The names the kernel has looked up are dropped at once, so that a lookup
+// right after asks (and waits for the new listing).
 func (d *dirState) forget() {
 	d.mu.Lock()
 	if !d.listed {
@@ -274,6 +322,9 @@ func (d *dirState) forget() {
 		return
 	}
 	d.forgot = true
+	if d.listing == nil {
+		d.startListingLocked()
+	}
 	names := make([]string, 0, len(d.kids))
 	for name := range d.kids {
 		names = append(names, name)
@@ -316,11 +367,14 @@ func (d *dirState) kid(e Entry, base, ino uint64) (*child, bool) {
 	if c := d.kids[e.Name]; c != nil {
 		return c, true
 	}
-	c := &child{name: e.Name, ino: ino}
-	if e.Dir != nil {
+	c := &child{ino: ino}
+	switch {
+	case e.Dir != nil:
 		c.dir = &dirState{t: d.t, dir: e.Dir, path: joinPath(d.path, e.Name)}
-	} else {
-		c.file = &fileState{file: e.File, parent: d, name: e.Name}
+	case e.Link != nil:
+		c.link = e.Link
+	default:
+		c.file = fileState{file: e.File, parent: d, name: e.Name}
 	}
 	if d.kids == nil {
 		d.kids = map[string]*child{}
@@ -369,11 +423,14 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return live, 0
 	}
 	var in *fusefs.Inode
-	if c.dir != nil {
+	switch {
+	case c.dir != nil:
 		in = n.NewInode(ctx, &dirNode{d: c.dir}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: c.ino})
 		c.dir.inode.Store(in)
-	} else {
-		in = n.NewInode(ctx, &fileNode{st: c.file}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: c.ino})
+	case c.link != nil:
+		in = n.NewInode(ctx, &linkNode{link: c.link, t: n.d.t}, fusefs.StableAttr{Mode: syscall.S_IFLNK, Ino: c.ino})
+	default:
+		in = n.NewInode(ctx, &fileNode{st: &c.file}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: c.ino})
 	}
 	n.fillEntry(c, out)
 	return in, 0
@@ -385,12 +442,18 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 func (n *dirNode) fillEntry(c *child, out *fuse.EntryOut) {
 	if c.dir != nil {
 		dirAttr(&out.Attr, c.dir, n.d.t)
+		out.SetAttrTimeout(n.d.t.opts.DirCacheTime)
+		return
+	}
+	if c.link != nil {
+		linkAttr(&out.Attr, c.link, n.d.t)
+		out.SetAttrTimeout(n.d.t.opts.DirCacheTime)
 		return
 	}
 	a := c.file.file.Attr()
 	fileAttr(&out.Attr, a, c.file.file.Stats(), n.d.t)
-	if !a.Exact {
-		out.SetAttrTimeout(time.Nanosecond) // zero would mean "the default"
+	if a.Exact {
+		out.SetAttrTimeout(n.d.t.opts.DirCacheTime)
 	}
 }
 
@@ -412,6 +475,7 @@ func (n *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 
 func (n *dirNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	dirAttr(&out.Attr, n.d, n.d.t)
+	out.SetTimeout(n.d.t.opts.DirCacheTime)
 	return 0
 }
 
@@ -477,8 +541,11 @@ func (s *dirStream) Next() (fuse.DirEntry, syscall.Errno) {
 	}
 	s.i++
 	mode := uint32(syscall.S_IFREG)
-	if e.Dir != nil {
+	switch {
+	case e.Dir != nil:
 		mode = syscall.S_IFDIR
+	case e.Link != nil:
+		mode = syscall.S_IFLNK
 	}
 	return fuse.DirEntry{Name: e.Name, Mode: mode, Ino: ino}, 0
 }
@@ -496,4 +563,37 @@ func sortedUnique(es []Entry) bool {
 		}
 	}
 	return true
+}
+
+// linkNode is an inode of a symbolic link.
+type linkNode struct {
+	fusefs.Inode
+	link Symlink
+	t    *tree
+}
+
+var (
+	_ = (fusefs.NodeReadlinker)((*linkNode)(nil))
+	_ = (fusefs.NodeGetattrer)((*linkNode)(nil))
+)
+
+func (n *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	return []byte(n.link.Target()), 0
+}
+
+func (n *linkNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	linkAttr(&out.Attr, n.link, n.t)
+	out.SetTimeout(n.t.opts.DirCacheTime)
+	return 0
+}
+
+func linkAttr(a *fuse.Attr, l Symlink, t *tree) {
+	a.Mode = syscall.S_IFLNK | 0o777
+	a.Nlink = 1
+	a.Size = uint64(len(l.Target()))
+	m := l.Mtime()
+	if m.IsZero() {
+		m = t.mtime
+	}
+	setTimes(a, m)
 }

@@ -43,6 +43,9 @@ func (r *recentFailures) add(off, end int64, now time.Time) {
 // since reports how long ago a read overlapping [off, end) timed out, if
 // that was within failMemory.
 func (r *recentFailures) since(off, end int64, now time.Time) (time.Duration, bool) {
+	if r == nil {
+		return 0, false // none ever
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pruneLocked(now)

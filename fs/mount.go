@@ -1,8 +1,3 @@
-// Package fs shows a tree of remote files as a read-only FUSE file system.
-// It is a thin adapter over the node interface of tree.go (Dir, File,
-// Reader): directories are listed lazily and kept for DirCacheTime, every
-// other operation answers from memory or calls its node, and errors are
-// translated in one place (errno.go).
 package fs
 
 import (
@@ -61,7 +56,8 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 	if o.DirCacheTime <= 0 {
 		o.DirCacheTime = 5 * time.Minute
 	}
-	t := &tree{opts: &o, mtime: time.Now(), reads: new(atomic.Int64), listed: map[*dirState]struct{}{}}
+	t := &tree{opts: &o, mtime: time.Now(), reads: new(atomic.Int64), listed: map[*dirState]struct{}{},
+		listings: make(chan struct{}, maxListings)}
 	t.ino.Store(1) // 1 is the root
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	rootNode := &dirNode{d: &dirState{t: t, dir: root}}
@@ -98,8 +94,10 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 	server, err := fusefs.Mount(dir, rootNode, &fusefs.Options{
 		MountOptions:    mo,
 		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
+		// No AttrTimeout: go-fuse would put it in place of every zero,
+		// and a file whose size is a hint must be shown with none, so the
+		// next stat asks. Each node sets its own (tree.attrTimeout).
 	})
 	if err != nil {
 		t.cancel()
@@ -132,9 +130,9 @@ func (s *Server) Wait() {
 	s.tree.cancel()
 }
 
-// Forget drops every directory listing (SIGHUP): the next access to a
-// directory lists it again and waits for that, and the kernel is told to
-// drop the names it holds so that its next lookup asks.
+// Forget drops every directory listing (SIGHUP): each directory that was
+// listed is listed again now, accesses meanwhile wait for the new listing,
+// and the kernel is told which names changed.
 func (s *Server) Forget() {
 	s.tree.mu.Lock()
 	dirs := make([]*dirState, 0, len(s.tree.listed))

@@ -46,8 +46,9 @@ func (n *fileNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.
 		}
 	}
 	fileAttr(&out.Attr, a, f.Stats(), n.st.parent.t)
-	if !a.Exact {
-		out.SetTimeout(time.Nanosecond)
+	if a.Exact {
+		// A hint is shown with no caching, so the next stat asks again.
+		out.SetTimeout(n.st.parent.t.opts.DirCacheTime)
 	}
 	return 0
 }
@@ -78,15 +79,19 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		return nil, 0, n.st.fail(err)
 	}
 	h := &fileHandle{node: n.st, reader: r}
-	// KEEP_CACHE: the content of one inode never changes (a new version
-	// gets a new inode; the old one fails with ESTALE rather than change),
-	// so the kernel may keep pages across opens (go-fuse drops it for
-	// passthrough, where there are no pages).
+	// KEEP_CACHE: the content is pinned by its validator, so the kernel may
+	// keep pages across opens (go-fuse drops it for passthrough, where there
+	// are no pages), unless this open reads another version than the last
+	// one did: without the flag the kernel drops the old version's pages.
+	var open uint32
+	if n.st.keepCache(r.Version()) {
+		open = fuse.FOPEN_KEEP_CACHE
+	}
 	opts := n.st.parent.t.opts
 	if n.st.modes.open(func() bool { return opts.Passthrough && r.PassthroughPath() != "" }) {
-		return &passthroughHandle{fileHandle: h, pass: true}, fuse.FOPEN_KEEP_CACHE, 0
+		return &passthroughHandle{fileHandle: h, pass: true}, open, 0
 	}
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	return h, open, 0
 }
 
 // passthroughHandle offers the kernel the cache's data file, so reads of a
@@ -229,8 +234,10 @@ var (
 	_ = (fusefs.FileReleaser)((*fileHandle)(nil))
 )
 
-// Release uncounts an ordinary handle (see openModes).
+// Release uncounts an ordinary handle (see openModes) and closes its Reader,
+// so read-ahead and prefetch stop following it.
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.reader.Close()
 	h.node.modes.release(false)
 	h.close()
 	return 0
@@ -239,7 +246,7 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.node.parent.t.reads.Add(1)
 	end := off + int64(len(dest))
-	if ago, ok := h.node.failures.since(off, end, time.Now()); ok {
+	if ago, ok := h.node.recentTimeouts(false).since(off, end, time.Now()); ok {
 		return h.readNoWait(ctx, dest, off, ago)
 	}
 	// No read waits longer than the op timeout, whatever the server does.
@@ -251,7 +258,7 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	defer stop()
 	n, err := h.reader.ReadAt(tctx, dest, off)
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(tctx.Err(), context.DeadlineExceeded) {
-		h.node.failures.add(off, end, time.Now())
+		h.node.recentTimeouts(true).add(off, end, time.Now())
 	}
 	if errno := h.node.fail(err); errno != 0 {
 		return nil, errno

@@ -31,8 +31,9 @@ func (c *cacheFile) Open(context.Context) (Reader, error) {
 
 func (c *cacheFile) Stats() Stats { return StatsOf(c.f) }
 
-func (c *cacheFile) Version() string {
-	m := c.f.Meta()
+func (c *cacheFile) Version() string { return versionOf(c.f.Meta()) }
+
+func versionOf(m cache.Meta) string {
 	return m.URL + "\x00" + m.ETag + "\x00" + m.LastModified + "\x00" + strconv.FormatInt(m.Size, 10)
 }
 
@@ -72,6 +73,8 @@ func (c *cacheReader) PassthroughPath() string {
 	}
 	return ""
 }
+
+func (c *cacheReader) Version() string { return versionOf(c.f.Meta()) }
 
 func (c *cacheReader) Close() error { return nil }
 

@@ -25,11 +25,20 @@ type Dir interface {
 	Mtime() time.Time
 }
 
-// Entry is one name of a Dir: exactly one of File and Dir is set.
+// Entry is one name of a Dir: exactly one of File, Dir and Link is set.
 type Entry struct {
 	Name string
 	File File
 	Dir  Dir
+	Link Symlink
+}
+
+// Symlink is a symbolic link (an archive member). fs shows its target as
+// it is and never follows it; resolving it is the kernel's, within the
+// mount or not, as for any symlink.
+type Symlink interface {
+	Target() string
+	Mtime() time.Time // zero: the mount time
 }
 
 // File is a regular file of the tree.
@@ -94,5 +103,9 @@ type Reader interface {
 	// content now and until Close, which the kernel may then read
 	// directly (FUSE passthrough); "" when there is none.
 	PassthroughPath() string
+	// Version identifies the content this reader serves. The kernel may
+	// keep an inode's pages from one open to the next only while it stays
+	// the same: an open of another version drops them.
+	Version() string
 	Close() error
 }

@@ -104,7 +104,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	var md bytes.Buffer
 	writeHeader(&md, meta, interrupted)
-	writeMarkdown(&md, results)
+	rest, clients := splitClients(results)
+	writeMarkdown(&md, rest)
+	if len(clients) > 0 {
+		md.WriteString("\n")
+		writeClientTable(&md, clients)
+	}
 	if lines := headline(results); len(lines) > 0 {
 		md.WriteString("\nRatios (rangefs vs peers, same run):\n\n")
 		for _, l := range lines {
@@ -129,6 +134,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 func oneLine(r result) string {
 	if r.Err != "" {
 		return fmt.Sprintf("%-34s %s", r.ID, r.status())
+	}
+	if r.Section == secClients {
+		return fmt.Sprintf("%-34s %7s s  served %7.0f KiB  %s", r.ID, secs(r.Wall), float64(r.Served)/1024, r.status()+noteSuffix(r.Note))
 	}
 	if r.Section == secRandom {
 		return fmt.Sprintf("%-34s p50 %s ms  p99 %s ms  %.1f KiB/read  %s", r.ID, ms(r.P50), ms(r.P99), r.servedPerRead()/1024, r.status())

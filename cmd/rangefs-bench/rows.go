@@ -89,6 +89,8 @@ func buildRows(cfg config) []row {
 	mnt(rcloneMount("mount-rclone-tuned", "rclone mount full, tuned", cfg.rcloneTuned), oneConn, 0.05)
 	mnt(httpdirfsMount(), 0.75*oneConn, httpdirfsSegs*(8<<20)/oneConn/math.Max(1, float64(cfg.randomReads)))
 
+	rows = append(rows, clientRows(cfg)...)
+
 	// No cap: straight to nginx, so the proxy's own copying does not cost CPU the tools need.
 	nc := func(id, tool, label string, argv func(url, out string) []string) {
 		add(row{id: id, tools: []string{tool}, est: secondsAt(size, 300e6) + startup,

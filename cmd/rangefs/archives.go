@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/spf13/pflag"
 
@@ -27,23 +27,49 @@ func archiveFlags(f *pflag.FlagSet, c *archiveConfig) {
 	f.BoolVar(&c.Archives, "archives", false, "show each .zip, .tar, .tar.gz and .tgz file as a directory of the same name holding its members (read in place, fetching only what is read)")
 }
 
-// archiveRoot is the mount's root, with --archives applied: every archive
-// file in it, and in every directory below it, becomes a directory.
-// entries[i] shows files[i], fetched from srcs[i]: its archive index is
-// kept in its cache directory, so that the next mount lists it with no
-// fetch, and its listing reads the headers it needs straight from srcs[i].
-func archiveRoot(c *mountConfig, entries []fs.Entry, files []*cache.File, srcs []cache.Source, log *slog.Logger) fs.Dir {
+// archiveRoot is the mount's root with --archives applied: every archive
+// file in it, and in every directory below it, becomes a directory. An
+// archive keeps its index in its object's cache directory, so that the
+// next mount lists it with no fetch, and its listing reads the headers it
+// needs straight from the origin. Files of trees do both themselves
+// (treeFile below); the files given by URL (cache files) are wrapped here,
+// found by their probes.
+func archiveRoot(c *mountConfig, root fs.Dir, probes map[string]probeResult, log *slog.Logger) fs.Dir {
 	if !c.Archives {
-		return fs.Static(entries, time.Time{})
+		return root
 	}
-	es := append([]fs.Entry(nil), entries...)
-	for i := range es {
-		if es[i].File != nil && i < len(files) && i < len(srcs) && fs.ArchiveKind(es[i].Name) != 0 {
-			es[i].File = &archiveFile{File: es[i].File, index: dirIndexStore(filepath.Dir(files[i].DataPath())),
-				src: srcs[i], size: files[i].Meta().Size}
+	byURL := map[string]*fetch.Object{}
+	for _, p := range probes {
+		if p.obj != nil {
+			byURL[p.obj.URL()] = p.obj
 		}
 	}
-	return fs.WithArchives(fs.Static(es, time.Time{}), fs.ArchiveOptions{OpTimeout: c.OpTimeout, Logger: log})
+	return fs.WithArchives(&cachedArchives{Dir: root, byURL: byURL}, fs.ArchiveOptions{OpTimeout: c.OpTimeout, Logger: log})
+}
+
+// cachedArchives is the root, with its cache files that are archives
+// made archiveFiles.
+type cachedArchives struct {
+	fs.Dir
+	byURL map[string]*fetch.Object
+}
+
+func (d *cachedArchives) List(ctx context.Context) ([]fs.Entry, error) {
+	es, err := d.Dir.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	es = append([]fs.Entry(nil), es...)
+	for i := range es {
+		cf, ok := fs.CacheFileOf(es[i].File)
+		if !ok || fs.ArchiveKind(es[i].Name) == 0 {
+			continue
+		}
+		if o := d.byURL[cf.Meta().URL]; o != nil {
+			es[i].File = &archiveFile{File: es[i].File, index: dirIndexStore(filepath.Dir(cf.DataPath())), src: o, size: cf.Meta().Size}
+		}
+	}
+	return es, nil
 }
 
 // archiveFile is a cached remote file that keeps its archive index in its
@@ -58,22 +84,54 @@ type archiveFile struct {
 var (
 	_ fs.IndexStore  = (*archiveFile)(nil)
 	_ fs.RangeReader = (*archiveFile)(nil)
+	_ fs.IndexStore  = (*treeFile)(nil)
+	_ fs.RangeReader = (*treeFile)(nil)
 )
 
 func (a *archiveFile) LoadIndex(kind string) ([]byte, error) { return a.index.LoadIndex(kind) }
 func (a *archiveFile) SaveIndex(kind string, b []byte) error { return a.index.SaveIndex(kind, b) }
-
-// ReadRange fetches p at off with one ranged request, storing nothing.
 func (a *archiveFile) ReadRange(ctx context.Context, p []byte, off int64) (int, error) {
+	return readRange(ctx, a.src, a.size, p, off)
+}
+
+// A tree file keeps its index in the cache directory its Open opened, and
+// reads ranges from the object its probe found.
+func (f *treeFile) LoadIndex(kind string) ([]byte, error) {
+	s := f.slot.Load()
+	if s == nil {
+		return nil, fmt.Errorf("%w: not opened yet", iofs.ErrNotExist)
+	}
+	return dirIndexStore(s.dir).LoadIndex(kind)
+}
+
+func (f *treeFile) SaveIndex(kind string, b []byte) error {
+	s := f.slot.Load()
+	if s == nil {
+		return errors.New("not opened yet")
+	}
+	return dirIndexStore(s.dir).SaveIndex(kind, b)
+}
+
+func (f *treeFile) ReadRange(ctx context.Context, p []byte, off int64) (int, error) {
+	o := f.probed()
+	if o == nil {
+		return 0, errors.New("not probed yet")
+	}
+	return readRange(ctx, o, o.Size, p, off)
+}
+
+// readRange fetches p at off of a size-byte object with one ranged
+// request, storing nothing.
+func readRange(ctx context.Context, src cache.Source, size int64, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("negative offset")
 	}
-	if off >= a.size {
+	if off >= size {
 		return 0, io.EOF
 	}
-	n := min(int64(len(p)), a.size-off)
+	n := min(int64(len(p)), size-off)
 	w := &fixedWriter{p: p[:n]}
-	if err := a.src.Fetch(ctx, off, n, w); err != nil {
+	if err := src.Fetch(ctx, off, n, w); err != nil {
 		return w.n, err
 	}
 	if int64(w.n) != n {
@@ -143,13 +201,4 @@ func (d dirIndexStore) SaveIndex(kind string, b []byte) error {
 		os.Remove(tmp.Name())
 	}
 	return err
-}
-
-// archiveSources are objs as cache sources.
-func archiveSources(objs []*fetch.Object) []cache.Source {
-	out := make([]cache.Source, len(objs))
-	for i, o := range objs {
-		out[i] = o
-	}
-	return out
 }

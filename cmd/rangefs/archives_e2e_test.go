@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -160,6 +159,45 @@ func TestMountArchivesEndToEnd(t *testing.T) {
 	m.cmd.Process.Signal(syscall.SIGTERM)
 	m.wait(t)
 
+	// In a tree (a manifest), the same: archives below directories are
+	// directories, members read right, and a remount lists from the index
+	// kept in each tree file's cache directory.
+	manifest := filepath.Join(work, "manifest.tsv")
+	var lines strings.Builder
+	for i, n := range names[:3] {
+		fmt.Fprintf(&lines, "sub/%s\t%s\n", n, urls[i])
+	}
+	if err := os.WriteFile(manifest, []byte(lines.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tcache := t.TempDir()
+	targs := []string{"--archives", "--no-prefetch", "--cache-dir", tcache, "--manifest", manifest, mnt}
+	for round := range 2 {
+		m = startMount(t, "sub", targs...)
+		before := srv.Stats().BytesSent
+		for _, n := range names[:3] {
+			out := filepath.Join(work, "x-"+n)
+			got := walkNames(t, filepath.Join(mnt, "sub", n))
+			if want := walkNames(t, out); !slices.Equal(got, want) {
+				t.Errorf("manifest, round %d: %s lists %d names, the extraction %d", round, n, len(got), len(want))
+			}
+		}
+		listed := srv.Stats().BytesSent - before
+		if round == 1 && listed != 0 {
+			t.Errorf("manifest remount: listing fetched %d bytes, want 0", listed)
+		}
+		member := "d4/f004.bin"
+		if g, w := fileSHA256(t, filepath.Join(mnt, "sub", "b.tar", member)), fileSHA256(t, filepath.Join(src, member)); g != w {
+			t.Errorf("manifest, round %d: b.tar/%s sha256 %s, want %s", round, member, g, w)
+		}
+		t.Logf("manifest, round %d: listing fetched %d bytes", round, listed)
+		m.cmd.Process.Signal(syscall.SIGTERM)
+		m.wait(t)
+		if kept, _ := filepath.Glob(filepath.Join(tcache, "*", "archive-index.*")); len(kept) != 3 {
+			t.Errorf("manifest: %d archive indexes kept in the tree files' caches, want 3", len(kept))
+		}
+	}
+
 	// Without --archives an archive is a plain file.
 	m = startMount(t, "a.zip", "--no-prefetch", "--cache-dir", cdir, urls[0], mnt)
 	if fi, err := os.Stat(filepath.Join(mnt, "a.zip")); err != nil || !fi.Mode().IsRegular() {
@@ -202,24 +240,4 @@ func impliedNames(listing string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// peakRSS is a process's VmHWM in bytes.
-func peakRSS(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmHWM in /proc/PID/status")
-	return 0
 }

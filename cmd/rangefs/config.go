@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -13,14 +15,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"rangefs/fetch"
 )
-
-// errHelp is returned by the parsers when the user asked for --help; the
-// usage text has already been printed.
-var errHelp = errors.New("help requested")
 
 // usageError marks a mistake in the command line: exit code 2.
 type usageError struct{ msg string }
@@ -39,15 +38,37 @@ type commonConfig struct {
 	LimitRate   int64
 	Verbose     bool
 	Quiet       bool
-	Sources     sourceFlags // --mirror, --metalink, --proxy (mirror.go)
+
+	UserAgent      string
+	Retry          int           // retries after a failed attempt (curl's --retry)
+	ConnectTimeout time.Duration // TCP connect and TLS handshake
+	RootCAs        *x509.CertPool
+	netrc          string // the netrc file to take credentials from, "" for none
+
+	LogLevel *slog.Level // nil: the command's default
+	LogJSON  bool
+
+	Sources sourceFlags // --mirror, --metalink, --proxy (mirror.go)
 }
 
 type getConfig struct {
 	commonConfig
-	URL    string
-	Output string
-	SHA256 string
-	Force  bool
+	URL       string
+	Output    string // a file, "-" for stdout, or a directory
+	OutputDir string
+	SHA256    string
+	Force     bool
+	// Jobs is what to download: the URL with its output and checksum, or
+	// every entry of the -i list.
+	Jobs      []getJob
+	InputFile string
+	Parallel  int // files downloaded at once with -i
+}
+
+// getJob is one download: a URL, where it goes ("" for the URL's name) and
+// the SHA-256 it must have ("" for none).
+type getJob struct {
+	URL, Output, SHA256 string
 }
 
 type mountConfig struct {
@@ -66,6 +87,16 @@ type mountConfig struct {
 	// NoPassthrough keeps every read in this process even when the kernel
 	// could read a fully cached file directly.
 	NoPassthrough bool
+
+	// Daemon runs the mount in the background; the command returns once
+	// the mount answers (or with the error that stopped it).
+	Daemon     bool
+	DaemonWait time.Duration
+	LogFile    string
+	// Env is what env.NAME=VALUE mount options set for the process.
+	Env map[string]string
+
+	treeConfig
 	archiveConfig
 }
 
@@ -93,9 +124,30 @@ func commonFlags(fs *pflag.FlagSet, c *commonConfig) func(env Env) error {
 	fs.StringVar(&rate, "limit-rate", "", "limit the total download rate to RATE bytes per second (e.g. 5M)")
 	fs.BoolVarP(&c.Verbose, "verbose", "v", false, "log requests, retries and cache decisions")
 	fs.BoolVarP(&c.Quiet, "quiet", "q", false, "print nothing but errors")
+	var cacert string
+	var netrc bool
+	fs.StringVarP(&c.UserAgent, "user-agent", "A", "rangefs/"+version, "User-Agent header sent with every request")
+	fs.IntVar(&c.Retry, "retry", 5, "retry a failed request N times before giving up (each attempt that makes progress resets the count)")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "longest to wait for a TCP connection and TLS handshake")
+	fs.StringVar(&cacert, "cacert", "", "verify the server's certificate against the CA certificates in this PEM FILE")
+	fs.BoolVar(&netrc, "netrc", false, "take the user name and password for the URL's host from ~/.netrc ($NETRC)")
 	registerSourceFlags(fs, &c.Sources)
 	return func(env Env) error {
 		var err error
+		if c.Retry < 0 || c.Retry > 100 {
+			return usagef("--retry must be between 0 and 100, not %d", c.Retry)
+		}
+		if c.ConnectTimeout <= 0 {
+			return usagef("--connect-timeout must be positive")
+		}
+		if cacert != "" {
+			if c.RootCAs, err = loadCACert(cacert); err != nil {
+				return err
+			}
+		}
+		if netrc {
+			c.netrc = netrcPath(env)
+		}
 		if c.Connections < 1 || c.Connections > 64 {
 			return usagef("--connections must be between 1 and 64, not %d", c.Connections)
 		}
@@ -234,93 +286,121 @@ func parseURL(arg string) (string, error) {
 			return "", usagef("URL file %s is empty", arg[1:])
 		}
 	}
+	if !strings.Contains(raw, "://") {
+		// example.com/file, or host:port/file, which url.Parse reads as a
+		// scheme "host": name what is missing.
+		if strings.ContainsAny(raw, "@?#") { // may hold a secret: do not echo it
+			return "", usagef("bad URL: it has no scheme; put https:// or http:// in front")
+		}
+		return "", usagef("bad URL: it has no scheme; did you mean https://%s ?", raw)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Error repeats the whole URL, secrets included: say less.
+		if strings.Contains(err.Error(), "invalid port") {
+			return "", usagef("bad URL: its port is not a number from 1 to 65535")
+		}
 		return "", usagef("bad URL: it does not parse as a URL")
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return "", usagef("bad URL: only http:// and https:// are supported, not %q", u.Scheme+":")
 	}
-	if u.Host == "" {
+	if u.Host == "" || u.Hostname() == "" {
 		return "", usagef("bad URL: it has no host")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", usagef("bad URL: port %s is not a number from 1 to 65535", p)
+		}
 	}
 	return raw, nil
 }
 
-// newFlagSet makes a command's flag set; its usage and parse errors go to out.
-func newFlagSet(name, usage string, out io.Writer) *pflag.FlagSet {
-	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SortFlags = false
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fmt.Fprintf(fs.Output(), "\nFlags:\n%s", fs.FlagUsages())
-	}
-	return fs
-}
-
-// parseFlags runs fs.Parse, turning pflag's errors into usage errors.
-func parseFlags(fs *pflag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if errors.Is(err, pflag.ErrHelp) {
-		return errHelp
-	}
-	if err != nil {
-		return usagef("%v", err)
-	}
-	return nil
-}
-
-const getUsage = `Usage: rangefs get [flags] URL
-
-Download URL with parallel Range requests into a file in the current
+const getUsage = `Download URL with parallel Range requests into a file in the current
 directory (or -o FILE). The download resumes where it stopped when the same
 command runs again after Ctrl-C, a crash or a dropped network; the partial
 state lives beside the output in FILE.rangefs/ and the finished file is
 renamed into place, so FILE is never seen half-written.
 `
 
-func parseGet(args []string, env Env, out io.Writer) (*getConfig, error) {
-	c := &getConfig{}
-	fs := newFlagSet("get", getUsage, out)
+// getFlags registers get's flags on fs and returns the function that, once
+// fs has parsed, checks them with the positional arguments into c.
+func getFlags(fs *pflag.FlagSet, c *getConfig) func(env Env, args []string) error {
 	finish := commonFlags(fs, &c.commonConfig)
-	fs.StringVarP(&c.Output, "output", "o", "", "save to FILE (default: the URL's file name in the current directory)")
+	var checksum string
+	fs.StringVarP(&c.Output, "output", "o", "", "save to FILE, into DIR/ (an existing directory), or '-' for stdout (default: the URL's file name in the current directory)")
+	fs.StringVarP(&c.OutputDir, "output-dir", "d", "", "save into DIR (created if missing) under the URL's file name")
+	fs.StringVarP(&c.InputFile, "input-file", "i", "", "download every URL listed in FILE, one per line ('-' for stdin); an indented 'out=NAME' or 'checksum=sha-256=HEX' line after a URL applies to it")
+	fs.IntVar(&c.Parallel, "parallel", 3, "with -i, how many files download at once (they share --connections)")
 	fs.StringVar(&c.SHA256, "sha256", "", "verify the result against this SHA-256 (hex); on mismatch nothing is left at the output")
+	fs.StringVar(&checksum, "checksum", "", "verify the result: TYPE=DIGEST, where TYPE is sha-256 (as aria2c)")
 	fs.BoolVar(&c.Force, "force", false, "overwrite an existing output file")
-	if err := parseFlags(fs, args); err != nil {
-		return nil, err
-	}
-	if err := finish(env); err != nil {
-		return nil, err
-	}
-	if fs.NArg() != 1 {
-		return nil, usagef("get takes exactly one URL (got %d arguments); see rangefs get --help", fs.NArg())
-	}
-	var err error
-	if c.URL, err = parseURL(fs.Arg(0)); err != nil {
-		return nil, err
-	}
-	if c.SHA256 != "" {
-		c.SHA256 = strings.ToLower(c.SHA256)
-		if len(c.SHA256) != 64 || strings.Trim(c.SHA256, "0123456789abcdef") != "" {
-			return nil, usagef("--sha256 must be 64 hex digits")
+	fs.BoolP("continue", "c", true, "resume a partial download (always on; accepted for curl and wget habits)")
+	return func(env Env, args []string) error {
+		if err := finish(env); err != nil {
+			return err
 		}
+		var err error
+		if checksum != "" {
+			sum, err := parseChecksum(checksum)
+			if err != nil {
+				return err
+			}
+			if c.SHA256 != "" && c.SHA256 != sum {
+				return usagef("--sha256 and --checksum disagree")
+			}
+			c.SHA256 = sum
+		}
+		if c.SHA256 != "" {
+			if c.SHA256, err = parseSHA256(c.SHA256); err != nil {
+				return usagef("--sha256 %v", err)
+			}
+		}
+		if c.Parallel < 1 || c.Parallel > 64 {
+			return usagef("--parallel must be between 1 and 64, not %d", c.Parallel)
+		}
+		if c.OutputDir != "" && c.Output != "" {
+			return usagef("give -o or --output-dir, not both")
+		}
+		if c.InputFile != "" {
+			switch {
+			case len(args) != 0:
+				return usagef("-i takes the URLs from its file: give no URL arguments with it")
+			case c.Output != "":
+				return usagef("-o names one file; with -i use --output-dir, or out=NAME lines in the list")
+			case c.SHA256 != "":
+				return usagef("--sha256 is for one file; with -i put checksum=sha-256=HEX lines in the list")
+			}
+			if c.Jobs, err = readURLList(c.InputFile, env); err != nil {
+				return err
+			}
+			return nil
+		}
+		if len(args) != 1 {
+			return usagef("get takes exactly one URL (got %d arguments); see rangefs get --help", len(args))
+		}
+		if c.URL, err = parseURL(args[0]); err != nil {
+			return err
+		}
+		c.Jobs = []getJob{{URL: c.URL, Output: c.Output, SHA256: c.SHA256}}
+		return nil
 	}
-	return c, nil
 }
 
-const mountUsage = `Usage: rangefs mount [flags] URL... MOUNTPOINT
+// parseGet parses get's arguments (without the word "get"); help goes to out.
+func parseGet(args []string, env Env, out io.Writer) (*getConfig, error) {
+	return parseWith(args, out, func(run func(*getConfig) error) *cobra.Command { return getCommand(env, run) })
+}
 
-Show each URL as a read-only file in MOUNTPOINT. Reads fetch only the chunks
+const mountUsage = `Show each URL as a read-only file in MOUNTPOINT. Reads fetch only the chunks
 they touch; a background prefetcher fills in the rest; everything fetched is
 kept in the cache and survives unmount, crash and reboot. Runs in the
 foreground until Ctrl-C, SIGTERM, or fusermount3 -u MOUNTPOINT.
 `
 
-func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
-	c := &mountConfig{}
-	fs := newFlagSet("mount", mountUsage, out)
+// mountFlags registers mount's flags on fs and returns the function that,
+// once fs has parsed, checks them with the positional arguments into c.
+func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) error {
 	finish := commonFlags(fs, &c.commonConfig)
 	fs.StringVar(&c.CacheDir, "cache-dir", "", "where cached chunks live (default $XDG_CACHE_HOME/rangefs or ~/.cache/rangefs)")
 	fs.StringVar(&c.Name, "name", "", "file name in the mount (only with one URL)")
@@ -331,39 +411,71 @@ func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
 	archiveFlags(fs, &c.archiveConfig)
-	if err := parseFlags(fs, args); err != nil {
-		return nil, err
-	}
-	if err := finish(env); err != nil {
-		return nil, err
-	}
-	if fs.NArg() < 2 {
-		return nil, usagef("mount needs at least one URL and a mount point; see rangefs mount --help")
-	}
-	for _, a := range fs.Args()[:fs.NArg()-1] {
-		u, err := parseURL(a)
-		if err != nil {
-			return nil, err
+	var opts []string
+	var foreground bool
+	var logLevel, logFormat string
+	fs.StringArrayVarP(&opts, "options", "o", nil, "mount options as in fstab: name=value,... for any flag (cache_dir=/x,connections=16); ro, _netdev, nofail, x-systemd.* and the like are ignored; env.NAME=VALUE sets an environment variable")
+	fs.BoolVar(&c.Daemon, "daemon", false, "run in the background; return once the mount answers, or fail with the reason (the default under mount(8))")
+	fs.BoolVar(&foreground, "foreground", false, "stay in the foreground even under mount(8)")
+	fs.DurationVar(&c.DaemonWait, "daemon-wait", time.Minute, "with --daemon, longest to wait for the mount to answer")
+	fs.StringVar(&c.LogFile, "log-file", "", "append log records to FILE instead of stderr")
+	fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default warn)")
+	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	treeArgs := treeFlags(fs, c)
+	return func(env Env, args []string) error {
+		var err error
+		if c.Env, err = applyOptions(fs, opts); err != nil {
+			return err
 		}
-		c.URLs = append(c.URLs, u)
+		env = overlayEnv(c.Env, env)
+		if foreground {
+			c.Daemon = false
+		}
+		if c.DaemonWait <= 0 {
+			return usagef("--daemon-wait must be positive")
+		}
+		if logLevel != "" {
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(logLevel)); err != nil {
+				return usagef("--log-level must be debug, info, warn or error, not %q", logLevel)
+			}
+			c.LogLevel = &l
+		}
+		switch logFormat {
+		case "text":
+		case "json":
+			c.LogJSON = true
+		default:
+			return usagef("--log-format must be text or json, not %q", logFormat)
+		}
+		if err := finish(env); err != nil {
+			return err
+		}
+		if err := treeArgs(args); err != nil {
+			return err
+		}
+		if err := checkDistinct(c.URLs, c.VolatileQuery); err != nil {
+			return err
+		}
+		if c.Name != "" && len(c.URLs) != 1 {
+			return usagef("--name works with exactly one URL")
+		}
+		if c.Name != "" && (strings.ContainsAny(c.Name, "/\x00") || c.Name == "." || c.Name == "..") {
+			return usagef("--name %q is not a plain file name", c.Name)
+		}
+		if c.OpTimeout <= 0 {
+			return usagef("--op-timeout must be positive")
+		}
+		if c.CacheDir == "" {
+			c.CacheDir = defaultCacheDir(env)
+		}
+		return nil
 	}
-	c.Mountpoint = fs.Arg(fs.NArg() - 1)
-	if err := checkDistinct(c.URLs, c.VolatileQuery); err != nil {
-		return nil, err
-	}
-	if c.Name != "" && len(c.URLs) != 1 {
-		return nil, usagef("--name works with exactly one URL")
-	}
-	if c.Name != "" && (strings.ContainsAny(c.Name, "/\x00") || c.Name == "." || c.Name == "..") {
-		return nil, usagef("--name %q is not a plain file name", c.Name)
-	}
-	if c.OpTimeout <= 0 {
-		return nil, usagef("--op-timeout must be positive")
-	}
-	if c.CacheDir == "" {
-		c.CacheDir = defaultCacheDir(env)
-	}
-	return c, nil
+}
+
+// parseMount parses mount's arguments (without the word "mount"); help goes to out.
+func parseMount(args []string, env Env, out io.Writer) (*mountConfig, error) {
+	return parseWith(args, out, func(run func(*mountConfig) error) *cobra.Command { return mountCommand(env, run) })
 }
 
 // checkDistinct refuses a remote file given twice to one mount: both would
@@ -408,33 +520,33 @@ func sameFileTwice(a, b string, i, j int) error {
 		fetch.Redact(a), fetch.Redact(b), i+1, j+1)
 }
 
-const statusUsage = `Usage: rangefs status [MOUNTPOINT | --cache-dir DIR]
-
-Show what is cached: for each file of a running mount, or for each object in a
+const statusUsage = `Show what is cached: for each file of a running mount, or for each object in a
 cache directory (default: the default cache directory).
 `
 
-func parseStatus(args []string, env Env, out io.Writer) (*statusConfig, error) {
-	c := &statusConfig{}
-	fs := newFlagSet("status", statusUsage, out)
+func statusFlags(fs *pflag.FlagSet, c *statusConfig) func(env Env, args []string) error {
 	fs.StringVar(&c.CacheDir, "cache-dir", "", "cache directory to inspect")
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "longest to wait for the mount to answer one request (a stopped daemon never does)")
-	if err := parseFlags(fs, args); err != nil {
-		return nil, err
+	return func(env Env, args []string) error {
+		switch {
+		case c.Timeout <= 0:
+			return usagef("--timeout must be positive")
+		case len(args) > 1:
+			return usagef("status takes at most one mount point")
+		case len(args) == 1 && c.CacheDir != "":
+			return usagef("give a mount point or --cache-dir, not both")
+		case len(args) == 1:
+			c.Target = args[0]
+		case c.CacheDir == "":
+			c.CacheDir = defaultCacheDir(env)
+		}
+		return nil
 	}
-	switch {
-	case c.Timeout <= 0:
-		return nil, usagef("--timeout must be positive")
-	case fs.NArg() > 1:
-		return nil, usagef("status takes at most one mount point")
-	case fs.NArg() == 1 && c.CacheDir != "":
-		return nil, usagef("give a mount point or --cache-dir, not both")
-	case fs.NArg() == 1:
-		c.Target = fs.Arg(0)
-	case c.CacheDir == "":
-		c.CacheDir = defaultCacheDir(env)
-	}
-	return c, nil
+}
+
+// parseStatus parses status's arguments (without the word "status"); help goes to out.
+func parseStatus(args []string, env Env, out io.Writer) (*statusConfig, error) {
+	return parseWith(args, out, func(run func(*statusConfig) error) *cobra.Command { return statusCommand(env, run) })
 }
 
 func defaultCacheDir(env Env) string {
@@ -443,6 +555,10 @@ func defaultCacheDir(env Env) string {
 	}
 	if h := env("HOME"); h != "" {
 		return filepath.Join(h, ".cache", "rangefs")
+	}
+	if os.Geteuid() == 0 {
+		// mount(8) and systemd start helpers without HOME.
+		return "/var/cache/rangefs"
 	}
 	return filepath.Join(os.TempDir(), "rangefs-cache")
 }

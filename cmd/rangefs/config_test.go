@@ -250,3 +250,51 @@ func TestExitCode(t *testing.T) {
 		}
 	}
 }
+
+func TestParseGetNewFlags(t *testing.T) {
+	sum := strings.Repeat("ab", 32)
+	c, err := parseGet([]string{"-c", "--checksum", "sha-256=" + strings.ToUpper(sum), "-A", "x/1", "--retry", "0",
+		"--connect-timeout", "2s", "--proxy", "http://127.0.0.1:3128", "-d", "out", "http://h/f"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SHA256 != sum || c.UserAgent != "x/1" || c.Retry != 0 || c.ConnectTimeout != 2*time.Second ||
+		c.Sources.Proxy.Host != "127.0.0.1:3128" || c.OutputDir != "out" || len(c.Jobs) != 1 || c.Jobs[0].SHA256 != sum {
+		t.Errorf("parsed %+v", c)
+	}
+	if c, _ := parseGet([]string{"http://h/f"}, noEnv, io.Discard); c.UserAgent != "rangefs/"+version || c.Retry != 5 {
+		t.Errorf("defaults: %+v", c)
+	}
+	for _, args := range [][]string{
+		{"--checksum", "sha-256=xyz", "http://h/f"},
+		{"--checksum", "md5=" + sum, "http://h/f"},
+		{"--checksum", "sha-256=" + sum, "--sha256", strings.Repeat("0", 64), "http://h/f"},
+		{"--parallel", "0", "http://h/f"},
+		{"-o", "x", "--output-dir", "d", "http://h/f"},
+		{"http://h:99999/f"},
+		{"http://h:0/f"},
+		{"h.example/f"},
+		{"--cacert", "/nonexistent/ca.pem", "http://h/f"},
+	} {
+		_, err := parseGet(args, noEnv, io.Discard)
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("parseGet(%q) = %v, want a usage error", args, err)
+		}
+	}
+}
+
+func TestNetrcLookup(t *testing.T) {
+	text := "machine a.example login al password pa\n" +
+		"machine b.example\n\tlogin bo\n\tpassword pb account x\n" +
+		"default login dl password dp\n"
+	for host, want := range map[string]string{"a.example": "al:pa", "b.example": "bo:pb", "c.example": "dl:dp"} {
+		l, p, ok := netrcLookup(text, host)
+		if !ok || l+":"+p != want {
+			t.Errorf("%s: %q %q %v, want %s", host, l, p, ok, want)
+		}
+	}
+	if _, _, ok := netrcLookup("machine a login x password y", "b"); ok {
+		t.Error("an unlisted host matched without a default")
+	}
+}

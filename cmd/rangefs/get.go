@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"rangefs/cache"
@@ -26,20 +28,79 @@ var (
 // file changed under it.
 const maxRestarts = 3
 
-func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
-	// get reports its failures itself, once; the log is for -v.
-	log := newLogger(stderr, &c.commonConfig, slog.LevelError)
+func runGet(ctx context.Context, c *getConfig, stdout, stderr io.Writer) error {
+	// get reports its failures itself, once, as one line that says what
+	// to do; the engine's log is for -v only.
+	log := newLogger(stderr, &c.commonConfig, slog.LevelError+4)
 	client := newClient(&c.commonConfig, log, stderr)
 	defer client.Close()
+	if c.OutputDir != "" {
+		if err := os.MkdirAll(c.OutputDir, 0o777); err != nil {
+			return fmt.Errorf("--output-dir: %w", err)
+		}
+	}
+	var pool *cache.Pool // one file: sized by its sources (mirrors) in getOne
+	if c.InputFile != "" {
+		pool = cache.NewPool(c.Connections)
+	}
+	disp := newDisplay(stderr, c.Quiet, c.InputFile != "")
+	defer disp.wait()
+	if c.InputFile == "" {
+		return getOne(ctx, c, c.Jobs[0], client, pool, disp, log, stdout, stderr)
+	}
+	// -i: up to --parallel files at once, sharing the connection budget.
+	// A failed file does not stop the others; each failure is one line.
+	errs := make([]error, len(c.Jobs))
+	sem := make(chan struct{}, c.Parallel)
+	var wg sync.WaitGroup
+	for i, j := range c.Jobs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if errs[i] = getOne(ctx, c, j, client, pool, disp, log, stdout, stderr); errs[i] != nil {
+				disp.println("rangefs: %s: %v", fetch.Redact(j.URL), errs[i])
+			}
+		})
+	}
+	wg.Wait()
+	failed, first := 0, error(nil)
+	for _, err := range errs {
+		if err != nil {
+			failed++
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d downloads failed (run the same command again to resume them); the first: %w",
+			failed, len(c.Jobs), first)
+	}
+	return nil
+}
 
-	obj, err := probeGet(ctx, client, c, stderr)
+// getOne downloads one file.
+func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, pool *cache.Pool,
+	disp *display, log *slog.Logger, stdout, stderr io.Writer) error {
+	obj, err := probeJob(ctx, client, c, &j, stderr)
 	if err != nil {
 		return err
 	}
 	if err := checkSize(&c.commonConfig, obj); err != nil {
 		return err
 	}
-	out, err := outputPath(c.Output, obj.Name)
+	if pool == nil {
+		pool = cache.NewPool(poolSize(c.Connections, obj))
+	}
+	if j.Output == "-" {
+		return getToStdout(ctx, c, j, obj, pool, disp, log, stdout)
+	}
+	out, err := outputPath(j.Output, c.OutputDir, obj.Name)
 	if err != nil {
 		return err
 	}
@@ -49,21 +110,21 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 	state := out + ".rangefs"
 
 	if !obj.Ranges {
-		return streamGet(ctx, c, obj, out, stderr)
+		return streamGet(ctx, c, j, obj, out, disp, stderr)
 	}
 
 	for restart := 0; ; restart++ {
-		err = fillOnce(ctx, c, obj, state, log, stderr)
+		err = fillOnce(ctx, c, obj, state, pool, disp, out, log)
 		if errors.Is(err, fetch.ErrRangeIgnored) {
 			// The server advertised ranges but answered with whole bodies.
 			os.RemoveAll(state)
-			return streamGet(ctx, c, obj, out, stderr)
+			return streamGet(ctx, c, j, obj, out, disp, stderr)
 		}
 		if !errors.Is(err, cache.ErrStale) || restart == maxRestarts {
 			break
 		}
-		fmt.Fprintln(stderr, "rangefs: the remote file changed during the download; starting over with the new version")
-		if obj, err = probeGet(ctx, client, c, stderr); err != nil {
+		disp.println("rangefs: the remote file changed during the download; starting over with the new version")
+		if obj, err = probeJob(ctx, client, c, &j, stderr); err != nil {
 			return err
 		}
 	}
@@ -71,8 +132,8 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 		return err
 	}
 	data := filepath.Join(state, "data")
-	if c.SHA256 != "" {
-		if err := checkSHA256(ctx, data, c.SHA256); err != nil {
+	if j.SHA256 != "" {
+		if err := checkSHA256(ctx, data, j.SHA256); err != nil {
 			// The bytes are what the server serves: keeping them would only
 			// make the next run fail the same way.
 			os.RemoveAll(state)
@@ -83,10 +144,116 @@ func runGet(ctx context.Context, c *getConfig, stderr io.Writer) error {
 		return err
 	}
 	os.RemoveAll(state)
-	if !c.Quiet {
-		fmt.Fprintf(stderr, "rangefs: saved %s (%s)\n", out, humanBytes(obj.Size))
-	}
 	return nil
+}
+
+// probeJob probes one download's sources (its URL, --mirror, a Metalink); a
+// Metalink's whole-file hash becomes the job's checksum.
+func probeJob(ctx context.Context, client *fetch.Client, c *getConfig, j *getJob, stderr io.Writer) (*fetch.Object, error) {
+	s, err := probeSources(ctx, client, &c.commonConfig, withNetrc(j.URL, c.netrc), stderr)
+	if err != nil {
+		return nil, err
+	}
+	if s.sha256 != "" {
+		if j.SHA256 != "" && j.SHA256 != s.sha256 {
+			return nil, usagef("--sha256 %s differs from the Metalink's sha-256 %s", j.SHA256, s.sha256)
+		}
+		j.SHA256 = s.sha256
+	}
+	return s.obj, nil
+}
+
+// getToStdout writes the file to stdout in order. With ranges, it goes
+// through a temporary cache (in $TMPDIR, removed at the end) read
+// sequentially, so read-ahead fetches ahead in parallel; without, one stream.
+// A --sha256 mismatch is reported (exit 5) after the bytes have gone out:
+// stdout cannot be taken back.
+func getToStdout(ctx context.Context, c *getConfig, j getJob, obj *fetch.Object, pool *cache.Pool,
+	disp *display, log *slog.Logger, stdout io.Writer) error {
+	// A reader that went away (| head) is an ordinary end, not a signal
+	// that leaves the temporary cache behind.
+	signal.Ignore(syscall.SIGPIPE)
+	h := sha256.New()
+	cw := &countingWriter{w: io.MultiWriter(stdout, h)}
+	check := func() error {
+		if j.SHA256 != "" && hex.EncodeToString(h.Sum(nil)) != j.SHA256 {
+			return fmt.Errorf("%w: got sha256 %x, want %s; the bytes already written to stdout are not the expected file",
+				errChecksum, h.Sum(nil), j.SHA256)
+		}
+		return nil
+	}
+	stream := func(skip int64) error {
+		t := disp.track(obj.Name, func() cache.Stats {
+			return cache.Stats{Size: obj.Size, BytesPresent: cw.n.Load(), BytesFetched: cw.n.Load(), Active: 1}
+		})
+		defer t.stop()
+		if err := obj.Stream(ctx, &skipWriter{w: cw, skip: skip}); err != nil {
+			return err
+		}
+		return check()
+	}
+	if !obj.Ranges {
+		return stream(0)
+	}
+	dir, err := os.MkdirTemp("", "rangefs-get-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := checkSpace(dir, obj.Size); err != nil {
+		return fmt.Errorf("%w (-o - keeps the file in $TMPDIR while it streams; point TMPDIR elsewhere)", err)
+	}
+	f, err := cache.Open(dir, cache.Meta{Size: obj.Size, ChunkSize: c.ChunkSize, ETag: obj.ETag, WeakETag: obj.WeakETag,
+		LastModified: obj.LastModified, Date: obj.Date, URL: obj.URL()}, obj, cache.Options{Pool: pool, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	t := disp.track(obj.Name, f.Stats)
+	defer t.stop()
+	r := f.NewReader()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < obj.Size; {
+		n, err := r.ReadAt(ctx, buf[:min(int64(len(buf)), obj.Size-off)], off)
+		if n > 0 {
+			if _, werr := cw.Write(buf[:n]); werr != nil {
+				return &fetch.WriteError{Err: fmt.Errorf("writing to stdout: %w", werr)}
+			}
+			off += int64(n)
+		}
+		if errors.Is(err, fetch.ErrRangeIgnored) {
+			// Ranges advertised but not served: one stream, from where
+			// stdout is (what came before is skipped, not written twice).
+			t.stop()
+			f.Close()
+			return stream(off)
+		}
+		if err != nil && !(errors.Is(err, io.EOF) && off == obj.Size) {
+			return err
+		}
+	}
+	t.stop()
+	return check()
+}
+
+// skipWriter drops the first skip bytes written to it.
+type skipWriter struct {
+	w    io.Writer
+	skip int64
+}
+
+func (s *skipWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if s.skip >= int64(n) {
+		s.skip -= int64(n)
+		return n, nil
+	}
+	p = p[s.skip:]
+	s.skip = 0
+	if _, err := s.w.Write(p); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // publish gives the finished file at path the usual permissions and renames
@@ -109,7 +276,8 @@ func publish(path, out string, force bool) error {
 
 // fillOnce opens (or resumes) the download state in dir and fetches what is
 // missing. On return the index is flushed and closed.
-func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, log *slog.Logger, stderr io.Writer) error {
+func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, pool *cache.Pool,
+	disp *display, out string, log *slog.Logger) error {
 	// Fail before creating anything when the file cannot fit; what an
 	// earlier run already stored counts as space found.
 	var already int64
@@ -128,19 +296,19 @@ func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, 
 		LastModified: obj.LastModified,
 		Date:         obj.Date,
 		URL:          obj.URL(),
-	}, obj, cache.Options{Pool: cache.NewPool(poolSize(c.Connections, obj)), Logger: log})
+	}, obj, cache.Options{Pool: pool, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	if why := f.Discarded(); why != "" {
-		fmt.Fprintf(stderr, "rangefs: discarded the partial download (%s); starting from scratch\n", why)
+		disp.println("rangefs: discarded the partial download (%s); starting from scratch", why)
 	}
 	st := f.Stats()
 	if st.Present > 0 && !c.Quiet {
-		fmt.Fprintf(stderr, "rangefs: resuming: %s of %s already here\n", humanBytes(st.BytesPresent), humanBytes(st.Size))
+		disp.println("rangefs: resuming %s: %s of %s already here", out, humanBytes(st.BytesPresent), humanBytes(st.Size))
 	}
-	prog := startProgress(stderr, c.Quiet, f.Stats)
+	prog := disp.track(filepath.Base(out), f.Stats)
 	defer prog.stop()
 	// A resumed download re-checks the chunks of earlier runs before they
 	// become part of the file; bad ones are fetched again.
@@ -152,24 +320,28 @@ func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, 
 				return fmt.Errorf("interrupted with %s of %s downloaded; run the same command again to resume: %w",
 					humanBytes(st.BytesPresent), humanBytes(st.Size), ctx.Err())
 			}
-			return err
+			return diskFull(err, filepath.Dir(dir), f.Stats())
 		}
 		err := f.Verify(ctx)
 		if err == nil {
-			return f.Close()
+			if err := f.Close(); err != nil {
+				return diskFull(err, filepath.Dir(dir), f.Stats())
+			}
+			prog.finish(out)
+			return nil
 		}
 		if !errors.Is(err, cache.ErrCorrupt) {
 			return err
 		}
-		fmt.Fprintf(stderr, "rangefs: chunks from an earlier run failed their checksum (%v); fetching them again\n", err)
+		disp.println("rangefs: chunks from an earlier run failed their checksum (%v); fetching them again", err)
 	}
 	return errors.New("chunks keep failing their checksum; the disk may be faulty")
 }
 
 // streamGet is the fallback for a server that ignores Range: one GET into a
 // temporary file beside the output, renamed into place when complete.
-func streamGet(ctx context.Context, c *getConfig, obj *fetch.Object, out string, stderr io.Writer) error {
-	fmt.Fprintf(stderr, "rangefs: warning: %s ignores Range requests; downloading in one stream (no parallelism, no resume)\n", obj.URL())
+func streamGet(ctx context.Context, c *getConfig, j getJob, obj *fetch.Object, out string, disp *display, stderr io.Writer) error {
+	disp.println("rangefs: warning: %s ignores Range requests; downloading in one stream (no parallelism, no resume)", obj.URL())
 	if err := checkSpace(filepath.Dir(out), obj.Size); err != nil {
 		return err
 	}
@@ -181,19 +353,19 @@ func streamGet(ctx context.Context, c *getConfig, obj *fetch.Object, out string,
 	defer tmp.Close()
 	h := sha256.New()
 	cw := &countingWriter{w: io.MultiWriter(tmp, h)}
-	prog := startProgress(stderr, c.Quiet, func() cache.Stats {
+	prog := disp.track(filepath.Base(out), func() cache.Stats {
 		return cache.Stats{Size: obj.Size, BytesPresent: cw.n.Load(), BytesFetched: cw.n.Load(), Active: 1}
 	})
+	defer prog.stop()
 	err = obj.Stream(ctx, cw)
-	prog.stop()
 	if err != nil {
-		return err
+		return diskFull(err, filepath.Dir(out), cache.Stats{Size: obj.Size})
 	}
 	if cw.n.Load() != obj.Size {
 		return fmt.Errorf("the server sent %d bytes, not the %d it announced", cw.n.Load(), obj.Size)
 	}
-	if c.SHA256 != "" && hex.EncodeToString(h.Sum(nil)) != c.SHA256 {
-		return fmt.Errorf("%w: got sha256 %x, want %s; nothing was saved", errChecksum, h.Sum(nil), c.SHA256)
+	if j.SHA256 != "" && hex.EncodeToString(h.Sum(nil)) != j.SHA256 {
+		return fmt.Errorf("%w: got sha256 %x, want %s; nothing was saved", errChecksum, h.Sum(nil), j.SHA256)
 	}
 	if err := tmp.Sync(); err != nil {
 		return err
@@ -201,9 +373,7 @@ func streamGet(ctx context.Context, c *getConfig, obj *fetch.Object, out string,
 	if err := publish(tmp.Name(), out, c.Force); err != nil {
 		return err
 	}
-	if !c.Quiet {
-		fmt.Fprintf(stderr, "rangefs: saved %s (%s)\n", out, humanBytes(obj.Size))
-	}
+	prog.finish(out)
 	return nil
 }
 
@@ -211,7 +381,13 @@ func streamGet(ctx context.Context, c *getConfig, obj *fetch.Object, out string,
 // "inside it"), else the server's suggested name in the current directory.
 // The suggested name comes from the network, so it is checked to be a plain
 // name that stays in the directory.
-func outputPath(flag, suggested string) (string, error) {
+func outputPath(flag, dir, suggested string) (string, error) {
+	if dir != "" {
+		if flag != "" { // an out= line of an -i list
+			return filepath.Join(dir, flag), nil
+		}
+		return filepath.Join(dir, safeName(suggested)), nil
+	}
 	if flag != "" {
 		if fi, err := os.Stat(flag); err == nil && fi.IsDir() {
 			return filepath.Join(flag, safeName(suggested)), nil
@@ -310,6 +486,24 @@ func checkSHA256(ctx context.Context, path, want string) error {
 		return fmt.Errorf("%w: got sha256 %s, want %s; nothing was saved", errChecksum, got, want)
 	}
 	return nil
+}
+
+// diskFull turns a full disk during the download into what to do: how
+// much more space the rest needs, and to run the command again (what is
+// downloaded stays and resumes). Other errors pass unchanged.
+func diskFull(err error, dir string, st cache.Stats) error {
+	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+		return err
+	}
+	left := st.Size - st.BytesPresent
+	var fs syscall.Statfs_t
+	free := "unknown"
+	if syscall.Statfs(dir, &fs) == nil {
+		free = humanBytes(int64(fs.Bavail) * fs.Bsize)
+	}
+	return fmt.Errorf("%w: the disk holding %s is full with %s of %s downloaded; free at least %s there (%s free now) "+
+		"and run the same command again to resume", syscall.ENOSPC, dir, humanBytes(st.BytesPresent), humanBytes(st.Size),
+		humanBytes(left), free)
 }
 
 // checkSpace fails early, with what to do, when the file cannot fit.

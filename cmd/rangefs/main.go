@@ -35,62 +35,27 @@ const (
 	exitInterrupted = 130
 )
 
-const mainUsage = `rangefs makes a remote file usable before it has arrived.
-
-Usage:
-  rangefs get [flags] URL                 download in parallel, resumable
-  rangefs mount [flags] URL... MOUNTPOINT show URLs as lazily fetched files
-  rangefs status [MOUNTPOINT]             show what is cached
-  rangefs version
-
-Run 'rangefs COMMAND --help' for a command's flags.
-`
-
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	run := func(args []string) int { return run(args, os.Getenv, os.Stdout, os.Stderr) }
+	if helperName(os.Args[0]) || looksLikeHelperCall(os.Args[1:]) {
+		os.Exit(helperMain(os.Args[1:], os.Stderr, run))
+	}
+	os.Exit(run(os.Args[1:]))
 }
 
 func run(args []string, env Env, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, mainUsage)
-		return exitUsage
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The first Ctrl-C asks for a clean stop; a second one kills at once.
 	go func() { <-ctx.Done(); stop() }()
-	var err error
-	switch args[0] {
-	case "get":
-		var c *getConfig
-		if c, err = parseGet(args[1:], env, stderr); err == nil {
-			err = runGet(ctx, c, stderr)
-		}
-	case "mount":
-		var c *mountConfig
-		if c, err = parseMount(args[1:], env, stderr); err == nil {
-			err = runMount(ctx, c, stderr)
-		}
-	case "status":
-		var c *statusConfig
-		if c, err = parseStatus(args[1:], env, stderr); err == nil {
-			err = runStatus(ctx, c, stdout)
-		}
-	case "version", "--version":
-		fmt.Fprintln(stdout, "rangefs", version)
-		return exitOK
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, mainUsage)
-		return exitOK
-	default:
-		fmt.Fprintf(stderr, "rangefs: unknown command %q\n\n%s", args[0], mainUsage)
-		return exitUsage
-	}
+	root := rootCommand(ctx, args, env, stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
 	if errors.Is(err, errHelp) {
 		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "rangefs: %v\n", err)
+		fmt.Fprintf(stderr, "rangefs: %v%s\n", err, errorHint(err))
 		return exitCode(ctx, err)
 	}
 	return exitOK
@@ -102,7 +67,10 @@ func run(args []string, env Env, stdout, stderr io.Writer) int {
 func exitCode(ctx context.Context, err error) int {
 	var ue *usageError
 	var se *fetch.StatusError
+	var de *daemonError
 	switch {
+	case errors.As(err, &de):
+		return de.code
 	case errors.As(err, &ue):
 		return exitUsage
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
@@ -165,6 +133,21 @@ func transportError(err error) bool {
 		errors.As(err, &ci) || errors.As(err, &rhe)
 }
 
+// errorHint adds what to do to an error whose cure is a flag.
+func errorHint(err error) string {
+	var (
+		cve *tls.CertificateVerificationError
+		ua  x509.UnknownAuthorityError
+		he  x509.HostnameError
+		ci  x509.CertificateInvalidError
+	)
+	if errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
+		return "\nrangefs: the server's TLS certificate could not be verified: give its CA with --cacert FILE, " +
+			"or skip the check with --insecure (not for anything that matters)"
+	}
+	return ""
+}
+
 // newLogger logs to stderr at level (what a command shows by default),
 // everything with -v, errors only with -q.
 func newLogger(w io.Writer, c *commonConfig, level slog.Level) *slog.Logger {
@@ -173,22 +156,37 @@ func newLogger(w io.Writer, c *commonConfig, level slog.Level) *slog.Logger {
 		level = slog.LevelDebug
 	case c.Quiet:
 		level = slog.LevelError
+	case c.LogLevel != nil:
+		level = *c.LogLevel
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	o := &slog.HandlerOptions{Level: level}
+	if c.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
 }
 
 func newClient(c *commonConfig, log *slog.Logger, stderr io.Writer) *fetch.Client {
 	if c.Insecure {
 		fmt.Fprintln(stderr, "rangefs: warning: --insecure: the server's TLS certificate is NOT verified")
 	}
-	return fetch.NewClient(fetch.Options{
-		Header:      c.Headers,
-		Insecure:    c.Insecure,
-		Connections: c.Connections,
-		RateLimit:   c.LimitRate,
-		ProxyURL:    c.Sources.Proxy,
-		Logger:      log,
-	})
+	o := fetch.Options{
+		Header:              c.Headers,
+		Insecure:            c.Insecure,
+		Connections:         c.Connections,
+		RateLimit:           c.LimitRate,
+		Logger:              log,
+		UserAgent:           c.UserAgent,
+		RootCAs:             c.RootCAs,
+		DialTimeout:         c.ConnectTimeout,
+		TLSHandshakeTimeout: c.ConnectTimeout,
+		MaxAttempts:         c.Retry + 1,
+		// Nothing listening is reported at once, as curl does: a fresh
+		// probe tries twice, not MaxAttempts times with backoff.
+		ProbeRefusedAttempts: 2,
+		ProxyURL:             c.Sources.Proxy,
+	}
+	return fetch.NewClient(o)
 }
 
 // checkSize applies --max-size to a probed object.

@@ -195,21 +195,6 @@ func probeSources(ctx context.Context, client *fetch.Client, cc *commonConfig, a
 	return out, nil
 }
 
-// probeGet is get's probe: it also takes the Metalink's whole-file hash as --sha256.
-func probeGet(ctx context.Context, client *fetch.Client, c *getConfig, stderr io.Writer) (*fetch.Object, error) {
-	s, err := probeSources(ctx, client, &c.commonConfig, c.URL, stderr)
-	if err != nil {
-		return nil, err
-	}
-	if s.sha256 != "" {
-		if c.SHA256 != "" && c.SHA256 != s.sha256 {
-			return nil, usagef("--sha256 %s differs from the Metalink's sha-256 %s", c.SHA256, s.sha256)
-		}
-		c.SHA256 = s.sha256
-	}
-	return s.obj, nil
-}
-
 // probeMount is mount's probe: each argument is one file; --mirror and --metalink
 // describe one file, so they need exactly one argument.
 func probeMount(ctx context.Context, client *fetch.Client, c *mountConfig, stderr io.Writer) ([]*fetch.Object, error) {

@@ -42,13 +42,18 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 
 	client := newClient(&c.commonConfig, log, stderr)
 	defer client.Close()
-	objs, err := probeMount(ctx, client, c, stderr)
+	probes, err := probeCandidates(ctx, client, c, stderr)
 	if err != nil {
 		return err
 	}
+	pool := cache.NewPool(poolSize(c.Connections, probedObjects(probes)...))
+	tctx, stopTree := context.WithCancel(context.Background())
+	defer stopTree()
+	t := &treeCtx{c: c, client: client, log: log, ctx: tctx, probes: make(chan struct{}, c.Connections),
+		objects: newObjects(c, pool, log)}
+	defer t.objects.close()
 
-	pool := cache.NewPool(poolSize(c.Connections, objs...))
-	var files []*cache.File
+	srcs, files, err := resolveSources(ctx, c, t, pool, probes, stderr)
 	defer func() {
 		for _, f := range files {
 			if err := f.Close(); err != nil {
@@ -56,42 +61,29 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 			}
 		}
 	}()
-	names := map[string]bool{}
-	var entries []fs.Entry
-	for i, o := range objs {
-		if err := checkSize(&c.commonConfig, o); err != nil {
-			return err
+	if err != nil {
+		return err
+	}
+	var root fs.Dir
+	if len(srcs) == 1 && srcs[0].dir != nil {
+		root = srcs[0].dir // a single directory is the mount's root
+	} else {
+		entries := make([]fs.Entry, len(srcs))
+		for i, s := range srcs {
+			entries[i] = fs.Entry{Name: s.name, File: s.file, Dir: s.dir}
 		}
-		if err := checkRanges(ctx, o); err != nil {
-			return err
+		root = fs.Static(entries, time.Time{})
+		if len(srcs) > 1 && !c.Quiet {
+			for _, s := range srcs {
+				fmt.Fprintf(stderr, "rangefs: %s is %s\n", s.name, s.what)
+			}
 		}
-		id := o.Identity()
-		if c.VolatileQuery || signedQuery(c.URLs[i]) {
-			id = o.IdentityNoQuery()
-		}
-		dir := filepath.Join(c.CacheDir, cache.DirName(id))
-		f, err := cache.Open(dir, cache.Meta{
-			Size: o.Size, ChunkSize: c.ChunkSize, ETag: o.ETag, WeakETag: o.WeakETag,
-			LastModified: o.LastModified, Date: o.Date, URL: o.URL(),
-		}, o, cache.Options{Pool: pool, Logger: log, Root: c.CacheDir})
-		if err != nil {
-			return fmt.Errorf("%s: %w", o.URL(), err)
-		}
-		files = append(files, f)
-		if why := f.Discarded(); why != "" && !c.Quiet {
-			fmt.Fprintf(stderr, "rangefs: %s: discarded its cached data (%s)\n", o.URL(), why)
-		}
-		name := o.Name
-		if c.Name != "" {
-			name = c.Name
-		}
-		name = uniqueName(names, safeName(name))
-		entries = append(entries, fs.Entry{Name: name, File: fs.CacheFile(f, lastModified(o))})
 	}
 
-	srv, err := fs.Mount(c.Mountpoint, archiveRoot(c, entries, files, archiveSources(objs), log), fs.Options{
+	root = archiveRoot(c, root, probes, log)
+	srv, err := fs.Mount(c.Mountpoint, root, fs.Options{
 		OpTimeout: c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
-		Passthrough: !c.NoPassthrough,
+		Passthrough: !c.NoPassthrough, DirCacheTime: c.DirCacheTime,
 	})
 	if err != nil {
 		return fmt.Errorf("%w (is fuse3 installed and /dev/fuse usable?)", err)
@@ -102,8 +94,8 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		}
 	}
 	if !c.Quiet {
-		fmt.Fprintf(stderr, "rangefs: mounted %d file(s) at %s; Ctrl-C or 'fusermount3 -u %s' to unmount\n",
-			len(entries), c.Mountpoint, c.Mountpoint)
+		fmt.Fprintf(stderr, "rangefs: mounted %s at %s; Ctrl-C or 'fusermount3 -u %s' to unmount\n",
+			mountedWhat(srcs), c.Mountpoint, c.Mountpoint)
 	}
 
 	unmounted := make(chan struct{})
@@ -112,8 +104,9 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		select {
 		case <-hup:
 			// Closing the terminal of `rangefs mount … &` must not take
-			// the mount down; there is nothing to reload yet.
-			log.Info("SIGHUP: nothing to reload; still mounted")
+			// the mount down. SIGHUP makes every directory be listed again.
+			srv.Forget()
+			log.Info("SIGHUP: directory listings forgotten; each is listed again at its next access")
 		case <-unmounted:
 			return nil
 		case <-ctx.Done():
@@ -122,6 +115,8 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 			for _, f := range files {
 				f.Close()
 			}
+			t.objects.close()
+			stopTree()
 			if err := srv.Unmount(); err != nil {
 				log.Warn("unmount", "err", err)
 			}

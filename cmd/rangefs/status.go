@@ -83,14 +83,28 @@ func statusMount(ctx context.Context, dir string, timeout time.Duration) ([]moun
 // it works without touching the mount's cache directory (which that process
 // holds). answered is called after each request the mount answers.
 func readMountStatus(dir string, answered func()) ([]mountRow, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
+	var rows []mountRow
+	if err := walkMountStatus(dir, "", answered, &rows); err != nil {
 		return nil, err
 	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%s is not a rangefs mount (no user.rangefs.* attributes)", dir)
+	}
+	return rows, nil
+}
+
+// walkMountStatus adds the rows of the files below dir/rel, descending only
+// into directories the mount has listed already, so that status never makes
+// the mount list a remote tree.
+func walkMountStatus(dir, rel string, answered func(), rows *[]mountRow) error {
+	ents, err := os.ReadDir(filepath.Join(dir, rel))
+	if err != nil {
+		return err
+	}
 	answered()
-	var rows []mountRow
 	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
+		name := filepath.Join(rel, e.Name())
+		p := filepath.Join(dir, name)
 		get := func(name string) string {
 			defer answered()
 			buf := make([]byte, 4096)
@@ -100,17 +114,22 @@ func readMountStatus(dir string, answered func()) ([]mountRow, error) {
 			}
 			return string(buf[:n])
 		}
+		if e.IsDir() {
+			if get("listed") == "1" {
+				if err := walkMountStatus(dir, name, answered, rows); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		size, err1 := strconv.ParseInt(get("size"), 10, 64)
 		cached, err2 := strconv.ParseInt(get("cached_bytes"), 10, 64)
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		rows = append(rows, mountRow{name: e.Name(), size: size, cached: cached, chunks: get("chunks"), url: get("url")})
+		*rows = append(*rows, mountRow{name: name, size: size, cached: cached, chunks: get("chunks"), url: get("url")})
 	}
-	if len(rows) == 0 {
-		return nil, fmt.Errorf("%s is not a rangefs mount (no user.rangefs.* attributes)", dir)
-	}
-	return rows, nil
+	return nil
 }
 
 func statusCacheDir(w io.Writer, dir string) error {

@@ -9,109 +9,51 @@ import (
 	"time"
 )
 
-// castagnoli is the CRC used for chunk checksums. CRC-32C is computed by a
-// dedicated CPU instruction (SSE4.2 on amd64, the CRC extension on arm64),
-// which Go's hash/crc32 uses, at many GB/s per core: checksumming every byte
-// as it streams in costs little next to the >700 MB/s the data path must
-// sustain on two cores. It also detects more error patterns than the IEEE
-// polynomial, which is why storage systems (ext4, btrfs, iSCSI) use it.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// errUncached is what the scheduler reports once the File stopped caching
-// after a disk failure; readers then fetch straight into their buffers.
-var errUncached = &diskError{op: "caching stopped", err: errors.New("an earlier disk error disabled the cache")}
-
-func isDiskError(err error) bool {
-	var de *diskError
-	return errors.As(err, &de)
-}
-
-// claimLocked creates flights for chunks [first, end), which the caller has
-// checked are missing and not in flight. f.mu is held.
-func (f *File) claimLocked(first, end int64) {
-	for i := first; i < end; i++ {
-		f.inflight[i] = &flight{done: make(chan struct{})}
-	}
-}
-
-// goJob runs fn on a new goroutine counted by f.wg, unless Close has begun.
-// f.mu is held.
-func (f *File) goJobLocked(fn func()) bool {
-	if f.enterLocked() != nil {
-		return false
-	}
-	go func() {
-		defer f.wg.Done()
-		fn()
-	}()
-	return true
-}
-
-// failRunLocked ends the flights of chunks [first, end) with err.
-// f.mu is held.
-func (f *File) failRunLocked(first, end int64, err error) {
-	for i := first; i < end; i++ {
-		f.resolveLocked(i, err)
-	}
-}
-
-// classify turns a fetch error into what waiters should see. ctx is the
-// context the fetch ran on.
-func (f *File) classify(ctx context.Context, err error) error {
-	switch {
-	case isDiskError(err):
-		return err
-	case IsRemoteChanged(err):
-		return f.markStale(err)
-	case f.ctx.Err() != nil:
-		return ErrClosed
-	case ctx.Err() != nil:
-		// The job that claimed the chunks was stopped, not the chunks
-		// failed: a waiter may claim them itself.
-		return errAbandoned
-	}
-	return err
-}
-
 // fetchRun fetches the chunks of r, which the caller claimed from first on,
 // with one Source.Fetch on ctx. If release is nil it first waits for a Pool
 // slot at r.prio; either way it gives the slot back when done. Every chunk
 // of the run is resolved: the complete ones by the committer, the rest here
 // with the error. A run cut short (see run) ends without error once its
 // writer reaches the cut.
-func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()) error {
+func (s *scheduler) fetchRun(ctx context.Context, r *run, first int64, release func()) error {
+	if rc := s.demandContext(ctx, r); rc != nil {
+		ctx = rc
+	}
 	if release == nil {
-		rel, err := f.pool.acquire(ctx, r.prio)
+		slotCtx, rel, err := s.pool.admit(ctx, r.prio)
 		if err != nil {
-			err = f.classify(ctx, err)
-			f.mu.Lock()
-			f.endRunLocked(r, first, err)
-			f.mu.Unlock()
+			err = s.classify(ctx, err)
+			s.mu.Lock()
+			s.endRunLocked(r, first, err)
+			s.mu.Unlock()
 			return err
 		}
-		release = rel
+		ctx, release = slotCtx, rel
 	}
 	defer release()
 
 	// Ask only for what is still ours: the run may have been cut while it
 	// waited for its slot.
-	f.mu.Lock()
+	s.mu.Lock()
 	end := r.end
-	f.mu.Unlock()
-	off, n := f.lay.runBytes(first, end)
-	_, chunkEnd := f.lay.bounds(first)
+	s.mu.Unlock()
+	off, n := s.lay.runBytes(first, end)
+	_, chunkEnd := s.lay.bounds(first)
+	// started is the deadline the latest Source.Fetch began with.
+	var started waitDeadline
 	fetch := func(w *runWriter) error {
-		if f.degraded.Load() {
+		if s.st.degraded.Load() {
 			return errUncached
 		}
-		f.requests.Add(1)
-		f.active.Add(1)
-		defer f.active.Add(-1)
+		started = deadlineOf(ctx)
+		s.requests.Add(1)
+		s.active.Add(1)
+		defer s.active.Add(-1)
 		// A run counts as streaming from its request on, so the first
 		// bytes of a healthy one are waited for (see run.near).
 		r.moved.Store(time.Now().UnixNano())
 		r.startPass(w.off)
-		return f.src.Fetch(ctx, w.off, w.end-w.off, w)
+		return s.src.Fetch(ctx, w.off, w.end-w.off, w)
 	}
 	var (
 		w   *runWriter
@@ -124,23 +66,23 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 		// bytes only, not for the ones before them. Demand runs are
 		// never cut or split, so the two passes have the chunk to
 		// themselves.
-		tail := f.newRunWriter(r, first, r.head, off+n, off+n)
+		tail := s.newRunWriter(r, first, r.head, off+n, off+n)
 		tail.hold = true
 		w = tail
 		if err = fetch(tail); err == nil && tail.next == first+1 {
-			w = f.newRunWriter(r, first, off, r.head, r.head)
+			w = s.newRunWriter(r, first, off, r.head, r.head)
 			w.tail = tail.held
 			err = fetch(w)
 		}
 	} else {
-		w = f.newRunWriter(r, first, off, off+n, chunkEnd)
+		w = s.newRunWriter(r, first, off, off+n, chunkEnd)
 		err = fetch(w)
 	}
 	// Once the writer stopped, only chunks after w.next can still be
 	// stolen, so r.end is read again when failing the rest.
-	f.mu.Lock()
+	s.mu.Lock()
 	runEnd := r.end
-	f.mu.Unlock()
+	s.mu.Unlock()
 	if w.cut && w.next == runEnd {
 		// Every chunk left in the run was written; whatever the Source
 		// made of errCut is no failure.
@@ -150,7 +92,12 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 		err = fmt.Errorf("cache: source wrote %d of %d bytes at offset %d", w.off-w.start, w.end-w.start, w.start)
 	}
 	if err != nil {
-		err = f.classify(ctx, err)
+		err = s.classify(ctx, err)
+		if s.outlived(r, started, err) {
+			// The fetch gave up at a deadline some reader waiting on
+			// the run is past: that reader claims the chunks again.
+			err = errAbandoned
+		}
 		from := w.next
 		if w.hold {
 			// The tail pass of a rotated fetch keeps its chunk's record
@@ -158,29 +105,53 @@ func (f *File) fetchRun(ctx context.Context, r *run, first int64, release func()
 			// the committer, whatever w.next says.
 			from = first
 		}
-		f.mu.Lock()
-		f.endRunLocked(r, from, err)
-		f.mu.Unlock()
+		s.mu.Lock()
+		s.endRunLocked(r, from, err)
+		s.mu.Unlock()
 	}
 	return err
+}
+
+// demandContext gives demand run r, if it has a deadline, the ctx that ends
+// there (see deadline.go), a child of ctx; nil for any other run.
+func (s *scheduler) demandContext(ctx context.Context, r *run) *runContext {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.prio != prioDemand || !r.deadline.bounded {
+		return nil
+	}
+	r.ctx = newRunContext(ctx, r.deadline)
+	return r.ctx
+}
+
+// outlived reports whether err, which ended demand run r's fetch that began
+// with deadline started, should abandon the run rather than fail it: a
+// reader with a later deadline waits on it.
+func (s *scheduler) outlived(r *run, started waitDeadline, err error) bool {
+	if r.prio != prioDemand || errors.Is(err, errAbandoned) || errors.Is(err, ErrStale) || errors.Is(err, ErrClosed) || isDiskError(err) {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return r.outlived(started)
 }
 
 // endRunLocked fails the chunks of r from chunk from on and shortens r to
 // end there, so a failed run is never split or stolen from later (its
 // finished chunks stay in flight until the committer resolves them, and an
 // end-game split that found the run through them would take chunks that are
-// no longer its). f.mu is held.
-func (f *File) endRunLocked(r *run, from int64, err error) {
-	f.failRunLocked(from, r.end, err)
+// no longer its). s.mu is held.
+func (s *scheduler) endRunLocked(r *run, from int64, err error) {
+	s.failRunLocked(from, r.end, err)
 	r.end = min(r.end, from)
 }
 
 // newRunWriter returns a writer for run r that starts at byte off of chunk
 // first (a block boundary), may write up to end, and treats chunkEnd as the
 // end of its first chunk.
-func (f *File) newRunWriter(r *run, first, off, end, chunkEnd int64) *runWriter {
-	return &runWriter{f: f, r: r, start: off, off: off, end: end, next: first, chunkEnd: chunkEnd,
-		blockEnd: min(off+blockSize, chunkEnd), rec: make([]byte, 0, 4*f.lay.blocks(first))}
+func (s *scheduler) newRunWriter(r *run, first, off, end, chunkEnd int64) *runWriter {
+	return &runWriter{s: s, r: r, start: off, off: off, end: end, next: first, chunkEnd: chunkEnd,
+		blockEnd: min(off+blockSize, chunkEnd), rec: make([]byte, 0, 4*s.lay.blocks(first))}
 }
 
 // runWriter is the io.Writer a Source streams one run of chunks into. Each
@@ -192,7 +163,7 @@ func (f *File) newRunWriter(r *run, first, off, end, chunkEnd int64) *runWriter 
 // short or should yield its connection (see advance). It is used by one
 // goroutine at a time.
 type runWriter struct {
-	f        *File
+	s        *scheduler
 	r        *run
 	start    int64  // file offset of the first byte
 	off      int64  // file offset of the next byte
@@ -215,8 +186,8 @@ type runWriter struct {
 var errOverrun = errors.New("cache: source wrote more bytes than requested")
 
 func (w *runWriter) Write(p []byte) (int, error) {
-	f := w.f
-	if f.degraded.Load() {
+	s := w.s
+	if s.st.degraded.Load() {
 		// Another write failed: stop feeding a failing disk.
 		return 0, errUncached
 	}
@@ -224,17 +195,15 @@ func (w *runWriter) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		if w.off >= w.end {
-			f.bytesFetched.Add(int64(written))
+			s.bytesFetched.Add(int64(written))
 			if w.cut {
 				return written, errCut
 			}
 			return written, errOverrun
 		}
 		k := min(int64(len(p)), w.blockEnd-w.off)
-		if _, err := f.data.WriteAt(p[:k], w.off); err != nil {
-			err = &diskError{op: "write data", err: err}
-			f.degrade(err)
-			f.bytesFetched.Add(int64(written))
+		if err := s.st.writeAt(p[:k], w.off); err != nil {
+			s.bytesFetched.Add(int64(written))
 			return written, err
 		}
 		w.crc = crc32.Update(w.crc, castagnoli, p[:k])
@@ -253,8 +222,12 @@ func (w *runWriter) Write(p []byte) (int, error) {
 			if w.hold {
 				w.held = w.rec
 			} else {
-				// The committer owns the record from here on.
-				f.com.add(w.next, append(w.rec, w.tail...))
+				// The chunk is servable now; the committer owns the
+				// record from here on.
+				s.mu.Lock()
+				s.tab.wrote(w.next)
+				s.mu.Unlock()
+				s.st.com.add(w.next, append(w.rec, w.tail...))
 			}
 			w.rec = nil
 			w.next++
@@ -263,13 +236,13 @@ func (w *runWriter) Write(p []byte) (int, error) {
 				w.end = w.off
 			}
 			if w.off < w.end {
-				w.rec = make([]byte, 0, 4*f.lay.blocks(w.next))
+				w.rec = make([]byte, 0, 4*s.lay.blocks(w.next))
 			}
-			w.chunkEnd = min(w.chunkEnd+f.lay.chunk, w.end)
+			w.chunkEnd = min(w.chunkEnd+s.lay.chunk, w.end)
 		}
 		w.blockEnd = min(w.off+blockSize, w.chunkEnd)
 	}
-	f.bytesFetched.Add(int64(written))
+	s.bytesFetched.Add(int64(written))
 	return written, nil
 }
 
@@ -279,16 +252,16 @@ func (w *runWriter) Write(p []byte) (int, error) {
 // request waiting for a Pool slot (see Pool.shouldYield), so that request
 // waits for one chunk at most, however long the run.
 func (w *runWriter) advance() bool {
-	f, r := w.f, w.r
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	s, r := w.s, w.r
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if w.next >= r.end {
 		return false
 	}
-	// Asked under f.mu so the number of chunks left is exact; the Pool's
-	// lock nests inside f.mu here and nowhere the other way round.
-	if r.prio > prioDemand && f.pool.shouldYield(r.prio, r.end-w.next) {
-		f.cutSelfLocked(r, w.next)
+	// Asked under s.mu so the number of chunks left is exact; the Pool's
+	// lock nests inside s.mu here and nowhere the other way round.
+	if r.prio > prioDemand && s.pool.shouldYield(r.prio, r.end-w.next) {
+		s.cutSelfLocked(r, w.next)
 		return false
 	}
 	r.writing = w.next
@@ -313,36 +286,36 @@ func (w *sliceWriter) Write(p []byte) (int, error) {
 // demand priority, bypassing the cache (used after a disk failure). It runs
 // on the caller's ctx, since nobody else waits for these bytes, and ends
 // early if the File is closed.
-func (f *File) fetchDirect(ctx context.Context, p []byte, off int64) error {
+func (s *scheduler) fetchDirect(ctx context.Context, p []byte, off int64) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer context.AfterFunc(f.ctx, cancel)()
+	defer context.AfterFunc(s.ctx, cancel)()
 
-	release, err := f.pool.acquire(ctx, prioDemand)
+	ctx, release, err := s.pool.admit(ctx, prioDemand)
 	if err != nil {
-		return f.directErr(err)
+		return s.directErr(err)
 	}
 	defer release()
 	w := &sliceWriter{p: p}
-	f.requests.Add(1)
-	f.active.Add(1)
-	err = f.src.Fetch(ctx, off, int64(len(p)), w)
-	f.active.Add(-1)
-	f.bytesFetched.Add(int64(w.n))
+	s.requests.Add(1)
+	s.active.Add(1)
+	err = s.src.Fetch(ctx, off, int64(len(p)), w)
+	s.active.Add(-1)
+	s.bytesFetched.Add(int64(w.n))
 	if err == nil && w.n != len(p) {
 		err = fmt.Errorf("cache: source wrote %d of %d bytes at offset %d", w.n, len(p), off)
 	}
 	if err != nil {
-		return f.directErr(err)
+		return s.directErr(err)
 	}
 	return nil
 }
 
-func (f *File) directErr(err error) error {
+func (s *scheduler) directErr(err error) error {
 	switch {
 	case IsRemoteChanged(err):
-		return f.markStale(err)
-	case f.ctx.Err() != nil:
+		return s.markStale(err)
+	case s.ctx.Err() != nil:
 		return ErrClosed
 	}
 	return err
