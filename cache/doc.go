@@ -54,14 +54,18 @@
 //
 // A run that fails returns its claimed and written chunks to missing. A
 // committed chunk whose block fails its CRC is dropped to missing (record
-// deleted first). The budget will evict unpinned committed chunks: record
-// deleted, then hole punched, then missing. See chunkTable for the
-// transitions and for how 64 KiB blocks fit.
+// deleted first). The budget (budget.go, ledger.go, evict.go) evicts
+// unpinned committed chunks: record deleted, then hole punched, then
+// missing. See chunkTable for the transitions and for how 64 KiB blocks fit.
 //
 // # Locks
 //
 // One line each, in the order they nest (outer first):
 //
+//   - Budget.mu protects a Budget's files, slab and log-once flag; File.mu
+//     is taken under it (eviction, syncing the ledger), never the other way
+//     round: runWriter reserves (fileBudget.charge) without File.mu. The
+//     ledger's flock is taken under Budget.mu and alone.
 //   - File.mu (the scheduler's mu) protects the chunk table (flights, pins,
 //     partial checks, counters, bitset writes), every run's end, writing and
 //     deadline, every plan (including each Reader's read-ahead plan,

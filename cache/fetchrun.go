@@ -174,6 +174,7 @@ type runWriter struct {
 	crc      uint32 // CRC-32C of that block so far
 	rec      []byte // chunk next's record so far: the CRCs of its finished blocks
 	cut      bool   // the run ended early at end
+	charged  int64  // 1 + the chunk last charged to the budget; 0: none
 
 	// A rotated fetch (see fetchRun) writes a chunk in two passes: the
 	// first (hold) keeps the record of the chunk's tail in held instead
@@ -200,6 +201,13 @@ func (w *runWriter) Write(p []byte) (int, error) {
 				return written, errCut
 			}
 			return written, errOverrun
+		}
+		if s.charge != nil && w.charged != w.next+1 {
+			if !s.charge(w.next) {
+				s.bytesFetched.Add(int64(written))
+				return written, errNoRoom
+			}
+			w.charged = w.next + 1
 		}
 		k := min(int64(len(p)), w.blockEnd-w.off)
 		if err := s.st.writeAt(p[:k], w.off); err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -53,6 +55,13 @@ type Options struct {
 	// followed (the user may keep the cache on another disk); dir, inside
 	// it, never is.
 	Root string
+	// Budget, if set, bounds the bytes of every object under its root,
+	// which must be the directory holding dir (see Budget).
+	Budget *Budget
+	// Limits, if set and Budget is not, gives the File the process's
+	// Budget of Root (opened with these options by the first File that
+	// asks, closed with the last).
+	Limits *BudgetOptions
 
 	// wrapData lets tests put a fault injector between the cache and its
 	// data file.
@@ -132,6 +141,9 @@ type File struct {
 	tab   *chunkTable // every chunk's state (see chunkTable)
 	st    *store      // the data file, the index and the committer
 	sched *scheduler  // who fetches what, when
+	bud   *fileBudget // nil without Options.Budget
+	// sharedBud is the process's Budget this File holds (Options.Limits).
+	sharedBud *Budget
 
 	closeOnce sync.Once
 	closeErr  error
@@ -155,6 +167,20 @@ func Open(dir string, m Meta, src Source, o Options) (*File, error) {
 	if err := prepareDir(dir, true); err != nil {
 		return nil, err
 	}
+	if o.Budget == nil && o.Limits != nil {
+		b, err := acquireBudget(o.Root, *o.Limits)
+		if err != nil {
+			return nil, err
+		}
+		o.Budget = b
+		f, err := Open(dir, m, src, o)
+		if err != nil {
+			releaseBudget(b)
+			return nil, err
+		}
+		f.sharedBud = b
+		return f, nil
+	}
 	db, moved, err := openIndex(dir, nil)
 	if err != nil {
 		return nil, err
@@ -175,7 +201,7 @@ func Open(dir string, m Meta, src Source, o Options) (*File, error) {
 		db.Close()
 		return nil, err
 	}
-	openFiles.Store(f, struct{}{})
+	openFiles.Store(f, new(readCounters))
 	return f, nil
 }
 
@@ -205,12 +231,22 @@ func openWithIndex(dir string, m Meta, src Source, o Options, db *bolt.DB, moved
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
+	_, ownerErr := os.Lstat(filepath.Join(dir, ownerName)) // left behind: its holder died
 	st, discarded, err := openStore(dir, m, f.lay, f.log, db, moved, o.wrapData, f.tab.load, f.durable)
 	if err != nil {
 		return nil, err
 	}
 	f.st, f.discarded = st, discarded
+	if o.Budget != nil {
+		if f.bud, err = o.Budget.attach(f, dir, ownerErr == nil); err != nil {
+			st.data.Close()
+			return nil, err
+		}
+	}
 	f.sched = newScheduler(&f.mu, f.tab, st, f.log, src, o, m, f.Verify)
+	if f.bud != nil {
+		f.sched.charge = f.bud.charge
+	}
 	st.start()
 	return f, nil
 }
@@ -263,7 +299,14 @@ func (f *File) Close() error {
 	f.closeOnce.Do(func() {
 		openFiles.Delete(f)
 		f.sched.close()
-		f.closeErr = f.st.close()
+		var berr error
+		if f.bud != nil {
+			berr = f.bud.detach()
+		}
+		f.closeErr = errors.Join(f.st.close(), berr)
+		if f.sharedBud != nil {
+			f.closeErr = errors.Join(f.closeErr, releaseBudget(f.sharedBud))
+		}
 	})
 	return f.closeErr
 }
@@ -277,6 +320,9 @@ func (f *File) enterPinned(first, end int64) error {
 		return err
 	}
 	f.tab.pin(first, end)
+	if f.bud != nil {
+		f.bud.touchLocked(first, end)
+	}
 	return nil
 }
 
@@ -320,7 +366,37 @@ func (f *File) Fill(ctx context.Context) error {
 // from just past the window of the latest sequential Reader, if any, so
 // what it fetches is what that reader wants next; after a failure it backs
 // off and tries again. Calling it again while it runs does nothing.
-func (f *File) StartPrefetch() { f.sched.startPrefetch() }
+func (f *File) StartPrefetch() {
+	if f.bud != nil && f.bud.b.max > 0 && f.lay.size > f.bud.b.max/2 {
+		// It would only evict what readers fetched.
+		return
+	}
+	f.sched.startPrefetch()
+}
+
+// PinAll pins every chunk of the file until UnpinAll: the budget evicts
+// none of them (FUSE passthrough: the kernel reads the data file itself, and
+// a punched hole would read as zeros). Check AllVerified after PinAll to
+// know the whole file is there and stays. Calls nest. Without a budget it
+// does nothing.
+func (f *File) PinAll() {
+	if f.bud != nil {
+		f.mu.Lock()
+		f.bud.pinAll++
+		f.mu.Unlock()
+	}
+}
+
+// UnpinAll undoes one PinAll.
+func (f *File) UnpinAll() {
+	if f.bud != nil {
+		f.mu.Lock()
+		if f.bud.pinAll > 0 {
+			f.bud.pinAll--
+		}
+		f.mu.Unlock()
+	}
+}
 
 // durable is the committer's report of a round (see committer): the chunks
 // of batch are committed, or, if err is not nil, failed with it.

@@ -114,6 +114,14 @@ func (p *Pool) ReportLoad(ctx context.Context, overloaded bool) {
 	}
 }
 
+// Limit is how many fetches the Pool lets run at once now: its connections,
+// lowered while a server sheds load (see ReportLoad). Safe for concurrent use.
+func (p *Pool) Limit() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.limit
+}
+
 // setLimit changes the limit and grants what it now allows. p.mu is held.
 func (p *Pool) setLimit(n int) {
 	p.limit, p.reserve, p.successes = n, reserveFor(n), 0

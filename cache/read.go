@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // maxEnsureRounds bounds how often one read goes around "claim, wait,
@@ -48,7 +49,10 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer f.leavePinned(first, last)
+	start := time.Now()
+	hit := f.presentAll(first, last)
 	got, err := f.read(ctx, p[:n], off)
+	f.countRead(start, got, hit)
 	if err == nil && int(n) < len(p) {
 		err = io.EOF
 	}

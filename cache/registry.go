@@ -5,7 +5,7 @@ import "sync"
 // openFiles holds every File between Open and Close, so that a process can
 // report on its caches (systemd status, metrics) without going through the
 // file system it serves.
-var openFiles sync.Map // *File -> struct{}
+var openFiles sync.Map // *File -> *readCounters
 
 // Files returns the Files this process has open now, in no particular order.
 func Files() []*File {

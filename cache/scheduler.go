@@ -33,6 +33,9 @@ type scheduler struct {
 	raWin  int64 // largest read-ahead window, in chunks
 	// stalledAfter: a run silent this long is not streaming (see run).
 	stalledAfter time.Duration
+	// charge, if set, reserves a chunk's bytes in the budget before its
+	// first byte is written (see Budget); false: no room.
+	charge func(i int64) bool
 	// verify is File.Verify: prefetch's last step.
 	verify func(ctx context.Context) error
 

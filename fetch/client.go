@@ -313,6 +313,7 @@ func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
 	}}
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 	resp, err := c.hc.Do(req)
+	c.observe(resp, err)
 	u := used.Load()
 	if err != nil {
 		c.releaseSlot(lim, epoch, outcomeNeutral)
@@ -323,6 +324,7 @@ func (c *Client) do(req *http.Request, t *target) (*http.Response, error) {
 		}
 		return nil, t.secrets.sanitize(err)
 	}
+	resp.Body = c.countBody(resp.Body)
 	sb := &slotBody{ReadCloser: resp.Body, ctx: req.Context(), c: c, lim: lim, epoch: epoch, outcome: outcomeOf(resp.StatusCode)}
 	if u != nil {
 		sb.conn = u.conn

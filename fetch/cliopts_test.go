@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,3 +96,55 @@ func TestProbeRefusedAttempts(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+type countingObserver struct {
+	mu        sync.Mutex
+	codes     map[int]int
+	transport int
+	retries   int
+	bytes     int64
+}
+
+func (o *countingObserver) Response(code int) { o.mu.Lock(); o.codes[code]++; o.mu.Unlock() }
+func (o *countingObserver) TransportError()   { o.mu.Lock(); o.transport++; o.mu.Unlock() }
+func (o *countingObserver) Retry(string)      { o.mu.Lock(); o.retries++; o.mu.Unlock() }
+func (o *countingObserver) BodyBytes(n int64) { o.mu.Lock(); o.bytes += n; o.mu.Unlock() }
+
+// The Observer hears of every response, retry and body byte; Limits shows
+// the adaptive limit lowered by a 503.
+func TestObserverAndLimits(t *testing.T) {
+	srv, _ := newTestServer(t)
+	srv.Inject(fetchtest.Fault{Kind: fetchtest.Status, Code: 503, Times: 1, RangedOnly: true})
+	obs := &countingObserver{codes: map[int]int{}}
+	o := fastOptions()
+	o.Observer = obs
+	c := NewClient(o)
+	defer c.Close()
+	obj, err := c.Probe(context.Background(), srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := obj.Fetch(context.Background(), 0, 1<<20, discard{}); err != nil {
+		t.Fatal(err)
+	}
+	// The server counts a request when its handler returns, which may be
+	// just after the client has the body.
+	for i := 0; srv.Stats().InFlight > 0 && i < 200; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := srv.Stats()
+	total := 0
+	for _, n := range obs.codes {
+		total += n
+	}
+	if int64(total) != st.Requests || obs.codes[503] != 1 || obs.retries < 1 || obs.transport != 0 {
+		t.Errorf("observed %v, %d retries, %d transport errors; the server answered %d requests", obs.codes, obs.retries, obs.transport, st.Requests)
+	}
+	if obs.bytes != st.BytesSent {
+		t.Errorf("observed %d body bytes, the server sent %d", obs.bytes, st.BytesSent)
+	}
+	lims := c.Limits()
+	if len(lims) != 1 || lims[0].Limit >= 8 || lims[0].InFlight != 0 {
+		t.Errorf("limits %+v, want one host with its limit lowered from 8 and nothing in flight", lims)
+	}
+}

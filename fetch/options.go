@@ -89,6 +89,8 @@ type Options struct {
 	// failure so far was a refused connection: nothing listens there, which a long backoff
 	// rarely changes, so a command line tool reports it at once. 0 = MaxAttempts.
 	ProbeRefusedAttempts int
+	// Observer, when set, is told of every response, transport failure and retry.
+	Observer Observer
 	// ProxyURL, when set, sends every request through this forward proxy (http, https or
 	// socks5; parse it with ParseProxyURL), loopback included and whatever HTTP(S)_PROXY and
 	// NO_PROXY say: the user named it. It replaces Proxy. Its userinfo becomes the proxy's

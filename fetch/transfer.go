@@ -270,6 +270,9 @@ func (c *Client) retryLoop(ctx context.Context, op string, t *target, attempt fu
 			return fmt.Errorf("%s %s: giving up after %d attempts: %w", op, t.redact, n, err)
 		}
 		c.o.Logger.Debug("retrying", "op", op, "url", t.redact, "attempt", n, "delay", d, "err", err.Error())
+		if c.o.Observer != nil {
+			c.o.Observer.Retry(op)
+		}
 		if err := sleep(ctx, d); err != nil {
 			return err
 		}

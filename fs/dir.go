@@ -480,7 +480,7 @@ func (n *dirNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.A
 }
 
 func dirAttr(a *fuse.Attr, d *dirState, t *tree) {
-	a.Mode = syscall.S_IFDIR | 0o555
+	a.Mode = syscall.S_IFDIR | t.opts.mode(0o555)
 	a.Nlink = 2
 	m := d.dir.Mtime()
 	if m.IsZero() {

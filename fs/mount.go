@@ -27,10 +27,20 @@ type Options struct {
 	// Passthrough lets the kernel read a file's cached data directly once
 	// the whole file is cached and verified (when the kernel allows it).
 	Passthrough bool
+	// Ownership shows every file and directory as owned by its UID and GID
+	// (0: root) and takes Umask's bits off their modes (see owner.go).
+	Ownership
 	// DirCacheTime is how long a directory listing is used as it is; an
 	// access after that refreshes it in the background. It is also how
 	// long the kernel may keep names and attributes. Default 5 minutes.
 	DirCacheTime time.Duration
+	// OnlyOthersRead says no code in this process opens files in the
+	// mount (the rangefs binary: only other programs read it). go-fuse's
+	// start-up probe of its own mount is then skipped: a process killed
+	// while it waits on its own mount can never exit. In-process tests,
+	// which read their own mount, leave it false and keep the probe, which
+	// stops the kernel sending POLL requests the Go runtime could starve.
+	OnlyOthersRead bool
 }
 
 // Server is a running mount. Its methods are safe for concurrent use.
@@ -91,10 +101,12 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 		// Other users must still be subject to the file modes.
 		mo.Options = append(mo.Options, "default_permissions")
 	}
-	server, err := fusefs.Mount(dir, rootNode, &fusefs.Options{
+	server, err := mount(dir, rootNode, o.OnlyOthersRead, &fusefs.Options{
 		MountOptions:    mo,
 		EntryTimeout:    &timeout,
 		NegativeTimeout: &timeout,
+		UID:             o.UID,
+		GID:             o.GID,
 		// No AttrTimeout: go-fuse would put it in place of every zero,
 		// and a file whose size is a hint must be shown with none, so the
 		// next stat asks. Each node sets its own (tree.attrTimeout).
@@ -112,12 +124,14 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 // 1 MiB: measured 974 MB/s before and 2.0 GB/s after for a sequential read.
 // It needs root; without it the mount still works at the lower figure.
 func (s *Server) raiseReadAhead() {
-	var st syscall.Stat_t
-	if err := syscall.Stat(s.dir, &st); err != nil {
+	// The device comes from mountinfo, not from a stat of the mount: the
+	// mounting process must never wait on its own mount (killed while a
+	// request of its own is in flight, it could never exit).
+	dev := mountDevice(s.dir)
+	if dev == "" {
 		return
 	}
-	major, minor := (st.Dev>>8)&0xfff, (st.Dev&0xff)|((st.Dev>>12)&0xfff00)
-	path := "/sys/class/bdi/" + strconv.FormatUint(major, 10) + ":" + strconv.FormatUint(minor, 10) + "/read_ahead_kb"
+	path := "/sys/class/bdi/" + dev + "/read_ahead_kb"
 	if err := os.WriteFile(path, []byte("1024"), 0); err != nil {
 		s.log.Debug("kernel read-ahead left at its default", "err", err)
 	}
@@ -195,19 +209,24 @@ func CleanStale(dir string) (bool, error) {
 
 // isMountPoint reports whether dir (absolute, clean) is listed in this
 // process's mount table.
-func isMountPoint(dir string) bool {
+func isMountPoint(dir string) bool { return mountDevice(dir) != "" }
+
+// mountDevice returns the "major:minor" of the newest mount at dir, from
+// /proc/self/mountinfo, or "" when nothing is mounted there.
+func mountDevice(dir string) string {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return false
+		return ""
 	}
+	dev := ""
 	for _, line := range strings.Split(string(b), "\n") {
-		// Field 5 is the mount point, with space, tab, newline and
-		// backslash escaped as octal.
+		// Field 3 is the device, field 5 the mount point, with space,
+		// tab, newline and backslash escaped as octal.
 		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == dir {
-			return true
+			dev = f[2]
 		}
 	}
-	return false
+	return dev
 }
 
 func unescapeMountinfo(s string) string {
@@ -245,4 +264,20 @@ func lazyUnmount(dir string) error {
 		return nil
 	}
 	return errors.New("cannot unmount: not root and no fusermount3 found")
+}
+
+// mount is fusefs.Mount, without its final wait when onlyOthers: that wait
+// opens a probe file in the new mount from this process (go-fuse's
+// poll workaround). The kernel queues requests until the server has
+// answered INIT, so a reader that comes early only waits.
+func mount(dir string, root fusefs.InodeEmbedder, onlyOthers bool, o *fusefs.Options) (*fuse.Server, error) {
+	if !onlyOthers {
+		return fusefs.Mount(dir, root, o)
+	}
+	server, err := fuse.NewServer(fusefs.NewNodeFS(root, o), dir, &o.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	return server, nil
 }

@@ -54,7 +54,7 @@ func (n *fileNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.
 }
 
 func fileAttr(out *fuse.Attr, a Attr, st Stats, t *tree) {
-	out.Mode = syscall.S_IFREG | 0o444
+	out.Mode = syscall.S_IFREG | t.opts.mode(0o444)
 	out.Nlink = 1
 	out.Size = uint64(max(a.Size, 0))
 	// Blocks counts what is on local disk, so `du` shows how much is cached.
@@ -89,6 +89,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	}
 	opts := n.st.parent.t.opts
 	if n.st.modes.open(func() bool { return opts.Passthrough && r.PassthroughPath() != "" }) {
+		r.PassthroughPath() // pins the file until Close, also when joining another handle's passthrough
 		return &passthroughHandle{fileHandle: h, pass: true}, open, 0
 	}
 	return h, open, 0

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"rangefs/cache"
@@ -54,8 +55,10 @@ func StatsOf(f *cache.File) Stats {
 func NewCacheReader(f *cache.File) Reader { return &cacheReader{f: f, r: f.NewReader()} }
 
 type cacheReader struct {
-	f *cache.File
-	r *cache.Reader
+	f      *cache.File
+	r      *cache.Reader
+	mu     sync.Mutex
+	pinned bool // PinAll holds for the kernel's passthrough reads until Close
 }
 
 func (c *cacheReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
@@ -67,16 +70,35 @@ func (c *cacheReader) ReadAt(ctx context.Context, p []byte, off int64) (int, err
 	return c.r.ReadAt(ctx, p, off)
 }
 
+// PassthroughPath pins every chunk of the file (no budget eviction) before
+// it checks that the file is whole, and keeps it pinned until Close: a
+// punched hole would read as zeros through passthrough.
 func (c *cacheReader) PassthroughPath() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.pinned {
+		c.f.PinAll()
+		c.pinned = true
+	}
 	if c.f.AllVerified() {
 		return c.f.DataPath()
 	}
+	c.f.UnpinAll()
+	c.pinned = false
 	return ""
 }
 
 func (c *cacheReader) Version() string { return versionOf(c.f.Meta()) }
 
-func (c *cacheReader) Close() error { return nil }
+func (c *cacheReader) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pinned {
+		c.f.UnpinAll()
+		c.pinned = false
+	}
+	return nil
+}
 
 // Static is a Dir of fixed entries (sorted here), listed from memory.
 func Static(entries []Entry, mtime time.Time) Dir {

@@ -111,6 +111,7 @@ func buildRows(cfg config) []row {
 			}
 			return rs
 		}})
+	rows = append(rows, budgetRows(cfg)...)
 	if cfg.fleet > 0 {
 		// Every mount reads the whole file: the page-cache-bound client side dominates.
 		add(row{id: "fleet", tools: []string{"rangefs", "nginx"}, est: secondsAt(int64(cfg.fleet)*size, 300e6) + time.Duration(cfg.fleet+2)*startup,

@@ -136,6 +136,7 @@ func rootCommand(ctx context.Context, args []string, env Env, stdout, stderr io.
 		mountCommand(env, func(c *mountConfig) error { return runMountCLI(ctx, c, args, stderr) }),
 		statusCommand(env, func(c *statusConfig) error { return runStatus(ctx, c, stdout) }),
 		unmountCommand(),
+		cacheCommand(env, stdout),
 		versionCommand(stdout),
 		manCommand(root),
 	)

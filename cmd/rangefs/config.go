@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"rangefs/fetch"
+	rfs "rangefs/fs"
 )
 
 // usageError marks a mistake in the command line: exit code 2.
@@ -87,6 +89,7 @@ type mountConfig struct {
 	// NoPassthrough keeps every read in this process even when the kernel
 	// could read a fully cached file directly.
 	NoPassthrough bool
+	Budget        budgetConfig
 
 	// Daemon runs the mount in the background; the command returns once
 	// the mount answers (or with the error that stopped it).
@@ -95,6 +98,10 @@ type mountConfig struct {
 	LogFile    string
 	// Env is what env.NAME=VALUE mount options set for the process.
 	Env map[string]string
+	// Ownership is the owner and umask the files are shown with.
+	Ownership     rfs.Ownership
+	AllowNonEmpty bool
+	MetricsAddr   string // HOST:PORT of the Prometheus endpoint, "" for none
 
 	treeConfig
 	archiveConfig
@@ -395,7 +402,9 @@ func parseGet(args []string, env Env, out io.Writer) (*getConfig, error) {
 const mountUsage = `Show each URL as a read-only file in MOUNTPOINT. Reads fetch only the chunks
 they touch; a background prefetcher fills in the rest; everything fetched is
 kept in the cache and survives unmount, crash and reboot. Runs in the
-foreground until Ctrl-C, SIGTERM, or fusermount3 -u MOUNTPOINT.
+foreground until Ctrl-C, SIGTERM, or rangefs unmount MOUNTPOINT; with
+--daemon (the default under mount(8), as mount.fuse.rangefs for fstab and
+mount -t fuse.rangefs) it returns once the mount answers.
 `
 
 // mountFlags registers mount's flags on fs and returns the function that,
@@ -411,6 +420,13 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
 	archiveFlags(fs, &c.archiveConfig)
+	budgetFlags(fs, &c.Budget)
+	var umask string
+	fs.Uint32Var(&c.Ownership.UID, "uid", uint32(os.Getuid()), "show the files as owned by this user ID (default: the mounting user)")
+	fs.Uint32Var(&c.Ownership.GID, "gid", uint32(os.Getgid()), "show the files as owned by this group ID (default: the mounting user's group)")
+	fs.StringVar(&umask, "umask", "0", "octal permission bits to take off the files' 0444 and directories' 0555 (e.g. 027)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics")
+	fs.BoolVar(&c.AllowNonEmpty, "allow-non-empty", false, "mount over a directory that is not empty (its files are hidden while mounted)")
 	var opts []string
 	var foreground bool
 	var logLevel, logFormat string
@@ -430,6 +446,20 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 		env = overlayEnv(c.Env, env)
 		if foreground {
 			c.Daemon = false
+		}
+		m, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimPrefix(umask, "0o"), "0"), 8, 32)
+		if strings.Trim(umask, "0o") == "" {
+			m, err = 0, nil
+		}
+		if err != nil || m > 0o777 {
+			return usagef("--umask must be octal permission bits such as 022, not %q", umask)
+		}
+		c.Ownership.Umask = uint32(m)
+		if c.MetricsAddr != "" {
+			_, port, err := net.SplitHostPort(c.MetricsAddr)
+			if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
+				return usagef("--metrics-addr must be HOST:PORT, such as 127.0.0.1:9300, not %q", c.MetricsAddr)
+			}
 		}
 		if c.DaemonWait <= 0 {
 			return usagef("--daemon-wait must be positive")

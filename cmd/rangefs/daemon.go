@@ -42,6 +42,9 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 	for k, v := range c.Env {
 		os.Setenv(k, v)
 	}
+	if err := checkMountpointEmpty(c.Mountpoint, c.AllowNonEmpty); err != nil {
+		return err
+	}
 	var parent *os.File
 	if fd := os.Getenv(daemonFDEnv); fd != "" {
 		n, err := strconv.Atoi(fd)
@@ -52,6 +55,13 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 		os.Unsetenv(daemonFDEnv)
 	} else if c.Daemon {
 		return spawnDaemon(ctx, c, argv, stderr)
+	}
+	if c.MetricsAddr != "" {
+		stop, err := serveMetrics(c.MetricsAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	w := stderr
 	if c.LogFile != "" {
@@ -117,6 +127,26 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 			daemon.SdNotify(false, "STATUS="+cacheStatusLine(c.Mountpoint))
 		}
 	}
+}
+
+// checkMountpointEmpty refuses to hide files under a mount, as rclone does.
+// A directory that cannot be listed is left to the mount to report (a stale
+// FUSE mount there is cleaned up by it).
+func checkMountpointEmpty(dir string, allow bool) error {
+	if allow {
+		return nil
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(1)
+	if len(names) > 0 {
+		return usagef("mount point %s is not empty (it holds %s, which the mount would hide); "+
+			"empty it, choose another, or pass --allow-non-empty", dir, names[0])
+	}
+	return nil
 }
 
 // mountIDs lists the mount IDs of the FUSE mounts at dir, from

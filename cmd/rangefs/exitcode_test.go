@@ -15,6 +15,7 @@ import (
 	"rangefs/cache"
 	"rangefs/fetch"
 	"rangefs/fetch/fetchtest"
+	"rangefs/fetch/listing"
 )
 
 // Every exit code against an error produced by a real operation: the local
@@ -41,6 +42,15 @@ func TestExitCodeOfRealCauses(t *testing.T) {
 	}
 	probeErr := func(ctx context.Context, url string, c *fetch.Client) error {
 		_, err := c.Probe(ctx, url)
+		return err
+	}
+
+	listErr := func(url string) error {
+		l, err := listing.NewHTTP(url, listing.HTTPOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = l.List(live, "")
 		return err
 	}
 
@@ -105,6 +115,7 @@ func TestExitCodeOfRealCauses(t *testing.T) {
 
 		// exitNetwork
 		{"HTTP 404", live, must("probe", probeErr(live, srv.URLFor("/missing"), client)), exitNetwork},
+		{"listing of a missing directory", live, must("list", listErr(srv.URLFor("/missing/"))), exitNetwork},
 		{"connection refused", live, must("probe", func() error {
 			dead := fetchtest.NewSilentServer()
 			dead.Close()

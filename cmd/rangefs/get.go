@@ -32,7 +32,8 @@ func runGet(ctx context.Context, c *getConfig, stdout, stderr io.Writer) error {
 	// get reports its failures itself, once, as one line that says what
 	// to do; the engine's log is for -v only.
 	log := newLogger(stderr, &c.commonConfig, slog.LevelError+4)
-	client := newClient(&c.commonConfig, log, stderr)
+	load := &poolLoad{}
+	client := newClient(&c.commonConfig, log, stderr, load)
 	defer client.Close()
 	if c.OutputDir != "" {
 		if err := os.MkdirAll(c.OutputDir, 0o777); err != nil {
@@ -42,11 +43,12 @@ func runGet(ctx context.Context, c *getConfig, stdout, stderr io.Writer) error {
 	var pool *cache.Pool // one file: sized by its sources (mirrors) in getOne
 	if c.InputFile != "" {
 		pool = cache.NewPool(c.Connections)
+		load.set(pool)
 	}
 	disp := newDisplay(stderr, c.Quiet, c.InputFile != "")
 	defer disp.wait()
 	if c.InputFile == "" {
-		return getOne(ctx, c, c.Jobs[0], client, pool, disp, log, stdout, stderr)
+		return getOne(ctx, c, c.Jobs[0], client, load, pool, disp, log, stdout, stderr)
 	}
 	// -i: up to --parallel files at once, sharing the connection budget.
 	// A failed file does not stop the others; each failure is one line.
@@ -62,7 +64,7 @@ func runGet(ctx context.Context, c *getConfig, stdout, stderr io.Writer) error {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if errs[i] = getOne(ctx, c, j, client, pool, disp, log, stdout, stderr); errs[i] != nil {
+			if errs[i] = getOne(ctx, c, j, client, load, pool, disp, log, stdout, stderr); errs[i] != nil {
 				disp.println("rangefs: %s: %v", fetch.Redact(j.URL), errs[i])
 			}
 		})
@@ -85,7 +87,7 @@ func runGet(ctx context.Context, c *getConfig, stdout, stderr io.Writer) error {
 }
 
 // getOne downloads one file.
-func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, pool *cache.Pool,
+func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, load *poolLoad, pool *cache.Pool,
 	disp *display, log *slog.Logger, stdout, stderr io.Writer) error {
 	obj, err := probeJob(ctx, client, c, &j, stderr)
 	if err != nil {
@@ -96,6 +98,7 @@ func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, p
 	}
 	if pool == nil {
 		pool = cache.NewPool(poolSize(c.Connections, obj))
+		load.set(pool)
 	}
 	if j.Output == "-" {
 		return getToStdout(ctx, c, j, obj, pool, disp, log, stdout)

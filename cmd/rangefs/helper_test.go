@@ -331,11 +331,20 @@ func TestMountKilledDuringStartDies(t *testing.T) {
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
+			t.Errorf("round %d: the killed mount process did not exit within 10 s (stuck on its own mount)", i)
+			// Free it, so the test ends: abort its FUSE connection (found
+			// again now, as the mount may not have been listed at the stop).
+			if conn == "" {
+				conn = fuseConn(t, mnt)
+			}
 			if conn != "" {
 				os.WriteFile(conn+"/abort", []byte("1"), 0)
 			}
-			<-done
-			t.Errorf("round %d: the killed mount process did not exit within 10 s (stuck on its own mount)", i)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("round %d: the stuck mount process survived an abort of its connection %q", i, conn)
+			}
 		}
 		syscall.Unmount(mnt, syscall.MNT_DETACH)
 	}

@@ -34,7 +34,7 @@ func TestImportArrows(t *testing.T) {
 			"github.com/clipperhouse/uax29", "github.com/vbauerster/cupwriter", "golang.org/x/term",
 			"github.com/coreos/go-systemd",
 			"github.com/prometheus/", "github.com/beorn7/perks", "github.com/cespare/xxhash", "github.com/munnerz/goautoneg",
-			"google.golang.org/protobuf", "go.yaml.in/yaml", "github.com/klauspost/compress",
+			"google.golang.org/protobuf", "go.yaml.in/yaml", "github.com/klauspost/compress", "github.com/pandatix/go-abnf",
 			// fetch/listing (trees) and what it brings.
 			"golang.org/x/net/html", "github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 	}

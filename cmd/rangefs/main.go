@@ -15,10 +15,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"rangefs/cache"
 	"rangefs/fetch"
+	"rangefs/fetch/listing"
 )
 
 var version = "0.1.0-dev"
@@ -68,6 +70,7 @@ func exitCode(ctx context.Context, err error) int {
 	var ue *usageError
 	var se *fetch.StatusError
 	var de *daemonError
+	var lse *listing.StatusError
 	switch {
 	case errors.As(err, &de):
 		return de.code
@@ -86,6 +89,10 @@ func exitCode(ctx context.Context, err error) int {
 	case errors.As(err, &se), errors.Is(err, fetch.ErrRangeIgnored), errors.Is(err, fetch.ErrNoSize),
 		errors.Is(err, fetch.ErrGone), errors.Is(err, fetch.ErrRedirect), errors.Is(err, fetch.ErrEncoding),
 		errors.Is(err, fetch.ErrBadRange), transportError(err), fetch.IsNetwork(err):
+		return exitNetwork
+	case errors.As(err, &lse), errors.Is(err, listing.ErrNotListing), errors.Is(err, listing.ErrTooLarge),
+		errors.Is(err, listing.ErrRedirect), errors.Is(err, listing.ErrBadListing):
+		// A directory the server would not list, or listed badly.
 		return exitNetwork
 	}
 	return exitFailure
@@ -166,7 +173,28 @@ func newLogger(w io.Writer, c *commonConfig, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, o))
 }
 
-func newClient(c *commonConfig, log *slog.Logger, stderr io.Writer) *fetch.Client {
+// poolLoad hands fetch's load reports (429 and 503 answers, and the answers
+// that show the server coping) to the cache Pool, which alone decides how
+// many requests are in flight, by priority. The Pool is made after the
+// probe, which tells how many mirrors it serves, so reports before then are
+// dropped.
+type poolLoad struct{ pool atomic.Pointer[cache.Pool] }
+
+func (l *poolLoad) set(p *cache.Pool) {
+	l.pool.Store(p)
+	if m := currentMetrics(); m != nil {
+		m.addPool(p)
+	}
+}
+
+func (l *poolLoad) report(ctx context.Context, overloaded bool) {
+	if p := l.pool.Load(); p != nil {
+		p.ReportLoad(ctx, overloaded)
+	}
+}
+
+// newClient makes the command's HTTP client; load receives its load reports.
+func newClient(c *commonConfig, log *slog.Logger, stderr io.Writer, load *poolLoad) *fetch.Client {
 	if c.Insecure {
 		fmt.Fprintln(stderr, "rangefs: warning: --insecure: the server's TLS certificate is NOT verified")
 	}
@@ -185,8 +213,21 @@ func newClient(c *commonConfig, log *slog.Logger, stderr io.Writer) *fetch.Clien
 		// probe tries twice, not MaxAttempts times with backoff.
 		ProbeRefusedAttempts: 2,
 		ProxyURL:             c.Sources.Proxy,
+		// A read waiting on a fetch retries until its op timeout, so a
+		// server that restarts costs a wait, not an EIO; calls with no
+		// deadline (probes, get) keep MaxAttempts.
+		RetryUntilDeadline: true,
+		OnLoad:             load.report,
 	}
-	return fetch.NewClient(o)
+	m := currentMetrics()
+	if m != nil {
+		o.Observer = m
+	}
+	client := fetch.NewClient(o)
+	if m != nil {
+		m.addClient(client)
+	}
+	return client
 }
 
 // checkSize applies --max-size to a probed object.

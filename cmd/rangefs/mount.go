@@ -40,13 +40,15 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		return fmt.Errorf("cache directory: %w", err)
 	}
 
-	client := newClient(&c.commonConfig, log, stderr)
+	load := &poolLoad{}
+	client := newClient(&c.commonConfig, log, stderr, load)
 	defer client.Close()
 	probes, err := probeCandidates(ctx, client, c, stderr)
 	if err != nil {
 		return err
 	}
 	pool := cache.NewPool(poolSize(c.Connections, probedObjects(probes)...))
+	load.set(pool)
 	tctx, stopTree := context.WithCancel(context.Background())
 	defer stopTree()
 	t := &treeCtx{c: c, client: client, log: log, ctx: tctx, probes: make(chan struct{}, c.Connections),
@@ -82,8 +84,9 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 
 	root = archiveRoot(c, root, probes, log)
 	srv, err := fs.Mount(c.Mountpoint, root, fs.Options{
-		OpTimeout: c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
-		Passthrough: !c.NoPassthrough, DirCacheTime: c.DirCacheTime,
+		OnlyOthersRead: true,
+		OpTimeout:      c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
+		Passthrough: !c.NoPassthrough, DirCacheTime: c.DirCacheTime, Ownership: c.Ownership,
 	})
 	if err != nil {
 		return fmt.Errorf("%w (is fuse3 installed and /dev/fuse usable?)", err)

@@ -112,7 +112,7 @@ func (t *objects) open(f *treeFile, o *fetch.Object, rawURL string) (fs.Reader, 
 		s.file = nil
 	}
 	if s.file == nil {
-		cf, err := cache.Open(dir, meta, o, cache.Options{Pool: t.pool, Logger: t.log, Root: t.c.CacheDir})
+		cf, err := cache.Open(dir, meta, o, cache.Options{Pool: t.pool, Logger: t.log, Root: t.c.CacheDir, Limits: t.c.Budget.limits(t.log)})
 		if err != nil {
 			t.release(s)
 			return nil, fmt.Errorf("%s: %w", o.URL(), err)

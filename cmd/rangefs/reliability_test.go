@@ -31,7 +31,7 @@ func onlyCacheDir(t *testing.T, root string) string {
 	}
 	var dirs []string
 	for _, e := range ents {
-		if e.IsDir() {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") { // .budget holds the budget's ledger
 			dirs = append(dirs, filepath.Join(root, e.Name()))
 		}
 	}

@@ -169,7 +169,7 @@ func mountFile(ctx context.Context, c *mountConfig, pool *cache.Pool, t *treeCtx
 		id = o.IdentityNoQuery()
 	}
 	dir := filepath.Join(c.CacheDir, cache.DirName(id))
-	f, err := cache.Open(dir, metaOf(c, o), o, cache.Options{Pool: pool, Logger: t.log, Root: c.CacheDir})
+	f, err := cache.Open(dir, metaOf(c, o), o, cache.Options{Pool: pool, Logger: t.log, Root: c.CacheDir, Limits: c.Budget.limits(t.log)})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.URL(), err)
 	}

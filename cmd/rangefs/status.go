@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -29,8 +30,16 @@ func runStatus(ctx context.Context, c *statusConfig, stdout io.Writer) error {
 		}
 		return nil
 	}
+	ents, err := os.ReadDir(c.CacheDir)
+	if errors.Is(err, os.ErrNotExist) || err == nil && len(ents) == 0 {
+		fmt.Fprintf(stdout, "no cache yet at %s: nothing has been mounted or downloaded with it\n", c.CacheDir)
+		return nil
+	}
 	fmt.Fprintln(tw, statusHeader)
-	return statusCacheDir(tw, c.CacheDir)
+	err = statusCacheDir(tw, c.CacheDir)
+	tw.Flush()
+	budgetStatus(stdout, c.CacheDir)
+	return err
 }
 
 const statusHeader = "FILE\tSIZE\tCACHED\t%\tCHUNKS\tURL"
@@ -84,7 +93,9 @@ func statusMount(ctx context.Context, dir string, timeout time.Duration) ([]moun
 // holds). answered is called after each request the mount answers.
 func readMountStatus(dir string, answered func()) ([]mountRow, error) {
 	var rows []mountRow
-	if err := walkMountStatus(dir, "", answered, &rows); err != nil {
+	if err := walkMountStatus(dir, "", answered, &rows); errors.Is(err, syscall.ENOTCONN) {
+		return nil, fmt.Errorf("the rangefs process for %s died (%w); run fusermount3 -u %s, then mount it again", dir, err, dir)
+	} else if err != nil {
 		return nil, err
 	}
 	if len(rows) == 0 {
@@ -138,7 +149,7 @@ func statusCacheDir(w io.Writer, dir string) error {
 		return err
 	}
 	for _, e := range ents {
-		if !e.IsDir() {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") { // .budget: the budget's ledger
 			continue
 		}
 		m, st, err := cache.Inspect(filepath.Join(dir, e.Name()))

@@ -99,3 +99,29 @@ func TestStatusOfStoppedMountEndsOnSignal(t *testing.T) {
 		}
 	}
 }
+
+// status on a mount whose process died names the cure; on a cache
+// directory that does not exist yet it says so and succeeds.
+func TestStatusOfCrashedMountAndEmptyCache(t *testing.T) {
+	dir := t.TempDir()
+	r, out := rangefsOut(t, dir, nil, "status", "--cache-dir", dir+"/none")
+	if r.code != exitOK || !strings.Contains(string(out), "no cache yet") {
+		t.Errorf("status of a missing cache: exit %d, stdout %q, stderr %q", r.code, out, r.stderr)
+	}
+	r, out = rangefsOut(t, dir, []string{"HOME=" + dir, "XDG_CACHE_HOME="}, "status")
+	if r.code != exitOK || !strings.Contains(string(out), "no cache yet") {
+		t.Errorf("status with no default cache: exit %d, stdout %q, stderr %q", r.code, out, r.stderr)
+	}
+
+	needFUSE(t)
+	srv, _ := patternServer(t, 1<<20, 100)
+	mnt := t.TempDir()
+	m := startMount(t, "file", "--cache-dir", t.TempDir(), "--no-prefetch", srv.URL(), mnt)
+	m.cmd.Process.Kill()
+	<-m.done
+	m.done <- nil
+	r = rangefs(t, dir, "status", mnt)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "process for "+mnt+" died") || !strings.Contains(r.stderr, "fusermount3 -u "+mnt) {
+		t.Errorf("status of a crashed mount: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

@@ -1,0 +1,303 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// allocated returns the bytes allocated under root, as du counts them.
+func allocated(root string) int64 {
+	var n int64
+	filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// sampleAllocated samples allocated(root) every 5 ms until stop is called,
+// which returns the peak.
+func sampleAllocated(root string) (stop func() int64) {
+	var peak atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if a := allocated(root); a > peak.Load() {
+				peak.Store(a)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return func() int64 { close(done); wg.Wait(); return peak.Load() }
+}
+
+func newBudgetT(t testing.TB, root string, o BudgetOptions) *Budget {
+	t.Helper()
+	b, err := NewBudget(root, o)
+	if err != nil {
+		t.Fatalf("NewBudget: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func openUnder(t testing.TB, b *Budget, name string, size int64, o Options) (*File, *fakeSource) {
+	t.Helper()
+	src := newFake(size)
+	m := testMeta(size)
+	m.URL = "https://example.test/" + name
+	o.Budget, o.Root = b, b.Root()
+	return openT(t, filepath.Join(b.Root(), name), m, src, o), src
+}
+
+func (f *File) presentChunks(first, end int64) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var n int64
+	for i := first; i < end; i++ {
+		if f.tab.present.get(i) {
+			n++
+		}
+	}
+	return n
+}
+
+// The data under the root never takes more than the limit plus one chunk
+// per connection, however much is read, and every byte read is right.
+func TestBudgetCapHoldsOnDisk(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	const limit = 2 << 20
+	b := newBudgetT(t, root, BudgetOptions{MaxSize: limit})
+	pool := NewPool(8)
+	f, _ := openUnder(t, b, "a", 16<<20, Options{Pool: pool})
+	stop := sampleAllocated(root)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 100<<10)
+			for pass := range 2 {
+				for off := int64(g) * 4 << 20; off < int64(g+1)*4<<20; off += int64(len(buf)) {
+					n, err := f.ReadAt(context.Background(), buf, off)
+					if err != nil && err != io.EOF {
+						t.Errorf("pass %d ReadAt(%d): %v", pass, off, err)
+						return
+					}
+					if !bytes.Equal(buf[:n], want(off, int64(n))) {
+						t.Errorf("pass %d ReadAt(%d): wrong bytes", pass, off)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	settle(t, f)
+	peak := stop()
+	bound := int64(limit + 8*testChunk)
+	t.Logf("peak allocated %d, bound %d, cached %d", peak, bound, f.Stats().BytesPresent)
+	if peak > bound {
+		t.Fatalf("allocated under the root peaked at %d bytes, over the bound %d", peak, bound)
+	}
+	if got := f.Stats().BytesPresent; got > limit {
+		t.Fatalf("cached %d bytes, over the limit %d", got, limit)
+	}
+	if u, err := b.Usage(); err != nil || u.Used > limit || u.Evictions == 0 {
+		t.Fatalf("usage %+v, %v: want used <= %d and evictions", u, err, limit)
+	}
+}
+
+// scanRun reads a hot region of A twice, then all of a much larger B once.
+func scanRun(t *testing.T, promote time.Duration) (hotLeft int64) {
+	root := filepath.Join(t.TempDir(), "root")
+	const limit = 2 << 20 // 32 chunks
+	b := newBudgetT(t, root, BudgetOptions{MaxSize: limit, PromoteAfter: promote})
+	a, _ := openUnder(t, b, "a", 4<<20, Options{})
+	bf, _ := openUnder(t, b, "b", 16<<20, Options{})
+	const hot = 8 // chunks: 512 KiB
+	for range 2 {
+		for i := range int64(hot) {
+			if err := readChunk(t, a, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		settle(t, a) // a read during the fetch is the same access
+	}
+	readAll(t, bf, testChunk)
+	settle(t, bf)
+	return a.presentChunks(0, hot)
+}
+
+// Scan resistance: a hot region read twice survives one read of a file
+// eight times the cache; with promotion made impossible (the second read
+// comes too soon), the same scan flushes it, so the policy is what keeps it.
+func TestBudgetScanResistance(t *testing.T) {
+	if left := scanRun(t, time.Nanosecond); left != 8 {
+		t.Fatalf("hot region: %d of 8 chunks left after the scan", left)
+	}
+	if left := scanRun(t, time.Hour); left != 0 {
+		t.Fatalf("without promotion, %d of 8 hot chunks survived the scan (want the scan to flush them)", left)
+	}
+}
+
+// A file pinned whole keeps every chunk and stays verified; once
+// everything is pinned, reads of another file are served uncached, exactly,
+// and nothing passes the cap.
+func TestBudgetPinnedNeverEvicted(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	const limit = 1 << 20
+	b := newBudgetT(t, root, BudgetOptions{MaxSize: limit})
+	a, _ := openUnder(t, b, "a", limit, Options{})
+	readAll(t, a, testChunk)
+	settle(t, a)
+	if err := a.Verify(context.Background()); err != nil || !a.AllVerified() {
+		t.Fatalf("a not verified: %v", err)
+	}
+	a.PinAll()
+	stop := sampleAllocated(root)
+	bf, bsrc := openUnder(t, b, "b", 4<<20, Options{})
+	readAll(t, bf, 96<<10)
+	peak := stop()
+	if !a.AllVerified() || a.presentChunks(0, a.lay.chunks) != a.lay.chunks {
+		t.Fatal("a pinned file lost chunks")
+	}
+	if n := bf.presentChunks(0, bf.lay.chunks); n != 0 {
+		t.Fatalf("b cached %d chunks with no room", n)
+	}
+	if bsrc.nCalls() == 0 {
+		t.Fatal("b was not fetched")
+	}
+	if peak > limit+8*testChunk {
+		t.Fatalf("allocated peaked at %d with everything pinned", peak)
+	}
+	a.UnpinAll()
+	readAll(t, bf, 96<<10)
+	settle(t, bf)
+	if bf.presentChunks(0, bf.lay.chunks) == 0 || a.AllVerified() {
+		t.Fatal("after UnpinAll, b should cache by evicting a")
+	}
+}
+
+// A closed object is removed whole when room is needed; records go before
+// holes, so what the index still records after evictions is all there.
+func TestBudgetClosedObjectRemovedAndIndexExact(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	const limit = 1 << 20
+	b := newBudgetT(t, root, BudgetOptions{MaxSize: limit})
+	a, _ := openUnder(t, b, "a", limit, Options{})
+	readAll(t, a, testChunk)
+	settle(t, a)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bf, _ := openUnder(t, b, "b", 3<<20, Options{})
+	readAll(t, bf, testChunk)
+	settle(t, bf)
+	if _, err := os.Stat(filepath.Join(root, "a")); !os.IsNotExist(err) {
+		t.Fatalf("closed object a not removed: %v", err)
+	}
+	present := bf.Stats().Present
+	if err := bf.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopen without a budget: every record must match its bytes.
+	f2 := openT(t, filepath.Join(root, "b"), bf.Meta(), newFake(3<<20), Options{})
+	if got := f2.Stats().Present; got != present || got == 0 {
+		t.Fatalf("reopened with %d records, had %d", got, present)
+	}
+	if err := f2.Verify(context.Background()); err != nil {
+		t.Fatalf("a record outlived its chunk's bytes: %v", err)
+	}
+}
+
+// Two Budgets (as two processes would) share a root and its cap.
+func TestBudgetSharedRoot(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	const limit = 2 << 20
+	b1 := newBudgetT(t, root, BudgetOptions{MaxSize: limit})
+	b2 := newBudgetT(t, root, BudgetOptions{MaxSize: limit})
+	f1, _ := openUnder(t, b1, "a", 8<<20, Options{})
+	f2, _ := openUnder(t, b2, "b", 8<<20, Options{})
+	stop := sampleAllocated(root)
+	var wg sync.WaitGroup
+	for _, f := range []*File{f1, f2} {
+		wg.Add(1)
+		go func() { defer wg.Done(); readAll(t, f, 80<<10) }()
+	}
+	wg.Wait()
+	settle(t, f1)
+	settle(t, f2)
+	peak := stop()
+	if peak > limit+16*testChunk {
+		t.Fatalf("two processes' data peaked at %d, over %d", peak, limit+16*testChunk)
+	}
+	if s := f1.Stats().BytesPresent + f2.Stats().BytesPresent; s > limit {
+		t.Fatalf("together cached %d, over %d", s, limit)
+	}
+}
+
+// A Budget that died without Close (its lock gone) has its slab and holds
+// reclaimed by the next one that runs short.
+func TestBudgetDeadProcessReclaimed(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	const limit = 1 << 20
+	dead, err := NewBudget(root, BudgetOptions{MaxSize: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dead.take(limit) {
+		t.Fatal("could not reserve the whole limit")
+	}
+	dead.procLock.Close() // its flock goes, as at a SIGKILL
+	b := newBudgetT(t, root, BudgetOptions{MaxSize: limit})
+	f, _ := openUnder(t, b, "a", 2<<20, Options{})
+	readAll(t, f, testChunk)
+	settle(t, f)
+	if f.Stats().Present == 0 {
+		t.Fatal("the dead process's reservation was never reclaimed: nothing cached")
+	}
+}
+
+// Use stamps persist across Close and Open: a protected chunk is still
+// protected after a reopen.
+func TestBudgetUsePersists(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	b := newBudgetT(t, root, BudgetOptions{MaxSize: 8 << 20, PromoteAfter: time.Nanosecond})
+	a, _ := openUnder(t, b, "a", 1<<20, Options{})
+	for range 2 {
+		readChunk(t, a, 3)
+		settle(t, a) // a read during the fetch is the same access
+	}
+	a.Close()
+	a2, _ := openUnder(t, b, "a", 1<<20, Options{})
+	a2.mu.Lock()
+	u := a2.bud.use[3]
+	a2.mu.Unlock()
+	if u&useHot == 0 {
+		t.Fatalf("chunk 3's use %#x lost its protection across a reopen", u)
+	}
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// duBytes is what du counts under dir: the allocated blocks of every file.
+func duBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// sampleDu samples duBytes(dir) every 100 ms until the returned stop is
+// called, which returns the peak and the number of samples.
+func sampleDu(dir string) (stop func() (peak int64, samples int)) {
+	var peak atomic.Int64
+	var count atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if a := duBytes(dir); a > peak.Load() {
+				peak.Store(a)
+			}
+			count.Add(1)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (int64, int) { close(done); wg.Wait(); return peak.Load(), int(count.Load()) }
+}
+
+// uncachedSHA256 reads path end to end after dropping its pages from the
+// kernel's page cache, so every byte comes from the mount.
+func uncachedSHA256(t *testing.T, path string) string {
+	t.Helper()
+	sum, err := uncachedSum(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum
+}
+
+// uncachedSum is uncachedSHA256 for goroutines other than the test's.
+func uncachedSum(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func budgetSizes() (file, limit int64) {
+	if testing.Short() {
+		return 96 << 20, 16 << 20
+	}
+	return 512 << 20, 64 << 20
+}
+
+// A mount with --cache-max-size reads a file eight times its budget end to
+// end, twice, with exact bytes, while du of the cache never passes the
+// limit plus one chunk per connection.
+func TestMountBoundedCache(t *testing.T) {
+	needFUSE(t)
+	size, limit := budgetSizes()
+	srv, p := patternServer(t, size, 21)
+	mnt, cdir := t.TempDir(), t.TempDir()
+	startMount(t, "file", "--cache-dir", cdir, "--cache-max-size", strconv.FormatInt(limit, 10), srv.URL(), mnt)
+	path := filepath.Join(mnt, "file")
+	stop := sampleDu(cdir)
+	for pass := range 2 {
+		if got := uncachedSHA256(t, path); got != p.SHA256() {
+			t.Fatalf("pass %d: sha256 %s, want %s", pass, got, p.SHA256())
+		}
+	}
+	peak, samples := stop()
+	bound := limit + 8<<20 // 8 connections of 1 MiB chunks
+	t.Logf("du peak %d bytes over %d samples; limit %d, bound %d", peak, samples, limit, bound)
+	if peak > bound {
+		t.Fatalf("du of the cache peaked at %d bytes, over %d", peak, bound)
+	}
+	if peak < limit/2 {
+		t.Fatalf("du peaked at %d: the cache was hardly used (limit %d)", peak, limit)
+	}
+}
+
+// Two mounts (two processes) share one cache directory and its cap.
+func TestMountsShareBudget(t *testing.T) {
+	needFUSE(t)
+	size, limit := budgetSizes()
+	size /= 2
+	cdir := t.TempDir()
+	type one struct {
+		path string
+		sum  string
+	}
+	var ms []one
+	for i := range 2 {
+		srv, p := patternServer(t, size, uint64(30+i))
+		mnt := t.TempDir()
+		startMount(t, "file", "--cache-dir", cdir, "--cache-max-size", strconv.FormatInt(limit, 10), srv.URL(), mnt)
+		ms = append(ms, one{filepath.Join(mnt, "file"), p.SHA256()})
+	}
+	stop := sampleDu(cdir)
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got, err := uncachedSum(m.path); err != nil || got != m.sum {
+				t.Errorf("%s: sha256 %s (%v), want %s", m.path, got, err, m.sum)
+			}
+		}()
+	}
+	wg.Wait()
+	peak, samples := stop()
+	bound := limit + 2*8<<20
+	t.Logf("du peak %d over %d samples; bound %d", peak, samples, bound)
+	if peak > bound {
+		t.Fatalf("two mounts' cache peaked at %d, over %d", peak, bound)
+	}
+}
+
+// A file the kernel may read by passthrough (complete and verified) keeps
+// every chunk while open, though another file's reads press on the budget:
+// a read through the open handle never meets a hole.
+func TestMountPassthroughUnderEvictionPressure(t *testing.T) {
+	needFUSE(t)
+	const small = 8 << 20
+	big, limit := budgetSizes()
+	srvA, pa := patternServer(t, small, 41)
+	srvB, pb := patternServer(t, big/2, 42)
+	mnt, cdir := t.TempDir(), t.TempDir()
+	m := startMount(t, "file", "--cache-dir", cdir, "--cache-max-size", strconv.FormatInt(limit, 10), "--no-prefetch",
+		srvA.URL(), srvB.URL(), mnt)
+	defer func() {
+		if t.Failed() {
+			t.Logf("mount's stderr:\n%s", m.stderr.String())
+		}
+	}()
+	pathA, pathB := filepath.Join(mnt, "file"), filepath.Join(mnt, "file-2")
+	if _, err := os.Stat(pathB); err != nil {
+		t.Fatalf("names in the mount: %v", err)
+	}
+	if got := uncachedSHA256(t, pathA); got != pa.SHA256() {
+		t.Fatalf("a: %s", got)
+	}
+	waitCached(t, pathA)
+	fa, err := os.Open(pathA) // complete and verified now: passthrough if the kernel has it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	done := make(chan string, 1)
+	go func() {
+		sum, err := uncachedSum(pathB)
+		if err != nil {
+			sum = err.Error()
+		}
+		done <- sum
+	}()
+	buf := make([]byte, 1<<20)
+	for round := 0; ; round++ {
+		unix.Fadvise(int(fa.Fd()), 0, 0, unix.FADV_DONTNEED)
+		for off := int64(0); off < small; off += int64(len(buf)) {
+			n, err := fa.ReadAt(buf, off)
+			if err != nil && err != io.EOF {
+				t.Fatalf("read a at %d: %v", off, err)
+			}
+			if !bytes.Equal(buf[:n], pa.Bytes(off, int64(n))) {
+				t.Fatalf("round %d: a's bytes at %d are wrong under eviction pressure (a hole read as zeros?)", round, off)
+			}
+		}
+		select {
+		case got := <-done:
+			if got != pb.SHA256() {
+				t.Fatalf("b: %s", got)
+			}
+			return
+		default:
+		}
+		if round > 10000 {
+			t.Fatal("b's read did not finish")
+		}
+	}
+}
