@@ -68,7 +68,7 @@ deps:
 
 bench-deps:
 	$(SUDO) apt-get update -qq
-	$(SUDO) apt-get install -y -qq nginx aria2 axel rclone httpdirfs fuse3 ffmpeg sqlite3 unzip python3
+	$(SUDO) apt-get install -y -qq nginx aria2 axel rclone httpdirfs fuse3 ffmpeg sqlite3 unzip python3 fuse-zip archivemount
 
 # BENCH_FLAGS selects rows and conditions, e.g. issue 2's table:
 #   make bench BENCH_FLAGS="--only get,aria2c --size 256MiB --cap 10MB"

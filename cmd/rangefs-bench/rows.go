@@ -117,6 +117,7 @@ func buildRows(cfg config) []row {
 		add(row{id: "fleet", tools: []string{"rangefs", "nginx"}, est: secondsAt(int64(cfg.fleet)*size, 300e6) + time.Duration(cfg.fleet+2)*startup,
 			run: func(ctx context.Context, b *bench) []result { return b.fleet(ctx, cfg.fleet) }})
 	}
+	rows = append(rows, archiveRows(cfg)...)
 	return rows
 }
 

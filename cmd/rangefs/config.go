@@ -104,6 +104,7 @@ type mountConfig struct {
 	MetricsAddr   string // HOST:PORT of the Prometheus endpoint, "" for none
 
 	treeConfig
+	archiveConfig
 }
 
 type statusConfig struct {
@@ -418,6 +419,7 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
+	archiveFlags(fs, &c.archiveConfig)
 	budgetFlags(fs, &c.Budget)
 	var umask string
 	fs.Uint32Var(&c.Ownership.UID, "uid", uint32(os.Getuid()), "show the files as owned by this user ID (default: the mounting user)")

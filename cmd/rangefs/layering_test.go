@@ -9,7 +9,7 @@ import (
 // TestImportArrows enforces the package arrows of the design:
 //
 //	cmd/rangefs -> fs, cache, fetch, fetch/listing, pflag
-//	fs          -> cache, go-fuse          (never fetch, never bbolt)
+//	fs          -> fs/archive, cache, go-fuse  (never fetch, never bbolt)
 //	fs/archive  -> stdlib only
 //	cache       -> bbolt, stdlib           (never fetch)
 //	fetch/listing -> fetch, x/net/html, the AWS SigV4 signer and its credentials
@@ -24,7 +24,7 @@ func TestImportArrows(t *testing.T) {
 			"github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 		"rangefs/fs/archive": {},
 		"rangefs/cache":      {"go.etcd.io/bbolt", "golang.org/x/sys"},
-		"rangefs/fs":         {"rangefs/cache", "github.com/hanwen/go-fuse/v2", "go.etcd.io/bbolt", "golang.org/x/sys"},
+		"rangefs/fs":         {"rangefs/fs/archive", "rangefs/cache", "github.com/hanwen/go-fuse/v2", "go.etcd.io/bbolt", "golang.org/x/sys"},
 		"rangefs/cmd/rangefs": {"rangefs/fs", "rangefs/cache", "rangefs/fetch", "github.com/hanwen/go-fuse/v2", "github.com/spf13/pflag", "go.etcd.io/bbolt", "golang.org/x/sys",
 			// The client libraries of the CLI (issue 14): cobra with its man page
 			// generator, mpb and x/term for progress, go-systemd, client_golang.

@@ -82,6 +82,7 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		}
 	}
 
+	root = archiveRoot(c, root, probes, log)
 	srv, err := fs.Mount(c.Mountpoint, root, fs.Options{
 		OnlyOthersRead: true,
 		OpTimeout:      c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,

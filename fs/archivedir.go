@@ -1,0 +1,597 @@
+package fs
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	iofs "io/fs"
+	"log/slog"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"rangefs/cache"
+	"rangefs/fs/archive"
+)
+
+// This file shows archives (zip, tar, tar.gz) as directories of their
+// members, built over any File: the archive is read through the File's own
+// Reader, so its bytes come from the chunk cache like any other read.
+// Stored members (tar members, stored zip members) are served as byte
+// ranges of a Reader of the archive opened for the member's handle, so
+// read-ahead and prefetch work for them as for a plain file; compressed
+// members are inflated by an archive.Reader per handle.
+
+// ArchiveOptions configure the directories WithArchives and ArchiveDir
+// make. The zero value is usable.
+type ArchiveOptions struct {
+	// Limits bound what one archive may cost (archive.Limits; zero fields
+	// take rangefs's defaults, see archiveLimits).
+	Limits archive.Limits
+	// OpTimeout bounds each read of the archive that is not a member
+	// handle's own read (listing, headers, inflating); default 30 s.
+	OpTimeout time.Duration
+	Logger    *slog.Logger // nil discards
+}
+
+// IndexStore is an optional interface of a File: a place beside the file's
+// local copy where an archive directory keeps its listing (and a tar.gz's
+// checkpoints), so that the next mount lists the archive without reading
+// it. name is the archive kind ("zip", "tar", "tar.gz"). LoadIndex returns
+// an error matching io/fs.ErrNotExist when nothing is kept.
+type IndexStore interface {
+	LoadIndex(name string) ([]byte, error)
+	SaveIndex(name string, b []byte) error
+}
+
+// RangeReader is an optional interface of a File: ReadRange reads p at off
+// straight from the origin, storing nothing, like io.ReaderAt. An archive
+// directory uses it while listing a zip or a tar for the small reads the
+// cache does not hold yet (a tar header every member), which would
+// otherwise each fetch a whole cache block and set off read-ahead.
+type RangeReader interface {
+	ReadRange(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// maxDirectRead is the largest listing read sent through a RangeReader.
+const maxDirectRead = 64 << 10
+
+// CacheFileOf returns the cache.File that a File made by CacheFile shows.
+func CacheFileOf(f File) (*cache.File, bool) {
+	c, ok := f.(*cacheFile)
+	if !ok {
+		return nil, false
+	}
+	return c.f, true
+}
+
+// ArchiveKind reports the archive format a file name stands for: ".zip",
+// ".tar", ".tar.gz" and ".tgz", in any case; 0 for any other name.
+func ArchiveKind(name string) archive.Kind {
+	n := strings.ToLower(name)
+	switch {
+	case strings.HasSuffix(n, ".zip"):
+		return archive.Zip
+	case strings.HasSuffix(n, ".tar"):
+		return archive.Tar
+	case strings.HasSuffix(n, ".tar.gz"), strings.HasSuffix(n, ".tgz"):
+		return archive.TarGz
+	}
+	return 0
+}
+
+// WithArchives returns d with every file whose name is an archive's
+// (ArchiveKind) shown as a directory of the same name holding its
+// members, in d and in every directory below it.
+func WithArchives(d Dir, o ArchiveOptions) Dir {
+	o = o.withDefaults()
+	return &archivesDir{d: d, o: o, kids: map[string]archivesKid{}}
+}
+
+// ArchiveEntry returns e with an archive file made the directory of its
+// members, and a directory made to do the same below it (WithArchives);
+// any other entry is returned as it is.
+func ArchiveEntry(e Entry, o ArchiveOptions) Entry {
+	switch {
+	case e.Dir != nil:
+		e.Dir = WithArchives(e.Dir, o)
+	case e.File != nil:
+		if k := ArchiveKind(e.Name); k != 0 {
+			e.Dir, e.File = ArchiveDir(e.File, e.Name, k, o), nil
+		}
+	}
+	return e
+}
+
+func (o ArchiveOptions) withDefaults() ArchiveOptions {
+	if o.OpTimeout <= 0 {
+		o.OpTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = discardLogger
+	}
+	o.Limits = archiveLimits(o.Limits)
+	return o
+}
+
+// archiveLimits fills what the caller left zero with rangefs's defaults:
+// tighter than the archive package's, so that a mount stays small (a
+// central directory of 16 MiB is about 130,000 members; 256 checkpoints
+// are 8 MiB of windows).
+func archiveLimits(l archive.Limits) archive.Limits {
+	if l.MaxDirectoryBytes <= 0 {
+		l.MaxDirectoryBytes = 16 << 20
+	}
+	if l.MaxCheckpoints <= 1 {
+		l.MaxCheckpoints = 256
+	}
+	return l
+}
+
+// archivesDir is a Dir whose archive files are shown as directories. It
+// keeps the nodes it made, so a refresh that lists the same archive (same
+// Version) keeps its opened listing.
+type archivesDir struct {
+	d Dir
+	o ArchiveOptions
+
+	mu   sync.Mutex
+	kids map[string]archivesKid // by name. Protects: kids.
+}
+
+type archivesKid struct {
+	version string // of an archive file; "" for a directory
+	dir     Dir
+}
+
+var _ Dir = (*archivesDir)(nil)
+
+func (w *archivesDir) Mtime() time.Time { return w.d.Mtime() }
+
+func (w *archivesDir) List(ctx context.Context) ([]Entry, error) {
+	es, err := w.d.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, len(es))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen := make(map[string]bool, len(es))
+	for i, e := range es {
+		out[i] = e
+		switch {
+		case e.Dir != nil:
+			k, ok := w.kids[e.Name]
+			if !ok || k.version != "" {
+				k = archivesKid{dir: WithArchives(e.Dir, w.o)}
+			}
+			w.kids[e.Name] = k
+			out[i].Dir = k.dir
+			seen[e.Name] = true
+		case e.File != nil && ArchiveKind(e.Name) != 0:
+			v := e.File.Version()
+			k, ok := w.kids[e.Name]
+			if !ok || k.version != v {
+				k = archivesKid{version: v, dir: ArchiveDir(e.File, e.Name, ArchiveKind(e.Name), w.o)}
+			}
+			w.kids[e.Name] = k
+			out[i].Dir, out[i].File = k.dir, nil
+			seen[e.Name] = true
+		}
+	}
+	for name := range w.kids {
+		if !seen[name] {
+			delete(w.kids, name)
+		}
+	}
+	return out, nil
+}
+
+// ArchiveDir shows the archive f, of the given kind, as the directory of
+// its members. The archive is opened (its listing read, or loaded from f's
+// IndexStore) on the first listing; a failed open is tried again at the
+// next. name is for logs.
+func ArchiveDir(f File, name string, kind archive.Kind, o ArchiveOptions) Dir {
+	o = o.withDefaults()
+	return &archiveDir{f: f, name: name, kind: kind, o: o}
+}
+
+// archiveDir is the root of one archive. Its opened state is set once,
+// under mu, and read-only afterwards.
+type archiveDir struct {
+	f    File
+	name string
+	kind archive.Kind
+	o    ArchiveOptions
+
+	mu sync.Mutex // held while opening. Protects: a, r.
+	a  *archive.Archive
+	r  Reader // the archive's Reader for listing and inflating
+
+	hidden atomic.Bool // a listing hid a symlink or special file (logged once)
+}
+
+var _ Dir = (*archiveDir)(nil)
+
+func (d *archiveDir) Mtime() time.Time { return d.f.Attr().Mtime }
+
+func (d *archiveDir) List(ctx context.Context) ([]Entry, error) {
+	a, err := d.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.entries(a, "")
+}
+
+// open returns the opened archive, opening it on first use. ctx bounds
+// the open, and is also the life of the archive's Reader (the tree's
+// background context, which ends at unmount).
+func (d *archiveDir) open(ctx context.Context) (*archive.Archive, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.a != nil {
+		return d.a, nil
+	}
+	size, err := d.size(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("archive %s: %w", d.name, err)
+	}
+	r, err := d.f.Open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("archive %s: %w", d.name, err)
+	}
+	ra := &ctxReaderAt{r: r, ctx: ctx, timeout: d.o.OpTimeout}
+	if rr, ok := d.f.(RangeReader); ok && d.kind != archive.TarGz {
+		// A tar.gz pass reads everything once: through the cache, with
+		// read-ahead, so that member reads find it there.
+		ra.direct = rr
+	}
+	a, err := d.load(ctx, ra, size, d.indexVersion(size))
+	ra.listed.Store(true)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	d.a, d.r = a, r
+	return a, nil
+}
+
+func (d *archiveDir) size(ctx context.Context) (int64, error) {
+	if at := d.f.Attr(); at.Exact {
+		return at.Size, nil
+	}
+	at, err := d.f.Stat(ctx)
+	return at.Size, err
+}
+
+// load reads the archive's listing: from the IndexStore when it holds
+// one for this version, else from the archive, saving it afterwards when
+// it is complete.
+func (d *archiveDir) load(ctx context.Context, ra io.ReaderAt, size int64, version string) (*archive.Archive, error) {
+	store, _ := d.f.(IndexStore)
+	if store != nil {
+		if a, err := d.loadIndex(store, version, ra, size); err == nil {
+			return a, nil
+		} else if !errors.Is(err, iofs.ErrNotExist) {
+			d.o.Logger.Warn("archive: the saved index is not usable; listing the archive again", "archive", d.name, "err", err)
+		}
+	}
+	var a *archive.Archive
+	var err error
+	switch d.kind {
+	case archive.Zip:
+		a, err = archive.OpenZip(ra, size, d.o.Limits)
+	case archive.Tar:
+		a, err = archive.OpenTar(ra, size, d.o.Limits)
+	case archive.TarGz:
+		// The pass runs in the background until done or ctx ends (unmount).
+		a = archive.IndexTarGz(ctx, ra, size, d.o.Limits)
+		start := time.Now()
+		select {
+		case <-a.Done():
+		case <-ctx.Done():
+			return nil, fmt.Errorf("archive %s: indexing interrupted: %w", d.name, ctx.Err())
+		}
+		done, _ := a.Progress()
+		d.o.Logger.Info("archive: indexed", "archive", d.name, "members", a.Len(), "bytes", done, "took", time.Since(start).Round(time.Millisecond))
+	default:
+		err = fmt.Errorf("unknown archive kind %v", d.kind)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("archive %s: %w", d.name, err)
+	}
+	if lerr := a.Err(); lerr != nil {
+		if !isArchiveError(lerr) {
+			// The archive could not be read (network, timeout): list it
+			// again next time rather than keep a short listing.
+			return nil, fmt.Errorf("archive %s: listing stopped: %w", d.name, lerr)
+		}
+		d.o.Logger.Warn("archive: damaged or unsafe parts left out of the listing", "archive", d.name, "members", a.Len(), "err", lerr)
+		return a, nil
+	}
+	if store != nil {
+		if b, err := a.MarshalBinary(); err != nil {
+			d.o.Logger.Warn("archive: cannot save the index", "archive", d.name, "err", err)
+		} else if err := store.SaveIndex(d.kind.String(), versioned(version, b)); err != nil {
+			d.o.Logger.Warn("archive: cannot save the index", "archive", d.name, "err", err)
+		}
+	}
+	return a, nil
+}
+
+// indexVersion names the version of the archive an index describes: the
+// File's Version and, once it is open, the validators of its local copy
+// (a listing's Version may lack them, an index page's for one).
+func (d *archiveDir) indexVersion(size int64) string {
+	st := d.f.Stats()
+	return d.f.Version() + "\x00" + st.ETag + "\x00" + st.LastModified + "\x00" + strconv.FormatInt(size, 10)
+}
+
+// isArchiveError reports whether every error in err says something about
+// the archive itself, rather than about reading it.
+func isArchiveError(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !isArchiveError(e) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, e := range []error{archive.ErrFormat, archive.ErrChecksum, archive.ErrOverlap,
+		archive.ErrLimit, archive.ErrUnsafeName, archive.ErrUnsupported} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	// "and N more problems" joins only problems, which are about the archive.
+	return strings.HasPrefix(err.Error(), "and ") && strings.HasSuffix(err.Error(), " more problems")
+}
+
+// versioned prefixes an index with the File version it describes, so that
+// an index kept for an older version of the object is never used.
+func versioned(version string, b []byte) []byte {
+	out := binary.AppendUvarint(nil, uint64(len(version)))
+	out = append(out, version...)
+	return append(out, b...)
+}
+
+func (d *archiveDir) loadIndex(store IndexStore, version string, ra io.ReaderAt, size int64) (*archive.Archive, error) {
+	b, err := store.LoadIndex(d.kind.String())
+	if err != nil {
+		return nil, err
+	}
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return nil, errors.New("no version header")
+	}
+	if string(b[k:k+int(n)]) != version {
+		return nil, fmt.Errorf("%w: the index is of another version of the archive", iofs.ErrNotExist)
+	}
+	a, err := archive.LoadIndex(ra, size, b[k+int(n):], d.o.Limits)
+	if err != nil {
+		return nil, err
+	}
+	if a.Kind() != d.kind {
+		return nil, fmt.Errorf("the index is of a %v archive", a.Kind())
+	}
+	return a, nil
+}
+
+// entries makes the nodes of the archive directory dir ("" is the root).
+func (d *archiveDir) entries(a *archive.Archive, dir string) ([]Entry, error) {
+	es, err := a.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(es))
+	hidden := 0
+	for _, e := range es {
+		base := path.Base(e.Name)
+		switch {
+		case e.IsDir():
+			out = append(out, Entry{Name: base, Dir: &memberDir{d: d, a: a, name: e.Name, mtime: e.ModTime}})
+		case e.Mode.Type() == 0:
+			out = append(out, Entry{Name: base, File: &memberFile{d: d, a: a, e: e}})
+		default:
+			hidden++
+		}
+	}
+	if hidden > 0 && !d.hidden.Swap(true) {
+		d.o.Logger.Warn("archive: symlinks and special files are not shown (first seen in this directory)",
+			"archive", d.name, "dir", "/"+dir, "hidden", hidden)
+	}
+	return out, nil
+}
+
+// memberDir is a directory inside an archive.
+type memberDir struct {
+	d     *archiveDir
+	a     *archive.Archive
+	name  string
+	mtime time.Time
+}
+
+var _ Dir = (*memberDir)(nil)
+
+func (m *memberDir) List(context.Context) ([]Entry, error) { return m.d.entries(m.a, m.name) }
+func (m *memberDir) Mtime() time.Time                      { return m.mtime }
+
+// memberFile is a regular member of an archive.
+type memberFile struct {
+	d *archiveDir
+	a *archive.Archive
+	e archive.Entry
+}
+
+var _ File = (*memberFile)(nil)
+
+func (m *memberFile) Attr() Attr {
+	return Attr{Size: m.e.Size, Mtime: m.e.ModTime, Exact: true}
+}
+
+func (m *memberFile) Stat(context.Context) (Attr, error) { return m.Attr(), nil }
+
+func (m *memberFile) Stats() Stats {
+	st := m.d.f.Stats()
+	return Stats{URL: st.URL, ETag: st.ETag, LastModified: st.LastModified, Size: m.e.Size,
+		More: []Xattr{{Name: "archive_member", Value: m.e.Name}}}
+}
+
+func (m *memberFile) Version() string { return m.d.f.Version() + m.versionSuffix() }
+
+// versionSuffix names the member within a version of its archive.
+func (m *memberFile) versionSuffix() string {
+	return "\x00" + m.e.Name + "\x00" + strconv.FormatInt(m.e.Size, 10)
+}
+
+// Open reads the member's header when it must (a zip's local header, once
+// per member), then serves a stored member as a range of its own Reader of
+// the archive and any other through an inflating archive.Reader.
+func (m *memberFile) Open(ctx context.Context) (Reader, error) {
+	ar, err := m.a.Open(m.e.Name)
+	if err != nil {
+		return nil, err
+	}
+	e := ar.Entry()
+	off, ok := e.Span()
+	if !ok || m.d.kind == archive.TarGz {
+		// A tar.gz member's Span is an offset in the decompressed
+		// stream, not in the archive (archive.Entry.Span reports ok for
+		// it, against its doc): it is always inflated.
+		return &inflateReader{ar: ar, version: m.d.r.Version() + m.versionSuffix()}, nil
+	}
+	ar.Close()
+	r, err := m.d.f.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	crc, hasCRC := e.CRC32()
+	return &spanReader{r: r, base: off, size: e.Size, want: crc, hasCRC: hasCRC, version: r.Version() + m.versionSuffix()}, nil
+}
+
+// spanReader serves a stored member, the bytes [base, base+size) of the
+// archive, through a Reader of the archive of its own (its sequential
+// detector drives read-ahead as for a plain file). A handle that reads the
+// member from start to end in order has its CRC-32 checked, when the
+// archive records one: the read that reaches the end fails on a mismatch,
+// and so does every later read.
+type spanReader struct {
+	r          Reader
+	base, size int64
+	want       uint32
+	hasCRC     bool
+	version    string
+
+	mu     sync.Mutex // Protects: crcPos, crc, bad.
+	crcPos int64      // the CRC covers [0, crcPos)
+	crc    uint32
+	bad    error
+}
+
+func (s *spanReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%w: negative offset", iofs.ErrInvalid)
+	}
+	if off >= s.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), s.size-off)
+	got, err := s.r.ReadAt(ctx, p[:n], s.base+off)
+	if int64(got) < n {
+		if err == nil || err == io.EOF {
+			err = fmt.Errorf("%w: member data cut short at %d of %d bytes", archive.ErrFormat, off+int64(got), s.size)
+		}
+		return got, err
+	}
+	if s.hasCRC {
+		if err := s.track(p[:n], off); err != nil {
+			return 0, err
+		}
+	}
+	if n < int64(len(p)) {
+		return int(n), io.EOF
+	}
+	return int(n), nil
+}
+
+func (s *spanReader) track(p []byte, off int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bad != nil {
+		return s.bad
+	}
+	end := off + int64(len(p))
+	if off > s.crcPos || end <= s.crcPos {
+		return nil
+	}
+	s.crc = crc32.Update(s.crc, crc32.IEEETable, p[s.crcPos-off:])
+	s.crcPos = end
+	if s.crcPos == s.size && s.crc != s.want {
+		s.bad = fmt.Errorf("%w: CRC-32 %08x, the archive says %08x", archive.ErrChecksum, s.crc, s.want)
+		return s.bad
+	}
+	return nil
+}
+
+func (s *spanReader) PassthroughPath() string { return "" }
+func (s *spanReader) Version() string         { return s.version }
+func (s *spanReader) Close() error            { return s.r.Close() }
+
+// inflateReader serves a compressed member (deflated zip, tar.gz) through
+// an archive.Reader, which reads the archive through the archive
+// directory's Reader; each of those reads is bounded by OpTimeout.
+type inflateReader struct {
+	ar      *archive.Reader
+	version string
+}
+
+func (z *inflateReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if err := ctx.Err(); err != nil {
+		// Nothing is at hand without inflating, which may wait.
+		return 0, err
+	}
+	return z.ar.ReadAt(p, off)
+}
+
+func (z *inflateReader) PassthroughPath() string { return "" }
+func (z *inflateReader) Version() string         { return z.version }
+func (z *inflateReader) Close() error            { return z.ar.Close() }
+
+// ctxReaderAt is a Reader as an io.ReaderAt for the archive package: each
+// read gets its own deadline, timeout after it starts, within ctx.
+//
+// Until listed is set, a small read the cache cannot answer at once goes
+// to direct, when there is one.
+type ctxReaderAt struct {
+	r       Reader
+	ctx     context.Context
+	timeout time.Duration
+	direct  RangeReader
+	listed  atomic.Bool
+}
+
+func (c *ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
+	defer cancel()
+	if c.direct != nil && !c.listed.Load() && len(p) <= maxDirectRead {
+		now, cancelNow := context.WithDeadline(ctx, time.Now())
+		n, err := c.r.ReadAt(now, p, off)
+		cancelNow()
+		if n == len(p) || err == io.EOF {
+			return n, err
+		}
+		return c.direct.ReadRange(ctx, p, off)
+	}
+	n, err := c.r.ReadAt(ctx, p, off)
+	if err != nil && err != io.EOF && errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("reading the archive at %d timed out after %v: %w", off, c.timeout, err)
+	}
+	return n, err
+}
