@@ -75,7 +75,13 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 	// Readiness is read from the kernel's mount table, never by touching
 	// the mount: a thread of this process waiting on its own mount when the
 	// process is killed would wait for ever (the daemon cannot answer).
-	before, err := mountIDs(c.Mountpoint)
+	// The mount point's real path is resolved now, before the mount:
+	// resolving it later would stat the mount itself.
+	where, err := resolvedPath(c.Mountpoint)
+	if err != nil {
+		return err
+	}
+	before, err := mountIDs(where)
 	if err != nil {
 		return err
 	}
@@ -107,7 +113,7 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 			if ready {
 				continue
 			}
-			if now, err := mountIDs(c.Mountpoint); err != nil || !newMount(before, now) {
+			if now, err := mountIDs(where); err != nil || !newMount(before, now) {
 				continue
 			}
 			ready = true
@@ -149,16 +155,23 @@ func checkMountpointEmpty(dir string, allow bool) error {
 	return nil
 }
 
-// mountIDs lists the mount IDs of the FUSE mounts at dir, from
-// /proc/self/mountinfo.
-func mountIDs(dir string) (map[string]bool, error) {
+// resolvedPath is dir made absolute with its symlinks resolved, as
+// mountinfo names mount points. It stats every part of dir: never call it
+// on a mount of this process.
+func resolvedPath(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	if r, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = r
 	}
+	return abs, nil
+}
+
+// mountIDs lists the mount IDs of the FUSE mounts at abs (a path from
+// resolvedPath), from /proc/self/mountinfo; it touches no mount.
+func mountIDs(abs string) (map[string]bool, error) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
