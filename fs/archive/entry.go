@@ -68,6 +68,7 @@ type placement struct {
 	hasCRC   bool
 	rawName  string // zip: the central directory's name when it differs from Name
 	sparse   bool   // tar: GNU sparse member, read through archive/tar
+	inStream bool   // tar.gz: the offsets are in the decompressed stream, not the archive
 	zipFlags uint16
 }
 
@@ -89,7 +90,7 @@ func (e *Entry) IsDir() bool { return e.Mode.IsDir() }
 // returns ok=false for compressed members, tar.gz members, and zip members
 // whose local header has not been read yet (Open reads it).
 func (e *Entry) Span() (off int64, ok bool) {
-	if e.data.method != methodStored || e.data.dataOff < 0 || e.data.sparse || e.Mode.Type() != 0 {
+	if e.data.method != methodStored || e.data.dataOff < 0 || e.data.sparse || e.data.inStream || e.Mode.Type() != 0 {
 		return 0, false
 	}
 	return e.data.dataOff, true

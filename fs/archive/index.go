@@ -181,6 +181,7 @@ func (a *Archive) decodeIndex(rd *indexReader) error {
 		e.data.crc = uint32(rd.uvarint())
 		e.data.rawName = rd.str(maxNameLen)
 		e.data.zipFlags = uint16(rd.uvarint())
+		e.data.inStream = a.kind == TarGz
 		if rd.err != nil {
 			break
 		}

@@ -125,7 +125,7 @@ func (a *Archive) tarEntry(hdr *tar.Header, hdrOff, dataOff int64) (*Entry, erro
 		return nil, nil
 	}
 	e := &Entry{Name: name, Mode: fs.FileMode(hdr.Mode) & 0o777, ModTime: hdr.ModTime}
-	e.data = placement{hdrOff: hdrOff, dataOff: dataOff}
+	e.data = placement{hdrOff: hdrOff, dataOff: dataOff, inStream: a.kind == TarGz}
 	switch hdr.Typeflag {
 	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
 		if dir { // old tars mark directories only by the slash

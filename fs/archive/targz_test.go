@@ -59,6 +59,24 @@ func TestTarGzMatchesRealTools(t *testing.T) {
 				t.Fatalf("%d checkpoints, want several", ncp)
 			}
 			equalLists(t, "listing vs tar tf", listedNames(a), toolListing(t, run(t, "", "tar", "tzf", tp)))
+			// A tar.gz member is never a plain range of the archive: its
+			// offsets are in the decompressed stream.
+			for _, e := range a.Entries() {
+				if _, ok := e.Span(); ok {
+					t.Fatalf("tar.gz member %q offers a plain span of the archive", e.Name)
+				}
+			}
+			if ix, err := a.MarshalBinary(); err != nil {
+				t.Fatal(err)
+			} else if re, err := LoadIndex(f, size, ix, Limits{}); err != nil {
+				t.Fatal(err)
+			} else {
+				for _, e := range re.Entries() {
+					if _, ok := e.Span(); ok {
+						t.Fatalf("tar.gz member %q offers a plain span after LoadIndex", e.Name)
+					}
+				}
+			}
 			out := t.TempDir()
 			run(t, out, "tar", "-xzf", tp)
 			// Every member once; under -race inflating is slow, so the other
