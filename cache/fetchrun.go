@@ -67,6 +67,25 @@ func (s *scheduler) fetchRun(ctx context.Context, r *run, first int64, release f
 		w.part = true
 		if err = fetch(w); err == nil {
 			if w.off == w.end {
+				// Once block fetches have brought every block of the
+				// chunk, it is recorded like a chunk fetched whole: a file
+				// read to its end by small reads is cached, not fetched
+				// again. The record's checksums are taken from the data
+				// file, which the committer syncs before it commits.
+				s.mu.Lock()
+				whole := s.tab.blocksPresent(first, 0, s.lay.blocks(first))
+				s.mu.Unlock()
+				if whole {
+					if rec, rerr := s.recordFromData(first); rerr == nil {
+						s.mu.Lock()
+						wrote := s.tab.wrote(first)
+						s.mu.Unlock()
+						if wrote {
+							s.st.com.add(first, rec)
+							return nil
+						}
+					}
+				}
 				s.mu.Lock()
 				s.tab.endPart(first)
 				s.mu.Unlock()
@@ -353,4 +372,19 @@ func (s *scheduler) directErr(err error) error {
 		return ErrClosed
 	}
 	return err
+}
+
+// recordFromData is chunk i's index record (one CRC-32C per block) computed
+// from the bytes in the data file.
+func (s *scheduler) recordFromData(i int64) ([]byte, error) {
+	nb := s.lay.blocks(i)
+	rec := make([]byte, 0, 4*nb)
+	for b := range nb {
+		c, err := s.st.blockCRC(i, b)
+		if err != nil {
+			return nil, err
+		}
+		rec = binary.BigEndian.AppendUint32(rec, c)
+	}
+	return rec, nil
 }
