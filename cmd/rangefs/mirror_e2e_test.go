@@ -264,10 +264,12 @@ func TestGetMetalinkFlagWithURL(t *testing.T) {
 // mirror serving other bytes cannot be caught; --mirror with two files is a usage error.
 func TestMountMirrorWarnsOnce(t *testing.T) {
 	needFUSE(t)
-	a, p := patternServer(t, 4<<20+3, 69)
-	b, _ := patternServer(t, 4<<20+3, 69)
+	a, p := patternServer(t, 16<<20+3, 69)
+	b, _ := patternServer(t, 16<<20+3, 69)
 	mnt := t.TempDir()
-	m := startMount(t, "file", "--cache-dir", t.TempDir(), "--mirror", b.URL(), a.URL(), mnt)
+	// One connection per mirror: a second request in flight (read-ahead,
+	// prefetch) finds the first mirror busy and must use the other.
+	m := startMount(t, "file", "--cache-dir", t.TempDir(), "-j", "1", "--mirror", b.URL(), a.URL(), mnt)
 	got, err := os.ReadFile(filepath.Join(mnt, "file"))
 	if err != nil {
 		t.Fatal(err)
