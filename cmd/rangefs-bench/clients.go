@@ -396,8 +396,10 @@ func copyFile(from, to string) error {
 	return out.Close()
 }
 
-// mountClientFile is bench.mountURL for a file other than the test file: it starts mt on
-// a fresh mountpoint and waits, bounded by --mount-timeout, until name shows size bytes.
+// mountClientFile starts mt on a fresh mountpoint for URL u and waits, bounded by
+// --mount-timeout, until name shows size bytes (bench.mountURL uses it for the test
+// file). The mountpoint is registered with the supervisor before the daemon starts, so
+// cleanup covers a mount that half-happened.
 func (b *bench) mountClientFile(mt mountTool, id, cache, u, name string, size int64, noPrefetch bool) (*mounted, error) {
 	mnt, err := b.freshDir("mnt", id)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -42,41 +41,7 @@ func (b *bench) mount(mt mountTool, name, cache string, noPrefetch, direct bool)
 
 // mountURL is mount of any URL that shows the test file (the fleet mounts the slice cache).
 func (b *bench) mountURL(mt mountTool, name, cache, url string, noPrefetch bool) (*mounted, error) {
-	mnt, err := b.freshDir("mnt", name)
-	if err != nil {
-		return nil, err
-	}
-	argv := b.fixArgv(mt.argv(url, mnt, cache, noPrefetch))
-	b.sup.addMount(mnt)
-	c, err := b.sup.start(name, argv, b.work, b.logPath(name))
-	if err != nil {
-		b.sup.unmount(mnt, nil)
-		return nil, err
-	}
-	m := &mounted{dir: mnt, file: filepath.Join(mnt, b.data.name), d: c}
-	deadline := time.Now().Add(b.cfg.mountTimeout)
-	last := "no stat yet"
-	for {
-		if c.exited() {
-			b.unmount(m)
-			return nil, fmt.Errorf("exited before its file appeared: %s", c.failure())
-		}
-		fi, err := statWithin(m.file, time.Until(deadline))
-		switch {
-		case err != nil:
-			last = err.Error()
-		case fi.Size() != b.data.size:
-			last = fmt.Sprintf("file shows size %d, want %d", fi.Size(), b.data.size)
-		default:
-			m.ready = time.Since(c.started)
-			return m, nil
-		}
-		if time.Now().After(deadline) {
-			b.unmount(m)
-			return nil, fmt.Errorf("file did not appear within %v (%s)", b.cfg.mountTimeout, last)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	return b.mountClientFile(mt, name, cache, url, b.data.name, b.data.size, noPrefetch)
 }
 
 // unmount takes m down and waits for its daemon (bounded), then removes the empty
