@@ -8,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -214,37 +212,14 @@ func isMountPoint(dir string) bool { return mountDevice(dir) != "" }
 // mountDevice returns the "major:minor" of the newest mount at dir, from
 // /proc/self/mountinfo, or "" when nothing is mounted there.
 func mountDevice(dir string) string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
+	ms, _ := Mounts()
 	dev := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		// Field 3 is the device, field 5 the mount point, with space,
-		// tab, newline and backslash escaped as octal.
-		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == dir {
-			dev = f[2]
+	for _, m := range ms {
+		if m.Point == dir {
+			dev = m.Device
 		}
 	}
 	return dev
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func lazyUnmount(dir string) error {

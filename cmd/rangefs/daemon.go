@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"rangefs/cache"
+	"rangefs/fs"
 )
 
 // daemonFDEnv tells a background child which descriptor reaches its parent.
@@ -172,20 +173,14 @@ func resolvedPath(dir string) (string, error) {
 // mountIDs lists the mount IDs of the FUSE mounts at abs (a path from
 // resolvedPath), from /proc/self/mountinfo; it touches no mount.
 func mountIDs(abs string) (map[string]bool, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := fs.Mounts()
 	if err != nil {
 		return nil, err
 	}
 	ids := map[string]bool{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 || unescapeMountinfo(f[4]) != abs {
-			continue
-		}
-		for i, x := range f {
-			if x == "-" && i+1 < len(f) && strings.HasPrefix(f[i+1], "fuse") {
-				ids[f[0]] = true
-			}
+	for _, m := range ms {
+		if m.Point == abs && strings.HasPrefix(m.FSType, "fuse") {
+			ids[m.ID] = true
 		}
 	}
 	return ids, nil
@@ -401,33 +396,14 @@ func unmount(dir string, lazy bool, wait time.Duration) error {
 
 // isMountPoint reads /proc/self/mountinfo for a mount at dir (absolute).
 func isMountPoint(dir string) (bool, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := fs.Mounts()
 	if err != nil {
 		return false, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == dir {
+	for _, m := range ms {
+		if m.Point == dir {
 			return true, nil
 		}
 	}
 	return false, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
