@@ -234,7 +234,9 @@ func TestGetMetalinkFlagWithURL(t *testing.T) {
 	dir := t.TempDir()
 	meta := filepath.Join(dir, "f.meta4")
 	writeMeta4(t, meta, "named.bin", p, piece, b.URL())
-	r := rangefs(t, dir, "get", "-q", "--metalink", meta, a.URL())
+	// One connection per mirror: while the first chunk is in flight on one, the
+	// next must go to the other (with more, weighted chance may pick one for all).
+	r := rangefs(t, dir, "get", "-q", "-j", "1", "--metalink", meta, a.URL())
 	if r.code != exitOK || fileSHA256(t, filepath.Join(dir, "named.bin")) != p.SHA256() {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}

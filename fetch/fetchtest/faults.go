@@ -84,7 +84,8 @@ type Fault struct {
 	// RangedOnly limits the fault to requests with a Range header.
 	RangedOnly bool
 	// After, if set, runs in the handler goroutine once the faulty answer is done (e.g. to
-	// swap the content between a broken attempt and its retry).
+	// swap the content between a broken attempt and its retry). A cut connection (ShortBody,
+	// Reset) runs it before the close, so a retry cannot arrive before it has run.
 	After func()
 }
 
@@ -200,8 +201,17 @@ type faultWriter struct {
 	code        int
 	sent        int64
 	gz          *gzip.Writer
-	bodyOff     int64 // file offset of the first body byte (Corrupt)
-	dead        bool  // connection hijacked or abandoned: drop further writes
+	bodyOff     int64  // file offset of the first body byte (Corrupt)
+	dead        bool   // connection hijacked or abandoned: drop further writes
+	after       func() // the fault's After, until it has run
+}
+
+// runAfter runs the fault's After hook, once.
+func (fw *faultWriter) runAfter() {
+	if f := fw.after; f != nil {
+		fw.after = nil
+		f()
+	}
 }
 
 func (fw *faultWriter) Header() http.Header { return fw.rw.Header() }
@@ -344,6 +354,7 @@ func (fw *faultWriter) cut(kind FaultKind) {
 	if err != nil {
 		return
 	}
+	fw.runAfter() // before the client can see the cut and retry
 	if kind == Reset {
 		if tc := tcpConn(conn); tc != nil {
 			_ = tc.SetLinger(0) // close sends RST instead of FIN

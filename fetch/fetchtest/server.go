@@ -391,7 +391,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fw := &faultWriter{rw: w, s: s, r: r, b: b}
 	defer func() { s.end(fw.sent) }()
 	if flt != nil && flt.After != nil {
-		defer flt.After()
+		fw.after = flt.After
+		defer fw.runAfter()
 	}
 
 	if rd != nil {
