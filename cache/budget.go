@@ -325,7 +325,10 @@ func (b *Budget) evictLocked(need int64, closed []closedObject) int64 {
 		f.mu.Lock()
 		if fb.pinAll == 0 {
 			for i := range f.lay.chunks {
-				if !fb.charged.get(i) || !f.tab.present.get(i) || f.tab.flights[i] != nil || f.tab.pins[i] > 0 {
+				// Charged and not in flight: recorded, or fetched in part
+				// (some blocks in the data file, no record), or left by a
+				// failed fetch. The whole chunk is charged in every case.
+				if !fb.charged.get(i) || f.tab.flights[i] != nil || f.tab.pins[i] > 0 {
 					continue
 				}
 				u := fb.use[i]
@@ -586,14 +589,19 @@ func (fb *fileBudget) touchLocked(first, end int64) {
 	now := nowStamp()
 	fb.lastUse = now
 	for i := first; i < end; i++ {
-		if !fb.f.tab.servable(i) && !fb.f.tab.present.get(i) {
+		if !fb.charged.get(i) {
+			// Not on disk yet: its charge will stamp it.
+			continue
+		}
+		if fb.f.tab.flights[i] != nil && !fb.f.tab.servable(i) && !fb.f.tab.present.get(i) {
 			// In flight. Fetched ahead (charged unread), this read is
 			// its first; fetched for this read, its charge stamps it.
-			if fb.charged.get(i) && fb.use[i]&useUnread != 0 {
+			if fb.use[i]&useUnread != 0 {
 				fb.use[i] = now
 			}
 			continue
 		}
+		// Recorded, or fetched in part (its blocks count as one chunk).
 		u := fb.use[i]
 		switch {
 		case u&useUnread != 0:

@@ -66,8 +66,13 @@ func newBudgetT(t testing.TB, root string, o BudgetOptions) *Budget {
 
 func openUnder(t testing.TB, b *Budget, name string, size int64, o Options) (*File, *fakeSource) {
 	t.Helper()
-	src := newFake(size)
-	m := testMeta(size)
+	return openUnderMeta(t, b, name, testMeta(size), o)
+}
+
+// openUnderMeta is openUnder for an object described by m.
+func openUnderMeta(t testing.TB, b *Budget, name string, m Meta, o Options) (*File, *fakeSource) {
+	t.Helper()
+	src := newFake(m.Size)
 	m.URL = "https://example.test/" + name
 	o.Budget, o.Root = b, b.Root()
 	return openT(t, filepath.Join(b.Root(), name), m, src, o), src
@@ -299,5 +304,67 @@ func TestBudgetUsePersists(t *testing.T) {
 	a2.mu.Unlock()
 	if u&useHot == 0 {
 		t.Fatalf("chunk 3's use %#x lost its protection across a reopen", u)
+	}
+}
+
+// A cold chunk of an open file fetched only in part (small random reads
+// brought some of its 64 KiB blocks) is evicted like a full one when room is
+// needed: its blocks record goes first, then its hole is punched, and a
+// later read of those bytes fetches them again, right.
+func TestBudgetEvictsPartlyFetchedChunks(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	const chunk = 1 << 20
+	const limit = 4 * chunk
+	b := newBudgetT(t, root, BudgetOptions{MaxSize: limit, PromoteAfter: time.Hour})
+	a, asrc := openUnderMeta(t, b, "a", bigMeta(8*chunk), Options{})
+	r := a.NewReader()
+	buf := make([]byte, 4096)
+	readA := func(i int64) {
+		t.Helper()
+		off := i*chunk + 5*blockSize + 100
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, int64(len(buf)))) {
+			t.Fatalf("read of a's chunk %d: %v", i, err)
+		}
+	}
+	for i := range int64(4) {
+		readA(i)
+	}
+	settle(t, a)
+	if st := a.Stats(); st.Present != 0 {
+		t.Fatalf("a: %d chunks present, want none (fetched in part only)", st.Present)
+	}
+	calls := asrc.nCalls()
+	bf, _ := openUnderMeta(t, b, "b", bigMeta(8*chunk), Options{})
+	readAll(t, bf, chunk)
+	settle(t, bf)
+	a.mu.Lock()
+	var charged, partly int
+	for i := range int64(4) {
+		if a.bud.charged.get(i) {
+			charged++
+		}
+		if a.tab.blocks[i] != nil {
+			partly++
+		}
+	}
+	a.mu.Unlock()
+	if charged != 0 || partly != 0 {
+		t.Fatalf("after a read of b twice the cache: %d of a's 4 partly fetched chunks still charged, %d still recorded", charged, partly)
+	}
+	fi, err := os.Stat(filepath.Join(root, "a", dataName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blocks := fi.Sys().(*syscall.Stat_t).Blocks; blocks != 0 {
+		t.Fatalf("a's data file still holds %d sectors after its chunks were evicted", blocks)
+	}
+	if bf.Stats().Present == 0 {
+		t.Fatal("b cached nothing")
+	}
+	for i := range int64(4) {
+		readA(i)
+	}
+	if asrc.nCalls() == calls {
+		t.Fatal("a's evicted blocks were served without a fetch")
 	}
 }

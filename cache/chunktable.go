@@ -31,6 +31,8 @@ func (s chunkState) String() string {
 //	claimed   -drop->         missing    a block did not match (record deleted first)
 //	committed -beginEvict->   evicting   unpinned only (record deleted next,
 //	verified  -beginEvict->   evicting   then the hole punched)
+//	missing   -beginEvict->   evicting   fetched in part: its blocks record
+//	                                     dropped here, then the hole punched
 //	evicting  -finishEvict->  missing
 //
 // The states:
@@ -283,11 +285,14 @@ func (t *chunkTable) drop(i int64) bool {
 	return true
 }
 
-// beginEvict starts evicting chunk i (committed or verified, unpinned, not in
-// flight → evicting) and reports whether it may: the caller then deletes its
-// record, punches its hole and calls finishEvict.
+// beginEvict starts evicting chunk i (committed, verified, or missing with
+// some blocks in the data file; unpinned, not in flight → evicting) and
+// reports whether it may: the caller then deletes its record, punches its
+// hole and calls finishEvict. A chunk fetched in part has no record; its
+// blocks record (which makes those blocks servable) is dropped here, before
+// the hole is punched.
 func (t *chunkTable) beginEvict(i int64) bool {
-	if t.flights[i] != nil || !t.present.get(i) || t.pins[i] > 0 {
+	if t.flights[i] != nil || t.pins[i] > 0 {
 		return false
 	}
 	t.forget(i)
