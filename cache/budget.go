@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
@@ -55,6 +56,12 @@ type Budget struct {
 	noRoomLogged bool
 	closed       bool
 	evictions    int64
+
+	flushEvery time.Duration
+	flushKick  chan struct{} // a file has useFlushStamps unsaved stamps
+	flushStop  chan struct{} // closed by stopFlusher
+	flushDone  chan struct{} // closed when the flusher has returned
+	stopOnce   sync.Once
 }
 
 // BudgetOptions configure NewBudget.
@@ -68,6 +75,11 @@ type BudgetOptions struct {
 	// PromoteAfter is how long after its first read a chunk must be read
 	// again to be protected; default 2 s. Tests set it.
 	PromoteAfter time.Duration
+	// UseFlushEvery is how often the use stamps that changed are saved to
+	// the objects' indexes while they are open (and the ledger brought up
+	// to date); default 30 s. They are also saved once useFlushStamps of
+	// them changed, and all of them at each close. Tests shorten it.
+	UseFlushEvery time.Duration
 }
 
 const (
@@ -75,6 +87,10 @@ const (
 	// beyond its current chunk.
 	slabMax         = 8 << 20
 	defaultPromote  = 2 * time.Second
+	// Use stamps are saved every defaultUseFlush (BudgetOptions), or
+	// sooner once useFlushStamps of one file's changed.
+	defaultUseFlush = 30 * time.Second
+	useFlushStamps  = 1 << 16
 	useHot          = 1 << 31 // protected
 	useUnread       = 1 << 30 // fetched ahead, not read yet
 	useStampMask    = useUnread - 1
@@ -108,6 +124,10 @@ func NewBudget(root string, o BudgetOptions) (*Budget, error) {
 		pa = defaultPromote
 	}
 	b.promoteAfter = uint32(pa / time.Second)
+	b.flushEvery = o.UseFlushEvery
+	if b.flushEvery <= 0 {
+		b.flushEvery = defaultUseFlush
+	}
 	var nonce [6]byte
 	rand.Read(nonce[:])
 	b.me = strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(nonce[:])
@@ -133,7 +153,55 @@ func NewBudget(root string, o BudgetOptions) (*Budget, error) {
 		os.Remove(lf.Name())
 		return nil, err
 	}
+	b.flushKick = make(chan struct{}, 1)
+	b.flushStop = make(chan struct{})
+	b.flushDone = make(chan struct{})
+	go b.flusher()
 	return b, nil
+}
+
+// flusher saves the use stamps that changed, every flushEvery and when a
+// file has many unsaved ones (flushKick), so that a process killed without
+// a Close loses at most that much of its recency. On each tick it also
+// writes this process's numbers into the ledger.
+func (b *Budget) flusher() {
+	defer close(b.flushDone)
+	t := time.NewTicker(b.flushEvery)
+	defer t.Stop()
+	for {
+		tick := false
+		select {
+		case <-b.flushStop:
+			return
+		case <-b.flushKick:
+		case <-t.C:
+			tick = true
+		}
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return
+		}
+		fbs := make([]*fileBudget, 0, len(b.files))
+		for fb := range b.files {
+			fbs = append(fbs, fb)
+		}
+		if tick {
+			if err := withLedger(b.root, func(l *ledger) error { b.syncLocked(l); return nil }); err != nil {
+				b.log.Debug("cache budget: ledger update", "root", b.root, "err", err)
+			}
+		}
+		b.mu.Unlock()
+		for _, fb := range fbs {
+			fb.flushUse()
+		}
+	}
+}
+
+// stopFlusher stops the flusher and waits for it (b.mu not held).
+func (b *Budget) stopFlusher() {
+	b.stopOnce.Do(func() { close(b.flushStop) })
+	<-b.flushDone
 }
 
 // Root returns the cache root the budget bounds.
@@ -145,6 +213,7 @@ func (b *Budget) Limit() int64 { return b.max }
 // Close gives the process's unused reservation back and releases its lock.
 // Files using the Budget should be closed first.
 func (b *Budget) Close() error {
+	b.stopFlusher()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -436,6 +505,65 @@ type fileBudget struct {
 	use          []uint32 // stamp (seconds from useEpochSeconds) | useHot | useUnread
 	lastUse      uint32
 	pinAll       int
+	unsaved      bitset // chunks whose use changed since it was last saved
+	nUnsaved     int
+
+	// saveMu orders the flusher's saves with detach's: once gone is set
+	// (detach), the flusher writes nothing more to the index.
+	saveMu sync.Mutex
+	gone   bool
+}
+
+// stampLocked sets chunk i's use to u, to be saved with the next batch.
+// File.mu is held.
+func (fb *fileBudget) stampLocked(i int64, u uint32) {
+	if fb.use[i] == u {
+		return
+	}
+	fb.use[i] = u
+	if fb.unsaved.get(i) {
+		return
+	}
+	fb.unsaved.set(i)
+	if fb.nUnsaved++; fb.nUnsaved == useFlushStamps {
+		select {
+		case fb.b.flushKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// flushUse saves the use stamps that changed since the last save, in one
+// index commit.
+func (fb *fileBudget) flushUse() {
+	fb.saveMu.Lock()
+	defer fb.saveMu.Unlock()
+	f := fb.f
+	if fb.gone || f.st.degraded.Load() {
+		return
+	}
+	f.mu.Lock()
+	if fb.nUnsaved == 0 {
+		f.mu.Unlock()
+		return
+	}
+	is := make([]int64, 0, fb.nUnsaved)
+	us := make([]uint32, 0, fb.nUnsaved)
+	for w := range fb.unsaved {
+		for word := fb.unsaved[w].Load(); word != 0; word &= word - 1 {
+			i := int64(w)*64 + int64(bits.TrailingZeros64(word))
+			is = append(is, i)
+			us = append(us, fb.use[i])
+		}
+		fb.unsaved[w].Store(0)
+	}
+	fb.nUnsaved = 0
+	f.mu.Unlock()
+	if err := f.st.putUse(is, us); err != nil {
+		// Lost stamps only make eviction's order coarser; they are
+		// saved again at close.
+		f.log.Debug("cache budget: saving use stamps", "dir", f.st.dir, "err", err)
+	}
 }
 
 // attach registers f with b: its recorded chunks are charged, their use
@@ -446,7 +574,8 @@ func (b *Budget) attach(f *File, dir string, crashed bool) (*fileBudget, error) 
 	if filepath.Clean(filepath.Dir(dir)) != filepath.Clean(b.root) {
 		return nil, fmt.Errorf("cache budget: %s is not directly under the budget's root %s", dir, b.root)
 	}
-	fb := &fileBudget{b: b, f: f, name: filepath.Base(dir), charged: newBitset(f.lay.chunks), use: make([]uint32, f.lay.chunks)}
+	fb := &fileBudget{b: b, f: f, name: filepath.Base(dir), charged: newBitset(f.lay.chunks), use: make([]uint32, f.lay.chunks),
+		unsaved: newBitset(f.lay.chunks)}
 	if crashed {
 		for i := int64(0); i < f.lay.chunks; {
 			j := f.tab.present.nextClear(i, f.lay.chunks)
@@ -527,6 +656,9 @@ func (fb *fileBudget) detach() error {
 	}
 	use := slices.Clone(fb.use)
 	f.mu.Unlock()
+	fb.saveMu.Lock()
+	fb.gone = true
+	fb.saveMu.Unlock()
 	if !f.st.degraded.Load() {
 		errs = append(errs, f.st.saveUse(use, f.tab.present))
 	}
@@ -568,10 +700,11 @@ func (fb *fileBudget) charge(i int64) bool {
 		fb.chargedBytes += n
 		// Fetched for a reader serving it now: read once. Fetched ahead:
 		// not read yet (its first read does not count as a second).
-		fb.use[i] = now
+		u := now
 		if f.tab.pins[i] == 0 {
-			fb.use[i] |= useUnread
+			u |= useUnread
 		}
+		fb.stampLocked(i, u)
 	}
 	f.mu.Unlock()
 	if again {
@@ -597,7 +730,7 @@ func (fb *fileBudget) touchLocked(first, end int64) {
 			// In flight. Fetched ahead (charged unread), this read is
 			// its first; fetched for this read, its charge stamps it.
 			if fb.use[i]&useUnread != 0 {
-				fb.use[i] = now
+				fb.stampLocked(i, now)
 			}
 			continue
 		}
@@ -605,11 +738,11 @@ func (fb *fileBudget) touchLocked(first, end int64) {
 		u := fb.use[i]
 		switch {
 		case u&useUnread != 0:
-			fb.use[i] = now
+			fb.stampLocked(i, now)
 		case u&useHot != 0:
-			fb.use[i] = now | useHot
+			fb.stampLocked(i, now|useHot)
 		case now-u&useStampMask >= fb.b.promoteAfter:
-			fb.use[i] = now | useHot
+			fb.stampLocked(i, now|useHot)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"io/fs"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // allocated returns the bytes allocated under root, as du counts them.
@@ -366,5 +369,68 @@ func TestBudgetEvictsPartlyFetchedChunks(t *testing.T) {
 	}
 	if asrc.nCalls() == calls {
 		t.Fatal("a's evicted blocks were served without a fetch")
+	}
+}
+
+// storedUse reads chunk i's use stamp from f's index as it is on disk now
+// (0: none saved).
+func storedUse(t testing.TB, f *File, i int64) uint32 {
+	t.Helper()
+	var u uint32
+	err := f.st.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketUse); b != nil {
+			if v := b.Get(chunkKey(i)); len(v) == 4 {
+				u = binary.BigEndian.Uint32(v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// Use stamps are saved in batches while a file is open, so a process that
+// dies without closing it (here: its index and its budget's lock let go,
+// nothing saved, as at a SIGKILL) leaves the recency it had at the last
+// batch: a chunk read twice is still protected when the next process
+// opens the object.
+func TestBudgetUseSurvivesCrash(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	o := BudgetOptions{MaxSize: 8 << 20, PromoteAfter: time.Nanosecond, UseFlushEvery: 20 * time.Millisecond}
+	dead, err := NewBudget(root, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := openUnder(t, dead, "a", 1<<20, Options{})
+	for range 2 {
+		readChunk(t, a, 3)
+		settle(t, a) // a read during the fetch is the same access
+	}
+	a.mu.Lock()
+	hot := a.bud.use[3]&useHot != 0
+	a.mu.Unlock()
+	if !hot {
+		t.Fatal("chunk 3 read twice is not protected")
+	}
+	waitFor(t, "chunk 3's protection saved while open", func() bool { return storedUse(t, a, 3)&useHot != 0 })
+	// The crash: nothing more is written for a or its budget.
+	a.bud = nil
+	dead.mu.Lock()
+	clear(dead.files)
+	dead.closed = true
+	dead.mu.Unlock()
+	dead.stopFlusher()
+	a.st.db.Close()
+	dead.procLock.Close()
+
+	b := newBudgetT(t, root, o)
+	a2, _ := openUnder(t, b, "a", 1<<20, Options{})
+	a2.mu.Lock()
+	u := a2.bud.use[3]
+	a2.mu.Unlock()
+	if u&useHot == 0 {
+		t.Fatalf("chunk 3's use %#x lost its protection across a crash", u)
 	}
 }

@@ -43,7 +43,8 @@ func (s *store) punch(off, n int64) error {
 }
 
 // saveUse replaces the stored use stamps with use's entries for the chunks
-// present says are recorded: one index commit, at close.
+// present says are recorded: one index commit, at close (putUse saves
+// batches of them while the file is open).
 func (s *store) saveUse(use []uint32, present bitset) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketUse) != nil {
@@ -67,6 +68,30 @@ func (s *store) saveUse(use []uint32, present bitset) error {
 			}
 		}
 		return nil
+	})
+}
+
+// putUse stores the use stamps us of chunks is (a batch of those that
+// changed), in one index commit.
+func (s *store) putUse(is []int64, us []uint32) error {
+	if len(is) == 0 {
+		return nil
+	}
+	return guarded(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists(bucketUse)
+			if err != nil {
+				return err
+			}
+			for n, i := range is {
+				var v [4]byte
+				binary.BigEndian.PutUint32(v[:], us[n])
+				if err := b.Put(chunkKey(i), v[:]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	})
 }
 
