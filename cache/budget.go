@@ -85,8 +85,8 @@ type BudgetOptions struct {
 const (
 	// slabMax bounds the bytes a process reserves in the ledger at a time
 	// beyond its current chunk.
-	slabMax         = 8 << 20
-	defaultPromote  = 2 * time.Second
+	slabMax        = 8 << 20
+	defaultPromote = 2 * time.Second
 	// Use stamps are saved every defaultUseFlush (BudgetOptions), or
 	// sooner once useFlushStamps of one file's changed.
 	defaultUseFlush = 30 * time.Second
