@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -55,7 +56,7 @@ type Budget struct {
 	slab         int64 // reserved in the ledger, not charged to a chunk yet
 	noRoomLogged bool
 	closed       bool
-	evictions    int64
+	evictions    *atomic.Int64 // the process's count for root (rootEvictions)
 
 	flushEvery time.Duration
 	flushKick  chan struct{} // a file has useFlushStamps unsaved stamps
@@ -101,7 +102,40 @@ const (
 type BudgetUsage struct {
 	Used, Limit int64 // bytes; Limit 0: none
 	Objects     int
-	Evictions   int64 // chunks and objects this process evicted
+	// Evictions counts the chunks and objects this process evicted under
+	// the root since it began (across every Budget it opened for it).
+	Evictions int64
+	// MinFree is the free space kept on the root's file system, in bytes
+	// (MinFreePercent of its size, when that is how it was given).
+	MinFree        int64
+	MinFreePercent float64
+	// Pinned is the bytes of this process's cached chunks that cannot be
+	// evicted now: being read, in flight, or of a file pinned whole.
+	Pinned int64
+}
+
+// rootEvictions holds each root's eviction count for this process, so that
+// it runs on from one Budget of the root to the next (a mount's files may
+// all close and open again).
+var rootEvictions sync.Map // clean root → *atomic.Int64
+
+func evictionCounter(root string) *atomic.Int64 {
+	v, _ := rootEvictions.LoadOrStore(filepath.Clean(root), new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
+// RootEvictions returns how many chunks and objects this process evicted
+// under root since it began.
+func RootEvictions(root string) int64 { return evictionCounter(root).Load() }
+
+// Evictions returns RootEvictions of every root this process evicted under.
+func Evictions() map[string]int64 {
+	out := map[string]int64{}
+	rootEvictions.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
 }
 
 // NewBudget opens the budget of root (created 0700 if missing). It reads
@@ -115,7 +149,7 @@ func NewBudget(root string, o BudgetOptions) (*Budget, error) {
 		return nil, err
 	}
 	b := &Budget{root: root, max: o.MaxSize, minFree: o.MinFree, minFreePct: o.MinFreePercent,
-		log: o.Logger, files: map[*fileBudget]struct{}{}}
+		log: o.Logger, files: map[*fileBudget]struct{}{}, evictions: evictionCounter(root)}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -235,13 +269,45 @@ func (b *Budget) Close() error {
 func (b *Budget) Usage() (BudgetUsage, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	u := BudgetUsage{Limit: b.max, Evictions: b.evictions}
+	u := BudgetUsage{Limit: b.max, Evictions: b.evictions.Load(), MinFree: b.minFree, MinFreePercent: b.minFreePct}
+	if u.MinFree == 0 && u.MinFreePercent > 0 {
+		var st syscall.Statfs_t
+		if syscall.Statfs(b.root, &st) == nil {
+			u.MinFree = int64(u.MinFreePercent / 100 * float64(int64(st.Blocks)*int64(st.Bsize)))
+		}
+	}
+	for fb := range b.files {
+		u.Pinned += fb.pinnedBytes()
+	}
 	err := withLedger(b.root, func(l *ledger) error {
 		b.syncLocked(l)
 		u.Used, u.Objects = l.total(), len(l.Objects)
 		return nil
 	})
 	return u, err
+}
+
+// pinnedBytes returns the bytes of fb's charged chunks that eviction may not
+// take now.
+func (fb *fileBudget) pinnedBytes() int64 {
+	f := fb.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fb.pinAll > 0 {
+		return fb.chargedBytes
+	}
+	var n int64
+	for i := range f.tab.flights {
+		if fb.charged.get(i) {
+			n += f.lay.chunkLen(i)
+		}
+	}
+	for i, c := range f.tab.pins {
+		if c > 0 && f.tab.flights[i] == nil && fb.charged.get(i) {
+			n += f.lay.chunkLen(i)
+		}
+	}
+	return n
 }
 
 func nowStamp() uint32 { return uint32(time.Now().Unix()-useEpochSeconds) & useStampMask }
@@ -437,7 +503,7 @@ func (b *Budget) evictLocked(need int64, closed []closedObject) int64 {
 				b.log.Warn("cache budget: could not remove object", "dir", c.name, "err", err)
 				continue
 			}
-			b.evictions++
+			b.evictions.Add(1)
 			freed += n
 			planned += n
 			continue
@@ -784,6 +850,6 @@ func (fb *fileBudget) evict(is []int64) int64 {
 		}
 	}
 	f.mu.Unlock()
-	fb.b.evictions += int64(len(took))
+	fb.b.evictions.Add(int64(len(took)))
 	return freed
 }

@@ -137,6 +137,9 @@ func TestBudgetCapHoldsOnDisk(t *testing.T) {
 	if u, err := b.Usage(); err != nil || u.Used > limit || u.Evictions == 0 {
 		t.Fatalf("usage %+v, %v: want used <= %d and evictions", u, err, limit)
 	}
+	if n := RootEvictions(root); n < 1 {
+		t.Fatalf("RootEvictions(root) = %d after evictions", n)
+	}
 }
 
 // scanRun reads a hot region of A twice, then all of a much larger B once.
@@ -186,6 +189,9 @@ func TestBudgetPinnedNeverEvicted(t *testing.T) {
 		t.Fatalf("a not verified: %v", err)
 	}
 	a.PinAll()
+	if u, err := b.Usage(); err != nil || u.Pinned != limit {
+		t.Fatalf("usage with a pinned whole: %+v, %v; want %d bytes pinned", u, err, int64(limit))
+	}
 	stop := sampleAllocated(root)
 	bf, bsrc := openUnder(t, b, "b", 4<<20, Options{})
 	readAll(t, bf, 96<<10)

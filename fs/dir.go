@@ -507,6 +507,11 @@ const xattrListed = xattrPrefix + "listed"
 
 func (n *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if attr != xattrListed {
+		for _, x := range n.rootXattrs() {
+			if xattrPrefix+x.Name == attr {
+				return copyOut(dest, x.Value)
+			}
+		}
 		return 0, syscall.ENODATA
 	}
 	n.d.mu.Lock()
@@ -519,7 +524,20 @@ func (n *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint3
 }
 
 func (n *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	return copyOut(dest, xattrListed+"\x00")
+	list := xattrListed + "\x00"
+	for _, x := range n.rootXattrs() {
+		list += xattrPrefix + x.Name + "\x00"
+	}
+	return copyOut(dest, list)
+}
+
+// rootXattrs returns Options.RootXattrs for the mount's root, nil for
+// every other directory.
+func (n *dirNode) rootXattrs() []Xattr {
+	if n.d.path != "" || n.d.t.opts.RootXattrs == nil {
+		return nil
+	}
+	return n.d.t.opts.RootXattrs()
 }
 
 // dirStream hands out one listing. Names the kernel has looked up keep the

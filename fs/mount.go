@@ -39,6 +39,10 @@ type Options struct {
 	// which read their own mount, leave it false and keep the probe, which
 	// stops the kernel sending POLL requests the Go runtime could starve.
 	OnlyOthersRead bool
+	// RootXattrs, if set, gives further attributes of the mount's root
+	// directory, each shown as user.rangefs.NAME and asked for at each
+	// getxattr (rangefs status reads the cache budget's use from them).
+	RootXattrs func() []Xattr
 }
 
 // Server is a running mount. Its methods are safe for concurrent use.

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -221,4 +222,66 @@ func TestMountPassthroughUnderEvictionPressure(t *testing.T) {
 			t.Fatal("b's read did not finish")
 		}
 	}
+}
+
+// budgetLineRE matches the budget line of `rangefs status MOUNTPOINT`.
+var budgetLineRE = regexp.MustCompile(`cache budget: (.+) used of (.+) \(\d+%\), min free (.+), (.+) pinned, (\d+) chunk\(s\) evicted since mount`)
+
+// mountBudget runs `rangefs status MOUNTPOINT` and returns its budget line's
+// eviction count, failing the test if the line is missing or names another
+// limit.
+func mountBudget(t *testing.T, mnt, limit string) (evicted int64) {
+	t.Helper()
+	r, out := rangefsOut(t, t.TempDir(), nil, "status", mnt)
+	if r.code != exitOK {
+		t.Fatalf("status %s: exit %d: %s", mnt, r.code, r.stderr)
+	}
+	m := budgetLineRE.FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("status of the mount shows no budget line:\n%s", out)
+	}
+	if m[2] != limit || m[3] != "5%" {
+		t.Fatalf("status shows a cap of %q and min free %q, want %q and 5%%:\n%s", m[2], m[3], limit, out)
+	}
+	t.Logf("%s", m[0])
+	n, _ := strconv.ParseInt(m[5], 10, 64)
+	return n
+}
+
+// `rangefs status MOUNTPOINT` shows the mount's budget (use, cap, min free,
+// pinned bytes, evictions since mount), and --metrics-addr exports its use,
+// cap and evictions; both move as a read larger than the cap evicts.
+func TestMountBudgetStatusAndMetrics(t *testing.T) {
+	needFUSE(t)
+	const size, limit = 32 << 20, 8 << 20
+	srv, p := patternServer(t, size, 71)
+	mnt, cdir, addr := t.TempDir(), t.TempDir(), freeAddr(t)
+	startMount(t, "file", "--cache-dir", cdir, "--cache-max-size", strconv.Itoa(limit), "--no-prefetch",
+		"--metrics-addr", addr, srv.URL(), mnt)
+	if n := mountBudget(t, mnt, "8.0 MiB"); n != 0 {
+		t.Fatalf("%d evictions before any read", n)
+	}
+	fams := scrape(t, addr)
+	if got := value(t, fams, "rangefs_cache_budget_limit_bytes"); got != limit {
+		t.Fatalf("rangefs_cache_budget_limit_bytes %v, want %d", got, limit)
+	}
+	if got := value(t, fams, "rangefs_cache_evictions_total"); got != 0 {
+		t.Fatalf("rangefs_cache_evictions_total %v before any read", got)
+	}
+	if got := uncachedSHA256(t, filepath.Join(mnt, "file")); got != p.SHA256() {
+		t.Fatalf("sha256 %s, want %s", got, p.SHA256())
+	}
+	evicted := mountBudget(t, mnt, "8.0 MiB")
+	if evicted < (size-limit)>>20 {
+		t.Fatalf("status shows %d evictions after reading %d MiB through a %d MiB cap", evicted, size>>20, limit>>20)
+	}
+	fams = scrape(t, addr)
+	used := value(t, fams, "rangefs_cache_budget_used_bytes")
+	if used <= 0 || used > limit {
+		t.Fatalf("rangefs_cache_budget_used_bytes %v, want within (0, %d]", used, limit)
+	}
+	if got := value(t, fams, "rangefs_cache_evictions_total"); got < float64(evicted) {
+		t.Fatalf("rangefs_cache_evictions_total %v, status showed %d", got, evicted)
+	}
+	value(t, fams, "rangefs_cache_budget_pinned_bytes") // present
 }

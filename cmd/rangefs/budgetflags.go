@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
 
 	"rangefs/cache"
+	"rangefs/fs"
 )
 
 // budgetConfig is the cache budget of a mount: --cache-max-size and
@@ -92,4 +94,61 @@ func budgetStatus(w io.Writer, root string) {
 	default:
 		fmt.Fprintf(w, "cache budget: %s used, no size limit, %d object(s)\n", humanBytes(used), n)
 	}
+}
+
+// budgetXattrs are the mount root's user.rangefs.budget_* attributes, which
+// `rangefs status MOUNTPOINT` reads: the budget of root as this process
+// holds it, or, before any file has opened it, the ledger's count and the
+// flags.
+func budgetXattrs(root string, c budgetConfig) []fs.Xattr {
+	u := cache.BudgetUsage{Limit: c.MaxSize, MinFree: c.MinFree, MinFreePercent: c.MinFreePercent,
+		Evictions: cache.RootEvictions(root)}
+	found := false
+	for _, b := range cache.ProcessBudgets() {
+		if filepath.Clean(b.Root()) == filepath.Clean(root) {
+			if bu, err := b.Usage(); err == nil {
+				u, found = bu, true
+			}
+		}
+	}
+	if !found {
+		u.Used, u.Objects, _, _ = cache.RootUsage(root)
+	}
+	minFree := strconv.FormatInt(u.MinFree, 10)
+	if u.MinFreePercent > 0 {
+		minFree = strconv.FormatFloat(u.MinFreePercent, 'f', -1, 64) + "%"
+	}
+	n := strconv.FormatInt
+	return []fs.Xattr{
+		{Name: "budget_used", Value: n(u.Used, 10)},
+		{Name: "budget_limit", Value: n(u.Limit, 10)},
+		{Name: "budget_min_free", Value: minFree},
+		{Name: "budget_pinned", Value: n(u.Pinned, 10)},
+		{Name: "budget_evictions", Value: n(u.Evictions, 10)},
+	}
+}
+
+// mountBudgetLine is the budget line of `rangefs status MOUNTPOINT`, from
+// the attributes budgetXattrs gives the mount's root (get returns "" for
+// one that is missing: a mount of an older rangefs).
+func mountBudgetLine(get func(name string) string) string {
+	used, err1 := strconv.ParseInt(get("budget_used"), 10, 64)
+	limit, err2 := strconv.ParseInt(get("budget_limit"), 10, 64)
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	pinned, _ := strconv.ParseInt(get("budget_pinned"), 10, 64)
+	evicted, _ := strconv.ParseInt(get("budget_evictions"), 10, 64)
+	line := "cache budget: " + humanBytes(used) + " used, no cap"
+	if limit > 0 {
+		line = fmt.Sprintf("cache budget: %s used of %s (%.0f%%)", humanBytes(used), humanBytes(limit), 100*float64(used)/float64(limit))
+	}
+	minFree := get("budget_min_free")
+	if v, err := strconv.ParseInt(minFree, 10, 64); err == nil {
+		minFree = humanBytes(v)
+	}
+	if minFree != "" && minFree != "0" && minFree != humanBytes(0) {
+		line += ", min free " + minFree
+	}
+	return line + fmt.Sprintf(", %s pinned, %d chunk(s) evicted since mount", humanBytes(pinned), evicted)
 }

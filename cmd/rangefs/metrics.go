@@ -151,11 +151,20 @@ var (
 		"Fraction of each mounted file held in the cache, 0 to 1.", []string{"url"}, nil)
 	descFileSize = prometheus.NewDesc("rangefs_file_size_bytes",
 		"Size of each mounted file.", []string{"url"}, nil)
+	descBudgetUsed = prometheus.NewDesc("rangefs_cache_budget_used_bytes",
+		"Bytes the cache budget counts under the cache directory, for every process sharing it.", []string{"cache_dir"}, nil)
+	descBudgetLimit = prometheus.NewDesc("rangefs_cache_budget_limit_bytes",
+		"The cache budget's size limit (--cache-max-size); 0: none.", []string{"cache_dir"}, nil)
+	descBudgetPinned = prometheus.NewDesc("rangefs_cache_budget_pinned_bytes",
+		"Bytes of this process's cached chunks that cannot be evicted now.", []string{"cache_dir"}, nil)
+	descEvictions = prometheus.NewDesc("rangefs_cache_evictions_total",
+		"Chunks and whole objects this process evicted to keep within the cache budget.", []string{"cache_dir"}, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCacheReadBytes, descReadBytes, descCacheBytes, descCacheChunks,
-		descFetchesActive, descInFlight, descLimit, descCached, descFileSize} {
+		descFetchesActive, descInFlight, descLimit, descCached, descFileSize,
+		descBudgetUsed, descBudgetLimit, descBudgetPinned, descEvictions} {
 		ch <- d
 	}
 }
@@ -182,6 +191,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCacheBytes, prometheus.GaugeValue, bytes)
 	ch <- prometheus.MustNewConstMetric(descCacheChunks, prometheus.GaugeValue, chunks)
 	ch <- prometheus.MustNewConstMetric(descFetchesActive, prometheus.GaugeValue, active)
+	m.collectBudgets(ch)
 	m.mu.Lock()
 	clients := append([]*fetch.Client(nil), m.clients...)
 	pools := append([]*cache.Pool(nil), m.pools...)
@@ -201,5 +211,28 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			limit += p.Limit()
 		}
 		ch <- prometheus.MustNewConstMetric(descLimit, prometheus.GaugeValue, float64(limit))
+	}
+}
+
+// collectBudgets reports the cache budgets this process holds (one per
+// cache directory; none before a file is opened under one) and the
+// evictions it made under each cache directory since it started.
+func (m *metrics) collectBudgets(ch chan<- prometheus.Metric) {
+	evictions := cache.Evictions()
+	for _, b := range cache.ProcessBudgets() {
+		u, err := b.Usage()
+		if err != nil {
+			continue
+		}
+		root := b.Root()
+		ch <- prometheus.MustNewConstMetric(descBudgetUsed, prometheus.GaugeValue, float64(u.Used), root)
+		ch <- prometheus.MustNewConstMetric(descBudgetLimit, prometheus.GaugeValue, float64(u.Limit), root)
+		ch <- prometheus.MustNewConstMetric(descBudgetPinned, prometheus.GaugeValue, float64(u.Pinned), root)
+		if _, ok := evictions[root]; !ok {
+			evictions[root] = 0
+		}
+	}
+	for root, n := range evictions {
+		ch <- prometheus.MustNewConstMetric(descEvictions, prometheus.CounterValue, float64(n), root)
 	}
 }

@@ -87,6 +87,7 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		OnlyOthersRead: true,
 		OpTimeout:      c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
 		Passthrough: !c.NoPassthrough, DirCacheTime: c.DirCacheTime, Ownership: c.Ownership,
+		RootXattrs: func() []fs.Xattr { return budgetXattrs(c.CacheDir, c.Budget) },
 	})
 	if err != nil {
 		return fmt.Errorf("%w (is fuse3 installed and /dev/fuse usable?)", err)

@@ -20,13 +20,17 @@ func runStatus(ctx context.Context, c *statusConfig, stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
 	if c.Target != "" {
-		rows, err := statusMount(ctx, c.Target, c.Timeout)
+		st, err := statusMount(ctx, c.Target, c.Timeout)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(tw, statusHeader)
-		for _, r := range rows {
+		for _, r := range st.rows {
 			statusRow(tw, r.name, r.size, r.cached, r.chunks, r.url)
+		}
+		tw.Flush()
+		if st.budget != "" {
+			fmt.Fprintln(stdout, st.budget)
 		}
 		return nil
 	}
@@ -50,40 +54,47 @@ type mountRow struct {
 	size, cached      int64
 }
 
+// mountStatus is what a mount tells of itself: its files, and the line of
+// its cache budget ("" from a mount that does not show one).
+type mountStatus struct {
+	rows   []mountRow
+	budget string
+}
+
 // statusMount asks a running mount about its files. A mount whose daemon is
 // stopped or hung never answers, and a thread waiting on it in the kernel
 // cannot be interrupted; so the requests run in a goroutine, and statusMount
 // gives up when one of them takes longer than timeout, or when ctx ends
 // (SIGTERM, Ctrl-C). The process may then exit with that goroutine stuck.
-func statusMount(ctx context.Context, dir string, timeout time.Duration) ([]mountRow, error) {
+func statusMount(ctx context.Context, dir string, timeout time.Duration) (mountStatus, error) {
 	type answer struct {
-		rows []mountRow
-		err  error
+		st  mountStatus
+		err error
 	}
 	progress := make(chan struct{}, 1)
 	done := make(chan answer, 1)
 	go func() {
-		rows, err := readMountStatus(dir, func() {
+		st, err := readMountStatus(dir, func() {
 			select {
 			case progress <- struct{}{}:
 			default:
 			}
 		})
-		done <- answer{rows, err}
+		done <- answer{st, err}
 	}()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		select {
 		case a := <-done:
-			return a.rows, a.err
+			return a.st, a.err
 		case <-progress:
 			t.Reset(timeout)
 		case <-t.C:
-			return nil, fmt.Errorf("the mount at %s is not answering (no reply in %v: its daemon is stopped or hung); "+
+			return mountStatus{}, fmt.Errorf("the mount at %s is not answering (no reply in %v: its daemon is stopped or hung); "+
 				"unmount it with: fusermount3 -u %s", dir, timeout, dir)
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for the mount at %s: %w", dir, ctx.Err())
+			return mountStatus{}, fmt.Errorf("waiting for the mount at %s: %w", dir, ctx.Err())
 		}
 	}
 }
@@ -91,17 +102,31 @@ func statusMount(ctx context.Context, dir string, timeout time.Duration) ([]moun
 // readMountStatus reads the user.rangefs.* attributes the mount exposes, so
 // it works without touching the mount's cache directory (which that process
 // holds). answered is called after each request the mount answers.
-func readMountStatus(dir string, answered func()) ([]mountRow, error) {
+func readMountStatus(dir string, answered func()) (mountStatus, error) {
 	var rows []mountRow
 	if err := walkMountStatus(dir, "", answered, &rows); errors.Is(err, syscall.ENOTCONN) {
-		return nil, fmt.Errorf("the rangefs process for %s died (%w); run fusermount3 -u %s, then mount it again", dir, err, dir)
+		return mountStatus{}, fmt.Errorf("the rangefs process for %s died (%w); run fusermount3 -u %s, then mount it again", dir, err, dir)
 	} else if err != nil {
-		return nil, err
+		return mountStatus{}, err
 	}
 	if len(rows) == 0 {
-		return nil, fmt.Errorf("%s is not a rangefs mount (no user.rangefs.* attributes)", dir)
+		return mountStatus{}, fmt.Errorf("%s is not a rangefs mount (no user.rangefs.* attributes)", dir)
 	}
-	return rows, nil
+	return mountStatus{rows: rows, budget: mountBudgetLine(xattrGetter(dir, answered))}, nil
+}
+
+// xattrGetter returns a reader of path's user.rangefs.NAME attributes ("" for
+// one that is missing); answered is called after each request.
+func xattrGetter(path string, answered func()) func(name string) string {
+	return func(name string) string {
+		defer answered()
+		buf := make([]byte, 4096)
+		n, err := syscall.Getxattr(path, "user.rangefs."+name, buf)
+		if err != nil {
+			return ""
+		}
+		return string(buf[:n])
+	}
 }
 
 // walkMountStatus adds the rows of the files below dir/rel, descending only
@@ -115,16 +140,7 @@ func walkMountStatus(dir, rel string, answered func(), rows *[]mountRow) error {
 	answered()
 	for _, e := range ents {
 		name := filepath.Join(rel, e.Name())
-		p := filepath.Join(dir, name)
-		get := func(name string) string {
-			defer answered()
-			buf := make([]byte, 4096)
-			n, err := syscall.Getxattr(p, "user.rangefs."+name, buf)
-			if err != nil {
-				return ""
-			}
-			return string(buf[:n])
-		}
+		get := xattrGetter(filepath.Join(dir, name), answered)
 		if e.IsDir() {
 			if get("listed") == "1" {
 				if err := walkMountStatus(dir, name, answered, rows); err != nil {
