@@ -5,56 +5,23 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"rangefs/cache/cachetest"
 )
 
-// allocated returns the bytes allocated under root, as du counts them.
-func allocated(root string) int64 {
-	var n int64
-	filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if fi, err := d.Info(); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				n += st.Blocks * 512
-			}
-		}
-		return nil
-	})
-	return n
-}
-
-// sampleAllocated samples allocated(root) every 5 ms until stop is called,
-// which returns the peak.
+// sampleAllocated samples what root takes on disk every 5 ms until stop is
+// called, which returns the peak.
 func sampleAllocated(root string) (stop func() int64) {
-	var peak atomic.Int64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			if a := allocated(root); a > peak.Load() {
-				peak.Store(a)
-			}
-			select {
-			case <-done:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	}()
-	return func() int64 { close(done); wg.Wait(); return peak.Load() }
+	sample := cachetest.SamplePeak(root, 5*time.Millisecond)
+	return func() int64 { peak, _ := sample(); return peak }
 }
 
 func newBudgetT(t testing.TB, root string, o BudgetOptions) *Budget {

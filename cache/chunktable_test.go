@@ -169,7 +169,9 @@ func (m *chunkModel) step() {
 		}
 	case 9: // the budget evicts: begin, delete the record, punch, finish
 		op = "evict"
-		legal = (rc.state == chunkCommitted || rc.state == chunkVerified) && rc.pins == 0
+		// A missing chunk may hold blocks fetched in part (or the bytes
+		// of a failed fetch): the budget evicts it too.
+		legal = (rc.state == chunkCommitted || rc.state == chunkVerified || rc.state == chunkMissing) && rc.pins == 0
 		got = t.beginEvict(i)
 		if got && rc.pins > 0 {
 			m.errorf("chunk %d: evicted while pinned %d times", i, rc.pins)

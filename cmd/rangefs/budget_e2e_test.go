@@ -5,63 +5,18 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"rangefs/cache/cachetest"
 )
-
-// duBytes is what du counts under dir: the allocated blocks of every file.
-func duBytes(dir string) int64 {
-	var n int64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if fi, err := d.Info(); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				n += st.Blocks * 512
-			}
-		}
-		return nil
-	})
-	return n
-}
-
-// sampleDu samples duBytes(dir) every 100 ms until the returned stop is
-// called, which returns the peak and the number of samples.
-func sampleDu(dir string) (stop func() (peak int64, samples int)) {
-	var peak atomic.Int64
-	var count atomic.Int64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if a := duBytes(dir); a > peak.Load() {
-				peak.Store(a)
-			}
-			count.Add(1)
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() (int64, int) { close(done); wg.Wait(); return peak.Load(), int(count.Load()) }
-}
 
 // uncachedSHA256 reads path end to end after dropping its pages from the
 // kernel's page cache, so every byte comes from the mount.
@@ -106,7 +61,7 @@ func TestMountBoundedCache(t *testing.T) {
 	mnt, cdir := t.TempDir(), t.TempDir()
 	startMount(t, "file", "--cache-dir", cdir, "--cache-max-size", strconv.FormatInt(limit, 10), srv.URL(), mnt)
 	path := filepath.Join(mnt, "file")
-	stop := sampleDu(cdir)
+	stop := cachetest.SamplePeak(cdir, 100*time.Millisecond)
 	for pass := range 2 {
 		if got := uncachedSHA256(t, path); got != p.SHA256() {
 			t.Fatalf("pass %d: sha256 %s, want %s", pass, got, p.SHA256())
@@ -140,7 +95,7 @@ func TestMountsShareBudget(t *testing.T) {
 		startMount(t, "file", "--cache-dir", cdir, "--cache-max-size", strconv.FormatInt(limit, 10), srv.URL(), mnt)
 		ms = append(ms, one{filepath.Join(mnt, "file"), p.SHA256()})
 	}
-	stop := sampleDu(cdir)
+	stop := cachetest.SamplePeak(cdir, 100*time.Millisecond)
 	var wg sync.WaitGroup
 	for _, m := range ms {
 		wg.Add(1)

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"rangefs/cache/cachetest"
 )
 
 // SIGKILLs of a mount in the middle of evicting never leave a cache that
@@ -64,7 +66,7 @@ func TestMountKillLoopDuringEviction(t *testing.T) {
 	// A mount after the kills serves every byte right, within the cap.
 	mnt := t.TempDir()
 	startMount(t, "file", "--cache-dir", cdir, "--cache-max-size", strconv.Itoa(limit), "--no-prefetch", srv.URL(), mnt)
-	stop := sampleDu(cdir)
+	stop := cachetest.SamplePeak(cdir, 100*time.Millisecond)
 	if got := uncachedSHA256(t, filepath.Join(mnt, "file")); got != p.SHA256() {
 		t.Fatalf("after %d kills: sha256 %s, want %s", kills, got, p.SHA256())
 	}
