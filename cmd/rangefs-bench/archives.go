@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"rangefs/fetch/fetchtest/content"
 )
 
 // The archive rows: rangefs mount --archives listing and reading members of
@@ -45,7 +47,7 @@ func (s archiveSpec) member(i int) string { return fmt.Sprintf("dir%02d/m%04d.bi
 // (they compress to about three quarters, so inflating is real work).
 func (s archiveSpec) memberData(i int, seed uint64) []byte {
 	b := make([]byte, s.size)
-	fillPattern(b, int64(i)<<32, seed)
+	content.Fill(b, int64(i)<<32, seed)
 	if s.compressed(i) {
 		for j := range b {
 			b[j] = 'A' + b[j]&0x3f

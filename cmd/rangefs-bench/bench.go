@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"rangefs/fetch/fetchtest/content"
 )
 
 // bench owns one run: the work dir, the generated file, nginx, the proxy and every child.
@@ -151,7 +153,7 @@ func (b *bench) selfCheck() error {
 		return fail(errors.New(resp.Status))
 	}
 	want := make([]byte, 16)
-	fillPattern(want, 0, b.cfg.seed)
+	content.Fill(want, 0, b.cfg.seed)
 	if !bytes.Equal(got, want) {
 		return errors.New("nginx self-check: first 16 bytes differ from the generated file")
 	}
@@ -438,7 +440,7 @@ func randomReads(ctx context.Context, path string, offs []int64, seed uint64) ([
 		if err != nil && !(errors.Is(err, io.EOF) && n == len(buf)) {
 			return lat, false, fmt.Errorf("pread at %d: %w", off, err)
 		}
-		fillPattern(want, off, seed)
+		content.Fill(want, off, seed)
 		if !bytes.Equal(buf, want) {
 			ok = false
 		}

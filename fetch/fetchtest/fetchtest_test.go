@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,44 +15,6 @@ import (
 	"testing"
 	"time"
 )
-
-func TestPatternReadAt(t *testing.T) {
-	const size = 1000
-	p := Pattern(size, 42)
-	whole := make([]byte, size)
-	if n, err := p.ReadAt(whole, 0); n != size || err != nil {
-		t.Fatalf("ReadAt whole = %d, %v", n, err)
-	}
-	// Any offset and length agrees with the whole read (aligned or not).
-	for off := 0; off < 40; off++ {
-		for n := 0; n < 40; n++ {
-			b := make([]byte, n)
-			m, err := p.ReadAt(b, int64(off))
-			if m != n || err != nil || !bytes.Equal(b, whole[off:off+n]) {
-				t.Fatalf("ReadAt(%d bytes at %d) = %d, %v, mismatch %v", n, off, m, err, !bytes.Equal(b, whole[off:off+n]))
-			}
-		}
-	}
-	// Reads past the end are short with io.EOF.
-	b := make([]byte, 10)
-	if n, err := p.ReadAt(b, size-3); n != 3 || err != io.EOF || !bytes.Equal(b[:3], whole[size-3:]) {
-		t.Fatalf("ReadAt across the end = %d, %v", n, err)
-	}
-	if n, err := p.ReadAt(b, size); n != 0 || err != io.EOF {
-		t.Fatalf("ReadAt at the end = %d, %v", n, err)
-	}
-	if _, err := p.ReadAt(b, -1); err == nil {
-		t.Fatal("ReadAt at -1 succeeded")
-	}
-	// Another seed is other content; the same seed is the same content.
-	if bytes.Equal(Pattern(size, 43).Bytes(0, size), whole) || !bytes.Equal(Pattern(size, 42).Bytes(0, size), whole) {
-		t.Fatal("seed does not determine content")
-	}
-	sum := sha256.Sum256(whole)
-	if got := PatternSHA256(size, 42); got != hex.EncodeToString(sum[:]) || p.SHA256() != got {
-		t.Fatalf("PatternSHA256 = %s, want %x", got, sum)
-	}
-}
 
 func newServer(t *testing.T, size int64, opts ...Option) (*Server, *PatternReader) {
 	t.Helper()
