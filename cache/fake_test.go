@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"rangefs/fetch/fetchtest/content"
+	"rangefs/fetch/fetchtest/testsync"
 )
 
 // patternSeed seeds the content of every fake remote file (package content).
@@ -327,13 +328,7 @@ func readChunk(t testing.TB, f *File, i int64) error {
 // wait on, such as a background prefetch finishing.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testsync.WaitFor(t, 10*time.Second, what, cond)
 }
 
 // recv waits (bounded) for a value on ch.

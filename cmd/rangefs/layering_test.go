@@ -21,8 +21,9 @@ import (
 // stdlib-only test helpers listed in testHelpers.
 func TestImportArrows(t *testing.T) {
 	allowed := map[string][]string{
-		"rangefs/fetch":                   {},
-		"rangefs/fetch/fetchtest/content": {},
+		"rangefs/fetch":                    {},
+		"rangefs/fetch/fetchtest/content":  {},
+		"rangefs/fetch/fetchtest/testsync": {},
 		"rangefs/fetch/listing": {"rangefs/fetch", "golang.org/x/net/html",
 			"github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 		"rangefs/fs/archive": {},
@@ -87,7 +88,7 @@ func TestImportArrows(t *testing.T) {
 
 // testHelpers are the packages every layer's tests may import: each imports the standard
 // library only (TestImportArrows checks that too).
-var testHelpers = []string{"rangefs/fetch/fetchtest/content"}
+var testHelpers = []string{"rangefs/fetch/fetchtest/content", "rangefs/fetch/fetchtest/testsync"}
 
 func hasPrefixIn(path string, prefixes []string) bool {
 	for _, p := range prefixes {

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"rangefs/fetch/fetchtest/testsync"
 )
 
 func newServer(t *testing.T, size int64, opts ...Option) (*Server, *PatternReader) {
@@ -58,7 +60,7 @@ func TestServerNormalAnswers(t *testing.T) {
 	}
 	// The client can hold the whole body before the handler has returned and
 	// counted it.
-	waitFor(t, func() bool { return s.Stats().InFlight == 0 })
+	testsync.WaitFor(t, 5*time.Second, "no request in flight", func() bool { return s.Stats().InFlight == 0 })
 	if st := s.Stats(); st.Requests != 2 || st.RangeRequests != 1 || st.BytesSent != 100010 || st.Connections != 2 {
 		t.Fatalf("stats = %+v", st)
 	}
@@ -174,7 +176,7 @@ func TestServerSlowFaults(t *testing.T) {
 				resp.Body.Close()
 			}
 		}()
-		waitFor(t, func() bool { st := s.Stats(); return st.Requests >= 2 && st.InFlight > 0 })
+		testsync.WaitFor(t, 5*time.Second, "a second request in flight", func() bool { st := s.Stats(); return st.Requests >= 2 && st.InFlight > 0 })
 		closed := make(chan struct{})
 		go func() { s.Close(); close(closed) }()
 		select {
@@ -265,25 +267,14 @@ func TestServerMaxConcurrent(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, func() bool { return s.Stats().InFlight == 3 })
+	testsync.WaitFor(t, 5*time.Second, "3 requests in flight", func() bool { return s.Stats().InFlight == 3 })
 	cancel()
 	for range 3 {
 		<-done
 	}
-	waitFor(t, func() bool { return s.Stats().InFlight == 0 })
+	testsync.WaitFor(t, 5*time.Second, "no request in flight", func() bool { return s.Stats().InFlight == 0 })
 	if st := s.Stats(); st.MaxConcurrent != 3 || st.Requests != 3 {
 		t.Fatalf("stats %+v; want 3 requests, 3 concurrent", st)
-	}
-}
-
-// waitFor polls cond for at most 5 s (state changes in handler goroutines have no event to
-// wait on from outside).
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 5s")
-		}
 	}
 }
 
@@ -343,7 +334,7 @@ func TestServerErrorBodySizes(t *testing.T) {
 		}
 		resp.Body.Close()
 		tr.CloseIdleConnections()
-		waitFor(t, func() bool { return s.Stats().InFlight == 0 })
+		testsync.WaitFor(t, 5*time.Second, "no request in flight", func() bool { return s.Stats().InFlight == 0 })
 	}
 }
 
