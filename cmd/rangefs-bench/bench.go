@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"rangefs/cmd/internal/bytesize"
 	"rangefs/fetch/fetchtest/content"
 )
 
@@ -83,7 +84,7 @@ func newBench(cfg config, log io.Writer) (_ *bench, err error) {
 	}
 	b.rangefsBin, b.rangefsErr = findRangefs(cfg.rangefs)
 
-	fmt.Fprintf(log, "generating %s test file in %s\n", formatSize(cfg.size), dataDir)
+	fmt.Fprintf(log, "generating %s test file in %s\n", bytesize.Format(cfg.size), dataDir)
 	if b.data, err = ensureDataFile(dataDir, cfg.size, cfg.seed); err != nil {
 		return nil, fmt.Errorf("test file: %w", err)
 	}

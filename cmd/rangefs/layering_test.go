@@ -8,7 +8,7 @@ import (
 
 // TestImportArrows enforces the package arrows of the design:
 //
-//	cmd/rangefs -> fs, cache, fetch, fetch/listing, pflag
+//	cmd/rangefs -> fs, cache, fetch, fetch/listing, cmd/internal, pflag
 //	fs          -> fs/archive, cache, go-fuse  (never fetch, never bbolt)
 //	fs/archive  -> stdlib only
 //	cache       -> bbolt, stdlib           (never fetch)
@@ -24,6 +24,7 @@ func TestImportArrows(t *testing.T) {
 		"rangefs/fetch":                    {},
 		"rangefs/fetch/fetchtest/content":  {},
 		"rangefs/fetch/fetchtest/testsync": {},
+		"rangefs/cmd/internal/bytesize":    {},
 		"rangefs/fetch/listing": {"rangefs/fetch", "golang.org/x/net/html",
 			"github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 		"rangefs/fs/archive": {},
@@ -39,6 +40,8 @@ func TestImportArrows(t *testing.T) {
 			"github.com/coreos/go-systemd",
 			"github.com/prometheus/", "github.com/beorn7/perks", "github.com/cespare/xxhash", "github.com/munnerz/goautoneg",
 			"google.golang.org/protobuf", "go.yaml.in/yaml", "github.com/klauspost/compress", "github.com/pandatix/go-abnf",
+			// The command-line helpers its sibling commands share (bytesize).
+			"rangefs/cmd/internal",
 			// fetch/listing (trees) and what it brings.
 			"golang.org/x/net/html", "github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 	}
