@@ -1,36 +1,19 @@
 package cache
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+
+	"rangefs/fetch/fetchtest/testsync"
 )
-
-// lockedBuffer is a log sink safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestDiskFullDegradesToUncachedReads(t *testing.T) {
 	m := testMeta(16 * testChunk)
 	dir := cacheDir(t)
-	var logs lockedBuffer
+	var logs testsync.Buffer
 	var fd *faultyData
 	src := newFake(m.Size)
 	o := Options{

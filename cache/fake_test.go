@@ -12,31 +12,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"rangefs/fetch/fetchtest/content"
+	"rangefs/fetch/fetchtest/testsync"
 )
 
-// pattern is the content of every fake remote file: byte o of the file is
-// pattern[o%len(pattern)]. The length is odd so no two chunks are alike.
-var pattern = func() []byte {
-	p := make([]byte, 1<<20+7)
-	x := uint32(2463534242)
-	for i := range p {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		p[i] = byte(x)
-	}
-	return p
-}()
+// patternSeed seeds the content of every fake remote file (package content).
+const patternSeed = 1
 
-// want returns the pattern bytes [off, off+n).
-func want(off, n int64) []byte {
-	b := make([]byte, n)
-	for i := int64(0); i < n; {
-		o := (off + i) % int64(len(pattern))
-		i += int64(copy(b[i:], pattern[o:]))
-	}
-	return b
-}
+// want returns the fake remote file's bytes [off, off+n).
+func want(off, n int64) []byte { return content.Bytes(off, n, patternSeed) }
 
 // changedErr is what a Source returns when the remote file changed.
 type changedErr struct{}
@@ -147,6 +132,7 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 		limit = min(partial, n)
 	}
 	begun := time.Now()
+	buf := make([]byte, min(ws, limit))
 	for done := int64(0); done < limit; {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -161,9 +147,9 @@ func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error
 				}
 			}
 		}
-		o := (off + done) % int64(len(pattern))
-		k := min(ws, limit-done, int64(len(pattern))-o)
-		m, err := w.Write(pattern[o : o+k])
+		k := min(ws, limit-done)
+		content.Fill(buf[:k], off+done, patternSeed)
+		m, err := w.Write(buf[:k])
 		s.mu.Lock()
 		s.bytes += int64(m)
 		s.count(off+done, int64(m))
@@ -342,13 +328,7 @@ func readChunk(t testing.TB, f *File, i int64) error {
 // wait on, such as a background prefetch finishing.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testsync.WaitFor(t, 10*time.Second, what, cond)
 }
 
 // recv waits (bounded) for a value on ch.

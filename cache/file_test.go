@@ -300,7 +300,7 @@ func TestBadChecksumRefetchedNeverServed(t *testing.T) {
 }
 
 func TestCorruptIndexMovedAsideAndRebuilt(t *testing.T) {
-	for _, garbage := range [][]byte{[]byte("not a database"), bytes.Repeat(pattern[:4096], 4)} {
+	for _, garbage := range [][]byte{[]byte("not a database"), bytes.Repeat(want(0, 4096), 4)} {
 		t.Run(fmt.Sprint(len(garbage)), func(t *testing.T) {
 			m := testMeta(4*testChunk + 1)
 			dir := cacheDir(t)

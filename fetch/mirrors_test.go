@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"rangefs/fetch/fetchtest"
+	"rangefs/fetch/fetchtest/testsync"
 )
 
 // offsetWriter writes into buf at a fixed offset, in order, like the cache's data file.
@@ -83,22 +84,7 @@ func piecesOf(p *fetchtest.PatternReader, length int64) *Pieces {
 }
 
 // logBuffer collects log records for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer struct{ testsync.Buffer }
 
 func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 

@@ -8,29 +8,11 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"rangefs/fetch/fetchtest"
+	"rangefs/fetch/fetchtest/testsync"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a slog handler.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // Every secret — URL userinfo, signed query values (raw and decoded), user header values,
 // secrets in redirect targets — stays out of every error string and log record, across
@@ -46,7 +28,7 @@ func TestNoSecretsInErrorsOrLogs(t *testing.T) {
 	s.Redirect("/ftp", "ftp://u:ftpsecret@127.0.0.1/x?token=r3dir3ct", http.StatusFound)
 	s.Redirect("/badloc", "http://bad host/?sig=l0cs3cret", http.StatusFound)
 
-	var logs lockedBuffer
+	var logs testsync.Buffer
 	opt := fastOptions()
 	opt.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opt.Header = http.Header{"Authorization": {"Bearer t0ken-abcdef"}, "X-Api-Key": {"k3y-value"}}

@@ -18,24 +18,16 @@ import (
 	"time"
 
 	"rangefs/cache"
+	"rangefs/fetch/fetchtest/content"
 )
 
 const chunk = 64 << 10
 
-// patternAt is the deterministic content of every test file: byte i is a
-// mix of i, so a shifted or zero-filled read never matches by accident.
-func patternAt(i int64) byte {
-	x := uint64(i) * 0x9E3779B97F4A7C15
-	return byte(x>>56) ^ byte(i)
-}
+// patternSeed seeds the content of every test file (package content).
+const patternSeed = 1
 
-func pattern(off, n int64) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = patternAt(off + int64(i))
-	}
-	return b
-}
+// pattern returns the test file's bytes [off, off+n).
+func pattern(off, n int64) []byte { return content.Bytes(off, n, patternSeed) }
 
 // fakeSource serves the pattern in-process and counts what it is asked for.
 // gate, when set, holds every Fetch until it is closed or the fetch's ctx ends.

@@ -15,6 +15,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"rangefs/cmd/internal/bytesize"
+	"rangefs/fetch/fetchtest/content"
 )
 
 // The archive rows: rangefs mount --archives listing and reading members of
@@ -45,7 +48,7 @@ func (s archiveSpec) member(i int) string { return fmt.Sprintf("dir%02d/m%04d.bi
 // (they compress to about three quarters, so inflating is real work).
 func (s archiveSpec) memberData(i int, seed uint64) []byte {
 	b := make([]byte, s.size)
-	fillPattern(b, int64(i)<<32, seed)
+	content.Fill(b, int64(i)<<32, seed)
 	if s.compressed(i) {
 		for j := range b {
 			b[j] = 'A' + b[j]&0x3f
@@ -91,7 +94,7 @@ func (b *bench) ensureArchive(s archiveSpec) (string, error) {
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
-	fmt.Fprintf(b.log, "    generating %s (%d members of %s)\n", s.name, s.count, formatSize(int64(s.size)))
+	fmt.Fprintf(b.log, "    generating %s (%d members of %s)\n", s.name, s.count, bytesize.Format(int64(s.size)))
 	tmp := p + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
@@ -261,7 +264,7 @@ func (b *bench) archiveListRows(ctx context.Context, s archiveSpec, id, target, 
 	}
 	list, cat := base, base
 	list.ID, list.Label = id+"/list-cold", fmt.Sprintf("rangefs --archives: list %s, cold", s.name)
-	cat.ID, cat.Label = id+"/cat-member", fmt.Sprintf("rangefs --archives: cat one %s member", formatSize(int64(s.size)))
+	cat.ID, cat.Label = id+"/cat-member", fmt.Sprintf("rangefs --archives: cat one %s member", bytesize.Format(int64(s.size)))
 	out := []result{}
 	fail := func(err error) []result {
 		list.Err = err.Error()
@@ -388,7 +391,7 @@ func (b *bench) archiveTarGz(ctx context.Context) []result {
 	ratio := float64(fi.Size()) / float64(int64(s.count)*int64(s.size))
 	bound := int64(float64(4<<20+s.size)*ratio) + 2<<20 // one checkpoint span plus the member, compressed, plus chunk rounding
 	r.Note = fmt.Sprintf("served %s MiB for a %s member; bound %s MiB (4 MiB span + member at ratio %.2f, + 2 chunks); index %s MiB",
-		mib(r.Served), formatSize(int64(s.size)), mib(bound), ratio, mib(int64(len(data))))
+		mib(r.Served), bytesize.Format(int64(s.size)), mib(bound), ratio, mib(int64(len(data))))
 	if r.Served > bound {
 		r.Note += "; OVER the bound"
 	}

@@ -14,6 +14,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"rangefs/cmd/internal/bytesize"
+	"rangefs/fetch/fetchtest/content"
 )
 
 // bench owns one run: the work dir, the generated file, nginx, the proxy and every child.
@@ -81,7 +84,7 @@ func newBench(cfg config, log io.Writer) (_ *bench, err error) {
 	}
 	b.rangefsBin, b.rangefsErr = findRangefs(cfg.rangefs)
 
-	fmt.Fprintf(log, "generating %s test file in %s\n", formatSize(cfg.size), dataDir)
+	fmt.Fprintf(log, "generating %s test file in %s\n", bytesize.Format(cfg.size), dataDir)
 	if b.data, err = ensureDataFile(dataDir, cfg.size, cfg.seed); err != nil {
 		return nil, fmt.Errorf("test file: %w", err)
 	}
@@ -151,7 +154,7 @@ func (b *bench) selfCheck() error {
 		return fail(errors.New(resp.Status))
 	}
 	want := make([]byte, 16)
-	fillPattern(want, 0, b.cfg.seed)
+	content.Fill(want, 0, b.cfg.seed)
 	if !bytes.Equal(got, want) {
 		return errors.New("nginx self-check: first 16 bytes differ from the generated file")
 	}
@@ -438,7 +441,7 @@ func randomReads(ctx context.Context, path string, offs []int64, seed uint64) ([
 		if err != nil && !(errors.Is(err, io.EOF) && n == len(buf)) {
 			return lat, false, fmt.Errorf("pread at %d: %w", off, err)
 		}
-		fillPattern(want, off, seed)
+		content.Fill(want, off, seed)
 		if !bytes.Equal(buf, want) {
 			ok = false
 		}

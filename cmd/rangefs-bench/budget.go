@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+
+	"rangefs/cmd/internal/bytesize"
 )
 
 // budgetLimit is the cache budget of the bounded row: a sixteenth of the
@@ -24,7 +26,7 @@ func budgetRows(cfg config) []row {
 			free.id, free.label = "budget-unbounded", "rangefs mount -j8, unbounded cache"
 			bounded := rangefsMount()
 			bounded.id = "budget-bounded"
-			bounded.label = "rangefs mount -j8 --cache-max-size " + formatSize(limit)
+			bounded.label = "rangefs mount -j8 --cache-max-size " + bytesize.Format(limit)
 			argv := bounded.argv
 			bounded.argv = func(url, mnt, cache string, noPrefetch bool) []string {
 				a := argv(url, mnt, cache, noPrefetch)

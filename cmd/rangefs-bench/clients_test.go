@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"rangefs/fetch/fetchtest/content"
 )
 
 func fixedVersions(v string) func(string) string { return func(string) string { return v } }
@@ -391,7 +393,7 @@ func TestCountFSCountsWhatIsRead(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.bin")
 	data := make([]byte, 1<<20)
-	fillPattern(data, 0, 7)
+	content.Fill(data, 0, 7)
 	if err := os.WriteFile(src, data, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -4,12 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"rangefs/cmd/internal/bytesize"
 )
 
 // config is everything the command line decides. parseFlags fills it and never exits,
@@ -70,13 +71,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	c.rcloneTuned = strings.Fields(*tuned)
 	var err error
-	if c.size, err = parseSize(*size); err != nil {
+	if c.size, err = bytesize.Parse(*size); err != nil {
 		return c, fmt.Errorf("--size: %w", err)
 	}
 	if c.size < 64<<10 {
 		return c, fmt.Errorf("--size: %d bytes is below the 64 KiB minimum", c.size)
 	}
-	if c.capRate, err = parseSize(strings.TrimSuffix(*capRate, "/s")); err != nil {
+	if c.capRate, err = bytesize.Parse(strings.TrimSuffix(*capRate, "/s")); err != nil {
 		return c, fmt.Errorf("--cap: %w", err)
 	}
 	if c.rtt < 0 || c.rtt > 10*time.Second {
@@ -95,56 +96,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--out must not be empty")
 	}
 	return c, nil
-}
-
-// parseSize reads "1073741824", "512K", "4M", "1GiB" (binary) or "20MB", "1.5GB" (decimal).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	if t == "" {
-		return 0, errors.New("empty size")
-	}
-	i := 0
-	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
-		i++
-	}
-	num, unit := t[:i], strings.TrimSpace(t[i:])
-	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || num == "" {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	mult, ok := sizeUnits[strings.ToLower(unit)]
-	if !ok {
-		return 0, fmt.Errorf("bad size unit %q in %q", unit, s)
-	}
-	f := v * mult
-	if f > math.MaxInt64/2 {
-		return 0, fmt.Errorf("size %q too large", s)
-	}
-	if f != math.Trunc(f) {
-		return 0, fmt.Errorf("size %q is not a whole number of bytes", s)
-	}
-	return int64(f), nil
-}
-
-var sizeUnits = map[string]float64{
-	"": 1, "b": 1,
-	"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
-	"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
-	"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
-	"t": 1 << 40, "tib": 1 << 40, "tb": 1e12,
-}
-
-// formatSize renders n the way the flags accept it, for labels and the report header.
-func formatSize(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%dGiB", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dKiB", n>>10)
-	}
-	return strconv.FormatInt(n, 10)
 }
 
 // formatRate renders a per-connection cap for labels ("20 MB/s", "no cap").

@@ -10,44 +10,6 @@ import (
 	"github.com/spf13/pflag"
 )
 
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		bad  bool
-	}{
-		{in: "1073741824", want: 1 << 30},
-		{in: "1GiB", want: 1 << 30},
-		{in: "1G", want: 1 << 30},
-		{in: "256MiB", want: 256 << 20},
-		{in: "512K", want: 512 << 10},
-		{in: "20MB", want: 20_000_000},
-		{in: "1.5GB", want: 1_500_000_000},
-		{in: "0.5MiB", want: 512 << 10},
-		{in: "0", want: 0},
-		{in: " 4m ", want: 4 << 20},
-		{in: "", bad: true},
-		{in: "MB", bad: true},
-		{in: "12XB", bad: true},
-		{in: "1.5", bad: true},        // not whole bytes
-		{in: "1e3", bad: true},        // no exponents
-		{in: "99999999TB", bad: true}, // overflow
-		{in: "-1MB", bad: true},
-	}
-	for _, tc := range tests {
-		got, err := parseSize(tc.in)
-		if tc.bad {
-			if err == nil {
-				t.Errorf("parseSize(%q) = %d, want an error", tc.in, got)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
-		}
-	}
-}
-
 func TestParseFlags(t *testing.T) {
 	c, err := parseFlags(nil, io.Discard)
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,41 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"rangefs/fetch/fetchtest/content"
 )
 
-// The test file's content is a pure function of (seed, offset): 64-bit words of a
-// splitmix64 sequence. Nothing about it compresses, every byte is written (no holes), and a
-// random read can be checked without reading the original file.
-
-func patternWord(seed uint64, i uint64) uint64 {
-	z := seed*0xd1342543de82ef95 + i*0x9e3779b97f4a7c15
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
-
-// fillPattern writes the file content at [off, off+len(p)) into p.
-func fillPattern(p []byte, off int64, seed uint64) {
-	var w [8]byte
-	for len(p) > 0 {
-		word := uint64(off) / 8
-		skip := int(uint64(off) % 8)
-		if skip == 0 && len(p) >= 8 {
-			// Fast path: whole aligned words.
-			n := len(p) / 8
-			for k := 0; k < n; k++ {
-				binary.LittleEndian.PutUint64(p[k*8:], patternWord(seed, word+uint64(k)))
-			}
-			p = p[n*8:]
-			off += int64(n * 8)
-			continue
-		}
-		binary.LittleEndian.PutUint64(w[:], patternWord(seed, word))
-		c := copy(p, w[skip:])
-		p = p[c:]
-		off += int64(c)
-	}
-}
+// The test file's content is package content's (seed, offset) function: nothing about it
+// compresses, every byte is written (no holes), and a random read can be checked without
+// reading the original file.
 
 // dataFile is the generated test file.
 type dataFile struct {
@@ -64,7 +35,9 @@ func ensureDataFile(dir string, size int64, seed uint64) (dataFile, error) {
 	// The sidecar sits beside the served directory, not in it: rclone and httpdirfs mount
 	// the directory listing and must see exactly one file.
 	side := filepath.Join(filepath.Dir(dir), name+".sha256")
-	want := fmt.Sprintf("size=%d seed=%d sha256=", size, seed)
+	// "content=2": the generator changed once (to package content's); a file a run
+	// made before that has another sidecar line and is written again.
+	want := fmt.Sprintf("content=2 size=%d seed=%d sha256=", size, seed)
 	if b, err := os.ReadFile(side); err == nil && strings.HasPrefix(string(b), want) {
 		if fi, err := os.Stat(d.path); err == nil && fi.Size() == size {
 			d.sum = strings.TrimSpace(strings.TrimPrefix(string(b), want))
@@ -80,7 +53,7 @@ func ensureDataFile(dir string, size int64, seed uint64) (dataFile, error) {
 	w := io.MultiWriter(f, h)
 	for off := int64(0); off < size; {
 		n := min(int64(len(buf)), size-off)
-		fillPattern(buf[:n], off, seed)
+		content.Fill(buf[:n], off, seed)
 		if _, err := w.Write(buf[:n]); err != nil {
 			f.Close()
 			return d, err

@@ -9,29 +9,9 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-)
 
-func TestFillPatternIsPositional(t *testing.T) {
-	whole := make([]byte, 10000)
-	fillPattern(whole, 0, 5)
-	// Any sub-span filled on its own, at any alignment, equals the same span of the whole.
-	for _, span := range [][2]int{{0, 1}, {1, 7}, {3, 8}, {7, 9}, {8, 16}, {13, 4096}, {4095, 4097}, {9991, 9}} {
-		off, n := span[0], span[1]
-		part := make([]byte, n)
-		fillPattern(part, int64(off), 5)
-		if !bytes.Equal(part, whole[off:off+n]) {
-			t.Errorf("span at %d len %d differs from the whole-file pattern", off, n)
-		}
-	}
-	other := make([]byte, 64)
-	fillPattern(other, 0, 6)
-	if bytes.Equal(other, whole[:64]) {
-		t.Error("different seeds gave the same content")
-	}
-	if bytes.Count(whole, []byte{0}) > len(whole)/64 {
-		t.Error("pattern is suspiciously full of zeros")
-	}
-}
+	"rangefs/fetch/fetchtest/content"
+)
 
 func TestEnsureDataFileAndHash(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "www")
@@ -46,7 +26,7 @@ func TestEnsureDataFileAndHash(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := make([]byte, size)
-	fillPattern(want, 0, 11)
+	content.Fill(want, 0, 11)
 	if !bytes.Equal(raw, want) {
 		t.Fatal("file content is not the pattern")
 	}

@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"rangefs/fetch/fetchtest/content"
 )
 
 // A fixture is a file a real client program reads in the client rows: a video, a zip, a
@@ -236,7 +238,7 @@ func zipFixture(z zipParams) *fixture {
 func zipMemberContent(z zipParams, i int) []byte {
 	raw := make([]byte, (z.MemberSize+1)/2)
 	// Each member draws from its own region of the pattern, so no two are alike.
-	fillPattern(raw, int64(i)<<32, z.Seed)
+	content.Fill(raw, int64(i)<<32, z.Seed)
 	h := make([]byte, hex.EncodedLen(len(raw)))
 	hex.Encode(h, raw)
 	h = h[:z.MemberSize]

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"rangefs/fetch/fetchtest/content"
 )
 
 const shippedSliceConf = "../rangefs/deploy/nginx-slice-cache.conf"
@@ -173,7 +175,7 @@ func TestSliceCacheStartsFromShippedConfig(t *testing.T) {
 		resp.Body.Close()
 		cancel()
 		want := make([]byte, 4096)
-		fillPattern(want, 1<<20, 4)
+		content.Fill(want, 1<<20, 4)
 		if resp.StatusCode != 206 || string(body) != string(want) || resp.Header.Get("Etag") == "" {
 			t.Fatalf("GET %d: %s, ETag %q, content ok=%v", i, resp.Status, resp.Header.Get("Etag"), string(body) == string(want))
 		}

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"rangefs/cmd/internal/bytesize"
 )
 
 // Exit codes.
@@ -60,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for _, r := range rows {
 			fmt.Fprintf(stdout, "%-22s ~%s\n", r.id, r.est.Round(time.Second))
 		}
-		fmt.Fprintf(stdout, "%-22s ~%s (%s file, %s per connection)\n", "total", total.Round(time.Second), formatSize(cfg.size), formatRate(cfg.capRate))
+		fmt.Fprintf(stdout, "%-22s ~%s (%s file, %s per connection)\n", "total", total.Round(time.Second), bytesize.Format(cfg.size), formatRate(cfg.capRate))
 		return exitOK
 	}
 
@@ -164,7 +166,7 @@ func writeHeader(w io.Writer, m runMeta, interrupted bool) {
 	fmt.Fprintf(w, "- date: %s, run took %s\n", m.started.UTC().Format("2006-01-02 15:04 UTC"), m.elapsed.Round(time.Second))
 	fmt.Fprintf(w, "- machine: %d cores (%s), kernel %s, %s\n", runtime.NumCPU(), cpuModel(), kernel(), runtime.Version())
 	fmt.Fprintf(w, "- load average at start / end: %s / %s\n", m.load0, m.load1)
-	fmt.Fprintf(w, "- file: %s of deterministic incompressible data, sha256 %s\n", formatSize(m.cfg.size), m.sum)
+	fmt.Fprintf(w, "- file: %s of deterministic incompressible data, sha256 %s\n", bytesize.Format(m.cfg.size), m.sum)
 	fmt.Fprintf(w, "- network: nginx on 127.0.0.1 behind a pacing proxy, %s per TCP connection, rtt %v\n", formatRate(m.cfg.capRate), m.cfg.rtt)
 	fmt.Fprintf(w, "- command: `rangefs-bench %s`\n", strings.Join(m.args, " "))
 	fmt.Fprintf(w, "- tools: %s\n", strings.Join(m.versions, "; "))
@@ -188,7 +190,7 @@ func writeOutputs(dir string, md []byte, m runMeta, rs []result) error {
 	}
 	var s bytes.Buffer
 	title := fmt.Sprintf("rangefs-bench %s: %s file, %s per connection, rtt %v, %d cores",
-		m.started.UTC().Format("2006-01-02"), formatSize(m.cfg.size), formatRate(m.cfg.capRate), m.cfg.rtt, runtime.NumCPU())
+		m.started.UTC().Format("2006-01-02"), bytesize.Format(m.cfg.size), formatRate(m.cfg.capRate), m.cfg.rtt, runtime.NumCPU())
 	if err := writeSVG(&s, title, rs); err != nil {
 		return err
 	}

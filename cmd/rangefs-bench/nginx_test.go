@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"rangefs/fetch/fetchtest/content"
 )
 
 func TestRenderNginxConf(t *testing.T) {
@@ -144,7 +146,7 @@ func TestNginxThroughProxy(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	want := make([]byte, 4096)
-	fillPattern(want, 4096, 3)
+	content.Fill(want, 4096, 3)
 	if resp.StatusCode != 206 || string(body) != string(want) {
 		t.Fatalf("range GET: %s, %d bytes, content ok=%v", resp.Status, len(body), string(body) == string(want))
 	}

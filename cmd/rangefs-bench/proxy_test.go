@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"rangefs/fetch/fetchtest/content"
 )
 
 // fakeClock drives a pacer without real sleeping: sleep advances now.
@@ -136,7 +138,7 @@ func fetchThrough(t *testing.T, addr string) ([]byte, time.Duration, time.Durati
 
 func TestProxyCapsRateAndCounts(t *testing.T) {
 	payload := make([]byte, 3_000_000)
-	fillPattern(payload, 0, 7)
+	content.Fill(payload, 0, 7)
 	up := sinkServer(t, payload)
 	const rate = 10_000_000 // 10 MB/s
 	p, err := newProxy("127.0.0.1:0", up, rate, 0)
@@ -199,7 +201,7 @@ func TestProxyCapsRateAndCounts(t *testing.T) {
 
 func TestProxyUncappedAndRTT(t *testing.T) {
 	payload := make([]byte, 200_000)
-	fillPattern(payload, 0, 9)
+	content.Fill(payload, 0, 9)
 	up := sinkServer(t, payload)
 	p, err := newProxy("127.0.0.1:0", up, 0, 0)
 	if err != nil {

@@ -15,12 +15,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
 
+	"rangefs/cmd/internal/bytesize"
 	"rangefs/fetch/fetchtest"
 )
 
@@ -64,40 +63,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	if c.rate < 0 {
 		return c, errors.New("--rate must be >= 0")
 	}
-	n, err := parseSize(size)
+	n, err := bytesize.Parse(size)
 	if err != nil {
 		return c, err
 	}
 	c.size = n
 	return c, nil
-}
-
-// parseSize accepts a byte count with an optional K/M/G/T suffix (binary multiples; "KiB",
-// "KB" and "K" all mean 1024).
-func parseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("invalid size %q", s)
-	}
-	return n * mult, nil
 }
 
 func run(args []string, stdout, stderr io.Writer, stop <-chan os.Signal) int {

@@ -13,22 +13,6 @@ import (
 	"rangefs/fetch/fetchtest"
 )
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{
-		"0": 0, "12345": 12345, "1K": 1 << 10, "1KiB": 1 << 10, "64MiB": 64 << 20, "64mb": 64 << 20,
-		"1G": 1 << 30, "2GiB": 2 << 30, "1T": 1 << 40,
-	} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "-1", "1X", "abc", "1.5G", "99999999999T"} {
-		if _, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q) succeeded", in)
-		}
-	}
-}
-
 func TestParseArgs(t *testing.T) {
 	c, err := parseArgs([]string{"--size", "1MiB", "--seed", "9", "--rate", "1000"}, io.Discard)
 	if err != nil || c.size != 1<<20 || c.seed != 9 || c.rate != 1000 || c.addr != "127.0.0.1:0" {

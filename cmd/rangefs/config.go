@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"rangefs/cmd/internal/bytesize"
 	"rangefs/fetch"
 	rfs "rangefs/fs"
 )
@@ -236,36 +237,8 @@ func addHeader(h http.Header, line string) error {
 	return nil
 }
 
-// parseSize reads sizes such as 4096, 512K, 4M, 1GiB, 1.5G. K, M, G and T
-// (with or without "i" and "B") are powers of 1024, as in curl and aria2c;
-// KB, MB, GB, TB are powers of 1000.
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := 0
-	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
-		i++
-	}
-	num, unit := t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
-	v, err := strconv.ParseFloat(num, 64)
-	if num == "" || err != nil || v < 0 {
-		return 0, fmt.Errorf("%q is not a size (try 4096, 512K, 16M, 1GiB)", s)
-	}
-	mult := map[string]float64{
-		"": 1, "B": 1,
-		"K": 1 << 10, "KI": 1 << 10, "KIB": 1 << 10, "KB": 1e3,
-		"M": 1 << 20, "MI": 1 << 20, "MIB": 1 << 20, "MB": 1e6,
-		"G": 1 << 30, "GI": 1 << 30, "GIB": 1 << 30, "GB": 1e9,
-		"T": 1 << 40, "TI": 1 << 40, "TIB": 1 << 40, "TB": 1e12,
-	}[unit]
-	if mult == 0 {
-		return 0, fmt.Errorf("%q has an unknown unit %q (use K, M, G, T or KB, MB, GB, TB)", s, unit)
-	}
-	v *= mult
-	if v >= 1<<62 {
-		return 0, fmt.Errorf("%q is too large", s)
-	}
-	return int64(v), nil
-}
+// parseSize is bytesize.Parse, the size syntax every command shares.
+func parseSize(s string) (int64, error) { return bytesize.Parse(s) }
 
 // parseURL accepts an http(s) URL, or @FILE naming a file whose first line is
 // the URL, so that presigned URLs need not appear in the process list.

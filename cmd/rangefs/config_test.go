@@ -20,35 +20,6 @@ import (
 
 func noEnv(string) string { return "" }
 
-func TestParseSize(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int64
-		bad  bool
-	}{
-		{"4096", 4096, false},
-		{"0", 0, false},
-		{"512K", 512 << 10, false},
-		{"512k", 512 << 10, false},
-		{"4M", 4 << 20, false},
-		{"1GiB", 1 << 30, false},
-		{"1.5G", 3 << 29, false},
-		{"2MB", 2e6, false},
-		{"10 MiB", 10 << 20, false},
-		{"", 0, true},
-		{"M", 0, true},
-		{"-1", 0, true},
-		{"1X", 0, true},
-		{"1.2.3", 0, true},
-		{"9999999T", 0, true},
-	} {
-		got, err := parseSize(tc.in)
-		if (err != nil) != tc.bad || (!tc.bad && got != tc.want) {
-			t.Errorf("parseSize(%q) = %d, %v; want %d, bad=%v", tc.in, got, err, tc.want, tc.bad)
-		}
-	}
-}
-
 func TestAddHeader(t *testing.T) {
 	for _, tc := range []struct {
 		line, name, value string

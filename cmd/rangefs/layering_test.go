@@ -8,7 +8,7 @@ import (
 
 // TestImportArrows enforces the package arrows of the design:
 //
-//	cmd/rangefs -> fs, cache, fetch, fetch/listing, pflag
+//	cmd/rangefs -> fs, cache, fetch, fetch/listing, cmd/internal, pflag
 //	fs          -> fs/archive, cache, go-fuse  (never fetch, never bbolt)
 //	fs/archive  -> stdlib only
 //	cache       -> bbolt, stdlib           (never fetch)
@@ -16,10 +16,15 @@ import (
 //	                 (never cache, never fs)
 //	fetch       -> stdlib only
 //
-// It lists every non-test dependency with `go list -deps`.
+// It lists every non-test dependency with `go list -deps`. The tests of cache and fs
+// keep the same arrows: of this module they import only what their package may, and the
+// stdlib-only test helpers listed in testHelpers.
 func TestImportArrows(t *testing.T) {
 	allowed := map[string][]string{
-		"rangefs/fetch": {},
+		"rangefs/fetch":                    {},
+		"rangefs/fetch/fetchtest/content":  {},
+		"rangefs/fetch/fetchtest/testsync": {},
+		"rangefs/cmd/internal/bytesize":    {},
 		"rangefs/fetch/listing": {"rangefs/fetch", "golang.org/x/net/html",
 			"github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 		"rangefs/fs/archive": {},
@@ -35,6 +40,8 @@ func TestImportArrows(t *testing.T) {
 			"github.com/coreos/go-systemd",
 			"github.com/prometheus/", "github.com/beorn7/perks", "github.com/cespare/xxhash", "github.com/munnerz/goautoneg",
 			"google.golang.org/protobuf", "go.yaml.in/yaml", "github.com/klauspost/compress", "github.com/pandatix/go-abnf",
+			// The command-line helpers its sibling commands share (bytesize).
+			"rangefs/cmd/internal",
 			// fetch/listing (trees) and what it brings.
 			"golang.org/x/net/html", "github.com/aws/aws-sdk-go-v2", "github.com/aws/smithy-go"},
 	}
@@ -55,6 +62,20 @@ func TestImportArrows(t *testing.T) {
 			t.Errorf("%s depends on %s, which the design does not allow", pkg, dep)
 		}
 	}
+	for pkg, ok := range map[string][]string{
+		"rangefs/cache": testHelpers,
+		"rangefs/fs":    append([]string{"rangefs/fs/archive", "rangefs/cache"}, testHelpers...),
+	} {
+		out, err := exec.Command("go", "list", "-f", "{{join .TestImports \" \"}} {{join .XTestImports \" \"}}", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkg, err)
+		}
+		for _, imp := range strings.Fields(string(out)) {
+			if strings.HasPrefix(imp, "rangefs/") && imp != pkg && !hasPrefixIn(imp, ok) {
+				t.Errorf("the tests of %s import %s, which the design does not allow", pkg, imp)
+			}
+		}
+	}
 	for pkg, banned := range direct {
 		out, err := exec.Command("go", "list", "-f", "{{join .Imports \" \"}}", pkg).Output()
 		if err != nil {
@@ -67,6 +88,10 @@ func TestImportArrows(t *testing.T) {
 		}
 	}
 }
+
+// testHelpers are the packages every layer's tests may import: each imports the standard
+// library only (TestImportArrows checks that too).
+var testHelpers = []string{"rangefs/fetch/fetchtest/content", "rangefs/fetch/fetchtest/testsync"}
 
 func hasPrefixIn(path string, prefixes []string) bool {
 	for _, p := range prefixes {

@@ -25,6 +25,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"rangefs/fetch/fetchtest"
+	"rangefs/fetch/listing/listingtest"
 )
 
 // findFiles runs find(1) over dir and returns the files' paths below it.
@@ -91,16 +92,16 @@ func samePaths(t *testing.T, got, want []string) {
 func TestMountNginxTree(t *testing.T) {
 	needFUSE(t)
 	tree, files := makeTestTree(t, 0)
-	ng := startTestNginx(t, tree)
+	ng := listingtest.StartNginx(t, tree)
 	for _, format := range []string{"html", "json"} {
 		t.Run(format, func(t *testing.T) {
 			mnt := t.TempDir()
-			before := len(ng.requests(t))
-			startMount(t, "d0", "--cache-dir", t.TempDir(), "--no-prefetch", ng.url+"/"+format+"/", mnt)
+			before := len(ng.Requests(t))
+			startMount(t, "d0", "--cache-dir", t.TempDir(), "--no-prefetch", ng.URL+"/"+format+"/", mnt)
 			samePaths(t, findFiles(t, mnt), treePaths(files))
-			for _, r := range ng.requests(t)[before:] {
-				if r.method != "GET" || !strings.HasSuffix(r.uri, "/") {
-					t.Errorf("listing the tree sent %s %s: a listing must only GET directories", r.method, r.uri)
+			for _, r := range ng.Requests(t)[before:] {
+				if r.Method != "GET" || !strings.HasSuffix(r.URI, "/") {
+					t.Errorf("listing the tree sent %s %s: a listing must only GET directories", r.Method, r.URI)
 				}
 			}
 			checkSampled(t, mnt, files)
@@ -114,9 +115,9 @@ func TestMountNginxTree(t *testing.T) {
 func TestMountNginxDirWithoutSlash(t *testing.T) {
 	needFUSE(t)
 	tree, _ := makeTestTree(t, 0)
-	ng := startTestNginx(t, tree)
+	ng := listingtest.StartNginx(t, tree)
 	mnt := t.TempDir()
-	startMount(t, "e3", "--cache-dir", t.TempDir(), "--no-prefetch", ng.url+"/html/d2", mnt)
+	startMount(t, "e3", "--cache-dir", t.TempDir(), "--no-prefetch", ng.URL+"/html/d2", mnt)
 	want := fileContent("d2/e3/f4.bin", int64((200+34)*97%9000))
 	got, err := os.ReadFile(filepath.Join(mnt, "e3", "f4.bin"))
 	if err != nil || !bytes.Equal(got, want) {
@@ -149,7 +150,7 @@ func TestMountNeitherFileNorListing(t *testing.T) {
 func TestMountPythonHTTPServer(t *testing.T) {
 	needFUSE(t)
 	tree, files := makeTestTree(t, 0)
-	base := startPythonHTTP(t, tree)
+	base := listingtest.StartPython(t, tree)
 	mnt := t.TempDir()
 	m := startMount(t, "d0", "--cache-dir", t.TempDir(), base+"/", mnt)
 	samePaths(t, findFiles(t, mnt), treePaths(files))
@@ -242,10 +243,10 @@ func TestMountIndexPageProbesInParallel(t *testing.T) {
 func TestMountExactListingLsIsFast(t *testing.T) {
 	needFUSE(t)
 	tree, files := makeTestTree(t, 1000)
-	ng := startTestNginx(t, tree)
+	ng := listingtest.StartNginx(t, tree)
 	mnt := t.TempDir()
-	startMount(t, "flat", "--cache-dir", t.TempDir(), ng.url+"/json/", mnt)
-	before := len(ng.requests(t))
+	startMount(t, "flat", "--cache-dir", t.TempDir(), ng.URL+"/json/", mnt)
+	before := len(ng.Requests(t))
 	start := time.Now()
 	out, err := exec.Command("ls", "-l", filepath.Join(mnt, "flat")).Output()
 	took := time.Since(start)
@@ -258,9 +259,9 @@ func TestMountExactListingLsIsFast(t *testing.T) {
 	if took > time.Second {
 		t.Errorf("the first ls -l of 1,000 entries took %v, want under 1 s", took)
 	}
-	for _, r := range ng.requests(t)[before:] {
-		if r.method != "GET" || r.uri != "/json/flat/" {
-			t.Errorf("ls -l sent %s %s", r.method, r.uri)
+	for _, r := range ng.Requests(t)[before:] {
+		if r.Method != "GET" || r.URI != "/json/flat/" {
+			t.Errorf("ls -l sent %s %s", r.Method, r.URI)
 		}
 	}
 	var st syscall.Stat_t
@@ -274,11 +275,11 @@ func TestMountExactListingLsIsFast(t *testing.T) {
 func TestMountSaysWhichNameIsWhichURL(t *testing.T) {
 	needFUSE(t)
 	tree, _ := makeTestTree(t, 0)
-	ng := startTestNginx(t, tree)
+	ng := listingtest.StartNginx(t, tree)
 	mnt := t.TempDir()
-	a, b := ng.url+"/json/d1/e1/f1.bin", ng.url+"/json/d2/e2/f1.bin"
-	m := startMount(t, "f1.bin", "--cache-dir", t.TempDir(), "--no-prefetch", a, b, ng.url+"/json/d3/", mnt)
-	for _, want := range []string{"f1.bin is " + a, "f1-2.bin is " + b, "d3 is " + ng.url + "/json/d3/"} {
+	a, b := ng.URL+"/json/d1/e1/f1.bin", ng.URL+"/json/d2/e2/f1.bin"
+	m := startMount(t, "f1.bin", "--cache-dir", t.TempDir(), "--no-prefetch", a, b, ng.URL+"/json/d3/", mnt)
+	for _, want := range []string{"f1.bin is " + a, "f1-2.bin is " + b, "d3 is " + ng.URL + "/json/d3/"} {
 		if !strings.Contains(m.stderr.String(), want) {
 			t.Errorf("the mount does not say %q: %s", want, m.stderr.String())
 		}
@@ -298,9 +299,9 @@ func TestMountSaysWhichNameIsWhichURL(t *testing.T) {
 func TestMountSIGHUPRelistsAndNewVersions(t *testing.T) {
 	needFUSE(t)
 	tree, _ := makeTestTree(t, 0)
-	ng := startTestNginx(t, tree)
+	ng := listingtest.StartNginx(t, tree)
 	mnt := t.TempDir()
-	m := startMount(t, "e0", "--cache-dir", t.TempDir(), "--no-prefetch", "--dir-cache-time", "1h", ng.url+"/json/d0/", mnt)
+	m := startMount(t, "e0", "--cache-dir", t.TempDir(), "--no-prefetch", "--dir-cache-time", "1h", ng.URL+"/json/d0/", mnt)
 	path := filepath.Join(mnt, "e0", "f1.bin")
 	old, err := os.ReadFile(path)
 	if err != nil {
@@ -358,9 +359,9 @@ func TestMountSIGHUPRelistsAndNewVersions(t *testing.T) {
 func TestMountTreeFilesAreClosedWhenIdle(t *testing.T) {
 	needFUSE(t)
 	tree, files := makeTestTree(t, 0)
-	ng := startTestNginx(t, tree)
+	ng := listingtest.StartNginx(t, tree)
 	mnt := t.TempDir()
-	m := startMount(t, "d0", "--cache-dir", t.TempDir(), "--no-prefetch", ng.url+"/json/", mnt)
+	m := startMount(t, "d0", "--cache-dir", t.TempDir(), "--no-prefetch", ng.URL+"/json/", mnt)
 	before := fdCount(t, m.cmd.Process.Pid)
 	for _, f := range files[:300] {
 		if _, err := os.ReadFile(filepath.Join(mnt, f.path)); err != nil {

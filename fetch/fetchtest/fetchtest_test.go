@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,45 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-func TestPatternReadAt(t *testing.T) {
-	const size = 1000
-	p := Pattern(size, 42)
-	whole := make([]byte, size)
-	if n, err := p.ReadAt(whole, 0); n != size || err != nil {
-		t.Fatalf("ReadAt whole = %d, %v", n, err)
-	}
-	// Any offset and length agrees with the whole read (aligned or not).
-	for off := 0; off < 40; off++ {
-		for n := 0; n < 40; n++ {
-			b := make([]byte, n)
-			m, err := p.ReadAt(b, int64(off))
-			if m != n || err != nil || !bytes.Equal(b, whole[off:off+n]) {
-				t.Fatalf("ReadAt(%d bytes at %d) = %d, %v, mismatch %v", n, off, m, err, !bytes.Equal(b, whole[off:off+n]))
-			}
-		}
-	}
-	// Reads past the end are short with io.EOF.
-	b := make([]byte, 10)
-	if n, err := p.ReadAt(b, size-3); n != 3 || err != io.EOF || !bytes.Equal(b[:3], whole[size-3:]) {
-		t.Fatalf("ReadAt across the end = %d, %v", n, err)
-	}
-	if n, err := p.ReadAt(b, size); n != 0 || err != io.EOF {
-		t.Fatalf("ReadAt at the end = %d, %v", n, err)
-	}
-	if _, err := p.ReadAt(b, -1); err == nil {
-		t.Fatal("ReadAt at -1 succeeded")
-	}
-	// Another seed is other content; the same seed is the same content.
-	if bytes.Equal(Pattern(size, 43).Bytes(0, size), whole) || !bytes.Equal(Pattern(size, 42).Bytes(0, size), whole) {
-		t.Fatal("seed does not determine content")
-	}
-	sum := sha256.Sum256(whole)
-	if got := PatternSHA256(size, 42); got != hex.EncodeToString(sum[:]) || p.SHA256() != got {
-		t.Fatalf("PatternSHA256 = %s, want %x", got, sum)
-	}
-}
+	"rangefs/fetch/fetchtest/testsync"
+)
 
 func newServer(t *testing.T, size int64, opts ...Option) (*Server, *PatternReader) {
 	t.Helper()
@@ -98,7 +60,7 @@ func TestServerNormalAnswers(t *testing.T) {
 	}
 	// The client can hold the whole body before the handler has returned and
 	// counted it.
-	waitFor(t, func() bool { return s.Stats().InFlight == 0 })
+	testsync.WaitFor(t, 5*time.Second, "no request in flight", func() bool { return s.Stats().InFlight == 0 })
 	if st := s.Stats(); st.Requests != 2 || st.RangeRequests != 1 || st.BytesSent != 100010 || st.Connections != 2 {
 		t.Fatalf("stats = %+v", st)
 	}
@@ -214,7 +176,7 @@ func TestServerSlowFaults(t *testing.T) {
 				resp.Body.Close()
 			}
 		}()
-		waitFor(t, func() bool { st := s.Stats(); return st.Requests >= 2 && st.InFlight > 0 })
+		testsync.WaitFor(t, 5*time.Second, "a second request in flight", func() bool { st := s.Stats(); return st.Requests >= 2 && st.InFlight > 0 })
 		closed := make(chan struct{})
 		go func() { s.Close(); close(closed) }()
 		select {
@@ -305,25 +267,14 @@ func TestServerMaxConcurrent(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, func() bool { return s.Stats().InFlight == 3 })
+	testsync.WaitFor(t, 5*time.Second, "3 requests in flight", func() bool { return s.Stats().InFlight == 3 })
 	cancel()
 	for range 3 {
 		<-done
 	}
-	waitFor(t, func() bool { return s.Stats().InFlight == 0 })
+	testsync.WaitFor(t, 5*time.Second, "no request in flight", func() bool { return s.Stats().InFlight == 0 })
 	if st := s.Stats(); st.MaxConcurrent != 3 || st.Requests != 3 {
 		t.Fatalf("stats %+v; want 3 requests, 3 concurrent", st)
-	}
-}
-
-// waitFor polls cond for at most 5 s (state changes in handler goroutines have no event to
-// wait on from outside).
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 5s")
-		}
 	}
 }
 
@@ -383,7 +334,7 @@ func TestServerErrorBodySizes(t *testing.T) {
 		}
 		resp.Body.Close()
 		tr.CloseIdleConnections()
-		waitFor(t, func() bool { return s.Stats().InFlight == 0 })
+		testsync.WaitFor(t, 5*time.Second, "no request in flight", func() bool { return s.Stats().InFlight == 0 })
 	}
 }
 

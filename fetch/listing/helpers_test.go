@@ -1,7 +1,6 @@
 package listing
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
@@ -11,25 +10,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"rangefs/fetch/fetchtest/testsync"
 )
 
 // logBuffer is a slog destination tests can read; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer struct{ testsync.Buffer }
 
 // count returns how many records contain every one of the substrings.
 func (b *logBuffer) count(subs ...string) int {

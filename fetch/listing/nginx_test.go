@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"rangefs/fetch/listing/listingtest"
 )
 
 // A real nginx serves one tree as autoindex html, html with exact_size off, json and xml.
@@ -18,10 +20,10 @@ import (
 // by requesting directories only, and every file URL fetches that file's bytes.
 func TestNginxTree(t *testing.T) {
 	tree, files := makeTree(t)
-	ng := startNginx(t, tree)
+	ng := listingtest.StartNginx(t, tree)
 	// Requests are counted by a proxy in front of nginx: it sees each request before its
 	// answer, where nginx's access log is written a moment after.
-	target, _ := url.Parse(ng.url)
+	target, _ := url.Parse(ng.URL)
 	rl := &requestLog{}
 	front := serve(t, rl.wrap(httputil.NewSingleHostReverseProxy(target)))
 	ndirs := 1 + 10 + 100 + 1 // root, d*, d*/e*, special
@@ -106,7 +108,7 @@ func checkURL(t *testing.T, u, path string) {
 // python's http.server lists the same tree (its page has names and no sizes).
 func TestPythonHTTPServerTree(t *testing.T) {
 	tree, files := makeTree(t)
-	base := startPython(t, tree)
+	base := listingtest.StartPython(t, tree)
 	log, lb := newLog()
 	l, err := NewHTTP(base+"/", HTTPOptions{Options: Options{Logger: log}})
 	if err != nil {
