@@ -216,14 +216,8 @@ func isMountPoint(dir string) bool { return mountDevice(dir) != "" }
 // mountDevice returns the "major:minor" of the newest mount at dir, from
 // /proc/self/mountinfo, or "" when nothing is mounted there.
 func mountDevice(dir string) string {
-	ms, _ := Mounts()
-	dev := ""
-	for _, m := range ms {
-		if m.Point == dir {
-			dev = m.Device
-		}
-	}
-	return dev
+	m, _ := MountedAt(dir)
+	return m.Device
 }
 
 func lazyUnmount(dir string) error {

@@ -21,6 +21,29 @@ func TestUnescapeMountinfo(t *testing.T) {
 	}
 }
 
+// ParseMounts reads every field rangefs uses, with the escapes undone.
+func TestParseMounts(t *testing.T) {
+	info := `22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+88 22 0:45 / /tmp/bench/mnt/a\040b rw,nosuid,nodev - fuse.rangefs rangefs rw,user_id=0,default_permissions
+89 22 0:46 / /tmp/back\134slash rw - fuse httpdirfs rw
+short line
+`
+	want := []MountEntry{
+		{ID: "22", Device: "253:0", Point: "/", Options: "rw,relatime", FSType: "ext4", SuperOpts: "rw"},
+		{ID: "88", Device: "0:45", Point: "/tmp/bench/mnt/a b", Options: "rw,nosuid,nodev", FSType: "fuse.rangefs", SuperOpts: "rw,user_id=0,default_permissions"},
+		{ID: "89", Device: "0:46", Point: `/tmp/back\slash`, Options: "rw", FSType: "fuse", SuperOpts: "rw"},
+	}
+	got := ParseMounts(info)
+	if len(got) != len(want) {
+		t.Fatalf("ParseMounts: %d entries %+v, want %d", len(got), got, len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("entry %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
 // Mounts finds a real mount whose point needs unescaping (a space).
 func TestMountsListsEscapedPoint(t *testing.T) {
 	if os.Geteuid() != 0 {

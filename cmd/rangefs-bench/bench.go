@@ -17,6 +17,7 @@ import (
 
 	"rangefs/cmd/internal/bytesize"
 	"rangefs/fetch/fetchtest/content"
+	"rangefs/fs"
 )
 
 // bench owns one run: the work dir, the generated file, nginx, the proxy and every child.
@@ -181,17 +182,13 @@ func (b *bench) close() {
 }
 
 func noMountsUnder(dir string) error {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := fs.Mounts()
 	if err != nil {
 		return err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 5 {
-			mp := unescapeMountinfo(f[4])
-			if mp == dir || strings.HasPrefix(mp, dir+"/") {
-				return fmt.Errorf("%s is still mounted", mp)
-			}
+	for _, m := range ms {
+		if m.Point == dir || strings.HasPrefix(m.Point, dir+"/") {
+			return fmt.Errorf("%s is still mounted", m.Point)
 		}
 	}
 	return nil

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"rangefs/fs"
 )
 
 // supervisor starts every child process and records every FUSE mount the benchmark
@@ -314,45 +315,9 @@ func isMounted(dir string) bool {
 	if err != nil {
 		return false
 	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	return mountinfoHas(f, abs)
+	_, ok := fs.MountedAt(abs)
+	return ok
 }
-
-// mountinfoHas scans a /proc/PID/mountinfo stream for mount point dir (field 5, with
-// the kernel's octal escapes for space, tab, newline and backslash).
-func mountinfoHas(r io.Reader, dir string) bool {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 5 && unescapeMountinfo(f[4]) == dir {
-			return true
-		}
-	}
-	return false
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 
 // tailFile returns the last non-empty line of a log file, trimmed to 200 bytes, for a
 // failed row's message.

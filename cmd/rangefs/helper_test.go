@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"rangefs/fs"
 )
 
 func TestHelperArgs(t *testing.T) {
@@ -294,12 +296,9 @@ func TestMountDaemonReadiness(t *testing.T) {
 // fuseConn returns the /sys/fs/fuse/connections entry of the mount at dir.
 func fuseConn(t *testing.T, dir string) string {
 	t.Helper()
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
-			if _, minor, ok := strings.Cut(f[2], ":"); ok {
-				return "/sys/fs/fuse/connections/" + minor
-			}
+	if m, ok := fs.MountedAt(dir); ok {
+		if _, minor, ok := strings.Cut(m.Device, ":"); ok {
+			return "/sys/fs/fuse/connections/" + minor
 		}
 	}
 	return ""
