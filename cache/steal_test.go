@@ -275,6 +275,7 @@ func TestBusyPrefetchYieldsSlotToQueuedDemand(t *testing.T) {
 	src := newCountingFake(size)
 	src.writeSize = testChunk
 	resume, afterB, gateA := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	paused := make(chan struct{}) // closed when the prefetch waits on resume
 	src.gate = func(off, n int64) <-chan struct{} {
 		if off == 6*testChunk {
 			return gateA
@@ -286,6 +287,7 @@ func TestBusyPrefetchYieldsSlotToQueuedDemand(t *testing.T) {
 		case off != 0:
 			return nil
 		case done == testChunk:
+			close(paused)
 			return resume
 		case done == 3*testChunk:
 			return afterB
@@ -297,8 +299,11 @@ func TestBusyPrefetchYieldsSlotToQueuedDemand(t *testing.T) {
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: pool})
 	f.StartPrefetch()
 	recv(t, src.started, "prefetch fetch")
-	// Chunk 0 is written (and the prefetch is on chunk 1) before anyone
-	// queues, so the yield must come at the end of chunk 1.
+	// Chunk 0 is written, and the prefetch has passed its end (it waits
+	// before writing chunk 1), before anyone queues, so the yield must come
+	// at the end of chunk 1. (Waiting for chunk 0 to be present is not
+	// enough: the boundary check comes just after.)
+	recv(t, paused, "the prefetch to pause in chunk 1")
 	waitFor(t, "chunk 0", func() bool { return f.tab.present.get(0) })
 
 	// Reader A takes the second slot and keeps it.
