@@ -246,7 +246,7 @@ func (d *archiveDir) open(ctx context.Context) (*archive.Archive, error) {
 	if err != nil {
 		return nil, fmt.Errorf("archive %s: %w", d.name, err)
 	}
-	ra := &ctxReaderAt{r: r, ctx: ctx, timeout: d.o.OpTimeout}
+	ra := &ctxReaderAt{r: r, ctx: ctx, timeout: d.o.OpTimeout, open: d.f.Open}
 	if rr, ok := d.f.(RangeReader); ok && d.kind != archive.TarGz {
 		// A tar.gz pass reads everything once: through the cache, with
 		// read-ahead, so that member reads find it there.
@@ -564,6 +564,13 @@ func (z *inflateReader) PassthroughPath() string { return "" }
 func (z *inflateReader) Version() string         { return z.version }
 func (z *inflateReader) Close() error            { return z.ar.Close() }
 
+// ReadAheadLimiter is an optional interface of a Reader: LimitReadAhead
+// tells it that its handle will read little past byte end, so that its
+// read-ahead stops there (cache.Reader.LimitReadAhead).
+type ReadAheadLimiter interface {
+	LimitReadAhead(end int64)
+}
+
 // ctxReaderAt is a Reader as an io.ReaderAt for the archive package: each
 // read gets its own deadline, timeout after it starts, within ctx.
 //
@@ -575,6 +582,42 @@ type ctxReaderAt struct {
 	timeout time.Duration
 	direct  RangeReader
 	listed  atomic.Bool
+	// open opens another Reader of the archive for a pass (OpenPass); nil
+	// in a pass's own ctxReaderAt.
+	open func(context.Context) (Reader, error)
+}
+
+var _ archive.PassOpener = (*ctxReaderAt)(nil)
+
+// OpenPass gives a tar.gz member's inflating pass a Reader of its own,
+// with read-ahead limited to end: its sequential reads earn read-ahead
+// that would otherwise run far past the member, and they do not disturb
+// the streams of the directory's Reader or of other members' passes.
+func (c *ctxReaderAt) OpenPass(off, end int64) (archive.ReadAtCloser, error) {
+	if c.open == nil {
+		return c, nil
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
+	r, err := c.open(ctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if l, ok := r.(ReadAheadLimiter); ok {
+		l.LimitReadAhead(end)
+	}
+	p := &ctxReaderAt{r: r, ctx: c.ctx, timeout: c.timeout}
+	p.listed.Store(true)
+	return p, nil
+}
+
+// Close closes the Reader of a pass (OpenPass); the directory's own is
+// closed with the directory.
+func (c *ctxReaderAt) Close() error {
+	if c.open != nil {
+		return nil
+	}
+	return c.r.Close()
 }
 
 func (c *ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {

@@ -62,7 +62,7 @@ type placement struct {
 	method   method
 	hdrOff   int64 // zip: local header; tar: first header block of the member
 	dataOff  int64 // first data byte; -1 until a zip's local header has been read
-	limit    int64 // zip: the data must end at or before this offset
+	limit    int64 // zip: the data must end at or before this offset; tar.gz: the archive (compressed) offset the pass had read to once past the member's data (0: not recorded)
 	csize    int64 // bytes of stored (possibly compressed) data
 	crc      uint32
 	hasCRC   bool

@@ -1,8 +1,12 @@
 package archive
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -277,5 +281,117 @@ func TestTarGzCheckpointsBounded(t *testing.T) {
 	run(t, out, "tar", "-xzf", tp)
 	if n := checkExtractedEvery(t, a, out, 10); n < 20 {
 		t.Fatalf("compared %d members", n)
+	}
+}
+
+// passRecorder is a PassOpener over a byte slice: it records each pass's
+// hint and the furthest byte read through it.
+type passRecorder struct {
+	b      []byte
+	mu     sync.Mutex
+	passes [][3]int64 // off, end, furthest byte read + 1
+}
+
+func (p *passRecorder) ReadAt(b []byte, off int64) (int, error) {
+	return bytes.NewReader(p.b).ReadAt(b, off)
+}
+
+func (p *passRecorder) OpenPass(off, end int64) (ReadAtCloser, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.passes = append(p.passes, [3]int64{off, end, 0})
+	return &passRead{p: p, i: len(p.passes) - 1}, nil
+}
+
+type passRead struct {
+	p *passRecorder
+	i int
+}
+
+func (r *passRead) ReadAt(b []byte, off int64) (int, error) {
+	n, err := r.p.ReadAt(b, off)
+	r.p.mu.Lock()
+	r.p.passes[r.i][2] = max(r.p.passes[r.i][2], off+int64(n))
+	r.p.mu.Unlock()
+	return n, err
+}
+
+func (r *passRead) Close() error { return nil }
+
+// A tar.gz member read tells its PassOpener where the member's compressed
+// data ends, from the pass's record (kept by the index) or, in an index
+// without it, from the next checkpoint; the read stays within that hint.
+func TestTarGzMemberPassIsBounded(t *testing.T) {
+	const member, n = 256 << 10, 40
+	rng := newRand(9)
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	contents := make([][]byte, n)
+	for i := range n {
+		b := make([]byte, member)
+		for j := range b {
+			b[j] = 'A' + byte(rng.Uint32())&0x3f
+		}
+		contents[i] = b
+		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("m%02d", i), Mode: 0o644, Size: member})
+		tw.Write(b)
+	}
+	tw.Close()
+	zw.Close()
+	src := &passRecorder{b: buf.Bytes()}
+	size := int64(buf.Len())
+	lim := Limits{CheckpointSpan: 1 << 20}
+	a := IndexTarGz(context.Background(), src, size, lim)
+	waitDone(t, a)
+	if err := a.Err(); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := a.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	re, err := LoadIndex(src, size, ix, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ratio := float64(size) / float64(n*member)
+	for _, tc := range []struct {
+		what string
+		a    *Archive
+	}{{"after the pass", a}, {"after LoadIndex", re}, {"from an index without the record", re}} {
+		if tc.what == "from an index without the record" {
+			for _, e := range tc.a.entries {
+				e.data.limit = 0
+			}
+		}
+		for _, i := range []int{7, 20, 33} {
+			src.mu.Lock()
+			src.passes = nil
+			src.mu.Unlock()
+			if got := readAll(t, tc.a, fmt.Sprintf("m%02d", i), 128<<10); !bytes.Equal(got, contents[i]) {
+				t.Fatalf("%s: m%02d: wrong content", tc.what, i)
+			}
+			src.mu.Lock()
+			passes := append([][3]int64(nil), src.passes...)
+			src.mu.Unlock()
+			if len(passes) != 1 {
+				t.Fatalf("%s: m%02d: %d passes, want 1", tc.what, i, len(passes))
+			}
+			off, end, read := passes[0][0], passes[0][1], passes[0][2]
+			// The member's compressed data ends at about this archive offset.
+			approx := int64(float64((i+1)*(member+512)+512) * ratio)
+			slack := int64(passSlack + 64<<10)
+			if tc.what == "from an index without the record" {
+				slack += int64(float64(lim.CheckpointSpan)*ratio) + 64<<10
+			}
+			t.Logf("%s: m%02d: pass [%d, %d) read to %d; data ends about %d", tc.what, i, off, end, read, approx)
+			if end < approx-64<<10 || end > approx+slack {
+				t.Errorf("%s: m%02d: pass hint ends at %d, the member's data at about %d", tc.what, i, end, approx)
+			}
+			if read > end+64<<10 || off >= end {
+				t.Errorf("%s: m%02d: pass [%d, %d) read to %d", tc.what, i, off, end, read)
+			}
+		}
 	}
 }
