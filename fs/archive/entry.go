@@ -133,6 +133,13 @@ func cleanName(raw string) (name string, dir bool, root bool, err error) {
 	return s, dir, false, nil
 }
 
+// LinkEscapes reports whether a symlink named name (a cleaned Entry.Name)
+// with this target would resolve outside the archive's root: the target
+// is empty, absolute, holds a NUL, or climbs above the root with "..". A
+// caller that reads a zip symlink's target with Readlink checks it with
+// this; a tar's is in Entry.LinkEscapes.
+func LinkEscapes(name, target string) bool { return linkEscapes(name, target) }
+
 // linkEscapes reports whether a symlink at name pointing at target would
 // resolve outside the archive's root.
 func linkEscapes(name, target string) bool {
