@@ -1,55 +1,18 @@
 package fs
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
-	"fmt"
 	"io"
-	"math/rand/v2"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"rangefs/cache"
 	"rangefs/fs/archive"
-)
 
-// genTarGz is a tar.gz of n members m0000.bin… of size bytes each, bytes
-// of 6 bits (they deflate to about three quarters, as the bench's do), and
-// the members' contents.
-func genTarGz(t *testing.T, n, size int) ([]byte, [][]byte) {
-	t.Helper()
-	rng := rand.New(rand.NewPCG(3, 5))
-	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, 6)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tw := tar.NewWriter(zw)
-	members := make([][]byte, n)
-	for i := range n {
-		b := make([]byte, size)
-		for j := range b {
-			b[j] = 'A' + byte(rng.Uint32())&0x3f
-		}
-		members[i] = b
-		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("m%04d.bin", i), Mode: 0o644, Size: int64(size), ModTime: time.Unix(1700000000, 0)}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes(), members
-}
+	"rangefs/fs/archive/archivetest"
+)
 
 // TestTarGzMemberReadFetchesSpanAndMember: with the index kept, reading one
 // member from the middle of a tar.gz on a cache that holds nothing fetches
@@ -63,7 +26,7 @@ func TestTarGzMemberReadFetchesSpanAndMember(t *testing.T) {
 		member = 1 << 20
 		n      = 24
 	)
-	tgz, members := genTarGz(t, n, member)
+	tgz, members := archivetest.TarGz(t, n, member, 3)
 	ratio := float64(len(tgz)) / float64(n*member)
 	store := map[string][]byte{}
 	open := func(src *bytesSource) (Dir, func()) {
@@ -101,7 +64,7 @@ func TestTarGzMemberReadFetchesSpanAndMember(t *testing.T) {
 	const mid = n / 2
 	var mf File
 	for _, e := range es {
-		if e.Name == fmt.Sprintf("m%04d.bin", mid) {
+		if e.Name == archivetest.MemberName(mid) {
 			mf = e.File
 		}
 	}

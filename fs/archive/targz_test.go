@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"rangefs/fs/archive/archivetest"
 )
 
 // waitDone waits for a tar.gz pass, failing the test after a minute.
@@ -31,19 +33,19 @@ func TestTarGzMatchesRealTools(t *testing.T) {
 		make func(t *testing.T, src, out string)
 	}{
 		{"gnutar+gzip", func(t *testing.T, src, out string) {
-			run(t, src, "tar", "--use-compress-program=gzip -6", "-cf", out, ".")
+			archivetest.Run(t, src, "tar", "--use-compress-program=gzip -6", "-cf", out, ".")
 		}},
 		{"gnutar+pigz", func(t *testing.T, src, out string) {
-			needTools(t, "pigz")
-			run(t, src, "tar", "--use-compress-program=pigz -p 2 -b 128", "-cf", out, ".")
+			archivetest.NeedTools(t, "pigz")
+			archivetest.Run(t, src, "tar", "--use-compress-program=pigz -p 2 -b 128", "-cf", out, ".")
 		}},
 		{"bsdtar-z", func(t *testing.T, src, out string) {
-			needTools(t, "bsdtar")
-			run(t, src, "bsdtar", "-czf", out, ".")
+			archivetest.NeedTools(t, "bsdtar")
+			archivetest.Run(t, src, "bsdtar", "-czf", out, ".")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			needTools(t, "tar", "gzip")
+			archivetest.NeedTools(t, "tar", "gzip")
 			src := tarTree(t, 300)
 			tp := filepath.Join(t.TempDir(), "a.tar.gz")
 			tc.make(t, src, tp)
@@ -62,7 +64,7 @@ func TestTarGzMatchesRealTools(t *testing.T) {
 			if ncp < 5 {
 				t.Fatalf("%d checkpoints, want several", ncp)
 			}
-			equalLists(t, "listing vs tar tf", listedNames(a), toolListing(t, run(t, "", "tar", "tzf", tp)))
+			archivetest.EqualNames(t, "listing vs tar tf", listedNames(a), toolListing(t, archivetest.Run(t, "", "tar", "tzf", tp)))
 			// A tar.gz member is never a plain range of the archive: its
 			// offsets are in the decompressed stream.
 			for _, e := range a.Entries() {
@@ -82,7 +84,7 @@ func TestTarGzMatchesRealTools(t *testing.T) {
 				}
 			}
 			out := t.TempDir()
-			run(t, out, "tar", "-xzf", tp)
+			archivetest.Run(t, out, "tar", "-xzf", tp)
 			// Every member once; under -race inflating is slow, so the other
 			// compressors' archives compare every fifth.
 			every, least := 1, 300
@@ -110,7 +112,7 @@ func TestTarGzMatchesRealTools(t *testing.T) {
 			if cr.calls.Load() != 0 {
 				t.Errorf("LoadIndex read the archive %d times", cr.calls.Load())
 			}
-			equalLists(t, "reloaded listing", listedNames(b), listedNames(a))
+			archivetest.EqualNames(t, "reloaded listing", listedNames(b), listedNames(a))
 			if n := checkExtractedEvery(t, b, out, 10); n < 30 {
 				t.Fatalf("compared %d members after reload", n)
 			}
@@ -136,10 +138,10 @@ func (g *gatedReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // TestTarGzMembersReadableDuringPass holds the pass halfway through the
 // archive and reads members it has already listed.
 func TestTarGzMembersReadableDuringPass(t *testing.T) {
-	needTools(t, "tar", "gzip")
+	archivetest.NeedTools(t, "tar", "gzip")
 	src := tarTree(t, 300)
 	tp := filepath.Join(t.TempDir(), "a.tar.gz")
-	run(t, src, "tar", "-czf", tp, ".")
+	archivetest.Run(t, src, "tar", "-czf", tp, ".")
 	f, size := openFile(t, tp)
 	g := &gatedReaderAt{r: f, limit: size / 2, open: make(chan struct{})}
 	defer g.once.Do(func() { close(g.open) })
@@ -157,7 +159,7 @@ func TestTarGzMembersReadableDuringPass(t *testing.T) {
 	default:
 	}
 	out := t.TempDir()
-	run(t, out, "tar", "-xzf", tp)
+	archivetest.Run(t, out, "tar", "-xzf", tp)
 	read := 0
 	for _, e := range a.Entries() {
 		if e.Mode.Type() != 0 {
@@ -185,10 +187,10 @@ func TestTarGzMembersReadableDuringPass(t *testing.T) {
 
 // TestTarGzCancel stops a held pass through its context.
 func TestTarGzCancel(t *testing.T) {
-	needTools(t, "tar", "gzip")
+	archivetest.NeedTools(t, "tar", "gzip")
 	src := tarTree(t, 50)
 	tp := filepath.Join(t.TempDir(), "a.tar.gz")
-	run(t, src, "tar", "-czf", tp, ".")
+	archivetest.Run(t, src, "tar", "-czf", tp, ".")
 	f, size := openFile(t, tp)
 	ctx, cancel := context.WithCancel(context.Background())
 	a := IndexTarGz(ctx, f, size, Limits{})
@@ -203,10 +205,10 @@ func TestTarGzCancel(t *testing.T) {
 // an indexed archive: no archive byte before the checkpoint preceding it
 // is read.
 func TestTarGzMemberReadStartsAtCheckpoint(t *testing.T) {
-	needTools(t, "tar", "gzip")
+	archivetest.NeedTools(t, "tar", "gzip")
 	src := tarTree(t, 300)
 	tp := filepath.Join(t.TempDir(), "a.tar.gz")
-	run(t, src, "tar", "-czf", tp, ".")
+	archivetest.Run(t, src, "tar", "-czf", tp, ".")
 	f, size := openFile(t, tp)
 	a := IndexTarGz(context.Background(), f, size, Limits{CheckpointSpan: 64 << 10})
 	waitDone(t, a)
@@ -261,10 +263,10 @@ func must[T any](v T, err error) T {
 // TestTarGzCheckpointsBounded: a pass that would make more checkpoints than
 // MaxCheckpoints thins them and still reads every member right.
 func TestTarGzCheckpointsBounded(t *testing.T) {
-	needTools(t, "tar", "gzip")
+	archivetest.NeedTools(t, "tar", "gzip")
 	src := tarTree(t, 200)
 	tp := filepath.Join(t.TempDir(), "a.tar.gz")
-	run(t, src, "tar", "-czf", tp, ".")
+	archivetest.Run(t, src, "tar", "-czf", tp, ".")
 	f, size := openFile(t, tp)
 	a := IndexTarGz(context.Background(), f, size, Limits{CheckpointSpan: 8 << 10, MaxCheckpoints: 6})
 	waitDone(t, a)
@@ -278,7 +280,7 @@ func TestTarGzCheckpointsBounded(t *testing.T) {
 		t.Fatalf("%d checkpoints, want 3 to 6", n)
 	}
 	out := t.TempDir()
-	run(t, out, "tar", "-xzf", tp)
+	archivetest.Run(t, out, "tar", "-xzf", tp)
 	if n := checkExtractedEvery(t, a, out, 10); n < 20 {
 		t.Fatalf("compared %d members", n)
 	}
