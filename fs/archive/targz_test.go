@@ -1,12 +1,9 @@
 package archive
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -325,24 +322,9 @@ func (r *passRead) Close() error { return nil }
 // without it, from the next checkpoint; the read stays within that hint.
 func TestTarGzMemberPassIsBounded(t *testing.T) {
 	const member, n = 256 << 10, 40
-	rng := newRand(9)
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	contents := make([][]byte, n)
-	for i := range n {
-		b := make([]byte, member)
-		for j := range b {
-			b[j] = 'A' + byte(rng.Uint32())&0x3f
-		}
-		contents[i] = b
-		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("m%02d", i), Mode: 0o644, Size: member})
-		tw.Write(b)
-	}
-	tw.Close()
-	zw.Close()
-	src := &passRecorder{b: buf.Bytes()}
-	size := int64(buf.Len())
+	tgz, contents := archivetest.TarGz(t, n, member, 9)
+	src := &passRecorder{b: tgz}
+	size := int64(len(tgz))
 	lim := Limits{CheckpointSpan: 1 << 20}
 	a := IndexTarGz(context.Background(), src, size, lim)
 	waitDone(t, a)
@@ -371,7 +353,7 @@ func TestTarGzMemberPassIsBounded(t *testing.T) {
 			src.mu.Lock()
 			src.passes = nil
 			src.mu.Unlock()
-			if got := readAll(t, tc.a, fmt.Sprintf("m%02d", i), 128<<10); !bytes.Equal(got, contents[i]) {
+			if got := readAll(t, tc.a, archivetest.MemberName(i), 128<<10); !bytes.Equal(got, contents[i]) {
 				t.Fatalf("%s: m%02d: wrong content", tc.what, i)
 			}
 			src.mu.Lock()
