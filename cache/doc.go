@@ -87,7 +87,7 @@
 //
 // Atomics, lock-free: the table's present, verified and written bitsets
 // (written under File.mu), scheduler.closed and stale, store.degraded,
-// Reader.closed, the counters, run.moved.
+// Reader.closed and Reader.limit, the counters, run.moved.
 //
 // # The read path
 //
@@ -95,7 +95,8 @@
 //     Reader.ReadAt.
 //  2. Reader.ReadAt files the read under a stream (Reader.track: the
 //     read-ahead it earned by bytes consumed; a seek cancels the previous
-//     stream's unconsumed read-ahead, scheduler.stopReadAhead) and, from a
+//     stream's unconsumed read-ahead, scheduler.stopReadAhead; what it
+//     earned is cut at Reader.LimitReadAhead's end) and, from a
 //     chunk of read-ahead on, calls scheduler.readAhead, which extends the
 //     stream's plan and starts
 //     read-ahead workers (scheduler.readAheadWorker → scheduler.work →

@@ -318,3 +318,61 @@ func TestPrefetchStopsFollowingClosedReader(t *testing.T) {
 	close(src.started)
 	src.checkOnce(t, f)
 }
+
+// A Reader told where its handle stops reading (LimitReadAhead) fetches
+// no chunk past the one holding that end, however large the window its
+// sequential reads earned; without the limit the same reads fetch far
+// past it. Reads past the end are still served.
+func TestLimitReadAheadStopsAtEnd(t *testing.T) {
+	size := int64(40 * testChunk)
+	end := int64(10*testChunk + testChunk/2)
+	for _, limited := range []bool{true, false} {
+		src := newCountingFake(size)
+		f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), ReadAheadMax: 16 * testChunk})
+		r := f.NewReader()
+		if limited {
+			r.LimitReadAhead(end)
+		}
+		buf := make([]byte, 64<<10)
+		for off := int64(0); off < end; off += int64(len(buf)) {
+			n := min(int64(len(buf)), end-off)
+			if _, err := r.ReadAt(bg, buf[:n], off); err != nil || !bytes.Equal(buf[:n], want(off, n)) {
+				t.Fatalf("read at %d: %v", off, err)
+			}
+		}
+		last := (end + testChunk - 1) / testChunk // chunks [0, last) hold the reads
+		if limited {
+			waitFor(t, "the chunks read", func() bool { return verifiedRange(f, 0, last) })
+			r.mu.Lock()
+			streams := append([]*stream(nil), r.streams...)
+			r.mu.Unlock()
+			f.sched.mu.Lock()
+			for _, st := range streams {
+				if st.ra.hi > last {
+					t.Errorf("read-ahead claims chunks up to %d, past the limit's chunk %d", st.ra.hi, last-1)
+				}
+			}
+			f.sched.mu.Unlock()
+		} else {
+			waitFor(t, "read-ahead past the reads", func() bool { return src.received(last) > 0 })
+		}
+		r.Close()
+		f.Close()
+		past := int64(0)
+		for i := last; i < f.lay.chunks; i++ {
+			past += src.received(i)
+		}
+		if limited && past != 0 {
+			t.Errorf("with the limit at %d, %d bytes past its chunk were fetched", end, past)
+		}
+	}
+	// A read past the limit is served, on demand.
+	src := newCountingFake(size)
+	f := openT(t, cacheDir(t), testMeta(size), src, Options{})
+	r := f.NewReader()
+	r.LimitReadAhead(testChunk)
+	buf := make([]byte, 1000)
+	if _, err := r.ReadAt(bg, buf, 20*testChunk); err != nil || !bytes.Equal(buf, want(20*testChunk, 1000)) {
+		t.Fatalf("read past the limit: %v", err)
+	}
+}

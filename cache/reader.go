@@ -49,6 +49,7 @@ type Reader struct {
 	// closed is set by Close, before it clears the read-ahead plans under
 	// f.mu, so a readAhead that comes later sees it and claims nothing.
 	closed atomic.Bool
+	limit  atomic.Int64 // LimitReadAhead's end; 0 for none
 }
 
 const (
@@ -95,6 +96,16 @@ func (r *Reader) Close() error {
 	return nil
 }
 
+// LimitReadAhead tells the Reader that its handle will read little or
+// nothing past byte end: read-ahead, and the extra bytes a small read
+// fetches, stop at the chunk holding end, however much the handle's
+// streams have earned. A read past end is served as usual, on demand. An
+// archive member's inflater uses it: it reads the compressed stream
+// sequentially, which earns a large window, but needs the stream only to
+// where the member ends. end <= 0 removes the limit. Safe for concurrent
+// use; it applies from the next read.
+func (r *Reader) LimitReadAhead(end int64) { r.limit.Store(max(0, end)) }
+
 // ReadAt is File.ReadAt plus stream detection and read-ahead. After Close it
 // returns ErrClosed.
 func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
@@ -109,13 +120,19 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		r.f.sched.stopReadAhead(c, true)
 	}
 	chunk := r.f.lay.chunk
+	win := ra / chunk
+	if end := r.limit.Load(); end > 0 {
+		// The handle said it reads little past end: earn nothing beyond.
+		ra = min(ra, max(0, end-from))
+		win = min(ra/chunk, max(0, (end+chunk-1)/chunk-(from+chunk-1)/chunk))
+	}
 	shape := readShape{}
 	if ra < chunk {
 		// Not yet a chunk of read-ahead earned: fetch the blocks the read
 		// touches, and ra bytes after them within their chunk.
 		shape = readShape{blocks: true, extra: ra}
 	}
-	if win := ra / chunk; win > 0 {
+	if win > 0 {
 		r.f.sched.readAhead(st, from, win)
 		r.f.st.willNeed(from, win*chunk)
 	}

@@ -214,7 +214,11 @@ type archiveDir struct {
 	a  *archive.Archive
 	r  Reader // the archive's Reader for listing and inflating
 
-	hidden atomic.Bool // a listing hid a symlink or special file (logged once)
+	hidden  atomic.Bool // a listing hid a special file (logged once)
+	escaped atomic.Bool // a listing hid a symlink that leads out of the archive (logged once)
+
+	linkMu sync.Mutex        // Protects: links.
+	links  map[string]string // zip symlink targets read so far, by member name
 }
 
 var _ Dir = (*archiveDir)(nil)
@@ -246,7 +250,7 @@ func (d *archiveDir) open(ctx context.Context) (*archive.Archive, error) {
 	if err != nil {
 		return nil, fmt.Errorf("archive %s: %w", d.name, err)
 	}
-	ra := &ctxReaderAt{r: r, ctx: ctx, timeout: d.o.OpTimeout}
+	ra := &ctxReaderAt{r: r, ctx: ctx, timeout: d.o.OpTimeout, open: d.f.Open}
 	if rr, ok := d.f.(RangeReader); ok && d.kind != archive.TarGz {
 		// A tar.gz pass reads everything once: through the cache, with
 		// read-ahead, so that member reads find it there.
@@ -385,13 +389,16 @@ func (d *archiveDir) loadIndex(store IndexStore, version string, ra io.ReaderAt,
 }
 
 // entries makes the nodes of the archive directory dir ("" is the root).
+// A symlink is shown with its target as stored, unless the target leads
+// out of the archive (absolute, or climbing above its root): the kernel
+// would resolve it against the host, so it is left out and logged.
 func (d *archiveDir) entries(a *archive.Archive, dir string) ([]Entry, error) {
 	es, err := a.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Entry, 0, len(es))
-	hidden := 0
+	hidden, escaped := 0, 0
 	for _, e := range es {
 		base := path.Base(e.Name)
 		switch {
@@ -399,16 +406,68 @@ func (d *archiveDir) entries(a *archive.Archive, dir string) ([]Entry, error) {
 			out = append(out, Entry{Name: base, Dir: &memberDir{d: d, a: a, name: e.Name, mtime: e.ModTime}})
 		case e.Mode.Type() == 0:
 			out = append(out, Entry{Name: base, File: &memberFile{d: d, a: a, e: e}})
+		case e.Mode&iofs.ModeSymlink != 0:
+			target, err := d.linkTarget(a, e)
+			if err != nil {
+				if !isArchiveError(err) {
+					return nil, fmt.Errorf("archive %s: symlink %s: %w", d.name, e.Name, err)
+				}
+				d.o.Logger.Warn("archive: a damaged symlink is not shown", "archive", d.name, "member", e.Name, "err", err)
+				continue
+			}
+			if e.LinkEscapes || archive.LinkEscapes(e.Name, target) {
+				escaped++
+				continue
+			}
+			out = append(out, Entry{Name: base, Link: memberLink{target: target, mtime: e.ModTime}})
 		default:
 			hidden++
 		}
 	}
+	if escaped > 0 && !d.escaped.Swap(true) {
+		d.o.Logger.Warn("archive: symlinks that lead out of the archive are not shown (first seen in this directory)",
+			"archive", d.name, "dir", "/"+dir, "hidden", escaped)
+	}
 	if hidden > 0 && !d.hidden.Swap(true) {
-		d.o.Logger.Warn("archive: symlinks and special files are not shown (first seen in this directory)",
+		d.o.Logger.Warn("archive: special files are not shown (first seen in this directory)",
 			"archive", d.name, "dir", "/"+dir, "hidden", hidden)
 	}
 	return out, nil
 }
+
+// linkTarget returns a symlink member's target: a tar's is in its entry;
+// a zip's is the member's data, read once (a few bytes, CRC-checked) and
+// kept.
+func (d *archiveDir) linkTarget(a *archive.Archive, e archive.Entry) (string, error) {
+	if d.kind != archive.Zip {
+		return e.Linkname, nil
+	}
+	d.linkMu.Lock()
+	defer d.linkMu.Unlock()
+	if t, ok := d.links[e.Name]; ok {
+		return t, nil
+	}
+	t, err := a.Readlink(e.Name)
+	if err != nil {
+		return "", err
+	}
+	if d.links == nil {
+		d.links = map[string]string{}
+	}
+	d.links[e.Name] = t
+	return t, nil
+}
+
+// memberLink is a symlink inside an archive.
+type memberLink struct {
+	target string
+	mtime  time.Time
+}
+
+var _ Symlink = memberLink{}
+
+func (l memberLink) Target() string   { return l.target }
+func (l memberLink) Mtime() time.Time { return l.mtime }
 
 // memberDir is a directory inside an archive.
 type memberDir struct {
@@ -564,6 +623,13 @@ func (z *inflateReader) PassthroughPath() string { return "" }
 func (z *inflateReader) Version() string         { return z.version }
 func (z *inflateReader) Close() error            { return z.ar.Close() }
 
+// ReadAheadLimiter is an optional interface of a Reader: LimitReadAhead
+// tells it that its handle will read little past byte end, so that its
+// read-ahead stops there (cache.Reader.LimitReadAhead).
+type ReadAheadLimiter interface {
+	LimitReadAhead(end int64)
+}
+
 // ctxReaderAt is a Reader as an io.ReaderAt for the archive package: each
 // read gets its own deadline, timeout after it starts, within ctx.
 //
@@ -575,6 +641,42 @@ type ctxReaderAt struct {
 	timeout time.Duration
 	direct  RangeReader
 	listed  atomic.Bool
+	// open opens another Reader of the archive for a pass (OpenPass); nil
+	// in a pass's own ctxReaderAt.
+	open func(context.Context) (Reader, error)
+}
+
+var _ archive.PassOpener = (*ctxReaderAt)(nil)
+
+// OpenPass gives a tar.gz member's inflating pass a Reader of its own,
+// with read-ahead limited to end: its sequential reads earn read-ahead
+// that would otherwise run far past the member, and they do not disturb
+// the streams of the directory's Reader or of other members' passes.
+func (c *ctxReaderAt) OpenPass(off, end int64) (archive.ReadAtCloser, error) {
+	if c.open == nil {
+		return c, nil
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.timeout)
+	r, err := c.open(ctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if l, ok := r.(ReadAheadLimiter); ok {
+		l.LimitReadAhead(end)
+	}
+	p := &ctxReaderAt{r: r, ctx: c.ctx, timeout: c.timeout}
+	p.listed.Store(true)
+	return p, nil
+}
+
+// Close closes the Reader of a pass (OpenPass); the directory's own is
+// closed with the directory.
+func (c *ctxReaderAt) Close() error {
+	if c.open != nil {
+		return nil
+	}
+	return c.r.Close()
 }
 
 func (c *ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {

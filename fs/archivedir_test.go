@@ -12,8 +12,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -25,6 +23,8 @@ import (
 	"time"
 
 	"rangefs/cache"
+
+	"rangefs/fs/archive/archivetest"
 )
 
 // These tests mount archives made by real tools (zip, python's zipfile,
@@ -159,30 +159,6 @@ func mountArchives(t *testing.T, archives map[string][]byte, cacheRoot string, s
 	return m
 }
 
-func needTool(t *testing.T, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("%s is not installed (.ci/run installs it with apt-get): %v", n, err)
-		}
-	}
-}
-
-// runTool runs a shell command line in dir, bounded to 2 minutes.
-func runTool(t *testing.T, dir, script string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", "set -eo pipefail; "+script)
-	cmd.Dir = dir
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s: %v\n%s", script, err, errb.String())
-	}
-	return out.String()
-}
-
 // makeArchiveTree writes n files of varied size and content under dir
 // (text that compresses, random bytes, empty files, a few large ones, a
 // name longer than 100 bytes) and an empty directory.
@@ -237,77 +213,6 @@ func makeArchiveTree(t *testing.T, dir string, n int) {
 	if err := os.MkdirAll(filepath.Join(dir, "empty dir"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// toolNames cleans a tool's listing (one name a line) and adds the
-// directories it implies.
-func toolNames(out string) []string {
-	set := map[string]bool{}
-	for _, l := range strings.Split(out, "\n") {
-		l = strings.TrimPrefix(strings.TrimSuffix(l, "/"), "./")
-		if l == "" || l == "." {
-			continue
-		}
-		for n := l; n != "."; n = path.Dir(n) {
-			set[n] = true
-		}
-	}
-	return sortedKeys(set)
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// mountNames lists everything below dir in the mount, relative to it.
-func mountNames(t *testing.T, dir string) []string {
-	t.Helper()
-	set := map[string]bool{}
-	err := filepath.WalkDir(dir, func(p string, d iofs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p != dir {
-			rel, _ := filepath.Rel(dir, p)
-			set[filepath.ToSlash(rel)] = true
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walking %s: %v", dir, err)
-	}
-	return sortedKeys(set)
-}
-
-func equalNames(t *testing.T, what string, got, want []string) {
-	t.Helper()
-	if slices.Equal(got, want) {
-		return
-	}
-	gs, ws := map[string]bool{}, map[string]bool{}
-	for _, g := range got {
-		gs[g] = true
-	}
-	for _, w := range want {
-		ws[w] = true
-	}
-	var extra, missing []string
-	for _, g := range got {
-		if !ws[g] {
-			extra = append(extra, g)
-		}
-	}
-	for _, w := range want {
-		if !gs[w] {
-			missing = append(missing, w)
-		}
-	}
-	t.Errorf("%s: %d names, want %d; extra %q; missing %q", what, len(got), len(want), extra, missing)
 }
 
 func fileSum(t *testing.T, name string) string {
@@ -368,16 +273,16 @@ with zipfile.ZipFile(out, "w") as z:
 // sha256 equals the tool's extraction, and big stored and deflated
 // members read right with random preads.
 func TestArchivesMadeByTools(t *testing.T) {
-	needTool(t, "zip", "unzip", "python3", "tar", "bsdtar", "gzip", "pigz")
+	archivetest.NeedTools(t, "zip", "unzip", "python3", "tar", "bsdtar", "gzip", "pigz")
 	work := t.TempDir()
 	src := filepath.Join(work, "src")
 	makeArchiveTree(t, src, 320)
-	runTool(t, src, "zip -q -r -n .bin ../info.zip .")
-	runTool(t, src, "python3 -c '"+strings.ReplaceAll(zip64Script, "'", `'"'"'`)+"' . ../py64.zip")
-	runTool(t, src, "tar --format=gnu -cf ../gnu.tar .")
-	runTool(t, src, "bsdtar -cf ../bsd.tar .")
-	runTool(t, src, "tar --format=posix -cf - . | gzip -6 > ../gz.tar.gz")
-	runTool(t, src, "tar -cf - . | pigz -p 2 > ../pigz.tgz")
+	archivetest.Shell(t, src, "zip -q -r -n .bin ../info.zip .")
+	archivetest.Shell(t, src, "python3 -c '"+strings.ReplaceAll(zip64Script, "'", `'"'"'`)+"' . ../py64.zip")
+	archivetest.Shell(t, src, "tar --format=gnu -cf ../gnu.tar .")
+	archivetest.Shell(t, src, "bsdtar -cf ../bsd.tar .")
+	archivetest.Shell(t, src, "tar --format=posix -cf - . | gzip -6 > ../gz.tar.gz")
+	archivetest.Shell(t, src, "tar -cf - . | pigz -p 2 > ../pigz.tgz")
 	names := []string{"info.zip", "py64.zip", "gnu.tar", "bsd.tar", "gz.tar.gz", "pigz.tgz"}
 	archives := map[string][]byte{}
 	for _, n := range names {
@@ -389,7 +294,7 @@ func TestArchivesMadeByTools(t *testing.T) {
 	}
 	m := mountArchives(t, archives, t.TempDir(), nil)
 
-	top := mountNames(t, m.dir)
+	top := archivetest.WalkNames(t, m.dir)
 	var dirs []string
 	for _, n := range top {
 		if !strings.Contains(n, "/") {
@@ -398,7 +303,7 @@ func TestArchivesMadeByTools(t *testing.T) {
 	}
 	want := slices.Clone(names)
 	sort.Strings(want)
-	equalNames(t, "mount root", dirs, want)
+	archivetest.EqualNames(t, "mount root", dirs, want)
 
 	for _, n := range names {
 		t.Run(n, func(t *testing.T) {
@@ -409,13 +314,13 @@ func TestArchivesMadeByTools(t *testing.T) {
 			}
 			var listing string
 			if strings.HasSuffix(n, ".zip") {
-				listing = runTool(t, work, "unzip -Z1 "+a)
-				runTool(t, out, "unzip -q "+a)
+				listing = archivetest.Shell(t, work, "unzip -Z1 "+a)
+				archivetest.Shell(t, out, "unzip -q "+a)
 			} else {
-				listing = runTool(t, work, "tar tf "+a)
-				runTool(t, out, "tar xf "+a)
+				listing = archivetest.Shell(t, work, "tar tf "+a)
+				archivetest.Shell(t, out, "tar xf "+a)
 			}
-			equalNames(t, "listing of "+n, mountNames(t, filepath.Join(m.dir, n)), toolNames(listing))
+			archivetest.EqualNames(t, "listing of "+n, archivetest.WalkNames(t, filepath.Join(m.dir, n)), archivetest.ToolNames(listing))
 			count := compareExtracted(t, filepath.Join(m.dir, n), out)
 			if count < 300 {
 				t.Errorf("%d members compared, want at least 300", count)
@@ -477,11 +382,11 @@ func randomPreads(t *testing.T, name string, want []byte, seed uint64) {
 // listing is kept in the File's IndexStore, and the next mount lists and
 // reads with it, fetching nothing to list.
 func TestArchiveIndexRemountListsWithoutFetching(t *testing.T) {
-	needTool(t, "tar", "gzip", "zip")
+	archivetest.NeedTools(t, "tar", "gzip", "zip")
 	work := t.TempDir()
 	src := filepath.Join(work, "src")
 	makeArchiveTree(t, src, 60)
-	runTool(t, src, "tar -cf ../a.tar . && tar -czf ../b.tar.gz . && zip -q -r ../c.zip .")
+	archivetest.Shell(t, src, "tar -cf ../a.tar . && tar -czf ../b.tar.gz . && zip -q -r ../c.zip .")
 	archives := map[string][]byte{}
 	for _, n := range []string{"a.tar", "b.tar.gz", "c.zip"} {
 		b, err := os.ReadFile(filepath.Join(work, n))
@@ -494,7 +399,7 @@ func TestArchiveIndexRemountListsWithoutFetching(t *testing.T) {
 	m := mountArchives(t, archives, t.TempDir(), stores) // a fresh cache each time
 	first := map[string][]string{}
 	for n := range archives {
-		first[n] = mountNames(t, filepath.Join(m.dir, n))
+		first[n] = archivetest.WalkNames(t, filepath.Join(m.dir, n))
 	}
 	m.done()
 	for n, s := range stores {
@@ -504,7 +409,7 @@ func TestArchiveIndexRemountListsWithoutFetching(t *testing.T) {
 	}
 	m = mountArchives(t, archives, t.TempDir(), stores)
 	for n := range archives {
-		equalNames(t, "remounted "+n, mountNames(t, filepath.Join(m.dir, n)), first[n])
+		archivetest.EqualNames(t, "remounted "+n, archivetest.WalkNames(t, filepath.Join(m.dir, n)), first[n])
 		if got := m.srcs[n].bytes.Load(); got != 0 {
 			t.Errorf("%s: listing with a saved index fetched %d bytes, want 0", n, got)
 		}
@@ -529,7 +434,7 @@ func TestArchiveIndexRemountListsWithoutFetching(t *testing.T) {
 		}
 	}
 	m = mountArchives(t, archives, t.TempDir(), stores)
-	equalNames(t, "a.tar with a stale index", mountNames(t, filepath.Join(m.dir, "a.tar")), first["a.tar"])
+	archivetest.EqualNames(t, "a.tar with a stale index", archivetest.WalkNames(t, filepath.Join(m.dir, "a.tar")), first["a.tar"])
 	if got := m.srcs["a.tar"].bytes.Load(); got == 0 {
 		t.Errorf("a.tar listed with 0 bytes fetched: the stale index was used")
 	}
@@ -588,7 +493,7 @@ func TestTarListingReadsHeadersDirectly(t *testing.T) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("skipping a real mount: /dev/fuse is not available here (%v)", err)
 	}
-	needTool(t, "tar")
+	archivetest.NeedTools(t, "tar")
 	work := t.TempDir()
 	src := filepath.Join(work, "src")
 	for i := range 200 {
@@ -598,7 +503,7 @@ func TestTarListingReadsHeadersDirectly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runTool(t, src, "tar -cf ../a.tar .")
+	archivetest.Shell(t, src, "tar -cf ../a.tar .")
 	b, err := os.ReadFile(filepath.Join(work, "a.tar"))
 	if err != nil {
 		t.Fatal(err)
@@ -619,7 +524,7 @@ func TestTarListingReadsHeadersDirectly(t *testing.T) {
 		srv.Unmount()
 		srv.Wait()
 	}()
-	names := mountNames(t, filepath.Join(dir, "a.tar"))
+	names := archivetest.WalkNames(t, filepath.Join(dir, "a.tar"))
 	if len(names) != 204 {
 		t.Fatalf("%d names listed, want 204", len(names))
 	}

@@ -54,6 +54,8 @@ func StatsOf(f *cache.File) Stats {
 // open.
 func NewCacheReader(f *cache.File) Reader { return &cacheReader{f: f, r: f.NewReader()} }
 
+var _ ReadAheadLimiter = (*cacheReader)(nil)
+
 type cacheReader struct {
 	f      *cache.File
 	r      *cache.Reader
@@ -89,6 +91,8 @@ func (c *cacheReader) PassthroughPath() string {
 }
 
 func (c *cacheReader) Version() string { return versionOf(c.f.Meta()) }
+
+func (c *cacheReader) LimitReadAhead(end int64) { c.r.LimitReadAhead(end) }
 
 func (c *cacheReader) Close() error {
 	c.mu.Lock()

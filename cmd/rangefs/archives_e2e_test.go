@@ -2,24 +2,21 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	iofs "io/fs"
 	"os"
-	"os/exec"
-	"path"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"rangefs/fetch/fetchtest"
+
+	"rangefs/fs/archive/archivetest"
 )
 
 // TestMountArchivesEndToEnd runs the real binary with --archives over a zip,
@@ -28,11 +25,7 @@ import (
 // under 64 MiB, and a remount lists the tar from its kept index.
 func TestMountArchivesEndToEnd(t *testing.T) {
 	needFUSE(t)
-	for _, tool := range []string{"zip", "unzip", "tar", "gzip", "python3"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (.ci/run installs it with apt-get): %v", tool, err)
-		}
-	}
+	archivetest.NeedTools(t, "zip", "unzip", "tar", "gzip", "python3")
 	work := t.TempDir()
 	src := filepath.Join(work, "src")
 	for i := range 300 {
@@ -54,18 +47,7 @@ func TestMountArchivesEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sh := func(dir, script string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "bash", "-c", "set -eo pipefail; "+script)
-		cmd.Dir = dir
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("%s: %v", script, err)
-		}
-		return string(out)
-	}
+	sh := func(dir, script string) string { return archivetest.Shell(t, dir, script) }
 	sh(src, "zip -q -r -n .bin ../a.zip . && tar -cf ../b.tar . && tar -cf - . | gzip > ../c.tar.gz")
 	sh(work, `python3 -c 'import zipfile; zipfile.ZipFile("bomb.zip", "w", zipfile.ZIP_DEFLATED).writestr("zeros", b"\0" * (200 << 20))'`)
 
@@ -100,7 +82,7 @@ func TestMountArchivesEndToEnd(t *testing.T) {
 			listing = sh(work, "tar tf "+n)
 			sh(out, "tar xf ../"+n)
 		}
-		if got, want := walkNames(t, filepath.Join(mnt, n)), impliedNames(listing); !slices.Equal(got, want) {
+		if got, want := archivetest.WalkNames(t, filepath.Join(mnt, n)), archivetest.ToolNames(listing); !slices.Equal(got, want) {
 			t.Errorf("%s: the mount lists %d names, the tool %d:\n%q\n%q", n, len(got), len(want), got, want)
 		}
 		count := 0
@@ -150,7 +132,7 @@ func TestMountArchivesEndToEnd(t *testing.T) {
 	m = startMount(t, "b.tar", append(args, mnt)...)
 	mounted := srv.Stats().BytesSent
 	for _, n := range names[:3] {
-		walkNames(t, filepath.Join(mnt, n))
+		archivetest.WalkNames(t, filepath.Join(mnt, n))
 	}
 	if got := srv.Stats().BytesSent - mounted; got != 0 {
 		t.Errorf("remount: listing the archives fetched %d bytes, want 0", got)
@@ -177,8 +159,8 @@ func TestMountArchivesEndToEnd(t *testing.T) {
 		before := srv.Stats().BytesSent
 		for _, n := range names[:3] {
 			out := filepath.Join(work, "x-"+n)
-			got := walkNames(t, filepath.Join(mnt, "sub", n))
-			if want := walkNames(t, out); !slices.Equal(got, want) {
+			got := archivetest.WalkNames(t, filepath.Join(mnt, "sub", n))
+			if want := archivetest.WalkNames(t, out); !slices.Equal(got, want) {
 				t.Errorf("manifest, round %d: %s lists %d names, the extraction %d", round, n, len(got), len(want))
 			}
 		}
@@ -205,39 +187,4 @@ func TestMountArchivesEndToEnd(t *testing.T) {
 	}
 	m.cmd.Process.Signal(syscall.SIGTERM)
 	m.wait(t)
-}
-
-// walkNames lists everything below dir, relative and sorted.
-func walkNames(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d iofs.DirEntry, err error) error {
-		if err == nil && p != dir {
-			rel, _ := filepath.Rel(dir, p)
-			out = append(out, rel)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatalf("walking %s: %v", dir, err)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// impliedNames is a tool's listing, cleaned, with the directories it implies.
-func impliedNames(listing string) []string {
-	set := map[string]bool{}
-	for _, l := range strings.Split(listing, "\n") {
-		l = strings.TrimPrefix(strings.TrimSuffix(l, "/"), "./")
-		for n := l; n != "." && n != ""; n = path.Dir(n) {
-			set[n] = true
-		}
-	}
-	var out []string
-	for n := range set {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -36,7 +36,11 @@
 // need no restart; a read before the window restarts from the member's
 // start (zip) or the nearest checkpoint (tar.gz), and a tar.gz read far
 // ahead jumps to a later checkpoint. A tar.gz member read inflates at most
-// one checkpoint span before the member, plus the member.
+// one checkpoint span before the member, plus the member. The pass records,
+// for every member, how far into the archive it had read once past the
+// member's data; a member read hands that bound (plus slack) to
+// PassOpener.OpenPass when the ReaderAt offers it, so a cache under the
+// archive can stop its read-ahead there.
 //
 // # Promises
 //

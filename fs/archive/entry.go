@@ -62,7 +62,7 @@ type placement struct {
 	method   method
 	hdrOff   int64 // zip: local header; tar: first header block of the member
 	dataOff  int64 // first data byte; -1 until a zip's local header has been read
-	limit    int64 // zip: the data must end at or before this offset
+	limit    int64 // zip: the data must end at or before this offset; tar.gz: the archive (compressed) offset the pass had read to once past the member's data (0: not recorded)
 	csize    int64 // bytes of stored (possibly compressed) data
 	crc      uint32
 	hasCRC   bool
@@ -132,6 +132,13 @@ func cleanName(raw string) (name string, dir bool, root bool, err error) {
 	}
 	return s, dir, false, nil
 }
+
+// LinkEscapes reports whether a symlink named name (a cleaned Entry.Name)
+// with this target would resolve outside the archive's root: the target
+// is empty, absolute, holds a NUL, or climbs above the root with "..". A
+// caller that reads a zip symlink's target with Readlink checks it with
+// this; a tar's is in Entry.LinkEscapes.
+func LinkEscapes(name, target string) bool { return linkEscapes(name, target) }
 
 // linkEscapes reports whether a symlink at name pointing at target would
 // resolve outside the archive's root.

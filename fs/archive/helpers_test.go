@@ -9,60 +9,13 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 )
-
-// needTools skips the test, saying why, when a program it runs is missing.
-func needTools(t testing.TB, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("%s is not installed (apt-get install %s): %v", n, aptPackage(n), err)
-		}
-	}
-}
-
-func aptPackage(tool string) string {
-	switch tool {
-	case "bsdtar":
-		return "libarchive-tools"
-	case "unzip", "zip", "gzip", "pigz", "tar", "python3":
-		return tool
-	}
-	return tool
-}
-
-// run runs a program in dir and fails the test with its output on error.
-func run(t testing.TB, dir, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, errb.String())
-		}
-	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("%s %s: still running after 2 minutes", name, strings.Join(args, " "))
-	}
-	return out.String()
-}
 
 // makeTree writes n regular files of varied size and content (text that
 // compresses, random bytes that do not, empty files), some directories,
@@ -214,32 +167,6 @@ func listedNames(a *Archive) []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-func equalLists(t testing.TB, what string, got, want []string) {
-	t.Helper()
-	if strings.Join(got, "\n") == strings.Join(want, "\n") {
-		return
-	}
-	gs, ws := map[string]bool{}, map[string]bool{}
-	for _, g := range got {
-		gs[g] = true
-	}
-	for _, w := range want {
-		ws[w] = true
-	}
-	var extra, missing []string
-	for _, g := range got {
-		if !ws[g] {
-			extra = append(extra, g)
-		}
-	}
-	for _, w := range want {
-		if !gs[w] {
-			missing = append(missing, w)
-		}
-	}
-	t.Fatalf("%s: %d names, want %d; extra %q; missing %q", what, len(got), len(want), extra, missing)
 }
 
 // readAll reads a member through its Reader in pieces of the given size.

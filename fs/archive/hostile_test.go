@@ -10,9 +10,12 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"rangefs/fs/archive/archivetest"
 )
 
 // checkSafeListing fails on any entry name that could leave the archive.
@@ -99,7 +102,7 @@ func TestZipSlipNames(t *testing.T) {
 		t.Fatalf("Err = %v, want ErrUnsafeName", err)
 	}
 	t.Logf("Err: %v", a.Err())
-	equalLists(t, "listing", listedNames(a), []string{"etc/passwd", "fine.txt", "ok/abs-link", "ok/up-link"})
+	archivetest.EqualNames(t, "listing", listedNames(a), []string{"etc/passwd", "fine.txt", "ok/abs-link", "ok/up-link"})
 	for _, n := range []string{"ok/abs-link", "ok/up-link"} {
 		e, _ := a.Lookup(n)
 		target, err := a.Readlink(n)
@@ -129,7 +132,7 @@ func TestTarSlipNames(t *testing.T) {
 	if err := a.Err(); !errors.Is(err, ErrUnsafeName) {
 		t.Fatalf("Err = %v, want ErrUnsafeName", err)
 	}
-	equalLists(t, "listing", listedNames(a), []string{"abs/file", "d/dup", "d/link"})
+	archivetest.EqualNames(t, "listing", listedNames(a), []string{"abs/file", "d/dup", "d/link"})
 	if e, _ := a.Lookup("d/link"); !e.LinkEscapes || e.Linkname != "/etc/shadow" {
 		t.Errorf("d/link: %+v", e)
 	}
@@ -293,7 +296,7 @@ func TestMemberClaimingOneTiB(t *testing.T) {
 	if !errors.Is(a.Err(), ErrFormat) {
 		t.Fatalf("zip: Err = %v", a.Err())
 	}
-	equalLists(t, "zip listing", listedNames(a), []string{"before"})
+	archivetest.EqualNames(t, "zip listing", listedNames(a), []string{"before"})
 	t.Logf("zip: %v", a.Err())
 
 	tb := makeTar(t, []tarMember{{name: "before", data: []byte("ok")}, {name: "huge", data: []byte("tiny")}})
@@ -305,7 +308,7 @@ func TestMemberClaimingOneTiB(t *testing.T) {
 		hdr = tb[512+i-(512+i)%512:]
 		hdr = hdr[:512]
 	}
-	setTarSize(hdr, 1<<40)
+	archivetest.SetTarSize(hdr, 1<<40)
 	a, err = OpenTar(bytes.NewReader(tb), int64(len(tb)), Limits{})
 	if err != nil {
 		t.Fatal(err)
@@ -313,7 +316,7 @@ func TestMemberClaimingOneTiB(t *testing.T) {
 	if !errors.Is(a.Err(), ErrFormat) {
 		t.Fatalf("tar: Err = %v", a.Err())
 	}
-	equalLists(t, "tar listing", listedNames(a), []string{"before"})
+	archivetest.EqualNames(t, "tar listing", listedNames(a), []string{"before"})
 	t.Logf("tar: %v", a.Err())
 
 	// The same tar gzipped: the pass lists what came before and stops.
@@ -323,33 +326,7 @@ func TestMemberClaimingOneTiB(t *testing.T) {
 	if !errors.Is(g.Err(), ErrFormat) {
 		t.Fatalf("tar.gz: Err = %v", g.Err())
 	}
-	equalLists(t, "tar.gz listing", listedNames(g), []string{"before"})
-}
-
-func setTarSize(hdr []byte, size int64) {
-	f := hdr[124:136]
-	for i := range f {
-		f[i] = 0
-	}
-	f[0] = 0x80
-	binary.BigEndian.PutUint64(f[4:], uint64(size))
-	for i := 148; i < 156; i++ {
-		hdr[i] = ' '
-	}
-	sum := 0
-	for _, c := range hdr {
-		sum += int(c)
-	}
-	copy(hdr[148:], []byte(strings.Repeat("0", 6-len(itoa8(sum)))+itoa8(sum)+"\x00 "))
-}
-
-func itoa8(v int) string {
-	s := ""
-	for v > 0 {
-		s = string(rune('0'+v%8)) + s
-		v /= 8
-	}
-	return s
+	archivetest.EqualNames(t, "tar.gz listing", listedNames(g), []string{"before"})
 }
 
 func gzipBytes(b []byte) []byte {
@@ -367,7 +344,7 @@ func TestTruncatedArchives(t *testing.T) {
 	var tmembers []tarMember
 	for i := range 40 {
 		data := bytes.Repeat([]byte{byte(i)}, 3000+i*100)
-		name := strings.Repeat("d/", i%3) + "m" + string(rune('a'+i%26)) + itoa8(i)
+		name := strings.Repeat("d/", i%3) + "m" + string(rune('a'+i%26)) + strconv.FormatInt(int64(i), 8)
 		members = append(members, zipMember{name: name, data: data, method: uint16(i % 2 * 8)})
 		tmembers = append(tmembers, tarMember{name: name, data: data})
 	}
@@ -439,7 +416,7 @@ func TestTarPaxHeaderOfOneGiB(t *testing.T) {
 	copy(pax[100:], "0000644\x00")
 	copy(pax[156:], "x")
 	copy(pax[257:], "ustar\x0000")
-	setTarSize(pax, 1<<30)
+	archivetest.SetTarSize(pax, 1<<30)
 	body := bytes.Repeat([]byte("9 a=bcd\n"), (3<<20)/8) // 3 MiB of records, then the archive ends
 	tb := append(append(bytes.Clone(good), pax...), body...)
 	cr := &countingReaderAt{r: bytes.NewReader(tb)}
@@ -451,7 +428,7 @@ func TestTarPaxHeaderOfOneGiB(t *testing.T) {
 	if !errors.Is(a.Err(), ErrFormat) {
 		t.Fatalf("Err = %v", a.Err())
 	}
-	equalLists(t, "listing", listedNames(a), []string{"first"})
+	archivetest.EqualNames(t, "listing", listedNames(a), []string{"first"})
 	if n := cr.bytes.Load(); n > 2<<20 {
 		t.Errorf("read %d bytes for a refused pax header", n)
 	}

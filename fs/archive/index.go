@@ -234,7 +234,8 @@ func (a *Archive) insertLoaded(e *Entry) error {
 		return bad("negative size")
 	}
 	if e.Mode.Type() == 0 && p.method != methodNone {
-		if p.dataOff < -1 || (a.kind != TarGz && p.dataOff >= 0 && p.dataOff+p.csize > a.size) || (a.kind == Zip && (p.hdrOff < 0 || p.limit > a.size || p.hdrOff > p.limit)) {
+		if p.dataOff < -1 || (a.kind != TarGz && p.dataOff >= 0 && p.dataOff+p.csize > a.size) || (a.kind == Zip && (p.hdrOff < 0 || p.limit > a.size || p.hdrOff > p.limit)) ||
+			(a.kind == TarGz && (p.limit < 0 || p.limit > a.size)) {
 			return bad("data outside the archive")
 		}
 		if p.method == methodStored && a.kind != Zip && !p.sparse && p.csize != e.Size {

@@ -81,6 +81,37 @@ func (a *Archive) openImpl(e *Entry, snap Entry) (memberReader, error) {
 	return nil, ErrUnsupported
 }
 
+// PassOpener is an optional interface of the io.ReaderAt an Archive reads
+// through. A tar.gz member read inflates the archive forward from a
+// checkpoint; OpenPass returns a reader of the same archive bytes for one
+// such pass, which starts at off and needs little past end, so that it may
+// read ahead as far as end and no further (a cache's read-ahead, earned by
+// the pass's sequential reads, would otherwise run past the member). end
+// is a hint: a read past it must still succeed. The Archive closes the
+// reader when the pass ends.
+type PassOpener interface {
+	OpenPass(off, end int64) (ReadAtCloser, error)
+}
+
+// ReadAtCloser is an io.ReaderAt that is closed when no longer needed.
+type ReadAtCloser interface {
+	io.ReaderAt
+	io.Closer
+}
+
+type nopReadAtCloser struct{ io.ReaderAt }
+
+func (nopReadAtCloser) Close() error { return nil }
+
+// openPass returns the reader a pass over [off, end) of the archive reads
+// through: the ReaderAt's own when it is a PassOpener, else the ReaderAt.
+func (a *Archive) openPass(off, end int64) (ReadAtCloser, error) {
+	if p, ok := a.r.(PassOpener); ok {
+		return p.OpenPass(off, end)
+	}
+	return nopReadAtCloser{a.r}, nil
+}
+
 // maxLinkLen bounds a symlink target read from a zip member.
 const maxLinkLen = 4096
 

@@ -41,6 +41,13 @@ type tarPosition interface {
 	header() int64
 }
 
+// inputPosition is a tarPosition over a compressed stream (the tar.gz
+// pass): inputOffset is how far into the archive it has read to decode
+// what it yielded so far.
+type inputPosition interface {
+	inputOffset() int64
+}
+
 // listTar walks the tar stream in src; limit is the stream's length when
 // known (plain tar), or -1 (tar.gz: the pass finds its end).
 func (a *Archive) listTar(ctx context.Context, src io.Reader, limit int64, pos tarPosition) error {
@@ -57,6 +64,10 @@ func (a *Archive) listTar(ctx context.Context, src io.Reader, limit int64, pos t
 		pending = nil
 		if end := e.data.dataOff + e.data.csize; !e.data.sparse && end > pos.offset() {
 			return fmt.Errorf("%w: %q needs data up to %d but the stream ends at %d (truncated)", ErrFormat, e.Name, end, pos.offset())
+		}
+		if in, ok := pos.(inputPosition); ok && e.data.limit == 0 {
+			// A hard link already has its target's.
+			e.data.limit = in.inputOffset()
 		}
 		if !a.add(e) && a.Len() >= a.lim.MaxEntries {
 			return fmt.Errorf("%w: more than %d entries; the rest is not listed", ErrLimit, a.lim.MaxEntries)

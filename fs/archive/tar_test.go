@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"rangefs/fs/archive/archivetest"
 )
 
 // tarTree builds the usual tree plus what tar formats differ on: a path
@@ -47,11 +49,11 @@ func TestTarMatchesRealTools(t *testing.T) {
 		{"bsdtar", "bsdtar", []string{"-cf"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			needTools(t, tc.tool, "tar")
+			archivetest.NeedTools(t, tc.tool, "tar")
 			src := tarTree(t, 300)
 			tp := filepath.Join(t.TempDir(), "a.tar")
 			if tc.args == nil {
-				run(t, src, "tar", "-cf", tp, ".")
+				archivetest.Run(t, src, "tar", "-cf", tp, ".")
 			} else {
 				entries, _ := os.ReadDir(src)
 				args := append([]string{}, tc.args...)
@@ -59,7 +61,7 @@ func TestTarMatchesRealTools(t *testing.T) {
 				for _, e := range entries {
 					args = append(args, e.Name())
 				}
-				run(t, src, tc.tool, args...)
+				archivetest.Run(t, src, tc.tool, args...)
 			}
 			f, size := openFile(t, tp)
 			cr := &countingReaderAt{r: f}
@@ -75,10 +77,10 @@ func TestTarMatchesRealTools(t *testing.T) {
 			if calls := cr.calls.Load(); calls > int64(members)*2 {
 				t.Errorf("listing took %d reads for %d entries", calls, members)
 			}
-			equalLists(t, "listing vs tar tf", listedNames(a), toolListing(t, run(t, "", "tar", "tf", tp)))
+			archivetest.EqualNames(t, "listing vs tar tf", listedNames(a), toolListing(t, archivetest.Run(t, "", "tar", "tf", tp)))
 
 			out := t.TempDir()
-			run(t, out, "tar", "-xf", tp)
+			archivetest.Run(t, out, "tar", "-xf", tp)
 			if n := checkExtracted(t, a, out); n < 300 {
 				t.Fatalf("compared %d members, want at least 300", n)
 			}

@@ -102,9 +102,10 @@ func (s *gzStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *gzStream) offset() int64 { return s.n }
-func (s *gzStream) markHeader()   { s.mark = -1 }
-func (s *gzStream) header() int64 { return s.mark }
+func (s *gzStream) offset() int64      { return s.n }
+func (s *gzStream) inputOffset() int64 { return s.z.in }
+func (s *gzStream) markHeader()        { s.mark = -1 }
+func (s *gzStream) header() int64      { return s.mark }
 
 // checkpointBefore returns the last checkpoint at or before output offset
 // off, or nil when the archive's start is the best place to start.
@@ -121,37 +122,73 @@ func (a *Archive) checkpointBefore(off int64) *checkpoint {
 
 // gzStreamAt returns the tar stream from output offset off: inflating
 // from the nearest checkpoint before it and dropping what precedes off.
-func (a *Archive) gzStreamAt(off int64) (io.ReadCloser, error) {
+// The stream will need little of the archive past inEnd (see gzInputEnd),
+// which the pass reader is told.
+func (a *Archive) gzStreamAt(off, inEnd int64) (io.ReadCloser, error) {
 	cp := a.checkpointBefore(off)
+	start := int64(0)
+	if cp != nil {
+		start = cp.in
+	}
+	src, err := a.openPass(start, inEnd)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(io.NewSectionReader(src, start, a.size-start), 64<<10)
 	var z *inflater
 	if cp == nil {
-		z = newInflater(bufio.NewReaderSize(io.NewSectionReader(a.r, 0, a.size), 64<<10), 0, true)
-	} else {
-		var err error
-		z, err = resumeInflater(bufio.NewReaderSize(io.NewSectionReader(a.r, cp.in, a.size-cp.in), 64<<10), cp)
-		if err != nil {
-			return nil, err
-		}
+		z = newInflater(br, 0, true)
+	} else if z, err = resumeInflater(br, cp); err != nil {
+		src.Close()
+		return nil, err
 	}
 	if skip := off - z.wpos; skip > 0 {
 		n, err := io.CopyN(io.Discard, z, skip)
 		if err != nil {
+			src.Close()
 			if err == io.EOF {
 				err = fmt.Errorf("%w: the tar stream ends at %d, before %d", ErrFormat, z.wpos-skip+n, off)
 			}
 			return nil, err
 		}
 	}
-	return io.NopCloser(z), nil
+	return struct {
+		io.Reader
+		io.Closer
+	}{z, src}, nil
+}
+
+// passSlack is how much more input a member's reader may need than the
+// pass had read when it listed the member: the inflater decodes up to its
+// 64 KiB ring ahead of what it returns, and a deflate block header or two.
+const passSlack = 64<<10 + 1<<10
+
+// gzInputEnd bounds the archive bytes a read of the tar stream up to
+// output offset end needs: from the input the pass had read when it listed
+// the member (Entry data limit), or, in an index that does not record it,
+// the first checkpoint at or past end.
+func (a *Archive) gzInputEnd(snap Entry) int64 {
+	if snap.data.limit > 0 {
+		return min(a.size, snap.data.limit+passSlack)
+	}
+	end := snap.data.dataOff + snap.Size
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	cps := a.gz.cps
+	if i := sort.Search(len(cps), func(i int) bool { return cps[i].out >= end }); i < len(cps) {
+		return min(a.size, cps[i].in+passSlack)
+	}
+	return a.size
 }
 
 func (a *Archive) openTarGzMember(snap Entry) (memberReader, error) {
+	inEnd := a.gzInputEnd(snap)
 	if snap.data.sparse {
-		return a.sparseReader(snap, a.gzStreamAt), nil
+		return a.sparseReader(snap, func(off int64) (io.ReadCloser, error) { return a.gzStreamAt(off, inEnd) }), nil
 	}
 	return &streamReader{
 		size: snap.Size, window: max(a.lim.Window, 64<<10), jump: a.lim.CheckpointSpan,
-		src: &gzMember{a: a, dataOff: snap.data.dataOff, size: snap.Size},
+		src: &gzMember{a: a, dataOff: snap.data.dataOff, size: snap.Size, inEnd: inEnd},
 	}, nil
 }
 
@@ -160,6 +197,7 @@ func (a *Archive) openTarGzMember(snap Entry) (memberReader, error) {
 type gzMember struct {
 	a             *Archive
 	dataOff, size int64
+	inEnd         int64 // gzInputEnd
 }
 
 func (g *gzMember) restartPoint(want int64) int64 {
@@ -171,7 +209,7 @@ func (g *gzMember) restartPoint(want int64) int64 {
 }
 
 func (g *gzMember) open(start int64) (io.ReadCloser, error) {
-	rc, err := g.a.gzStreamAt(g.dataOff + start)
+	rc, err := g.a.gzStreamAt(g.dataOff+start, g.inEnd)
 	if err != nil {
 		return nil, err
 	}

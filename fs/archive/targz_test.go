@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"rangefs/fs/archive/archivetest"
 )
 
 // waitDone waits for a tar.gz pass, failing the test after a minute.
@@ -27,19 +30,19 @@ func TestTarGzMatchesRealTools(t *testing.T) {
 		make func(t *testing.T, src, out string)
 	}{
 		{"gnutar+gzip", func(t *testing.T, src, out string) {
-			run(t, src, "tar", "--use-compress-program=gzip -6", "-cf", out, ".")
+			archivetest.Run(t, src, "tar", "--use-compress-program=gzip -6", "-cf", out, ".")
 		}},
 		{"gnutar+pigz", func(t *testing.T, src, out string) {
-			needTools(t, "pigz")
-			run(t, src, "tar", "--use-compress-program=pigz -p 2 -b 128", "-cf", out, ".")
+			archivetest.NeedTools(t, "pigz")
+			archivetest.Run(t, src, "tar", "--use-compress-program=pigz -p 2 -b 128", "-cf", out, ".")
 		}},
 		{"bsdtar-z", func(t *testing.T, src, out string) {
-			needTools(t, "bsdtar")
-			run(t, src, "bsdtar", "-czf", out, ".")
+			archivetest.NeedTools(t, "bsdtar")
+			archivetest.Run(t, src, "bsdtar", "-czf", out, ".")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			needTools(t, "tar", "gzip")
+			archivetest.NeedTools(t, "tar", "gzip")
 			src := tarTree(t, 300)
 			tp := filepath.Join(t.TempDir(), "a.tar.gz")
 			tc.make(t, src, tp)
@@ -58,7 +61,7 @@ func TestTarGzMatchesRealTools(t *testing.T) {
 			if ncp < 5 {
 				t.Fatalf("%d checkpoints, want several", ncp)
 			}
-			equalLists(t, "listing vs tar tf", listedNames(a), toolListing(t, run(t, "", "tar", "tzf", tp)))
+			archivetest.EqualNames(t, "listing vs tar tf", listedNames(a), toolListing(t, archivetest.Run(t, "", "tar", "tzf", tp)))
 			// A tar.gz member is never a plain range of the archive: its
 			// offsets are in the decompressed stream.
 			for _, e := range a.Entries() {
@@ -78,7 +81,7 @@ func TestTarGzMatchesRealTools(t *testing.T) {
 				}
 			}
 			out := t.TempDir()
-			run(t, out, "tar", "-xzf", tp)
+			archivetest.Run(t, out, "tar", "-xzf", tp)
 			// Every member once; under -race inflating is slow, so the other
 			// compressors' archives compare every fifth.
 			every, least := 1, 300
@@ -106,7 +109,7 @@ func TestTarGzMatchesRealTools(t *testing.T) {
 			if cr.calls.Load() != 0 {
 				t.Errorf("LoadIndex read the archive %d times", cr.calls.Load())
 			}
-			equalLists(t, "reloaded listing", listedNames(b), listedNames(a))
+			archivetest.EqualNames(t, "reloaded listing", listedNames(b), listedNames(a))
 			if n := checkExtractedEvery(t, b, out, 10); n < 30 {
 				t.Fatalf("compared %d members after reload", n)
 			}
@@ -132,10 +135,10 @@ func (g *gatedReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // TestTarGzMembersReadableDuringPass holds the pass halfway through the
 // archive and reads members it has already listed.
 func TestTarGzMembersReadableDuringPass(t *testing.T) {
-	needTools(t, "tar", "gzip")
+	archivetest.NeedTools(t, "tar", "gzip")
 	src := tarTree(t, 300)
 	tp := filepath.Join(t.TempDir(), "a.tar.gz")
-	run(t, src, "tar", "-czf", tp, ".")
+	archivetest.Run(t, src, "tar", "-czf", tp, ".")
 	f, size := openFile(t, tp)
 	g := &gatedReaderAt{r: f, limit: size / 2, open: make(chan struct{})}
 	defer g.once.Do(func() { close(g.open) })
@@ -153,7 +156,7 @@ func TestTarGzMembersReadableDuringPass(t *testing.T) {
 	default:
 	}
 	out := t.TempDir()
-	run(t, out, "tar", "-xzf", tp)
+	archivetest.Run(t, out, "tar", "-xzf", tp)
 	read := 0
 	for _, e := range a.Entries() {
 		if e.Mode.Type() != 0 {
@@ -181,10 +184,10 @@ func TestTarGzMembersReadableDuringPass(t *testing.T) {
 
 // TestTarGzCancel stops a held pass through its context.
 func TestTarGzCancel(t *testing.T) {
-	needTools(t, "tar", "gzip")
+	archivetest.NeedTools(t, "tar", "gzip")
 	src := tarTree(t, 50)
 	tp := filepath.Join(t.TempDir(), "a.tar.gz")
-	run(t, src, "tar", "-czf", tp, ".")
+	archivetest.Run(t, src, "tar", "-czf", tp, ".")
 	f, size := openFile(t, tp)
 	ctx, cancel := context.WithCancel(context.Background())
 	a := IndexTarGz(ctx, f, size, Limits{})
@@ -199,10 +202,10 @@ func TestTarGzCancel(t *testing.T) {
 // an indexed archive: no archive byte before the checkpoint preceding it
 // is read.
 func TestTarGzMemberReadStartsAtCheckpoint(t *testing.T) {
-	needTools(t, "tar", "gzip")
+	archivetest.NeedTools(t, "tar", "gzip")
 	src := tarTree(t, 300)
 	tp := filepath.Join(t.TempDir(), "a.tar.gz")
-	run(t, src, "tar", "-czf", tp, ".")
+	archivetest.Run(t, src, "tar", "-czf", tp, ".")
 	f, size := openFile(t, tp)
 	a := IndexTarGz(context.Background(), f, size, Limits{CheckpointSpan: 64 << 10})
 	waitDone(t, a)
@@ -257,10 +260,10 @@ func must[T any](v T, err error) T {
 // TestTarGzCheckpointsBounded: a pass that would make more checkpoints than
 // MaxCheckpoints thins them and still reads every member right.
 func TestTarGzCheckpointsBounded(t *testing.T) {
-	needTools(t, "tar", "gzip")
+	archivetest.NeedTools(t, "tar", "gzip")
 	src := tarTree(t, 200)
 	tp := filepath.Join(t.TempDir(), "a.tar.gz")
-	run(t, src, "tar", "-czf", tp, ".")
+	archivetest.Run(t, src, "tar", "-czf", tp, ".")
 	f, size := openFile(t, tp)
 	a := IndexTarGz(context.Background(), f, size, Limits{CheckpointSpan: 8 << 10, MaxCheckpoints: 6})
 	waitDone(t, a)
@@ -274,8 +277,105 @@ func TestTarGzCheckpointsBounded(t *testing.T) {
 		t.Fatalf("%d checkpoints, want 3 to 6", n)
 	}
 	out := t.TempDir()
-	run(t, out, "tar", "-xzf", tp)
+	archivetest.Run(t, out, "tar", "-xzf", tp)
 	if n := checkExtractedEvery(t, a, out, 10); n < 20 {
 		t.Fatalf("compared %d members", n)
+	}
+}
+
+// passRecorder is a PassOpener over a byte slice: it records each pass's
+// hint and the furthest byte read through it.
+type passRecorder struct {
+	b      []byte
+	mu     sync.Mutex
+	passes [][3]int64 // off, end, furthest byte read + 1
+}
+
+func (p *passRecorder) ReadAt(b []byte, off int64) (int, error) {
+	return bytes.NewReader(p.b).ReadAt(b, off)
+}
+
+func (p *passRecorder) OpenPass(off, end int64) (ReadAtCloser, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.passes = append(p.passes, [3]int64{off, end, 0})
+	return &passRead{p: p, i: len(p.passes) - 1}, nil
+}
+
+type passRead struct {
+	p *passRecorder
+	i int
+}
+
+func (r *passRead) ReadAt(b []byte, off int64) (int, error) {
+	n, err := r.p.ReadAt(b, off)
+	r.p.mu.Lock()
+	r.p.passes[r.i][2] = max(r.p.passes[r.i][2], off+int64(n))
+	r.p.mu.Unlock()
+	return n, err
+}
+
+func (r *passRead) Close() error { return nil }
+
+// A tar.gz member read tells its PassOpener where the member's compressed
+// data ends, from the pass's record (kept by the index) or, in an index
+// without it, from the next checkpoint; the read stays within that hint.
+func TestTarGzMemberPassIsBounded(t *testing.T) {
+	const member, n = 256 << 10, 40
+	tgz, contents := archivetest.TarGz(t, n, member, 9)
+	src := &passRecorder{b: tgz}
+	size := int64(len(tgz))
+	lim := Limits{CheckpointSpan: 1 << 20}
+	a := IndexTarGz(context.Background(), src, size, lim)
+	waitDone(t, a)
+	if err := a.Err(); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := a.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	re, err := LoadIndex(src, size, ix, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ratio := float64(size) / float64(n*member)
+	for _, tc := range []struct {
+		what string
+		a    *Archive
+	}{{"after the pass", a}, {"after LoadIndex", re}, {"from an index without the record", re}} {
+		if tc.what == "from an index without the record" {
+			for _, e := range tc.a.entries {
+				e.data.limit = 0
+			}
+		}
+		for _, i := range []int{7, 20, 33} {
+			src.mu.Lock()
+			src.passes = nil
+			src.mu.Unlock()
+			if got := readAll(t, tc.a, archivetest.MemberName(i), 128<<10); !bytes.Equal(got, contents[i]) {
+				t.Fatalf("%s: m%02d: wrong content", tc.what, i)
+			}
+			src.mu.Lock()
+			passes := append([][3]int64(nil), src.passes...)
+			src.mu.Unlock()
+			if len(passes) != 1 {
+				t.Fatalf("%s: m%02d: %d passes, want 1", tc.what, i, len(passes))
+			}
+			off, end, read := passes[0][0], passes[0][1], passes[0][2]
+			// The member's compressed data ends at about this archive offset.
+			approx := int64(float64((i+1)*(member+512)+512) * ratio)
+			slack := int64(passSlack + 64<<10)
+			if tc.what == "from an index without the record" {
+				slack += int64(float64(lim.CheckpointSpan)*ratio) + 64<<10
+			}
+			t.Logf("%s: m%02d: pass [%d, %d) read to %d; data ends about %d", tc.what, i, off, end, read, approx)
+			if end < approx-64<<10 || end > approx+slack {
+				t.Errorf("%s: m%02d: pass hint ends at %d, the member's data at about %d", tc.what, i, end, approx)
+			}
+			if read > end+64<<10 || off >= end {
+				t.Errorf("%s: m%02d: pass [%d, %d) read to %d", tc.what, i, off, end, read)
+			}
+		}
 	}
 }

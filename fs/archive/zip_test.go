@@ -6,17 +6,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"rangefs/fs/archive/archivetest"
 )
 
 // zipFixture builds a tree of n files and zips it with the given zip flags.
 func zipFixture(t *testing.T, n int, flags ...string) (src, zipPath string) {
 	t.Helper()
-	needTools(t, "zip", "unzip")
+	archivetest.NeedTools(t, "zip", "unzip")
 	dir := t.TempDir()
 	src = filepath.Join(dir, "src")
 	makeTree(t, src, n, 7)
 	zipPath = filepath.Join(dir, "a.zip")
-	run(t, src, "zip", append(append([]string{"-q", "-r", "-y"}, flags...), zipPath, ".")...)
+	archivetest.Run(t, src, "zip", append(append([]string{"-q", "-r", "-y"}, flags...), zipPath, ".")...)
 	return src, zipPath
 }
 
@@ -42,10 +44,10 @@ func TestZipMatchesInfoZip(t *testing.T) {
 			if c := cr.calls.Load(); c > 2 {
 				t.Errorf("listing took %d reads, want at most 2", c)
 			}
-			equalLists(t, "listing vs unzip -Z1", listedNames(a), toolListing(t, run(t, "", "unzip", "-Z1", zp)))
+			archivetest.EqualNames(t, "listing vs unzip -Z1", listedNames(a), toolListing(t, archivetest.Run(t, "", "unzip", "-Z1", zp)))
 
 			out := t.TempDir()
-			run(t, out, "unzip", "-q", zp)
+			archivetest.Run(t, out, "unzip", "-q", zp)
 			if n := checkExtracted(t, a, out); n < 300 {
 				t.Fatalf("compared %d members, want 300", n)
 			}
@@ -97,7 +99,7 @@ func TestZipMatchesInfoZip(t *testing.T) {
 // python's zipfile writes zip64 extras and end records above its limits,
 // which the script lowers to a few bytes.
 func TestZip64FromPython(t *testing.T) {
-	needTools(t, "python3", "unzip")
+	archivetest.NeedTools(t, "python3", "unzip")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	files := makeTree(t, src, 200, 11)
@@ -115,7 +117,7 @@ with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True
                 continue
             z.write(p, os.path.relpath(p, src), compress_type=zipfile.ZIP_STORED if n.endswith(".bin") else zipfile.ZIP_DEFLATED)
 `
-	run(t, dir, "python3", "-c", script, src, zp)
+	archivetest.Run(t, dir, "python3", "-c", script, src, zp)
 	f, size := openFile(t, zp)
 	raw, _ := os.ReadFile(zp)
 	if !strings.Contains(string(raw), "PK\x06\x06") {
@@ -132,9 +134,9 @@ with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True
 	if c := cr.calls.Load(); c > 2 {
 		t.Errorf("listing took %d reads, want at most 2", c)
 	}
-	equalLists(t, "listing vs unzip -Z1", listedNames(a), toolListing(t, run(t, "", "unzip", "-Z1", zp)))
+	archivetest.EqualNames(t, "listing vs unzip -Z1", listedNames(a), toolListing(t, archivetest.Run(t, "", "unzip", "-Z1", zp)))
 	out := t.TempDir()
-	run(t, out, "unzip", "-q", zp)
+	archivetest.Run(t, out, "unzip", "-q", zp)
 	if n := checkExtracted(t, a, out); n != len(files) {
 		t.Fatalf("compared %d members, want %d", n, len(files))
 	}
