@@ -407,3 +407,35 @@ func TestBudgetUseSurvivesCrash(t *testing.T) {
 		t.Fatalf("chunk 3's use %#x lost its protection across a crash", u)
 	}
 }
+
+// Read-ahead never outgrows the cap: a sequential read of a file four times
+// the budget fetches each byte once. With a window as large as the budget,
+// each read-ahead chunk is the coldest when the next arrives, and is evicted
+// before the reader gets to it, so it is fetched again.
+func TestBudgetReadAheadFitsTheCap(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root")
+	const limit = 16 * testChunk
+	b := newBudgetT(t, root, BudgetOptions{MaxSize: limit})
+	const size = 4 * limit
+	f, src := openUnder(t, b, "a", size, Options{Pool: NewPool(8)})
+	r := f.NewReader()
+	defer r.Close()
+	buf := make([]byte, 32<<10)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		n, err := r.ReadAt(context.Background(), buf, off)
+		if err != nil && err != io.EOF {
+			t.Fatalf("ReadAt(%d): %v", off, err)
+		}
+		if !bytes.Equal(buf[:n], want(off, int64(n))) {
+			t.Fatalf("ReadAt(%d): wrong bytes", off)
+		}
+	}
+	settle(t, f)
+	src.mu.Lock()
+	fetched := src.bytes
+	src.mu.Unlock()
+	t.Logf("fetched %d bytes for a %d-byte file through a %d-byte cap", fetched, int64(size), int64(limit))
+	if fetched > size {
+		t.Fatalf("fetched %d bytes for a %d-byte file read once: read-ahead was evicted before it was read", fetched, int64(size))
+	}
+}

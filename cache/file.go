@@ -120,7 +120,10 @@ const (
 	// fetched into the sparse file), and after a seek read-ahead claims
 	// nothing more, so at most the pieces already in flight are wasted.
 	defaultReadAheadMax = 32 << 20
-	defaultConnections  = 8
+	// budgetReadAheadShare: under a cache size cap, read-ahead windows are
+	// at most this fraction of the cap (at least one chunk).
+	budgetReadAheadShare = 4
+	defaultConnections   = 8
 
 	// maxPartlyVerified bounds blockOK (a few MiB at most).
 	maxPartlyVerified = 1 << 16

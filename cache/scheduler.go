@@ -87,6 +87,12 @@ func newScheduler(mu *sync.Mutex, tab *chunkTable, st *store, log *slog.Logger, 
 	if raMax <= 0 {
 		raMax = defaultReadAheadMax
 	}
+	if o.Budget != nil && o.Budget.Limit() > 0 {
+		// Read-ahead not yet read is the coldest data under a cap: a
+		// window near the cap's size would evict its own chunks before
+		// the reader gets to them, and fetch them again.
+		raMax = min(raMax, o.Budget.Limit()/budgetReadAheadShare)
+	}
 	s.raWin = readAheadWindow(raMax, m.ChunkSize, s.pool.capacity)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
