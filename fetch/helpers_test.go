@@ -25,6 +25,16 @@ func fastOptions() Options {
 	}
 }
 
+// withoutWatchdogs is o with the header and stall watchdogs set far beyond any answer of a
+// healthy test server, for attempts no fault stops: a loaded machine can delay a healthy
+// answer past fastOptions' 500 ms and 200 ms, and the retry that follows changes the
+// request and connection counts a test asserts.
+func withoutWatchdogs(o Options) Options {
+	o.ResponseHeaderTimeout = time.Minute
+	o.StallTimeout = time.Minute
+	return o
+}
+
 // newTestServer serves Pattern(testSize, 7) and closes it when the test ends.
 func newTestServer(t testing.TB, opts ...fetchtest.Option) (*fetchtest.Server, *fetchtest.PatternReader) {
 	t.Helper()
