@@ -517,7 +517,7 @@ func TestFetchHonoursContext(t *testing.T) {
 // number of concurrent Fetches.
 func TestFetchConnectionLimit(t *testing.T) {
 	s, p := newTestServer(t)
-	opt := fastOptions()
+	opt := withoutWatchdogs(fastOptions()) // no fault: a retry would open a connection
 	opt.Connections = 2
 	c := newTestClient(t, opt)
 	o := mustProbe(t, c, s.URL())
