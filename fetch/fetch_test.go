@@ -114,7 +114,7 @@ func TestFetchRecoversFromTransientFaults(t *testing.T) {
 			case fetchtest.Stall:
 				opt.StallTimeout = fastOptions().StallTimeout
 			case fetchtest.BlackHole:
-				opt.ResponseHeaderTimeout = fastOptions().ResponseHeaderTimeout
+				opt.ResponseHeaderTimeout = shortHeaderTimeout
 			}
 			c := newTestClient(t, opt)
 			o := mustProbe(t, c, s.URL())
