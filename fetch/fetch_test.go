@@ -107,7 +107,16 @@ func TestFetchRecoversFromTransientFaults(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, p := newTestServer(t)
-			c := newTestClient(t, fastOptions())
+			// Only the watchdog that ends the faulty attempt stays short: the other
+			// could end a healthy attempt a loaded machine delays, and add a range.
+			opt := withoutWatchdogs(fastOptions())
+			switch tc.fault.Kind {
+			case fetchtest.Stall:
+				opt.StallTimeout = fastOptions().StallTimeout
+			case fetchtest.BlackHole:
+				opt.ResponseHeaderTimeout = shortHeaderTimeout
+			}
+			c := newTestClient(t, opt)
 			o := mustProbe(t, c, s.URL())
 			s.ResetStats()
 			f := tc.fault
@@ -508,7 +517,7 @@ func TestFetchHonoursContext(t *testing.T) {
 // number of concurrent Fetches.
 func TestFetchConnectionLimit(t *testing.T) {
 	s, p := newTestServer(t)
-	opt := fastOptions()
+	opt := withoutWatchdogs(fastOptions()) // no fault: a retry would open a connection
 	opt.Connections = 2
 	c := newTestClient(t, opt)
 	o := mustProbe(t, c, s.URL())

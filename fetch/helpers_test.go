@@ -12,10 +12,14 @@ import (
 // testSize is deliberately not a multiple of anything interesting.
 const testSize = 3<<20 + 12345
 
-// fastOptions are Options with every timer shrunk so fault tests finish in milliseconds.
+// fastOptions are Options with the retry timers and the stall watchdog shrunk so fault
+// tests finish in milliseconds. The header watchdog stays long: a loaded machine can delay
+// a healthy answer's header past a short one, and the retry that follows changes the
+// requests a test counts; a test whose fault only the header watchdog ends sets
+// shortHeaderTimeout.
 func fastOptions() Options {
 	return Options{
-		ResponseHeaderTimeout: 500 * time.Millisecond,
+		ResponseHeaderTimeout: 10 * time.Second,
 		StallTimeout:          200 * time.Millisecond,
 		MinProgress:           16 << 10,
 		MaxAttempts:           4,
@@ -23,6 +27,20 @@ func fastOptions() Options {
 		RetryCap:              5 * time.Millisecond,
 		RetryAfterCap:         300 * time.Millisecond,
 	}
+}
+
+// shortHeaderTimeout is the header watchdog of tests whose fault only it ends (a black
+// hole, a dead kept-alive connection).
+const shortHeaderTimeout = 500 * time.Millisecond
+
+// withoutWatchdogs is o with the header and stall watchdogs set far beyond any answer of a
+// healthy test server, for attempts no fault stops: a loaded machine can delay a healthy
+// answer past fastOptions' 200 ms stall watchdog, and the retry that follows changes the
+// request and connection counts a test asserts.
+func withoutWatchdogs(o Options) Options {
+	o.ResponseHeaderTimeout = time.Minute
+	o.StallTimeout = time.Minute
+	return o
 }
 
 // newTestServer serves Pattern(testSize, 7) and closes it when the test ends.

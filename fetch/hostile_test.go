@@ -125,6 +125,7 @@ func TestHugeErrorBodyIsNotRead(t *testing.T) {
 	s.Inject(fetchtest.Fault{Kind: fetchtest.Status, Code: 403, Arg: fetchtest.EndlessBody})
 	d := &countingDialer{}
 	opt := fastOptions()
+	opt.ResponseHeaderTimeout = shortHeaderTimeout // the HEAD's header never comes
 	opt.DialContext = d.dial
 	c := newTestClient(t, opt)
 	_, err := c.Probe(ctxT(t), s.URL())

@@ -265,7 +265,7 @@ func TestFetchOverloadLowersConcurrency(t *testing.T) {
 // Options.Connections, every caller gets its bytes, and nothing is left waiting.
 func TestFetchManyConcurrentCallers(t *testing.T) {
 	s, p := newTestServer(t)
-	opt := fastOptions()
+	opt := withoutWatchdogs(fastOptions()) // no fault: every request is counted
 	opt.Connections = 4
 	c := newTestClient(t, opt)
 	o := mustProbe(t, c, s.URL())

@@ -17,7 +17,9 @@ import (
 // ResponseHeaderTimeout, and the retry on a new connection delivers the bytes.
 func TestFetchDeadKeptAliveConnection(t *testing.T) {
 	s, p := newTestServer(t)
-	c := newTestClient(t, fastOptions())
+	opt := fastOptions()
+	opt.ResponseHeaderTimeout = shortHeaderTimeout
+	c := newTestClient(t, opt)
 	o := mustProbe(t, c, s.URL()) // leaves one idle kept-alive connection
 	if n := s.FreezeConnections(); n != 1 {
 		t.Fatalf("froze %d connections, want the 1 idle one", n)
