@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"rangefs/cache"
-
+	"rangefs/fetch/fetchtest/testsync"
 	"rangefs/fs/archive/archivetest"
 )
 
@@ -44,24 +44,6 @@ func (s *bytesSource) Fetch(ctx context.Context, off, n int64, w io.Writer) erro
 	s.bytes.Add(n)
 	_, err := w.Write(s.b[off : off+n])
 	return err
-}
-
-// syncBuffer collects a mount's log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // memIndexFile is a File that keeps archive indexes in memory.
@@ -90,7 +72,7 @@ func (m *memIndexFile) SaveIndex(name string, b []byte) error {
 type archMount struct {
 	dir  string
 	srcs map[string]*bytesSource
-	log  *syncBuffer
+	log  *testsync.Buffer
 	srv  *Server
 	done func()
 }
@@ -103,7 +85,7 @@ func mountArchives(t *testing.T, archives map[string][]byte, cacheRoot string, s
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("skipping a real mount: /dev/fuse is not available here (%v)", err)
 	}
-	m := &archMount{dir: t.TempDir(), srcs: map[string]*bytesSource{}, log: &syncBuffer{}}
+	m := &archMount{dir: t.TempDir(), srcs: map[string]*bytesSource{}, log: &testsync.Buffer{}}
 	var files []*cache.File
 	var entries []Entry
 	for name, b := range archives {
