@@ -504,20 +504,6 @@ func newFakeS3(t *testing.T, tree string, files []testTreeFile, prefix string) *
 	return f
 }
 
-// clearAWSEnv leaves the mount only the AWS settings the test gives it.
-func clearAWSEnv(t *testing.T) {
-	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-		"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
-		"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-		"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"} {
-		t.Setenv(k, "")
-	}
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(home, "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(home, "credentials"))
-}
-
 // An S3 prefix mounts as a tree, anonymously and signed: find lists exactly
 // the objects with list requests only, sampled objects read right, and in
 // signed mode every request, list and object alike, is signed with the
@@ -527,7 +513,7 @@ func TestMountS3(t *testing.T) {
 	tree, files := makeTestTree(t, 0)
 	for _, signed := range []bool{false, true} {
 		t.Run(map[bool]string{false: "anonymous", true: "signed"}[signed], func(t *testing.T) {
-			clearAWSEnv(t)
+			listingtest.NoAWSEnv(t)
 			args := []string{"--cache-dir", t.TempDir(), "--no-prefetch", "--s3-endpoint", ""}
 			if signed {
 				t.Setenv("AWS_ACCESS_KEY_ID", "AKIDRANGEFSTEST")

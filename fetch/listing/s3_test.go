@@ -24,6 +24,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"rangefs/fetch"
+	"rangefs/fetch/listing/listingtest"
 )
 
 // fakeS3 is gofakes3 in process on loopback, with every request and its Authorization
@@ -83,26 +84,11 @@ func treeObjects(t *testing.T, prefix string) (map[string][]byte, []treeFile) {
 	return m, files
 }
 
-// noAWSEnv clears every AWS setting the process has, and points HOME at an empty
-// directory, so that only what the test sets is seen.
-func noAWSEnv(t *testing.T) {
-	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-		"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
-		"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-		"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"} {
-		t.Setenv(k, "")
-	}
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(home, "config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(home, "credentials"))
-}
-
 // An anonymous bucket listing gives the tree exactly, with exact sizes, mtimes and ETags,
 // makes list requests only, and each object URL serves the object's bytes, ranged, to
 // the fetch engine with the listed ETag and size.
 func TestS3AnonymousTree(t *testing.T) {
-	noAWSEnv(t)
+	listingtest.NoAWSEnv(t)
 	objs, files := treeObjects(t, "data/")
 	objs["outside.txt"] = []byte("not below the prefix")
 	f := newFakeS3(t, objs)
@@ -154,7 +140,7 @@ func TestS3AnonymousTree(t *testing.T) {
 
 // 2,500 keys and 3 prefixes take three pages of 1,000, linked by continuation tokens.
 func TestS3Pagination(t *testing.T) {
-	noAWSEnv(t)
+	listingtest.NoAWSEnv(t)
 	objs := map[string][]byte{}
 	for i := range 2500 {
 		objs[fmt.Sprintf("many/k%04d", i)] = []byte{byte(i)}
@@ -188,7 +174,7 @@ func TestS3Pagination(t *testing.T) {
 
 // Keys with //, /./ or /../ are skipped with one warning; the folder marker is no entry.
 func TestS3BadKeys(t *testing.T) {
-	noAWSEnv(t)
+	listingtest.NoAWSEnv(t)
 	f := newFakeS3(t, map[string][]byte{
 		"p/ok": []byte("1"), "p/": nil, "p//x": []byte("2"), "p/./y": []byte("3"), "p/../z": []byte("4"),
 		"p/sub/ok": []byte("5"), "p/sp ace+plus%.txt": []byte("6"),
@@ -247,7 +233,7 @@ func checkSigned(t *testing.T, f *fakeS3, key, region, token string) {
 
 // Credentials from the environment sign every list request.
 func TestS3SignedFromEnvironment(t *testing.T) {
-	noAWSEnv(t)
+	listingtest.NoAWSEnv(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDENVTEST")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret/env")
 	t.Setenv("AWS_SESSION_TOKEN", "session-token-1")
@@ -267,7 +253,7 @@ func TestS3SignedFromEnvironment(t *testing.T) {
 
 // A profile of the shared files (AWS_PROFILE) gives keys and region.
 func TestS3SignedFromSharedFiles(t *testing.T) {
-	noAWSEnv(t)
+	listingtest.NoAWSEnv(t)
 	home := os.Getenv("HOME")
 	os.WriteFile(filepath.Join(home, "credentials"), []byte("[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = d\n\n[team]\naws_access_key_id = AKIDTEAM\naws_secret_access_key = t\n"), 0o600)
 	os.WriteFile(filepath.Join(home, "config"), []byte("[profile team]\nregion = ap-south-1\n"), 0o600)
@@ -292,7 +278,7 @@ func TestS3SignedFromSharedFiles(t *testing.T) {
 }
 
 func TestS3NoCredentials(t *testing.T) {
-	noAWSEnv(t)
+	listingtest.NoAWSEnv(t)
 	_, err := NewS3(testCtx(t), "s3://bkt/", S3Options{Endpoint: "http://127.0.0.1:9"})
 	if !errors.Is(err, errNoCredentials) || !strings.Contains(err.Error(), "anonymous") {
 		t.Fatalf("err = %v, want the no-credentials error pointing at anonymous access", err)
@@ -331,7 +317,7 @@ func TestSigV4MatchesAWSExample(t *testing.T) {
 // The Transport signs a clone of each request to the bucket and nothing else; Presign
 // gives a query-signed URL.
 func TestS3TransportAndPresign(t *testing.T) {
-	noAWSEnv(t)
+	listingtest.NoAWSEnv(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTRANSPORT")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "s")
 	f := newFakeS3(t, map[string][]byte{"obj": []byte("0123456789")})
@@ -397,7 +383,7 @@ func TestS3TransportAndPresign(t *testing.T) {
 // a truncated page without one is malformed, and an S3 error document is reported with
 // its code (a wrong region names the right one).
 func TestS3HostileListAPI(t *testing.T) {
-	noAWSEnv(t)
+	listingtest.NoAWSEnv(t)
 	var mode string
 	var pages int
 	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -445,7 +431,7 @@ func TestS3HostileListAPI(t *testing.T) {
 }
 
 func TestS3URLs(t *testing.T) {
-	noAWSEnv(t)
+	listingtest.NoAWSEnv(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		uri      string
