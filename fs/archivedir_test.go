@@ -156,23 +156,7 @@ func makeArchiveTree(t *testing.T, dir string, n int) {
 		if i == 5 {
 			name = strings.Repeat("long-name-", 14) + ".txt" // GNU long name / pax path
 		}
-		var data []byte
-		switch i % 5 {
-		case 0:
-		case 1, 2:
-			var b strings.Builder
-			for b.Len() < rng.IntN(30<<10) {
-				fmt.Fprintf(&b, "line %d of member %d: %x\n", b.Len(), i, rng.Uint32()%64)
-			}
-			data = []byte(b.String())
-		case 3:
-			data = make([]byte, rng.IntN(20<<10))
-			for j := range data {
-				data[j] = byte(rng.Uint32())
-			}
-		case 4:
-			data = bytes.Repeat([]byte{byte(i)}, rng.IntN(8<<10))
-		}
+		data := archivetest.MemberData(rng, i, 30<<10)
 		if i >= 1 && i <= 4 {
 			// Big members: windows, restarts and read-ahead matter.
 			data = make([]byte, 0, 900<<10)

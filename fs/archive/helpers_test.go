@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"rangefs/fs/archive/archivetest"
 )
 
 // makeTree writes n regular files of varied size and content (text that
@@ -31,24 +33,7 @@ func makeTree(t testing.TB, dir string, n int, seed uint64) []string {
 			d = "top"
 		}
 		name := path.Join(d, fmt.Sprintf("file %03d-é.%s", i, []string{"txt", "bin", "dat"}[i%3]))
-		var data []byte
-		switch i % 5 {
-		case 0:
-			data = nil
-		case 1, 2:
-			var b strings.Builder
-			for b.Len() < rng.IntN(40<<10) {
-				fmt.Fprintf(&b, "line %d of member %d: %x\n", b.Len(), i, rng.Uint32()%64)
-			}
-			data = []byte(b.String())
-		case 3:
-			data = make([]byte, rng.IntN(20<<10))
-			for j := range data {
-				data[j] = byte(rng.Uint32())
-			}
-		case 4:
-			data = bytes.Repeat([]byte{byte(i)}, rng.IntN(8<<10))
-		}
+		data := archivetest.MemberData(rng, i, 40<<10)
 		if i == 1 || i == 2 || i == 3 {
 			// A few members big enough for windows and restarts to matter.
 			data = bigContent(rng, 700<<10, i == 3)

@@ -201,3 +201,26 @@ func SetTarSize(hdr []byte, size int64) {
 	}
 	copy(hdr[148:156], fmt.Sprintf("%06o\x00 ", sum))
 }
+
+// MemberData returns the content of member i of a generated test tree, drawn from rng
+// by the member's kind (i%5): empty, text lines up to textMax bytes (two kinds), random
+// bytes, or one repeated byte.
+func MemberData(rng *rand.Rand, i, textMax int) []byte {
+	switch i % 5 {
+	case 1, 2:
+		var b strings.Builder
+		for b.Len() < rng.IntN(textMax) {
+			fmt.Fprintf(&b, "line %d of member %d: %x\n", b.Len(), i, rng.Uint32()%64)
+		}
+		return []byte(b.String())
+	case 3:
+		data := make([]byte, rng.IntN(20<<10))
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		return data
+	case 4:
+		return bytes.Repeat([]byte{byte(i)}, rng.IntN(8<<10))
+	}
+	return nil
+}
