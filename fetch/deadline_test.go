@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -69,23 +68,7 @@ func TestFetchRetriesUntilDeadlineThroughRestart(t *testing.T) {
 	}
 
 	// The restart: down for two seconds, then the same address serves again.
-	var (
-		mu   sync.Mutex
-		back *fetchtest.Server
-	)
-	restart := time.AfterFunc(2*time.Second, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		back = fetchtest.NewServer(p, p.Size(), fetchtest.WithAddr(addr))
-	})
-	t.Cleanup(func() {
-		restart.Stop()
-		mu.Lock()
-		defer mu.Unlock()
-		if back != nil {
-			back.Close()
-		}
-	})
+	t.Cleanup(fetchtest.RestartAfter(2*time.Second, p, p.Size(), addr))
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	before = d.count()

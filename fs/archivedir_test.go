@@ -122,16 +122,7 @@ func mountArchives(t *testing.T, archives map[string][]byte, cacheRoot string, s
 	var once sync.Once
 	m.done = func() {
 		once.Do(func() {
-			if err := srv.Unmount(); err != nil {
-				t.Errorf("unmount: %v", err)
-			}
-			done := make(chan struct{})
-			go func() { srv.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Errorf("server did not stop within 10 s of unmount")
-			}
+			unmountWait(t, srv)
 			for _, f := range files {
 				f.Close()
 			}

@@ -120,20 +120,26 @@ func mountPattern(t *testing.T, src *fakeSource, cacheDir string, opts Options, 
 				src.setGate(nil)
 			}
 			f.Close()
-			if err := srv.Unmount(); err != nil {
-				t.Errorf("unmount: %v", err)
-			}
-			done := make(chan struct{})
-			go func() { srv.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Errorf("server did not stop within 10 s of unmount")
-			}
+			unmountWait(t, srv)
 		})
 	}
 	t.Cleanup(m.clean)
 	return m
+}
+
+// unmountWait unmounts srv and waits, for 10 s at most, for its server to stop.
+func unmountWait(t testing.TB, srv *Server) {
+	t.Helper()
+	if err := srv.Unmount(); err != nil {
+		t.Errorf("unmount: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("server did not stop within 10 s of unmount")
+	}
 }
 
 func sum(b []byte) [32]byte { return sha256.Sum256(b) }

@@ -95,16 +95,7 @@ func mountTree(t *testing.T, root Dir, o Options) (string, *Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-		done := make(chan struct{})
-		go func() { srv.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("server did not stop within 10 s of unmount")
-		}
+		unmountWait(t, srv)
 	})
 	return dir, srv
 }

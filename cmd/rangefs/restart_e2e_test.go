@@ -5,7 +5,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,23 +43,7 @@ func TestMountReadSurvivesServerRestart(t *testing.T) {
 	// Longer than every backoff of the default retries together (at most
 	// 0.25+0.5+1+2+4 s), so only retrying until the op timeout can ride it out.
 	const down = 10 * time.Second
-	var (
-		mu   sync.Mutex
-		back *fetchtest.Server
-	)
-	restart := time.AfterFunc(down, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		back = fetchtest.NewServer(p, p.Size(), fetchtest.WithAddr(addr))
-	})
-	t.Cleanup(func() {
-		restart.Stop()
-		mu.Lock()
-		defer mu.Unlock()
-		if back != nil {
-			back.Close()
-		}
-	})
+	t.Cleanup(fetchtest.RestartAfter(down, p, p.Size(), addr))
 
 	const off = 5 << 20
 	buf := alignedBuffer(64 << 10)

@@ -190,6 +190,29 @@ func NewServer(content io.ReaderAt, size int64, opts ...Option) *Server {
 	return s
 }
 
+// RestartAfter starts a server of content at addr (the address of one that was
+// closed) once d has passed, as a restarted origin comes back. The returned stop
+// cancels the restart if it has not happened yet, or closes the new server.
+func RestartAfter(d time.Duration, content io.ReaderAt, size int64, addr string) (stop func()) {
+	var (
+		mu   sync.Mutex
+		back *Server
+	)
+	restart := time.AfterFunc(d, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		back = NewServer(content, size, WithAddr(addr))
+	})
+	return func() {
+		restart.Stop()
+		mu.Lock()
+		defer mu.Unlock()
+		if back != nil {
+			back.Close()
+		}
+	}
+}
+
 // URL is the full URL of the default content.
 func (s *Server) URL() string { return s.base + s.defPath }
 
