@@ -42,3 +42,28 @@ func (b bitset) count(n int64) int64 {
 	}
 	return c
 }
+
+// Block marks are plain (not atomic) bit slices, one bit per block of a
+// chunk, guarded by the chunk table's lock (see chunkTable.partial and
+// chunkTable.blocks).
+
+// markRange sets bits [b0, b1) of marks.
+func markRange(marks []uint64, b0, b1 int64) {
+	for b := b0; b < b1; b++ {
+		marks[b/64] |= 1 << (b % 64)
+	}
+}
+
+// allMarked reports whether bits [b0, b1) of marks are all set; a nil marks
+// has none set.
+func allMarked(marks []uint64, b0, b1 int64) bool {
+	if marks == nil {
+		return false
+	}
+	for b := b0; b < b1; b++ {
+		if marks[b/64]&(1<<(b%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -360,16 +360,7 @@ func (t *chunkTable) blocksVerified(i, b0, b1 int64) bool {
 	if t.verified.get(i) {
 		return true
 	}
-	marks := t.partial[i]
-	if marks == nil {
-		return false
-	}
-	for b := b0; b < b1; b++ {
-		if marks[b/64]&(1<<(b%64)) == 0 {
-			return false
-		}
-	}
-	return true
+	return allMarked(t.partial[i], b0, b1)
 }
 
 // verifyBlocks records that blocks [b0, b1) of present chunk i match their
@@ -389,15 +380,10 @@ func (t *chunkTable) verifyBlocks(i, b0, b1 int64) {
 		marks = make([]uint64, (nb+63)/64)
 		t.partial[i] = marks
 	}
-	for b := b0; b < b1; b++ {
-		marks[b/64] |= 1 << (b % 64)
+	markRange(marks, b0, b1)
+	if allMarked(marks, 0, nb) {
+		t.markVerified(i)
 	}
-	for b := int64(0); b < nb; b++ {
-		if marks[b/64]&(1<<(b%64)) == 0 {
-			return
-		}
-	}
-	t.markVerified(i)
 }
 
 // forget clears chunk i's presence and checks.
@@ -430,24 +416,13 @@ func (t *chunkTable) wroteBlocks(i, b0, b1 int64) {
 		marks = make([]uint64, (t.lay.blocks(i)+63)/64)
 		t.blocks[i] = marks
 	}
-	for b := b0; b < b1; b++ {
-		marks[b/64] |= 1 << (b % 64)
-	}
+	markRange(marks, b0, b1)
 }
 
 // blocksPresent reports whether blocks [b0, b1) of missing chunk i were
 // fetched in part this session (see wroteBlocks).
 func (t *chunkTable) blocksPresent(i, b0, b1 int64) bool {
-	marks := t.blocks[i]
-	if marks == nil {
-		return false
-	}
-	for b := b0; b < b1; b++ {
-		if marks[b/64]&(1<<(b%64)) == 0 {
-			return false
-		}
-	}
-	return true
+	return allMarked(t.blocks[i], b0, b1)
 }
 
 // endPart ends the flight of chunk i, fetched in part by a run that wrote
