@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	iofs "io/fs"
 	"log/slog"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +40,78 @@ type ArchiveOptions struct {
 	// handle's own read (listing, headers, inflating); default 30 s.
 	OpTimeout time.Duration
 	Logger    *slog.Logger // nil discards
+	// Indexing, if set, follows the archives' tar.gz indexing passes (for
+	// status); one may serve many directories.
+	Indexing *ArchiveIndexing
+}
+
+// ArchiveIndexing follows the tar.gz indexing passes of the archive
+// directories whose ArchiveOptions name it: each pass from its start
+// until it completes, or, when it failed, until the next pass of that
+// archive starts. Safe for concurrent use; the zero value is not usable.
+type ArchiveIndexing struct {
+	mu     sync.Mutex
+	passes map[*archiveDir]*indexingPass // Protects: passes.
+}
+
+type indexingPass struct {
+	name string
+	a    *archive.Archive
+	err  error // why it failed; nil while it runs
+}
+
+// ArchivePass is one tar.gz indexing pass, running or failed.
+type ArchivePass struct {
+	Name        string // the archive's path below the directory given WithArchives
+	Done, Total int64  // archive bytes the pass has read, of the archive's size
+	Members     int    // entries indexed so far, directories included
+	Err         error  // why the pass failed; nil while it runs
+}
+
+// NewArchiveIndexing returns an empty ArchiveIndexing.
+func NewArchiveIndexing() *ArchiveIndexing {
+	return &ArchiveIndexing{passes: map[*archiveDir]*indexingPass{}}
+}
+
+// Passes returns the passes running or failed, sorted by name.
+func (x *ArchiveIndexing) Passes() []ArchivePass {
+	x.mu.Lock()
+	out := make([]ArchivePass, 0, len(x.passes))
+	for _, p := range x.passes {
+		done, total := p.a.Progress()
+		out = append(out, ArchivePass{Name: p.name, Done: done, Total: total, Members: p.a.Len(), Err: p.err})
+	}
+	x.mu.Unlock()
+	slices.SortFunc(out, func(a, b ArchivePass) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (x *ArchiveIndexing) started(d *archiveDir, a *archive.Archive) {
+	if x == nil {
+		return
+	}
+	x.mu.Lock()
+	x.passes[d] = &indexingPass{name: d.name, a: a}
+	x.mu.Unlock()
+}
+
+// ended records the end of d's pass over a: forgotten when err is nil,
+// kept with err otherwise.
+func (x *ArchiveIndexing) ended(d *archiveDir, a *archive.Archive, err error) {
+	if x == nil {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	p := x.passes[d]
+	if p == nil || p.a != a {
+		return
+	}
+	if err == nil {
+		delete(x.passes, d)
+		return
+	}
+	p.err = err
 }
 
 // IndexStore is an optional interface of a File: a place beside the file's
@@ -90,8 +164,13 @@ func ArchiveKind(name string) archive.Kind {
 // (ArchiveKind) shown as a directory of the same name holding its
 // members, in d and in every directory below it.
 func WithArchives(d Dir, o ArchiveOptions) Dir {
-	o = o.withDefaults()
-	return &archivesDir{d: d, o: o, kids: map[string]archivesKid{}}
+	return withArchives(d, "", o.withDefaults())
+}
+
+// withArchives is WithArchives for the directory at path dir below the
+// one WithArchives was given.
+func withArchives(d Dir, dir string, o ArchiveOptions) Dir {
+	return &archivesDir{d: d, path: dir, o: o, kids: map[string]archivesKid{}}
 }
 
 // ArchiveEntry returns e with an archive file made the directory of its
@@ -138,8 +217,9 @@ func archiveLimits(l archive.Limits) archive.Limits {
 // keeps the nodes it made, so a refresh that lists the same archive (same
 // Version) keeps its opened listing.
 type archivesDir struct {
-	d Dir
-	o ArchiveOptions
+	d    Dir
+	path string // below the directory given WithArchives, for logs and status ("" for it)
+	o    ArchiveOptions
 
 	mu   sync.Mutex
 	kids map[string]archivesKid // by name. Protects: kids.
@@ -169,7 +249,7 @@ func (w *archivesDir) List(ctx context.Context) ([]Entry, error) {
 		case e.Dir != nil:
 			k, ok := w.kids[e.Name]
 			if !ok || k.version != "" {
-				k = archivesKid{dir: WithArchives(e.Dir, w.o)}
+				k = archivesKid{dir: withArchives(e.Dir, joinPath(w.path, e.Name), w.o)}
 			}
 			w.kids[e.Name] = k
 			out[i].Dir = k.dir
@@ -178,7 +258,7 @@ func (w *archivesDir) List(ctx context.Context) ([]Entry, error) {
 			v := e.File.Version()
 			k, ok := w.kids[e.Name]
 			if !ok || k.version != v {
-				k = archivesKid{version: v, dir: ArchiveDir(e.File, e.Name, ArchiveKind(e.Name), w.o)}
+				k = archivesKid{version: v, dir: ArchiveDir(e.File, joinPath(w.path, e.Name), ArchiveKind(e.Name), w.o)}
 			}
 			w.kids[e.Name] = k
 			out[i].Dir, out[i].File = k.dir, nil
@@ -196,23 +276,25 @@ func (w *archivesDir) List(ctx context.Context) ([]Entry, error) {
 // ArchiveDir shows the archive f, of the given kind, as the directory of
 // its members. The archive is opened (its listing read, or loaded from f's
 // IndexStore) on the first listing; a failed open is tried again at the
-// next. name is for logs.
+// next. A tar.gz is opened at the first lookup too, and its members are
+// found while its indexing pass runs (lookupEarly). name is for logs and
+// status.
 func ArchiveDir(f File, name string, kind archive.Kind, o ArchiveOptions) Dir {
 	o = o.withDefaults()
 	return &archiveDir{f: f, name: name, kind: kind, o: o}
 }
 
-// archiveDir is the root of one archive. Its opened state is set once,
-// under mu, and read-only afterwards.
+// archiveDir is the root of one archive.
 type archiveDir struct {
 	f    File
 	name string
 	kind archive.Kind
 	o    ArchiveOptions
 
-	mu sync.Mutex // held while opening. Protects: a, r.
-	a  *archive.Archive
-	r  Reader // the archive's Reader for listing and inflating
+	mu       sync.Mutex   // held while opening. Protects: cur, lastErr, failedAt.
+	cur      *archiveOpen // the archive opened or being indexed; nil before, and after a failed open
+	lastErr  error        // the last failed open, answered for failedListingRetry
+	failedAt time.Time
 
 	hidden  atomic.Bool // a listing hid a special file (logged once)
 	escaped atomic.Bool // a listing hid a symlink that leads out of the archive (logged once)
@@ -221,27 +303,121 @@ type archiveDir struct {
 	links  map[string]string // zip symlink targets read so far, by member name
 }
 
-var _ Dir = (*archiveDir)(nil)
+// archiveOpen is one opening of an archive: its listing (a tar.gz's grows
+// while its pass runs) and the Reader it is read through.
+type archiveOpen struct {
+	a       *archive.Archive
+	r       Reader
+	version string // r's Version
+	index   string // the index version (indexVersion) it was opened at
+	loaded  bool   // from the IndexStore
+	start   time.Time
+
+	once sync.Once
+	err  error // set once the listing is complete: why it is unusable (nil: usable)
+
+	mu    sync.Mutex           // Protects: early.
+	early map[string]earlyNode // the nodes lookupEarly made, by member name
+}
+
+// earlyNode is the node made for a member found while its archive's pass
+// ran. The listing shows the same node for the same entry, so that the
+// directory keeps the inode the kernel already knows.
+type earlyNode struct {
+	e    archive.Entry
+	node Entry
+}
+
+var (
+	_ Dir           = (*archiveDir)(nil)
+	_ earlyLookuper = (*archiveDir)(nil)
+)
 
 func (d *archiveDir) Mtime() time.Time { return d.f.Attr().Mtime }
 
 func (d *archiveDir) List(ctx context.Context) ([]Entry, error) {
-	a, err := d.open(ctx)
+	o, err := d.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return d.entries(a, "")
+	if err := d.complete(ctx, o); err != nil {
+		return nil, err
+	}
+	return d.entries(o, "")
 }
 
-// open returns the opened archive, opening it on first use. ctx bounds
-// the open, and is also the life of the archive's Reader (the tree's
-// background context, which ends at unmount).
-func (d *archiveDir) open(ctx context.Context) (*archive.Archive, error) {
+// lookupEarly finds a member of a tar.gz without waiting for its pass to
+// end (starting the pass within life when none runs). A zip or a tar is
+// listed whole before it answers (errListFirst).
+func (d *archiveDir) lookupEarly(ctx, life context.Context, name string) (Entry, error) {
+	if d.kind != archive.TarGz {
+		return Entry{}, errListFirst
+	}
+	o, err := d.open(life)
+	if err != nil {
+		return Entry{}, err
+	}
+	return d.lookupIn(ctx, o, name)
+}
+
+// lookupIn finds the member called name (a full member name) in o, waiting
+// within ctx for a pass that has not listed it yet. A member the listing
+// would not show (a special file, a symlink leading out, a damaged one)
+// is not found.
+func (d *archiveDir) lookupIn(ctx context.Context, o *archiveOpen, name string) (Entry, error) {
+	e, ok, err := o.a.WaitLookup(ctx, name)
+	if err != nil {
+		return Entry{}, fmt.Errorf("archive %s: waiting for the indexing pass to reach %s: %w", d.name, name, err)
+	}
+	if !ok {
+		// The pass has ended; one that failed on a read answers EIO.
+		if err := d.complete(ctx, o); err != nil {
+			return Entry{}, err
+		}
+		return Entry{}, &iofs.PathError{Op: "lookup", Path: name, Err: iofs.ErrNotExist}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if n, ok := o.early[e.Name]; ok && n.e == e {
+		return n.node, nil
+	}
+	node, _, err := d.node(o, e)
+	if err != nil {
+		return Entry{}, err
+	}
+	if node.Name == "" {
+		return Entry{}, &iofs.PathError{Op: "lookup", Path: name, Err: iofs.ErrNotExist}
+	}
+	if o.early == nil {
+		o.early = map[string]earlyNode{}
+	}
+	o.early[e.Name] = earlyNode{e: e, node: node}
+	return node, nil
+}
+
+// open returns the archive opened, or being indexed (a tar.gz), opening
+// it on first use. ctx bounds the open, and is also the life of the
+// archive's Reader and of a tar.gz's pass (the tree's background context,
+// which ends at unmount).
+func (d *archiveDir) open(ctx context.Context) (*archiveOpen, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.a != nil {
-		return d.a, nil
+	if d.cur != nil {
+		return d.cur, nil
 	}
+	if d.lastErr != nil && time.Since(d.failedAt) < failedListingRetry {
+		return nil, d.lastErr
+	}
+	o, err := d.openLocked(ctx)
+	if err != nil {
+		d.lastErr, d.failedAt = err, time.Now()
+		return nil, err
+	}
+	d.cur, d.lastErr = o, nil
+	return o, nil
+}
+
+func (d *archiveDir) openLocked(ctx context.Context) (*archiveOpen, error) {
 	size, err := d.size(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("archive %s: %w", d.name, err)
@@ -256,14 +432,17 @@ func (d *archiveDir) open(ctx context.Context) (*archive.Archive, error) {
 		// read-ahead, so that member reads find it there.
 		ra.direct = rr
 	}
-	a, err := d.load(ctx, ra, size, d.indexVersion(size))
+	o := &archiveOpen{r: r, version: r.Version(), index: d.indexVersion(size), start: time.Now()}
+	o.a, o.loaded, err = d.load(ctx, ra, size, o.index)
 	ra.listed.Store(true)
 	if err != nil {
 		r.Close()
 		return nil, err
 	}
-	d.a, d.r = a, r
-	return a, nil
+	if d.kind == archive.TarGz && !o.loaded {
+		d.o.Indexing.started(d, o.a)
+	}
+	return o, nil
 }
 
 func (d *archiveDir) size(ctx context.Context) (int64, error) {
@@ -275,58 +454,93 @@ func (d *archiveDir) size(ctx context.Context) (int64, error) {
 }
 
 // load reads the archive's listing: from the IndexStore when it holds
-// one for this version, else from the archive, saving it afterwards when
-// it is complete.
-func (d *archiveDir) load(ctx context.Context, ra io.ReaderAt, size int64, version string) (*archive.Archive, error) {
-	store, _ := d.f.(IndexStore)
-	if store != nil {
+// one for this version, else from the archive. A tar.gz's pass is started
+// and runs on within ctx; complete finishes the listing.
+func (d *archiveDir) load(ctx context.Context, ra io.ReaderAt, size int64, version string) (a *archive.Archive, loaded bool, err error) {
+	if store, ok := d.f.(IndexStore); ok {
 		if a, err := d.loadIndex(store, version, ra, size); err == nil {
-			return a, nil
+			return a, true, nil
 		} else if !errors.Is(err, iofs.ErrNotExist) {
 			d.o.Logger.Warn("archive: the saved index is not usable; listing the archive again", "archive", d.name, "err", err)
 		}
 	}
-	var a *archive.Archive
-	var err error
 	switch d.kind {
 	case archive.Zip:
 		a, err = archive.OpenZip(ra, size, d.o.Limits)
 	case archive.Tar:
 		a, err = archive.OpenTar(ra, size, d.o.Limits)
 	case archive.TarGz:
-		// The pass runs in the background until done or ctx ends (unmount).
 		a = archive.IndexTarGz(ctx, ra, size, d.o.Limits)
-		start := time.Now()
-		select {
-		case <-a.Done():
-		case <-ctx.Done():
-			return nil, fmt.Errorf("archive %s: indexing interrupted: %w", d.name, ctx.Err())
-		}
-		done, _ := a.Progress()
-		d.o.Logger.Info("archive: indexed", "archive", d.name, "members", a.Len(), "bytes", done, "took", time.Since(start).Round(time.Millisecond))
 	default:
 		err = fmt.Errorf("unknown archive kind %v", d.kind)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", d.name, err)
+		return nil, false, fmt.Errorf("archive %s: %w", d.name, err)
+	}
+	return a, false, nil
+}
+
+// complete waits, within ctx, for o's listing to be complete (a tar.gz's
+// pass to end), and reports whether it is usable. The first caller to see
+// it complete logs it and saves it in the IndexStore; when the archive
+// could not be read (network, timeout), o is dropped, and the next open
+// lists it again rather than keep a short listing.
+func (d *archiveDir) complete(ctx context.Context, o *archiveOpen) error {
+	select {
+	case <-o.a.Done():
+	default:
+		select {
+		case <-o.a.Done():
+		case <-ctx.Done():
+			return fmt.Errorf("archive %s: waiting for the indexing pass: %w", d.name, ctx.Err())
+		}
+	}
+	o.once.Do(func() {
+		var stopped error
+		o.err, stopped = d.completed(o)
+		d.o.Indexing.ended(d, o.a, cmp.Or(o.err, stopped))
+		if o.err == nil {
+			return
+		}
+		d.mu.Lock()
+		if d.cur == o {
+			d.cur, d.lastErr, d.failedAt = nil, o.err, time.Now()
+		}
+		d.mu.Unlock()
+		o.r.Close()
+	})
+	return o.err
+}
+
+// completed checks a complete listing, logs it and saves it; stopped is
+// the damage a tar.gz's pass stopped at, when it did not reach the end.
+func (d *archiveDir) completed(o *archiveOpen) (err, stopped error) {
+	if o.loaded {
+		return nil, nil
+	}
+	a := o.a
+	if d.kind == archive.TarGz {
+		done, _ := a.Progress()
+		d.o.Logger.Info("archive: indexed", "archive", d.name, "members", a.Len(), "bytes", done, "took", time.Since(o.start).Round(time.Millisecond))
 	}
 	if lerr := a.Err(); lerr != nil {
 		if !isArchiveError(lerr) {
-			// The archive could not be read (network, timeout): list it
-			// again next time rather than keep a short listing.
-			return nil, fmt.Errorf("archive %s: listing stopped: %w", d.name, lerr)
+			return fmt.Errorf("archive %s: listing stopped: %w", d.name, lerr), nil
 		}
 		d.o.Logger.Warn("archive: damaged or unsafe parts left out of the listing", "archive", d.name, "members", a.Len(), "err", lerr)
-		return a, nil
+		if done, total := a.Progress(); done < total {
+			stopped = lerr
+		}
+		return nil, stopped
 	}
-	if store != nil {
+	if store, ok := d.f.(IndexStore); ok {
 		if b, err := a.MarshalBinary(); err != nil {
 			d.o.Logger.Warn("archive: cannot save the index", "archive", d.name, "err", err)
-		} else if err := store.SaveIndex(d.kind.String(), versioned(version, b)); err != nil {
+		} else if err := store.SaveIndex(d.kind.String(), versioned(o.index, b)); err != nil {
 			d.o.Logger.Warn("archive: cannot save the index", "archive", d.name, "err", err)
 		}
 	}
-	return a, nil
+	return nil, nil
 }
 
 // indexVersion names the version of the archive an index describes: the
@@ -392,36 +606,30 @@ func (d *archiveDir) loadIndex(store IndexStore, version string, ra io.ReaderAt,
 // A symlink is shown with its target as stored, unless the target leads
 // out of the archive (absolute, or climbing above its root): the kernel
 // would resolve it against the host, so it is left out and logged.
-func (d *archiveDir) entries(a *archive.Archive, dir string) ([]Entry, error) {
-	es, err := a.ReadDir(dir)
+func (d *archiveDir) entries(o *archiveOpen, dir string) ([]Entry, error) {
+	es, err := o.a.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	out := make([]Entry, 0, len(es))
 	hidden, escaped := 0, 0
 	for _, e := range es {
-		base := path.Base(e.Name)
+		if n, ok := o.early[e.Name]; ok && n.e == e {
+			out = append(out, n.node)
+			continue
+		}
+		node, why, err := d.node(o, e)
 		switch {
-		case e.IsDir():
-			out = append(out, Entry{Name: base, Dir: &memberDir{d: d, a: a, name: e.Name, mtime: e.ModTime}})
-		case e.Mode.Type() == 0:
-			out = append(out, Entry{Name: base, File: &memberFile{d: d, a: a, e: e}})
-		case e.Mode&iofs.ModeSymlink != 0:
-			target, err := d.linkTarget(a, e)
-			if err != nil {
-				if !isArchiveError(err) {
-					return nil, fmt.Errorf("archive %s: symlink %s: %w", d.name, e.Name, err)
-				}
-				d.o.Logger.Warn("archive: a damaged symlink is not shown", "archive", d.name, "member", e.Name, "err", err)
-				continue
-			}
-			if e.LinkEscapes || archive.LinkEscapes(e.Name, target) {
-				escaped++
-				continue
-			}
-			out = append(out, Entry{Name: base, Link: memberLink{target: target, mtime: e.ModTime}})
-		default:
+		case err != nil:
+			return nil, err
+		case why == hiddenEscaped:
+			escaped++
+		case why == hiddenSpecial:
 			hidden++
+		case node.Name != "":
+			out = append(out, node)
 		}
 	}
 	if escaped > 0 && !d.escaped.Swap(true) {
@@ -433,6 +641,40 @@ func (d *archiveDir) entries(a *archive.Archive, dir string) ([]Entry, error) {
 			"archive", d.name, "dir", "/"+dir, "hidden", hidden)
 	}
 	return out, nil
+}
+
+// Why node shows no node for an entry.
+const (
+	shown = iota
+	hiddenEscaped
+	hiddenSpecial
+	hiddenDamaged
+)
+
+// node makes the node of entry e, or none (an Entry with no Name) with
+// the reason; an error is a symlink that could not be read.
+func (d *archiveDir) node(o *archiveOpen, e archive.Entry) (Entry, int, error) {
+	base := path.Base(e.Name)
+	switch {
+	case e.IsDir():
+		return Entry{Name: base, Dir: &memberDir{d: d, o: o, name: e.Name, mtime: e.ModTime}}, shown, nil
+	case e.Mode.Type() == 0:
+		return Entry{Name: base, File: &memberFile{d: d, o: o, e: e}}, shown, nil
+	case e.Mode&iofs.ModeSymlink != 0:
+		target, err := d.linkTarget(o.a, e)
+		if err != nil {
+			if !isArchiveError(err) {
+				return Entry{}, 0, fmt.Errorf("archive %s: symlink %s: %w", d.name, e.Name, err)
+			}
+			d.o.Logger.Warn("archive: a damaged symlink is not shown", "archive", d.name, "member", e.Name, "err", err)
+			return Entry{}, hiddenDamaged, nil
+		}
+		if e.LinkEscapes || archive.LinkEscapes(e.Name, target) {
+			return Entry{}, hiddenEscaped, nil
+		}
+		return Entry{Name: base, Link: memberLink{target: target, mtime: e.ModTime}}, shown, nil
+	}
+	return Entry{}, hiddenSpecial, nil
 }
 
 // linkTarget returns a symlink member's target: a tar's is in its entry;
@@ -469,23 +711,37 @@ var _ Symlink = memberLink{}
 func (l memberLink) Target() string   { return l.target }
 func (l memberLink) Mtime() time.Time { return l.mtime }
 
-// memberDir is a directory inside an archive.
+// memberDir is a directory inside an archive. Its listing waits for a
+// tar.gz's pass to end; a lookup in it does not (lookupEarly).
 type memberDir struct {
 	d     *archiveDir
-	a     *archive.Archive
+	o     *archiveOpen
 	name  string
 	mtime time.Time
 }
 
-var _ Dir = (*memberDir)(nil)
+var (
+	_ Dir           = (*memberDir)(nil)
+	_ earlyLookuper = (*memberDir)(nil)
+)
 
-func (m *memberDir) List(context.Context) ([]Entry, error) { return m.d.entries(m.a, m.name) }
-func (m *memberDir) Mtime() time.Time                      { return m.mtime }
+func (m *memberDir) List(ctx context.Context) ([]Entry, error) {
+	if err := m.d.complete(ctx, m.o); err != nil {
+		return nil, err
+	}
+	return m.d.entries(m.o, m.name)
+}
+
+func (m *memberDir) Mtime() time.Time { return m.mtime }
+
+func (m *memberDir) lookupEarly(ctx, _ context.Context, name string) (Entry, error) {
+	return m.d.lookupIn(ctx, m.o, m.name+"/"+name)
+}
 
 // memberFile is a regular member of an archive.
 type memberFile struct {
 	d *archiveDir
-	a *archive.Archive
+	o *archiveOpen
 	e archive.Entry
 }
 
@@ -514,7 +770,7 @@ func (m *memberFile) versionSuffix() string {
 // per member), then serves a stored member as a range of its own Reader of
 // the archive and any other through an inflating archive.Reader.
 func (m *memberFile) Open(ctx context.Context) (Reader, error) {
-	ar, err := m.a.Open(m.e.Name)
+	ar, err := m.o.a.Open(m.e.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -524,7 +780,7 @@ func (m *memberFile) Open(ctx context.Context) (Reader, error) {
 		// A tar.gz member's Span is an offset in the decompressed
 		// stream, not in the archive (archive.Entry.Span reports ok for
 		// it, against its doc): it is always inflated.
-		return &inflateReader{ar: ar, version: m.d.r.Version() + m.versionSuffix()}, nil
+		return &inflateReader{ar: ar, version: m.o.version + m.versionSuffix()}, nil
 	}
 	ar.Close()
 	r, err := m.d.f.Open(ctx)

@@ -246,7 +246,7 @@ func (d *dirState) installLocked(es []Entry) (changed []string) {
 	d.t.files.Add(int64(countFiles(es) - countFiles(old)))
 	d.bytes = bytes
 	if !wasListed {
-		return nil
+		return d.keepEarlyKidsLocked(es)
 	}
 	// Walk both sorted listings together.
 	i, j := 0, 0
@@ -273,6 +273,34 @@ func (d *dirState) installLocked(es []Entry) (changed []string) {
 		}
 	}
 	return changed
+}
+
+// keepEarlyKidsLocked checks the children made before the first listing
+// (lookupEarly) against it: one the listing shows as the same node keeps
+// its inode number; any other (a later duplicate replaced it, or the
+// listing came from another pass) is dropped, and its name returned.
+func (d *dirState) keepEarlyKidsLocked(es []Entry) (changed []string) {
+	for name, k := range d.kids {
+		i := sort.Search(len(es), func(i int) bool { return es[i].Name >= name })
+		if i < len(es) && es[i].Name == name && sameEarlyNode(k, es[i]) {
+			continue
+		}
+		changed = append(changed, name)
+		d.dropKidLocked(name)
+	}
+	return changed
+}
+
+// sameEarlyNode reports whether e is the very node k was made from (an
+// earlyLookuper's listing hands out the nodes its lookups did).
+func sameEarlyNode(k *child, e Entry) bool {
+	switch {
+	case k.dir != nil:
+		return e.Dir != nil && k.dir.dir == e.Dir
+	case k.link != nil:
+		return e.Link != nil && k.link.Target() == e.Link.Target()
+	}
+	return e.File != nil && k.file.file == e.File
 }
 
 // dropKidLocked forgets a child whose name is gone or changed. The kernel's
@@ -337,8 +365,29 @@ func (d *dirState) forget() {
 	}
 }
 
+// earlyLookuper is an optional interface of a Dir whose listing is slow to
+// complete but whose entries become known one by one (a tar.gz archive,
+// listed by one pass over all of it): lookupEarly finds one name without
+// waiting for List.
+type earlyLookuper interface {
+	// lookupEarly returns the entry called name as soon as it is known,
+	// waiting within ctx while the directory is being listed; the
+	// listing work it starts runs within life. An error matching
+	// io/fs.ErrNotExist means the complete listing lacks name;
+	// errListFirst, that the Dir cannot tell before List.
+	lookupEarly(ctx, life context.Context, name string) (Entry, error)
+}
+
+// errListFirst: an earlyLookuper answers only from its listing.
+var errListFirst = errors.New("listed before lookups")
+
 // lookup returns the child called name, making its state on first use.
 func (d *dirState) lookup(ctx context.Context, name string) (*child, syscall.Errno) {
+	if el, ok := d.dir.(earlyLookuper); ok {
+		if c, errno, answered := d.lookupEarly(ctx, el, name); answered {
+			return c, errno
+		}
+	}
 	for range 8 {
 		es, base, err := d.current(ctx)
 		if err != nil {
@@ -356,6 +405,39 @@ func (d *dirState) lookup(ctx context.Context, name string) (*child, syscall.Err
 	return nil, syscall.EAGAIN
 }
 
+// lookupEarly answers a lookup before the directory's first listing is
+// installed, from its Dir; answered is false when the listing is to
+// answer (it is installed, or the Dir cannot tell before it). A child
+// made so gets an inode number of its own, which it keeps when the
+// listing shows the same node (installLocked).
+func (d *dirState) lookupEarly(ctx context.Context, el earlyLookuper, name string) (c *child, errno syscall.Errno, answered bool) {
+	d.mu.Lock()
+	listed, c := d.listed, d.kids[name]
+	d.mu.Unlock()
+	if listed {
+		return nil, 0, false
+	}
+	if c != nil {
+		return c, 0, true
+	}
+	e, err := el.lookupEarly(ctx, d.t.ctx, name)
+	if errors.Is(err, errListFirst) {
+		return nil, 0, false
+	}
+	if err != nil {
+		return nil, d.listErrno(err), true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.listed {
+		return nil, 0, false
+	}
+	if c := d.kids[name]; c != nil {
+		return c, 0, true
+	}
+	return d.newKidLocked(e, d.t.inos(1)), 0, true
+}
+
 // kid returns the child state of e, which is entry ino-base of the listing
 // with that base; false when that listing is no longer current.
 func (d *dirState) kid(e Entry, base, ino uint64) (*child, bool) {
@@ -367,6 +449,10 @@ func (d *dirState) kid(e Entry, base, ino uint64) (*child, bool) {
 	if c := d.kids[e.Name]; c != nil {
 		return c, true
 	}
+	return d.newKidLocked(e, ino), true
+}
+
+func (d *dirState) newKidLocked(e Entry, ino uint64) *child {
 	c := &child{ino: ino}
 	switch {
 	case e.Dir != nil:
@@ -380,7 +466,7 @@ func (d *dirState) kid(e Entry, base, ino uint64) (*child, bool) {
 		d.kids = map[string]*child{}
 	}
 	d.kids[e.Name] = c
-	return c, true
+	return c
 }
 
 func (d *dirState) listErrno(err error) syscall.Errno {

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -100,6 +101,7 @@ type Archive struct {
 	fatal    error    // why the listing stopped early (nil when it reached the end)
 	gz       *gzIndex // tar.gz checkpoints; nil for other kinds
 
+	grown    chan struct{} // closed (and cleared) when an entry is added; made by a waiting WaitLookup
 	done     chan struct{} // closed when the listing is complete or has stopped
 	progress atomic.Int64  // archive bytes the listing pass has consumed
 }
@@ -170,6 +172,39 @@ func (a *Archive) Lookup(name string) (Entry, bool) {
 	return *a.entries[i], true
 }
 
+// WaitLookup is Lookup for a listing that may still grow (a tar.gz whose
+// pass runs): it returns the entry of name as soon as it is listed, and
+// reports false only once the listing is complete (or has stopped, see
+// Err) without it. It returns ctx's error if ctx ends first. A name later
+// replaced by a duplicate is returned as first listed.
+func (a *Archive) WaitLookup(ctx context.Context, name string) (Entry, bool, error) {
+	for {
+		a.mu.Lock()
+		if i, ok := a.byName[name]; ok {
+			e := *a.entries[i]
+			a.mu.Unlock()
+			return e, true, nil
+		}
+		select {
+		case <-a.done:
+			a.mu.Unlock()
+			return Entry{}, false, nil
+		default:
+		}
+		if a.grown == nil {
+			a.grown = make(chan struct{})
+		}
+		grown := a.grown
+		a.mu.Unlock()
+		select {
+		case <-grown:
+		case <-a.done:
+		case <-ctx.Done():
+			return Entry{}, false, ctx.Err()
+		}
+	}
+}
+
 // ReadDir returns the entries directly inside the directory dir ("" or "."
 // for the root), sorted by name.
 func (a *Archive) ReadDir(dir string) ([]Entry, error) {
@@ -226,6 +261,7 @@ func (a *Archive) finish(fatal error) {
 func (a *Archive) add(e *Entry) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.grewLocked()
 	if len(a.entries) >= a.lim.MaxEntries {
 		return false
 	}
@@ -244,6 +280,14 @@ func (a *Archive) add(e *Entry) bool {
 	parent := parentOf(e.Name)
 	a.children[parent] = append(a.children[parent], e.Name)
 	return true
+}
+
+// grewLocked wakes the WaitLookups waiting for the listing to grow.
+func (a *Archive) grewLocked() {
+	if a.grown != nil {
+		close(a.grown)
+		a.grown = nil
+	}
 }
 
 // ensureParentsLocked makes every ancestor of name a directory: a missing

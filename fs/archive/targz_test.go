@@ -182,6 +182,47 @@ func TestTarGzMembersReadableDuringPass(t *testing.T) {
 	t.Logf("%d members read while the pass was held; %d listed in the end", read, a.Len())
 }
 
+// TestTarGzWaitLookup: during a held pass, WaitLookup answers a listed
+// name at once, waits for a name the pass has not reached (until ctx ends,
+// or the pass lists it) and reports a missing name only once the pass is
+// complete.
+func TestTarGzWaitLookup(t *testing.T) {
+	const n = 64
+	tgz, _ := archivetest.TarGz(t, n, 64<<10, 9)
+	g := &gatedReaderAt{r: bytes.NewReader(tgz), limit: int64(len(tgz)) / 2, open: make(chan struct{})}
+	defer g.once.Do(func() { close(g.open) })
+	a := IndexTarGz(context.Background(), g, int64(len(tgz)), Limits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if e, ok, err := a.WaitLookup(ctx, archivetest.MemberName(1)); !ok || err != nil || e.Size != 64<<10 {
+		t.Fatalf("WaitLookup of an early member: %+v, %v, %v", e, ok, err)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort()
+	if e, ok, err := a.WaitLookup(short, archivetest.MemberName(n-1)); ok || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitLookup of a member past the held pass: %+v, %v, %v; want it to wait until its context ends", e, ok, err)
+	}
+	type result struct {
+		ok  bool
+		err error
+	}
+	late, missing := make(chan result, 1), make(chan result, 1)
+	go func() { _, ok, err := a.WaitLookup(ctx, archivetest.MemberName(n-1)); late <- result{ok, err} }()
+	go func() { _, ok, err := a.WaitLookup(ctx, "nope"); missing <- result{ok, err} }()
+	g.once.Do(func() { close(g.open) })
+	if r := <-late; !r.ok || r.err != nil {
+		t.Errorf("WaitLookup of the last member after the release: %v, %v", r.ok, r.err)
+	}
+	if r := <-missing; r.ok || r.err != nil {
+		t.Errorf("WaitLookup of a missing name: %v, %v; want false, nil", r.ok, r.err)
+	}
+	select {
+	case <-a.Done():
+	default:
+		t.Error("WaitLookup reported a name missing before the pass was done")
+	}
+}
+
 // TestTarGzCancel stops a held pass through its context.
 func TestTarGzCancel(t *testing.T) {
 	archivetest.NeedTools(t, "tar", "gzip")
