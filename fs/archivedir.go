@@ -376,10 +376,8 @@ func (d *archiveDir) lookupIn(ctx context.Context, o *archiveOpen, name string) 
 		}
 		return Entry{}, &iofs.PathError{Op: "lookup", Path: name, Err: iofs.ErrNotExist}
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if n, ok := o.early[e.Name]; ok && n.e == e {
-		return n.node, nil
+	if n, ok := o.earlyNode(e); ok {
+		return n, nil
 	}
 	node, _, err := d.node(o, e)
 	if err != nil {
@@ -388,11 +386,24 @@ func (d *archiveDir) lookupIn(ctx context.Context, o *archiveOpen, name string) 
 	if node.Name == "" {
 		return Entry{}, &iofs.PathError{Op: "lookup", Path: name, Err: iofs.ErrNotExist}
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if n, ok := o.early[e.Name]; ok && n.e == e {
+		return n.node, nil // made meanwhile by another lookup
+	}
 	if o.early == nil {
 		o.early = map[string]earlyNode{}
 	}
 	o.early[e.Name] = earlyNode{e: e, node: node}
 	return node, nil
+}
+
+// earlyNode returns the node a lookup made for entry e while the pass ran.
+func (o *archiveOpen) earlyNode(e archive.Entry) (Entry, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n, ok := o.early[e.Name]
+	return n.node, ok && n.e == e
 }
 
 // open returns the archive opened, or being indexed (a tar.gz), opening
@@ -441,6 +452,9 @@ func (d *archiveDir) openLocked(ctx context.Context) (*archiveOpen, error) {
 	}
 	if d.kind == archive.TarGz && !o.loaded {
 		d.o.Indexing.started(d, o.a)
+		// Whether or not a listing waits for it, the pass's end is
+		// logged, its index saved, and its status updated.
+		go d.complete(ctx, o)
 	}
 	return o, nil
 }
@@ -611,13 +625,11 @@ func (d *archiveDir) entries(o *archiveOpen, dir string) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	out := make([]Entry, 0, len(es))
 	hidden, escaped := 0, 0
 	for _, e := range es {
-		if n, ok := o.early[e.Name]; ok && n.e == e {
-			out = append(out, n.node)
+		if n, ok := o.earlyNode(e); ok {
+			out = append(out, n)
 			continue
 		}
 		node, why, err := d.node(o, e)
@@ -735,6 +747,9 @@ func (m *memberDir) List(ctx context.Context) ([]Entry, error) {
 func (m *memberDir) Mtime() time.Time { return m.mtime }
 
 func (m *memberDir) lookupEarly(ctx, _ context.Context, name string) (Entry, error) {
+	if m.d.kind != archive.TarGz {
+		return Entry{}, errListFirst
+	}
 	return m.d.lookupIn(ctx, m.o, m.name+"/"+name)
 }
 

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -34,7 +36,7 @@ func archiveFlags(f *pflag.FlagSet, c *archiveConfig) {
 // needs straight from the origin. Files of trees do both themselves
 // (treeFile below); the files given by URL (cache files) are wrapped here,
 // found by their probes.
-func archiveRoot(c *mountConfig, root fs.Dir, probes map[string]probeResult, log *slog.Logger) fs.Dir {
+func archiveRoot(c *mountConfig, root fs.Dir, probes map[string]probeResult, log *slog.Logger, indexing *fs.ArchiveIndexing) fs.Dir {
 	if !c.Archives {
 		return root
 	}
@@ -44,7 +46,7 @@ func archiveRoot(c *mountConfig, root fs.Dir, probes map[string]probeResult, log
 			byURL[p.obj.URL()] = p.obj
 		}
 	}
-	return fs.WithArchives(&cachedArchives{Dir: root, byURL: byURL}, fs.ArchiveOptions{OpTimeout: c.OpTimeout, Logger: log})
+	return fs.WithArchives(&cachedArchives{Dir: root, byURL: byURL}, fs.ArchiveOptions{OpTimeout: c.OpTimeout, Logger: log, Indexing: indexing})
 }
 
 // cachedArchives is the root, with its cache files that are archives
@@ -201,4 +203,90 @@ func (d dirIndexStore) SaveIndex(kind string, b []byte) error {
 		os.Remove(tmp.Name())
 	}
 	return err
+}
+
+// archiveIndexingXattr is the root attribute in which a mount shows its
+// tar.gz indexing passes, running or failed, to `rangefs status`: a line
+// per pass, "DONE TOTAL MEMBERS NAME ERR" with NAME and ERR quoted (ERR
+// "" while the pass runs), then "more N" when N passes did not fit.
+const archiveIndexingXattr = "archive_indexing"
+
+// maxIndexingXattr keeps the attribute within what a getxattr may return
+// (64 KiB).
+const maxIndexingXattr = 60 << 10
+
+func archiveIndexingXattrs(x *fs.ArchiveIndexing) []fs.Xattr {
+	ps := x.Passes()
+	if len(ps) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for i, p := range ps {
+		msg := ""
+		if p.Err != nil {
+			msg = p.Err.Error()
+		}
+		line := fmt.Sprintf("%d %d %d %s %s\n", p.Done, p.Total, p.Members, strconv.Quote(p.Name), strconv.Quote(firstLine(msg, 300)))
+		if b.Len()+len(line) > maxIndexingXattr {
+			fmt.Fprintf(&b, "more %d\n", len(ps)-i)
+			break
+		}
+		b.WriteString(line)
+	}
+	return []fs.Xattr{{Name: archiveIndexingXattr, Value: b.String()}}
+}
+
+// firstLine is s up to its first newline, cut to at most max bytes.
+func firstLine(s string, max int) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "") + "…"
+	}
+	return s
+}
+
+// archiveIndexingLines are the lines of `rangefs status MOUNTPOINT` for the
+// passes the attribute archiveIndexingXattrs made describes:
+//
+//	archive NAME: indexing 123.4 MiB of 400.0 MiB (31%), 812 members
+//	archive NAME: indexing failed at 1.0 MiB of 400.0 MiB (0%), 3 members: ERR
+func archiveIndexingLines(v string) []string {
+	var out []string
+	for line := range strings.Lines(v) {
+		line = strings.TrimSuffix(line, "\n")
+		if n, ok := strings.CutPrefix(line, "more "); ok {
+			out = append(out, "and "+n+" more archives being indexed")
+			continue
+		}
+		var done, total int64
+		var members int
+		k, err := fmt.Sscanf(line, "%d %d %d ", &done, &total, &members)
+		if err != nil || k != 3 {
+			continue
+		}
+		rest := line
+		for range 3 {
+			_, rest, _ = strings.Cut(rest, " ")
+		}
+		qname, err := strconv.QuotedPrefix(rest)
+		if err != nil {
+			continue
+		}
+		name, _ := strconv.Unquote(qname)
+		msg, _ := strconv.Unquote(strings.TrimPrefix(rest[len(qname):], " "))
+		pct := 0.0
+		if total > 0 {
+			pct = 100 * float64(done) / float64(total)
+		}
+		what := "indexing"
+		if msg != "" {
+			what = "indexing failed at"
+		}
+		s := fmt.Sprintf("archive %s: %s %s of %s (%.0f%%), %d members", name, what, humanBytes(done), humanBytes(total), pct, members)
+		if msg != "" {
+			s += ": " + msg
+		}
+		out = append(out, s)
+	}
+	return out
 }

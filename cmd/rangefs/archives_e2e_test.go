@@ -9,10 +9,15 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"rangefs/fetch/fetchtest"
 
@@ -184,6 +189,109 @@ func TestMountArchivesEndToEnd(t *testing.T) {
 	m = startMount(t, "a.zip", "--no-prefetch", "--cache-dir", cdir, urls[0], mnt)
 	if fi, err := os.Stat(filepath.Join(mnt, "a.zip")); err != nil || !fi.Mode().IsRegular() {
 		t.Errorf("a.zip without --archives: %v, %v; want a regular file", fi, err)
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	m.wait(t)
+}
+
+// heldReaderAt holds every read that reaches past limit until release.
+type heldReaderAt struct {
+	r     io.ReaderAt
+	limit int64
+	held  atomic.Bool
+	open  chan struct{}
+	once  sync.Once
+}
+
+func (h *heldReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > h.limit {
+		h.held.Store(true)
+		<-h.open
+	}
+	return h.r.ReadAt(p, off)
+}
+
+func (h *heldReaderAt) release() { h.once.Do(func() { close(h.open) }) }
+
+// archiveLineRE matches the line `rangefs status MOUNTPOINT` shows for a
+// tar.gz being indexed.
+var archiveLineRE = regexp.MustCompile(`archive a\.tar\.gz: indexing (.+) of (.+) \((\d+)%\), (\d+) members`)
+
+// TestStatusShowsArchiveIndexing: while a tar.gz's indexing pass runs (the
+// server holds the archive's second half), `rangefs status MOUNTPOINT`
+// shows how far it got; a member it has indexed is read meanwhile; once
+// the pass is done the line is gone.
+func TestStatusShowsArchiveIndexing(t *testing.T) {
+	needFUSE(t)
+	tgz, members := archivetest.TarGz(t, 64, 64<<10, 5)
+	content := &heldReaderAt{r: bytes.NewReader(tgz), limit: int64(len(tgz)) / 2, open: make(chan struct{})}
+	srv := fetchtest.NewServer(bytes.NewReader(nil), 0)
+	t.Cleanup(srv.Close)
+	t.Cleanup(content.release) // first: the server's handlers are not held at its close
+	srv.AddFile("/a.tar.gz", content, int64(len(tgz)))
+	mnt := t.TempDir()
+	m := startMount(t, "a.tar.gz", "--archives", "--no-prefetch", "--cache-dir", t.TempDir(), srv.URLFor("/a.tar.gz"), mnt)
+	arch := filepath.Join(mnt, "a.tar.gz")
+	first := make(chan error, 1)
+	go func() {
+		b, err := os.ReadFile(filepath.Join(arch, archivetest.MemberName(1)))
+		if err == nil && !bytes.Equal(b, members[1]) {
+			err = fmt.Errorf("%d bytes, not the member's", len(b))
+		}
+		first <- err
+	}()
+	for deadline := time.Now().Add(60 * time.Second); !content.held.Load(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the indexing pass did not reach the held half in 60 s: %s", m.stderr.String())
+		}
+	}
+	select {
+	case err := <-first:
+		if err != nil {
+			t.Fatalf("reading an indexed member during the pass: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("reading an indexed member did not finish in 30 s while the pass is held")
+	}
+	r, out := rangefsOut(t, t.TempDir(), nil, "status", mnt)
+	if r.code != exitOK {
+		t.Fatalf("status %s: exit %d: %s", mnt, r.code, r.stderr)
+	}
+	mm := archiveLineRE.FindStringSubmatch(string(out))
+	if mm == nil {
+		t.Fatalf("status shows no indexing line for a.tar.gz while its pass is held:\n%s", out)
+	}
+	pct, _ := strconv.Atoi(mm[3])
+	n, _ := strconv.Atoi(mm[4])
+	if mm[2] != humanBytes(int64(len(tgz))) || pct < 1 || pct > 99 || n < 2 || n >= 64 {
+		t.Errorf("status while held: %q; want part of %s and some of the 64 members", mm[0], humanBytes(int64(len(tgz))))
+	}
+	t.Logf("%s", mm[0])
+	content.release()
+	last := filepath.Join(arch, archivetest.MemberName(63))
+	done := make(chan error, 1)
+	go func() { _, err := os.Stat(last); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("stat of the last member after the release: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("stat of the last member still waiting 60 s after the release")
+	}
+	// The pass is done once the last member is listed and the gzip
+	// trailer checked: shortly after.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r, out = rangefsOut(t, t.TempDir(), nil, "status", mnt)
+		if r.code != exitOK {
+			t.Fatalf("status %s: exit %d: %s", mnt, r.code, r.stderr)
+		}
+		if !strings.Contains(string(out), "archive a.tar.gz:") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status still shows the pass 30 s after its last member was indexed:\n%s", out)
+		}
 	}
 	m.cmd.Process.Signal(syscall.SIGTERM)
 	m.wait(t)

@@ -82,12 +82,15 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		}
 	}
 
-	root = archiveRoot(c, root, probes, log)
+	indexing := fs.NewArchiveIndexing()
+	root = archiveRoot(c, root, probes, log, indexing)
 	srv, err := fs.Mount(c.Mountpoint, root, fs.Options{
 		OnlyOthersRead: true,
 		OpTimeout:      c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
 		Passthrough: !c.NoPassthrough, DirCacheTime: c.DirCacheTime, Ownership: c.Ownership,
-		RootXattrs: func() []fs.Xattr { return budgetXattrs(c.CacheDir, c.Budget) },
+		RootXattrs: func() []fs.Xattr {
+			return append(budgetXattrs(c.CacheDir, c.Budget), archiveIndexingXattrs(indexing)...)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("%w (is fuse3 installed and /dev/fuse usable?)", err)

@@ -32,6 +32,9 @@ func runStatus(ctx context.Context, c *statusConfig, stdout io.Writer) error {
 		if st.budget != "" {
 			fmt.Fprintln(stdout, st.budget)
 		}
+		for _, l := range st.archives {
+			fmt.Fprintln(stdout, l)
+		}
 		return nil
 	}
 	ents, err := os.ReadDir(c.CacheDir)
@@ -55,10 +58,12 @@ type mountRow struct {
 }
 
 // mountStatus is what a mount tells of itself: its files, and the line of
-// its cache budget ("" from a mount that does not show one).
+// its cache budget ("" from a mount that does not show one), and a line per
+// tar.gz archive whose indexing pass runs or failed.
 type mountStatus struct {
-	rows   []mountRow
-	budget string
+	rows     []mountRow
+	budget   string
+	archives []string
 }
 
 // statusMount asks a running mount about its files. A mount whose daemon is
@@ -109,10 +114,12 @@ func readMountStatus(dir string, answered func()) (mountStatus, error) {
 	} else if err != nil {
 		return mountStatus{}, err
 	}
-	if len(rows) == 0 {
+	get := xattrGetter(dir, answered)
+	if len(rows) == 0 && get("listed") == "" {
+		// A mount of archives only shows no file until one is listed.
 		return mountStatus{}, fmt.Errorf("%s is not a rangefs mount (no user.rangefs.* attributes)", dir)
 	}
-	return mountStatus{rows: rows, budget: mountBudgetLine(xattrGetter(dir, answered))}, nil
+	return mountStatus{rows: rows, budget: mountBudgetLine(get), archives: archiveIndexingLines(get(archiveIndexingXattr))}, nil
 }
 
 // xattrGetter returns a reader of path's user.rangefs.NAME attributes ("" for
@@ -122,7 +129,14 @@ func xattrGetter(path string, answered func()) func(name string) string {
 		defer answered()
 		buf := make([]byte, 4096)
 		n, err := syscall.Getxattr(path, "user.rangefs."+name, buf)
-		if err != nil {
+		if errors.Is(err, syscall.ERANGE) {
+			// A long one (archive_indexing): ask its size.
+			if n, err = syscall.Getxattr(path, "user.rangefs."+name, nil); err == nil && n <= 1<<16 {
+				buf = make([]byte, n)
+				n, err = syscall.Getxattr(path, "user.rangefs."+name, buf)
+			}
+		}
+		if err != nil || n > len(buf) {
 			return ""
 		}
 		return string(buf[:n])
