@@ -56,8 +56,8 @@ type ArchiveIndexing struct {
 
 type indexingPass struct {
 	name string
-	a    *archive.Archive
-	err  error // why it failed; nil while it runs
+	a    *archive.Archive // while it runs
+	last ArchivePass      // once it failed
 }
 
 // ArchivePass is one tar.gz indexing pass, running or failed.
@@ -78,8 +78,12 @@ func (x *ArchiveIndexing) Passes() []ArchivePass {
 	x.mu.Lock()
 	out := make([]ArchivePass, 0, len(x.passes))
 	for _, p := range x.passes {
+		if p.a == nil {
+			out = append(out, p.last)
+			continue
+		}
 		done, total := p.a.Progress()
-		out = append(out, ArchivePass{Name: p.name, Done: done, Total: total, Members: p.a.Len(), Err: p.err})
+		out = append(out, ArchivePass{Name: p.name, Done: done, Total: total, Members: p.a.Len()})
 	}
 	x.mu.Unlock()
 	slices.SortFunc(out, func(a, b ArchivePass) int { return strings.Compare(a.Name, b.Name) })
@@ -96,7 +100,7 @@ func (x *ArchiveIndexing) started(d *archiveDir, a *archive.Archive) {
 }
 
 // ended records the end of d's pass over a: forgotten when err is nil,
-// kept with err otherwise.
+// kept with err otherwise (the numbers only, not the listing).
 func (x *ArchiveIndexing) ended(d *archiveDir, a *archive.Archive, err error) {
 	if x == nil {
 		return
@@ -111,7 +115,9 @@ func (x *ArchiveIndexing) ended(d *archiveDir, a *archive.Archive, err error) {
 		delete(x.passes, d)
 		return
 	}
-	p.err = err
+	done, total := a.Progress()
+	p.last = ArchivePass{Name: p.name, Done: done, Total: total, Members: a.Len(), Err: err}
+	p.a = nil
 }
 
 // IndexStore is an optional interface of a File: a place beside the file's
@@ -516,6 +522,9 @@ func (d *archiveDir) complete(ctx context.Context, o *archiveOpen) error {
 		if o.err == nil {
 			return
 		}
+		if ctx.Err() == nil {
+			d.o.Logger.Warn("archive: the listing failed; the next access lists it again", "archive", d.name, "err", o.err)
+		}
 		d.mu.Lock()
 		if d.cur == o {
 			d.cur, d.lastErr, d.failedAt = nil, o.err, time.Now()
@@ -533,14 +542,15 @@ func (d *archiveDir) completed(o *archiveOpen) (err, stopped error) {
 		return nil, nil
 	}
 	a := o.a
+	lerr := a.Err()
+	if lerr != nil && !isArchiveError(lerr) {
+		return fmt.Errorf("archive %s: listing stopped: %w", d.name, lerr), nil
+	}
 	if d.kind == archive.TarGz {
 		done, _ := a.Progress()
 		d.o.Logger.Info("archive: indexed", "archive", d.name, "members", a.Len(), "bytes", done, "took", time.Since(o.start).Round(time.Millisecond))
 	}
-	if lerr := a.Err(); lerr != nil {
-		if !isArchiveError(lerr) {
-			return fmt.Errorf("archive %s: listing stopped: %w", d.name, lerr), nil
-		}
+	if lerr != nil {
 		d.o.Logger.Warn("archive: damaged or unsafe parts left out of the listing", "archive", d.name, "members", a.Len(), "err", lerr)
 		if done, total := a.Progress(); done < total {
 			stopped = lerr
