@@ -93,6 +93,7 @@ func (r *Reader) Close() error {
 	for _, st := range streams {
 		r.f.sched.stopReadAhead(st, false)
 	}
+	r.f.sched.stopRuns(r, streams)
 	return nil
 }
 
@@ -126,11 +127,11 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		ra = min(ra, max(0, end-from))
 		win = min(ra/chunk, max(0, (end+chunk-1)/chunk-(from+chunk-1)/chunk))
 	}
-	shape := readShape{}
+	shape := readShape{owner: r}
 	if ra < chunk {
 		// Not yet a chunk of read-ahead earned: fetch the blocks the read
 		// touches, and ra bytes after them within their chunk.
-		shape = readShape{blocks: true, extra: ra}
+		shape = readShape{blocks: true, extra: ra, owner: r}
 	}
 	if win > 0 {
 		r.f.sched.readAhead(st, from, win)
@@ -206,4 +207,7 @@ func (r *Reader) track(off, n int64) (st *stream, from, ra int64, cancel []*stre
 type readShape struct {
 	blocks bool
 	extra  int64
+	// owner is the Reader the read came through, nil for File.ReadAt: the
+	// demand runs it claims stop when that Reader closes (see run.stopAt).
+	owner *Reader
 }
