@@ -137,7 +137,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if ra < chunk {
 		// Not yet a chunk of read-ahead earned: fetch the blocks the read
 		// touches, and ra bytes after them within their chunk.
-		shape = readShape{blocks: true, extra: ra, owner: r}
+		shape = readShape{blocks: true, extra: ra / 2, owner: r}
 	}
 	if win > 0 {
 		r.f.sched.readAhead(st, from, win)
