@@ -109,13 +109,13 @@ func TestRandomHandleReadsNoAhead(t *testing.T) {
 		t.Fatalf("%d seeks, want 3", r.seeks)
 	}
 	// The first two streams, before the handle turned random: the second
-	// read earned 128 KiB ahead (what the stream had read), fetched with
-	// it, so the third read fetched nothing. The last two: one block per
-	// read.
+	// read earned 128 KiB ahead (what the stream had read) and fetched
+	// half of it with its block, so the third read fetched nothing. The
+	// last two: one block per read.
 	wantCalls := fmt.Sprint([]fetchCall{
-		{10 * chunk, blockSize}, {10*chunk + blockSize, 3 * blockSize},
+		{10 * chunk, blockSize}, {10*chunk + blockSize, 2 * blockSize},
 		{30 * chunk, blockSize}, {30*chunk + blockSize, blockSize}, {30*chunk + 2*blockSize, blockSize},
-		{40 * chunk, blockSize}, {40*chunk + blockSize, 3 * blockSize},
+		{40 * chunk, blockSize}, {40*chunk + blockSize, 2 * blockSize},
 		{50 * chunk, blockSize}, {50*chunk + blockSize, blockSize}, {50*chunk + 2*blockSize, blockSize},
 	})
 	if got := fmt.Sprint(sortedCalls(src)); got != wantCalls {
