@@ -419,6 +419,9 @@ func (t *chunkTable) wroteBlocks(i, b0, b1 int64) {
 	markRange(marks, b0, b1)
 }
 
+// anyBlocks reports whether missing chunk i has blocks fetched in part.
+func (t *chunkTable) anyBlocks(i int64) bool { return t.blocks[i] != nil }
+
 // blocksPresent reports whether blocks [b0, b1) of missing chunk i were
 // fetched in part this session (see wroteBlocks).
 func (t *chunkTable) blocksPresent(i, b0, b1 int64) bool {

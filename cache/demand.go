@@ -76,6 +76,7 @@ func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priori
 			r := c.newRun(i, nil)
 			r.deadline = dl
 			r.blocks = [2]int64{b0, b1}
+			r.owner, r.need = shape.owner, end
 			waits = append(waits, chunkWait{fl: c.claim(i, r), run: r, chunk: i, start: start, need: need})
 			cur, runStart = r, i
 			flush()
@@ -88,6 +89,7 @@ func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priori
 			cur, runStart = c.newRun(i, nil), i
 			if prio == prioDemand {
 				cur.deadline = dl
+				cur.owner, cur.need = shape.owner, end
 				// Should the run stay this one chunk, its fetch starts
 				// at the block holding the read's first byte here.
 				b0, _ := s.lay.blockSpan(i, off, end)
@@ -102,14 +104,44 @@ func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priori
 
 // partOf returns the blocks [b0, b1) of chunk i that a read of [off, end)
 // in shape fetches, when it fetches the chunk in part; b0 == b1 when it
-// fetches it whole (not shape.blocks, or the blocks would be all of them).
+// fetches it whole (the blocks would be all of them). Blocks fetched in part
+// before are never asked for again at either end of the span: a read whose
+// shape is whole chunks then fetches the chunk's missing blocks.
 func (s *scheduler) partOf(i, off, end int64, shape readShape) (b0, b1 int64) {
 	if !shape.blocks {
-		return 0, 0
+		if !s.tab.anyBlocks(i) {
+			return 0, 0
+		}
+		// A whole-chunk read of a chunk fetched in part before fetches
+		// the blocks still missing, the chunk being recorded once they
+		// are all there.
+		nb := s.lay.blocks(i)
+		for b0 < nb && s.tab.blocksPresent(i, b0, b0+1) {
+			b0++
+		}
+		b1 = nb
+		for b1 > b0 && s.tab.blocksPresent(i, b1-1, b1) {
+			b1--
+		}
+		return b0, b1
 	}
 	_, ce := s.lay.bounds(i)
-	b0, _ = s.lay.blockSpan(i, off, end)
-	_, b1 = s.lay.blockSpan(i, off, min(ce, end+shape.extra))
+	b0, bEnd := s.lay.blockSpan(i, off, end)
+	_, bMax := s.lay.blockSpan(i, off, min(ce, end+shape.extra))
+	// Blocks an earlier part fetch brought are not fetched again: the
+	// read's own blocks lose those at either end, and the extra ones stop
+	// at the first that is there.
+	has := func(b int64) bool { return s.tab.blocksPresent(i, b, b+1) }
+	for b0 < bEnd && has(b0) {
+		b0++
+	}
+	for bEnd > b0 && has(bEnd-1) {
+		bEnd--
+	}
+	b1 = bEnd
+	for b1 < bMax && !has(b1) {
+		b1++
+	}
 	if b0 == 0 && b1 == s.lay.blocks(i) {
 		return 0, 0
 	}

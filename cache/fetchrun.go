@@ -53,7 +53,11 @@ func (s *scheduler) fetchRun(ctx context.Context, r *run, first int64, release f
 		// bytes of a healthy one are waited for (see run.near).
 		r.moved.Store(time.Now().UnixNano())
 		r.startPass(w.off)
-		return s.src.Fetch(ctx, w.off, w.end-w.off, w)
+		s.log.Debug("fetch", "dir", s.st.dir, "off", w.off, "len", w.end-w.off, "why", r.prio)
+		from := w.off
+		err := s.src.Fetch(ctx, w.off, w.end-w.off, w)
+		s.log.Debug("fetched", "dir", s.st.dir, "off", from, "len", w.off-from, "err", err)
+		return err
 	}
 	var (
 		w   *runWriter
@@ -92,6 +96,13 @@ func (s *scheduler) fetchRun(ctx context.Context, r *run, first int64, release f
 				return nil
 			}
 			err = fmt.Errorf("cache: source wrote %d of %d bytes at offset %d", w.off-w.start, w.end-w.start, w.start)
+		} else if errors.Is(err, errStopped) {
+			// Its reader is gone: the blocks written stay, the rest is
+			// not fetched.
+			s.mu.Lock()
+			s.tab.endPart(first)
+			s.mu.Unlock()
+			return nil
 		}
 	} else if r.prio == prioDemand && end-first == 1 && r.head > off && r.head < off+n {
 		// A demand read of one missing chunk, starting past the chunk's
@@ -111,6 +122,12 @@ func (s *scheduler) fetchRun(ctx context.Context, r *run, first int64, release f
 	} else {
 		w = s.newRunWriter(r, first, off, off+n, chunkEnd)
 		err = fetch(w)
+	}
+	if errors.Is(err, errStopped) {
+		// Its reader is gone (see run.stopAt): the chunks from w.next on
+		// are missing again, the blocks written of w.next kept, and a
+		// reader still waiting on them looks again.
+		err = errAbandoned
 	}
 	// Once the writer stopped, only chunks after w.next can still be
 	// stolen, so r.end is read again when failing the rest.
@@ -261,6 +278,10 @@ func (w *runWriter) Write(p []byte) (int, error) {
 		}
 		w.rec = binary.BigEndian.AppendUint32(w.rec, w.crc)
 		w.crc = 0
+		if w.stopped() {
+			s.bytesFetched.Add(int64(written))
+			return written, errStopped
+		}
 		if w.part {
 			// The block is servable now; the chunk gets no record.
 			cs, _ := s.lay.bounds(w.next)
@@ -299,6 +320,28 @@ func (w *runWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// stopped reports whether the writer, at a block boundary, stops here (see
+// run.stopAt). The blocks of the current chunk it wrote are recorded as
+// fetched in part first, unless the chunk is complete (then the chunk's end
+// commits it as usual, and advance ends the run). A rotated fetch is never
+// stopped: its passes depend on each other.
+func (w *runWriter) stopped() bool {
+	at := w.r.stopAt.Load()
+	if at == 0 || w.off < at || w.off >= w.end || w.off == w.chunkEnd || w.hold || w.tail != nil {
+		return false
+	}
+	s := w.s
+	if !w.part {
+		cs, _ := s.lay.bounds(w.next)
+		b0, b1 := (max(w.start, cs)-cs)/blockSize, (w.off-cs)/blockSize
+		s.mu.Lock()
+		s.tab.wroteBlocks(w.next, b0, b1)
+		s.mu.Unlock()
+	}
+	w.end = w.off
+	return true
+}
+
 // advance moves the writer on to chunk w.next, at a chunk boundary. It
 // reports false when the run ends here instead: a more urgent read stole
 // the rest, or a background run gives its connection to a more urgent
@@ -309,6 +352,10 @@ func (w *runWriter) advance() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if w.next >= r.end {
+		return false
+	}
+	if at := r.stopAt.Load(); at > 0 && w.off >= at {
+		s.cutSelfLocked(r, w.next)
 		return false
 	}
 	// Asked under s.mu so the number of chunks left is exact; the Pool's

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"strconv"
 	"sync"
 )
 
@@ -284,4 +285,19 @@ func (p *Pool) stats() (active, maxSeen int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.active, p.maxSeen
+}
+
+// String names the priority in logs.
+func (p priority) String() string {
+	switch p {
+	case prioDemand:
+		return "demand"
+	case prioReadAhead:
+		return "read-ahead"
+	case prioBulk:
+		return "bulk"
+	case prioPrefetch:
+		return "prefetch"
+	}
+	return "priority(" + strconv.Itoa(int(p)) + ")"
 }

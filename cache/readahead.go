@@ -29,6 +29,36 @@ func (s *scheduler) stopReadAhead(st *stream, cancel bool) {
 	}
 }
 
+// stopRuns stops the fetches made for Reader r, which is closing: the runs
+// reading ahead for its streams stop at the next block boundary, and its
+// demand runs at the first one past the bytes their read asked for (see
+// run.stopAt). What was written stays; what the reader will never ask for
+// is not fetched. Another reader waiting on those chunks looks again.
+func (s *scheduler) stopRuns(r *Reader, streams []*stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ours := map[*plan]bool{}
+	for _, st := range streams {
+		ours[&st.ra] = true
+	}
+	stopped := map[*run]bool{}
+	for _, fl := range s.tab.flights {
+		v := fl.run
+		switch {
+		case v == nil:
+		case v.plan != nil && ours[v.plan]:
+			v.stopAt.CompareAndSwap(0, 1)
+			stopped[v] = true
+		case v.owner == r:
+			v.stopAt.CompareAndSwap(0, max(1, v.need))
+			stopped[v] = true
+		}
+	}
+	if len(stopped) > 0 {
+		s.log.Debug("reader closed: stopping its fetches", "dir", s.st.dir, "runs", len(stopped))
+	}
+}
+
 // readAhead asks for the win (> 0) chunks after byte from for stream st.
 // Workers already running pick up the new target.
 func (s *scheduler) readAhead(st *stream, from, win int64) {
@@ -39,9 +69,15 @@ func (s *scheduler) readAhead(st *stream, from, win int64) {
 		return
 	}
 	// The window starts at the first chunk after the one holding the last
-	// byte read (that one is already present or in flight).
+	// byte read (that one is already present or in flight) and takes the
+	// chunks that end within win chunks of from: a chunk mostly past
+	// that waits for the next read, so what is fetched ahead of the
+	// reader never exceeds what it earned.
 	first := (from + s.lay.chunk - 1) / s.lay.chunk
-	hi := min(first+win, s.lay.chunks)
+	hi := min((from+win*s.lay.chunk)/s.lay.chunk, s.lay.chunks)
+	if from+win*s.lay.chunk >= s.lay.size {
+		hi = s.lay.chunks
+	}
 	if first >= hi {
 		return
 	}

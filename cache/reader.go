@@ -20,7 +20,10 @@ import (
 //
 // A stream's window is 0 on its first read, raStart once a second read
 // continued it, and doubles each time the stream has consumed a whole
-// window since it last grew, up to the File's read-ahead cap. Read-ahead is
+// window since it last grew, if one of its reads found its bytes missing
+// meanwhile (the window did not keep ahead of it), up to the File's
+// read-ahead cap: a program that reads slower than the connections bring
+// keeps a small window. Read-ahead is
 // the smaller of the window and what the stream has consumed, so a program
 // that reads 200 KiB gets at most 200 KiB more, however the kernel's own
 // read-ahead ramps its READs.
@@ -74,6 +77,7 @@ type stream struct {
 	consumed int64  // bytes its reads asked for
 	window   int64  // read-ahead window in bytes (see Reader)
 	grown    int64  // consumed when window last grew
+	waited   bool   // a read with a window > 0 found its bytes missing since window last grew
 	used     uint64 // Reader.reads at its latest read
 	ra       plan   // guarded by File.mu; the scheduler's (see scheduler.readAhead)
 }
@@ -81,10 +85,12 @@ type stream struct {
 // NewReader returns a Reader for one open file handle.
 func (f *File) NewReader() *Reader { return &Reader{f: f} }
 
-// Close ends the Reader: it claims no more read-ahead (the pieces already
-// being fetched finish: a program that opens, reads and closes over and
-// over finds them at its next open), the prefetcher stops following it, and
-// later reads return ErrClosed. It is idempotent and returns nil.
+// Close ends the Reader: it claims no more read-ahead, the fetches made for
+// it stop at their next block boundary past what its reads asked for (the
+// blocks written stay: a program that opens, reads and closes over and over
+// finds them at its next open, and fetches only the rest), the prefetcher
+// stops following it, and later reads return ErrClosed. It is idempotent
+// and returns nil.
 func (r *Reader) Close() error {
 	r.closed.Store(true)
 	r.mu.Lock()
@@ -93,6 +99,7 @@ func (r *Reader) Close() error {
 	for _, st := range streams {
 		r.f.sched.stopReadAhead(st, false)
 	}
+	r.f.sched.stopRuns(r, streams)
 	return nil
 }
 
@@ -126,15 +133,22 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		ra = min(ra, max(0, end-from))
 		win = min(ra/chunk, max(0, (end+chunk-1)/chunk-(from+chunk-1)/chunk))
 	}
-	shape := readShape{}
+	shape := readShape{owner: r}
 	if ra < chunk {
 		// Not yet a chunk of read-ahead earned: fetch the blocks the read
 		// touches, and ra bytes after them within their chunk.
-		shape = readShape{blocks: true, extra: ra}
+		shape = readShape{blocks: true, extra: ra / 2, owner: r}
 	}
 	if win > 0 {
 		r.f.sched.readAhead(st, from, win)
 		r.f.st.willNeed(from, win*chunk)
+	}
+	first, last := r.f.lay.span(off, r.f.lay.clamp(off, int64(len(p))))
+	if !r.f.presentAll(first, last) {
+		// The window did not keep ahead of this reader: it may grow.
+		r.mu.Lock()
+		st.waited = st.window > 0
+		r.mu.Unlock()
 	}
 	return r.f.readAt(ctx, p, off, shape)
 }
@@ -164,9 +178,10 @@ func (r *Reader) track(off, n int64) (st *stream, from, ra int64, cancel []*stre
 		case st.window == 0:
 			st.window = min(raStart, r.f.sched.raWin*r.f.lay.chunk)
 			st.grown = st.consumed
-		case st.consumed-st.grown >= st.window:
+		case st.consumed-st.grown >= st.window && st.waited:
 			st.window = min(2*st.window, r.f.sched.raWin*r.f.lay.chunk)
 			st.grown = st.consumed
+			st.waited = false
 		}
 	} else {
 		if len(r.streams) > 0 {
@@ -206,4 +221,7 @@ func (r *Reader) track(off, n int64) (st *stream, from, ra int64, cancel []*stre
 type readShape struct {
 	blocks bool
 	extra  int64
+	// owner is the Reader the read came through, nil for File.ReadAt: the
+	// demand runs it claims stop when that Reader closes (see run.stopAt).
+	owner *Reader
 }

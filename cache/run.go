@@ -57,6 +57,17 @@ type run struct {
 	// claimed, then read-only.
 	blocks [2]int64
 
+	// owner is the Reader whose read claimed a demand run, nil otherwise;
+	// need is where the bytes that read asked for end. Set when the run is
+	// claimed, then read-only.
+	owner *Reader
+	need  int64
+	// stopAt, once above 0, stops the writer at the first block boundary
+	// at or past it, whatever chunk it is in: the reader it fetches for is
+	// gone (see Reader.Close). The blocks written by then stay, as blocks
+	// fetched in part (see chunkTable.wroteBlocks).
+	stopAt atomic.Int64
+
 	// pmu guards from, written and advanced: the progress a reader may
 	// serve from before the run's chunks are committed (see wrote and
 	// reached).
@@ -144,6 +155,12 @@ const nearChunks = 1
 // stops there (dropping its connection), and fetchRun treats the fetch as a
 // success because every chunk still in the run was written.
 var errCut = errors.New("cache: run cut short for a more urgent read")
+
+// errStopped is what a runWriter returns when its run is stopped inside a
+// chunk (see run.stopAt): the Source stops there, and the chunks from the
+// one being written on are abandoned, so a reader still waiting on them
+// looks again, finds the blocks written and fetches what is missing.
+var errStopped = errors.New("cache: run stopped: its reader is gone")
 
 // mayStealFrom reports whether a request at prio may take chunks from r.
 // Demand steals from every background run, read-ahead from Fill and

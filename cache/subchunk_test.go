@@ -109,13 +109,13 @@ func TestRandomHandleReadsNoAhead(t *testing.T) {
 		t.Fatalf("%d seeks, want 3", r.seeks)
 	}
 	// The first two streams, before the handle turned random: the second
-	// read earned 128 KiB ahead (what the stream had read), fetched with
-	// it, so the third read fetched nothing. The last two: one block per
-	// read.
+	// read earned 128 KiB ahead (what the stream had read) and fetched
+	// half of it with its block, so the third read fetched nothing. The
+	// last two: one block per read.
 	wantCalls := fmt.Sprint([]fetchCall{
-		{10 * chunk, blockSize}, {10*chunk + blockSize, 3 * blockSize},
+		{10 * chunk, blockSize}, {10*chunk + blockSize, 2 * blockSize},
 		{30 * chunk, blockSize}, {30*chunk + blockSize, blockSize}, {30*chunk + 2*blockSize, blockSize},
-		{40 * chunk, blockSize}, {40*chunk + blockSize, 3 * blockSize},
+		{40 * chunk, blockSize}, {40*chunk + blockSize, 2 * blockSize},
 		{50 * chunk, blockSize}, {50*chunk + blockSize, blockSize}, {50*chunk + 2*blockSize, blockSize},
 	})
 	if got := fmt.Sprint(sortedCalls(src)); got != wantCalls {
@@ -184,4 +184,93 @@ func TestSeekCancelsReadAhead(t *testing.T) {
 	if src.received(3) != 0 || src.received(5) != 0 {
 		t.Fatalf("cancelled read-ahead was fetched: chunk 3 %d bytes, chunk 5 %d", src.received(3), src.received(5))
 	}
+}
+
+// Blocks of a chunk fetched in part are not fetched again by a later read
+// whose blocks begin or end with them: each block of the chunk is received
+// once, however the reads overlap what came before.
+func TestPartReadsFetchOnlyMissingBlocks(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(8 * chunk)
+	src := newCountingFake(size)
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	read := func(off, n int64) {
+		t.Helper()
+		buf := make([]byte, n)
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, n)) {
+			t.Fatalf("read [%d, +%d): %v", off, n, err)
+		}
+	}
+	base := int64(3 * chunk)
+	read(base+blockSize+100, 4096)          // block 1
+	read(base+4*blockSize, 4096)            // block 4, a seek
+	read(base+blockSize+8192, 3*blockSize)  // blocks 1-4: only 2 and 3 are missing
+	read(base+6*blockSize-10, blockSize+20) // blocks 5-6, the end of the 3rd read's stream
+	settle(t, f)
+	for b := int64(0); b < chunk/blockSize; b++ {
+		u := (base / blockSize) + b
+		if got := src.received(u); got > blockSize {
+			t.Errorf("block %d of chunk 3: received %d bytes, want at most %d; fetches %v", b, got, blockSize, src.callList())
+		}
+	}
+	f.Close()
+}
+
+// Closing a Reader stops the fetches made for it inside the chunk they are
+// in: a read-ahead run stops at its next block boundary, the blocks it wrote
+// stay and are not fetched again, and the rest of the chunk and the chunks
+// after it are not fetched.
+func TestReaderCloseStopsItsFetchesMidChunk(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(16 * chunk)
+	src := newCountingFake(size)
+	release := make(chan struct{})
+	paused := make(chan fetchCall, 16)
+	src.pause = func(off, done int64) <-chan struct{} {
+		if off >= 2*chunk && done == 2*blockSize {
+			paused <- fetchCall{off, done}
+			return release
+		}
+		return nil
+	}
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < 2*chunk; off += int64(len(buf)) {
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, int64(len(buf)))) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	first := recv(t, paused, "a read-ahead fetch past chunk 1")
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	settle(t, f)
+	var ahead int64
+	for u := int64(2 * chunk / blockSize); u < size/blockSize; u++ {
+		ahead += src.received(u)
+	}
+	// Each read-ahead fetch paused after 2 blocks and wrote one more.
+	started := 1 + len(paused)
+	if ahead > int64(started)*3*blockSize {
+		t.Fatalf("%d bytes past chunk 1 fetched by %d read-ahead fetches (first at %d), want at most %d: %v",
+			ahead, started, first.off, started*3*blockSize, src.callList())
+	}
+	// The blocks written are served, the rest fetched once.
+	r2 := f.NewReader()
+	defer r2.Close()
+	whole := make([]byte, chunk)
+	off := first.off - first.off%chunk
+	if _, err := r2.ReadAt(bg, whole, off); err != nil || !bytes.Equal(whole, want(off, chunk)) {
+		t.Fatalf("read of chunk at %d after the stop: %v", off, err)
+	}
+	settle(t, f)
+	for u := off / blockSize; u < (off+chunk)/blockSize; u++ {
+		if got := src.received(u); got != blockSize {
+			t.Errorf("block %d: received %d bytes, want %d; fetches %v", u, got, blockSize, src.callList())
+		}
+	}
+	f.Close()
 }

@@ -94,14 +94,17 @@ func (c *cacheReader) Version() string { return versionOf(c.f.Meta()) }
 
 func (c *cacheReader) LimitReadAhead(end int64) { c.r.LimitReadAhead(end) }
 
+// Close closes the handle's cache.Reader, so its read-ahead and the fetches
+// made for it stop, and ends PassthroughPath's pin.
 func (c *cacheReader) Close() error {
+	err := c.r.Close()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pinned {
 		c.f.UnpinAll()
 		c.pinned = false
 	}
-	return nil
+	return err
 }
 
 // Static is a Dir of fixed entries (sorted here), listed from memory.

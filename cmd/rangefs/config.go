@@ -87,6 +87,8 @@ type mountConfig struct {
 	OpTimeout     time.Duration
 	AllowOther    bool
 	DebugFUSE     bool
+	// KernelReadAhead is fs.Options.KernelReadAhead (0: its default).
+	KernelReadAhead int64
 	// NoPassthrough keeps every read in this process even when the kernel
 	// could read a fully cached file directly.
 	NoPassthrough bool
@@ -392,6 +394,8 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
+	fs.Var(sizeFlag{&c.KernelReadAhead}, "kernel-read-ahead", "how far the kernel reads ahead of a program, whole KiB (default "+
+		humanBytes(rfs.DefaultKernelReadAhead)+"; rangefs reads ahead itself by what each handle consumed; needs root)")
 	archiveFlags(fs, &c.archiveConfig)
 	budgetFlags(fs, &c.Budget)
 	var umask string
@@ -428,6 +432,9 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 			return usagef("--umask must be octal permission bits such as 022, not %q", umask)
 		}
 		c.Ownership.Umask = uint32(m)
+		if c.KernelReadAhead%1024 != 0 || c.KernelReadAhead > 64<<20 {
+			return usagef("--kernel-read-ahead must be whole KiB up to 64MiB, such as 32KiB or 1MiB, not %s", humanBytes(c.KernelReadAhead))
+		}
 		if c.MetricsAddr != "" {
 			_, port, err := net.SplitHostPort(c.MetricsAddr)
 			if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {

@@ -87,7 +87,8 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 	srv, err := fs.Mount(c.Mountpoint, root, fs.Options{
 		OnlyOthersRead: true,
 		OpTimeout:      c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
-		Passthrough: !c.NoPassthrough, DirCacheTime: c.DirCacheTime, Ownership: c.Ownership,
+		KernelReadAhead: c.KernelReadAhead,
+		Passthrough:     !c.NoPassthrough, DirCacheTime: c.DirCacheTime, Ownership: c.Ownership,
 		RootXattrs: func() []fs.Xattr {
 			return append(budgetXattrs(c.CacheDir, c.Budget), archiveIndexingXattrs(indexing)...)
 		},
