@@ -64,6 +64,25 @@ func (f *File) readAt(ctx context.Context, p []byte, off int64, shape readShape)
 	return got, err
 }
 
+// willNeed asks the kernel to read the present chunks of [off, off+n) of
+// the data file into the page cache ahead (see osData.WillNeed). Chunks
+// not present are skipped: they are holes or being fetched, and advising a
+// hole makes the kernel allocate and zero pages that the fetch then
+// writes over, at a cost larger than the advice could save (a cold
+// uncapped cat through the mount spent 6.5% of the daemon's CPU reading
+// holes in, and more writing into the small pages that left).
+func (f *File) willNeed(off, n int64) {
+	first, end := f.lay.span(off, n)
+	for i := f.tab.present.nextSet(first, end); i < end; {
+		j := f.tab.present.nextClear(i, end)
+		s, _ := f.lay.bounds(i)
+		_, e := f.lay.bounds(j - 1)
+		s = max(s, off)
+		f.st.willNeed(s, min(e, off+n)-s)
+		i = f.tab.present.nextSet(j, end)
+	}
+}
+
 // read fills p (already clamped to the file) from the cache, fetching what
 // is missing; after a disk failure it falls back to the network.
 func (f *File) read(ctx context.Context, p []byte, off int64, shape readShape) (int, error) {

@@ -134,7 +134,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	if win > 0 {
 		r.f.sched.readAhead(st, from, win)
-		r.f.st.willNeed(from, win*chunk)
+		r.f.willNeed(from, win*chunk)
 	}
 	return r.f.readAt(ctx, p, off, shape)
 }

@@ -57,3 +57,63 @@ func TestSequentialReaderAdvisesDataFile(t *testing.T) {
 		t.Errorf("a seek still advised read-ahead: %v", ad.spans[3:])
 	}
 }
+
+// presenceAdvice records, for each piece of advice, whether every chunk it
+// covers was present when it was given.
+type presenceAdvice struct {
+	dataFile
+	f      func() *File
+	mu     sync.Mutex
+	spans  [][2]int64
+	absent [][2]int64 // advice covering a chunk not present at the time
+}
+
+func (d *presenceAdvice) WillNeed(off, n int64) {
+	f := d.f()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.spans = append(d.spans, [2]int64{off, n})
+	first, end := f.lay.span(off, n)
+	if f.tab.present.nextClear(first, end) < end {
+		d.absent = append(d.absent, [2]int64{off, n})
+	}
+}
+
+// A sequential Reader of a cold cache advises no chunk that is not
+// present: a hole would be read in as zeroes only for the fetch to write
+// over the pages. Present chunks in its window are still advised.
+func TestReaderAdvisesOnlyPresentChunks(t *testing.T) {
+	size := int64(32 * testChunk)
+	var f *File
+	var ad *presenceAdvice
+	f = openT(t, cacheDir(t), testMeta(size), newFake(size), Options{wrapData: func(d dataFile) dataFile {
+		ad = &presenceAdvice{dataFile: d, f: func() *File { return f }}
+		return ad
+	}})
+	// Chunks 6 and 7 are present before the reader reaches its window.
+	if _, err := f.ReadAt(bg, make([]byte, 2*testChunk), 6*testChunk); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, f)
+	r := f.NewReader()
+	buf := make([]byte, testChunk)
+	for i := int64(0); i < 6; i++ {
+		if _, err := r.ReadAt(bg, buf, i*testChunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ad.mu.Lock()
+	defer ad.mu.Unlock()
+	if len(ad.absent) > 0 {
+		t.Errorf("advice covering chunks not present: %v (all advice: %v)", ad.absent, ad.spans)
+	}
+	advised := false
+	for _, s := range ad.spans {
+		if s[0] <= 6*testChunk && s[0]+s[1] >= 7*testChunk {
+			advised = true
+		}
+	}
+	if !advised {
+		t.Errorf("present chunk 6 in the window was never advised: %v", ad.spans)
+	}
+}
