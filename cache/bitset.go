@@ -30,18 +30,6 @@ func (b bitset) nextClear(i, n int64) int64 {
 	return n
 }
 
-// nextSet returns the smallest index >= i and < n whose bit is set, or n.
-func (b bitset) nextSet(i, n int64) int64 {
-	for i < n {
-		w := b[i>>6].Load() >> (uint(i) & 63)
-		if w != 0 {
-			return min(i+int64(bits.TrailingZeros64(w)), n)
-		}
-		i = (i | 63) + 1
-	}
-	return n
-}
-
 // count returns the number of set bits below n.
 func (b bitset) count(n int64) int64 {
 	var c int64
