@@ -80,7 +80,11 @@ type chunkTable struct {
 	present  bitset // committed or verified: the index holds its record
 	verified bitset // present and checked (or written) this session
 	written  bitset // written, not yet committed
-	flights  map[int64]*flight
+	// fresh marks the chunks committed from a fetch this session: their
+	// bytes went through the page cache moments ago, so read-ahead advice
+	// for them would only walk pages already there (see File.willNeed).
+	fresh   bitset
+	flights map[int64]*flight
 	// partial holds, for each committed chunk checked only in part this
 	// session, which of its blocks were checked (bit b of word b/64). A
 	// chunk leaves it when it is verified whole or dropped; it holds at
@@ -103,6 +107,7 @@ func newChunkTable(lay layout) *chunkTable {
 		present:  newBitset(lay.chunks),
 		verified: newBitset(lay.chunks),
 		written:  newBitset(lay.chunks),
+		fresh:    newBitset(lay.chunks),
 		flights:  make(map[int64]*flight),
 		partial:  make(map[int64][]uint64),
 		blocks:   make(map[int64][]uint64),
@@ -234,6 +239,7 @@ func (t *chunkTable) commit(i int64) bool {
 	t.load(i)
 	t.markVerified(i)
 	t.written.clear(i)
+	t.fresh.set(i)
 	t.resolve(i, nil)
 	return true
 }
@@ -397,6 +403,7 @@ func (t *chunkTable) forget(i int64) {
 		t.verified.clear(i)
 		t.nVerified--
 	}
+	t.fresh.clear(i)
 	delete(t.partial, i)
 	delete(t.blocks, i)
 }

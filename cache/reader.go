@@ -141,7 +141,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	if win > 0 {
 		r.f.sched.readAhead(st, from, win)
-		r.f.st.willNeed(from, win*chunk)
+		r.f.willNeed(from, win*chunk)
 	}
 	first, last := r.f.lay.span(off, r.f.lay.clamp(off, int64(len(p))))
 	if !r.f.presentAll(first, last) {
