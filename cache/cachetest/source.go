@@ -336,13 +336,6 @@ func (s *Source) MaxActive() int {
 	return s.maxActive
 }
 
-// Active is how many calls are running now.
-func (s *Source) Active() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.active
-}
-
 // Attempts is how many attempts met the DownUntil outage.
 func (s *Source) Attempts() int {
 	s.mu.Lock()
