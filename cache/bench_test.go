@@ -28,7 +28,7 @@ func benchFill(b *testing.B, write int) {
 		b.StopTimer()
 		dir := cacheDir(b)
 		src := newFake(size)
-		src.writeSize = write
+		src.WriteSize = write
 		f, err := Open(dir, m, src, Options{Pool: NewPool(8)})
 		if err != nil {
 			b.Fatal(err)
@@ -107,7 +107,7 @@ func BenchmarkReaderCapped(b *testing.B) {
 		dir := cacheDir(b)
 		// Every Fetch paced to 25 MB/s, in 256 KiB writes.
 		src := newFake(size)
-		src.writeSize, src.rate = 256<<10, 25_000_000
+		src.WriteSize, src.Rate = 256<<10, 25_000_000
 		f, err := Open(dir, m, src, Options{Pool: NewPool(8)})
 		if err != nil {
 			b.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"rangefs/cache/cachetest"
 )
 
 // readCountingData counts the bytes read from the data file.
@@ -88,8 +90,8 @@ func TestSmallReadChecksOnlyItsBlock(t *testing.T) {
 	if st := f.Stats(); st.Verified != 1 {
 		t.Fatalf("after reading chunk 1 whole: %+v, want it verified", st)
 	}
-	if src.nCalls() != 0 {
-		t.Fatalf("%d fetches, want none", src.nCalls())
+	if src.NCalls() != 0 {
+		t.Fatalf("%d fetches, want none", src.NCalls())
 	}
 	if err := f.Verify(bg); err != nil || !f.AllVerified() {
 		t.Fatalf("Verify: %v (all verified %v)", err, f.AllVerified())
@@ -114,7 +116,7 @@ func TestFlippedByteInOneBlockNeverServed(t *testing.T) {
 	if _, err := f.ReadAt(bg, buf, m.ChunkSize); err != nil || !bytes.Equal(buf, want(m.ChunkSize, 4096)) {
 		t.Fatalf("read of a good block of the damaged chunk: %v", err)
 	}
-	if src.nCalls() != 0 {
+	if src.NCalls() != 0 {
 		t.Fatal("a good block was fetched again")
 	}
 	if _, err := f.ReadAt(bg, buf, bad-10); err != nil {
@@ -126,16 +128,16 @@ func TestFlippedByteInOneBlockNeverServed(t *testing.T) {
 	// Chunk 1 is fetched again, from the read's block on, then its head
 	// (which the read did not wait for).
 	settle(t, f)
-	calls := src.callList()
+	calls := src.Calls()
 	if err := readChunk(t, f, 2); err != nil { // readChunk compares the bytes
 		t.Fatal(err)
 	}
-	if got := src.callList(); len(got) != len(calls)+1 || got[len(calls)].off != 2*m.ChunkSize {
+	if got := src.Calls(); len(got) != len(calls)+1 || got[len(calls)].Off != 2*m.ChunkSize {
 		t.Fatalf("calls after reading the damaged chunk 2 whole: %v, want one more, of chunk 2", got)
 	}
 	bad0 := m.ChunkSize + 3*blockSize
-	if len(calls) != 2 || calls[0] != (fetchCall{bad0, m.ChunkSize - 3*blockSize}) ||
-		calls[1] != (fetchCall{m.ChunkSize, 3 * blockSize}) {
+	if len(calls) != 2 || calls[0] != (cachetest.Call{Off: bad0, N: m.ChunkSize - 3*blockSize}) ||
+		calls[1] != (cachetest.Call{Off: m.ChunkSize, N: 3 * blockSize}) {
 		t.Fatalf("calls = %v, want chunk 1 fetched from block 3, then its head", calls)
 	}
 	if err := f.Verify(bg); err != nil {
@@ -189,7 +191,7 @@ func TestFormat1CacheDiscarded(t *testing.T) {
 		t.Fatalf("present = %d after discarding, want 0", st.Present)
 	}
 	readAll(t, f, 30000)
-	if n := src.nCalls(); n == 0 {
+	if n := src.NCalls(); n == 0 {
 		t.Fatal("nothing fetched after the discard")
 	}
 	if errors.Is(f.Verify(bg), ErrCorrupt) {
@@ -229,9 +231,9 @@ func TestRotatedFetchServesTailFirst(t *testing.T) {
 	m := blockMeta(3)
 	dir := cacheDir(t)
 	src := newFake(m.Size)
-	src.writeSize = 4096
+	src.WriteSize = 4096
 	releaseHead := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off == m.ChunkSize {
 			return releaseHead // hold the head pass of chunk 1
 		}
@@ -279,8 +281,8 @@ func TestRotatedFetchServesTailFirst(t *testing.T) {
 	if !f.tab.present.get(1) {
 		t.Fatal("chunk 1 not present after both passes")
 	}
-	want := []fetchCall{{m.ChunkSize + 2*blockSize, 2 * blockSize}, {m.ChunkSize, 2 * blockSize}}
-	if calls := src.callList(); len(calls) != 2 || calls[0] != want[0] || calls[1] != want[1] {
+	want := []cachetest.Call{{Off: m.ChunkSize + 2*blockSize, N: 2 * blockSize}, {Off: m.ChunkSize, N: 2 * blockSize}}
+	if calls := src.Calls(); len(calls) != 2 || calls[0] != want[0] || calls[1] != want[1] {
 		t.Fatalf("calls = %v, want %v", calls, want)
 	}
 	if err := f.Close(); err != nil {
@@ -305,11 +307,11 @@ func TestRotatedFetchHeadFailureLeavesChunkMissing(t *testing.T) {
 	m := blockMeta(2)
 	src := newFake(m.Size)
 	var once sync.Once
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off == 3*blockSize {
 			// The tail pass has begun; the next call is the head pass,
 			// which breaks off half-way.
-			once.Do(func() { src.set(func(s *fakeSource) { s.partial = blockSize / 2 }) })
+			once.Do(func() { src.Set(func(s *cachetest.Source) { s.Partial = blockSize / 2 }) })
 		}
 		return nil
 	}
@@ -338,7 +340,7 @@ func TestRotatedFetchHeadFailureLeavesChunkMissing(t *testing.T) {
 func TestRotatedFetchTailErrorAfterAllBytesResolvesChunk(t *testing.T) {
 	m := blockMeta(2)
 	src := newFake(m.Size)
-	src.set(func(s *fakeSource) { s.partial = 1 << 40 }) // the next call writes all, then fails
+	src.Set(func(s *cachetest.Source) { s.Partial = 1 << 40 }) // the next call writes all, then fails
 	f := openT(t, cacheDir(t), m, src, Options{})
 	off := int64(3*blockSize + 10)
 	buf := make([]byte, 100)

@@ -34,13 +34,13 @@ func newBudgetT(t testing.TB, root string, o BudgetOptions) *Budget {
 	return b
 }
 
-func openUnder(t testing.TB, b *Budget, name string, size int64, o Options) (*File, *fakeSource) {
+func openUnder(t testing.TB, b *Budget, name string, size int64, o Options) (*File, *cachetest.Source) {
 	t.Helper()
 	return openUnderMeta(t, b, name, testMeta(size), o)
 }
 
 // openUnderMeta is openUnder for an object described by m.
-func openUnderMeta(t testing.TB, b *Budget, name string, m Meta, o Options) (*File, *fakeSource) {
+func openUnderMeta(t testing.TB, b *Budget, name string, m Meta, o Options) (*File, *cachetest.Source) {
 	t.Helper()
 	src := newFake(m.Size)
 	m.URL = "https://example.test/" + name
@@ -184,7 +184,7 @@ func TestBudgetPinnedNeverEvicted(t *testing.T) {
 	if n := bf.presentChunks(0, bf.lay.chunks); n != 0 {
 		t.Fatalf("b cached %d chunks with no room", n)
 	}
-	if bsrc.nCalls() == 0 {
+	if bsrc.NCalls() == 0 {
 		t.Fatal("b was not fetched")
 	}
 	if peak > limit+8*testChunk {
@@ -324,7 +324,7 @@ func TestBudgetEvictsPartlyFetchedChunks(t *testing.T) {
 	if st := a.Stats(); st.Present != 0 {
 		t.Fatalf("a: %d chunks present, want none (fetched in part only)", st.Present)
 	}
-	calls := asrc.nCalls()
+	calls := asrc.NCalls()
 	bf, _ := openUnderMeta(t, b, "b", bigMeta(8*chunk), Options{})
 	readAll(t, bf, chunk)
 	settle(t, bf)
@@ -355,7 +355,7 @@ func TestBudgetEvictsPartlyFetchedChunks(t *testing.T) {
 	for i := range int64(4) {
 		readA(i)
 	}
-	if asrc.nCalls() == calls {
+	if asrc.NCalls() == calls {
 		t.Fatal("a's evicted blocks were served without a fetch")
 	}
 }
@@ -446,9 +446,7 @@ func TestBudgetReadAheadFitsTheCap(t *testing.T) {
 		}
 	}
 	settle(t, f)
-	src.mu.Lock()
-	fetched := src.bytes
-	src.mu.Unlock()
+	fetched := src.Bytes()
 	t.Logf("fetched %d bytes for a %d-byte file through a %d-byte cap", fetched, int64(size), int64(limit))
 	if fetched > size {
 		t.Fatalf("fetched %d bytes for a %d-byte file read once: read-ahead was evicted before it was read", fetched, int64(size))

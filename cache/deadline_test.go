@@ -5,6 +5,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"rangefs/cache/cachetest"
 )
 
 // A demand read whose ctx has a deadline (the FUSE op timeout) gets its
@@ -15,7 +17,7 @@ func TestDemandRunRetriesUntilReadDeadline(t *testing.T) {
 	size := int64(4 * testChunk)
 	src := newFake(size)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{})
-	src.set(func(s *fakeSource) { s.downUntil = time.Now().Add(300 * time.Millisecond) })
+	src.Set(func(s *cachetest.Source) { s.DownUntil = time.Now().Add(300 * time.Millisecond) })
 	ctx, cancel := context.WithTimeout(bg, 5*time.Second)
 	defer cancel()
 	buf := make([]byte, 4096)
@@ -25,11 +27,9 @@ func TestDemandRunRetriesUntilReadDeadline(t *testing.T) {
 	if !bytes.Equal(buf, want(testChunk, 4096)) {
 		t.Fatal("wrong bytes")
 	}
-	src.mu.Lock()
-	attempts := src.attempts
-	src.mu.Unlock()
-	if attempts <= outageAttempts {
-		t.Fatalf("%d attempts met the outage; the read should have retried past %d", attempts, outageAttempts)
+	attempts := src.Attempts()
+	if attempts <= cachetest.OutageAttempts {
+		t.Fatalf("%d attempts met the outage; the read should have retried past %d", attempts, cachetest.OutageAttempts)
 	}
 }
 
@@ -40,11 +40,11 @@ func TestSharedDemandRunOutlivesFirstDeadline(t *testing.T) {
 	t.Run("streaming", func(t *testing.T) {
 		size := int64(4 * testChunk)
 		src := newFake(size)
-		src.writeSize = 16 << 10
-		src.started = make(chan fetchCall, 256)
+		src.WriteSize = 16 << 10
+		src.Started = make(chan cachetest.Call, 256)
 		// Each write after the first waits 60 ms: the chunk takes about
 		// 180 ms, well past the first reader's deadline.
-		src.pause = func(off, done int64) <-chan struct{} {
+		src.Pause = func(off, done int64) <-chan struct{} {
 			ch := make(chan struct{})
 			time.AfterFunc(60*time.Millisecond, func() { close(ch) })
 			return ch
@@ -57,15 +57,15 @@ func TestSharedDemandRunOutlivesFirstDeadline(t *testing.T) {
 		if second != nil {
 			t.Fatalf("second read: %v", second)
 		}
-		if calls := src.callList(); len(calls) != 1 {
+		if calls := src.Calls(); len(calls) != 1 {
 			t.Fatalf("fetches %v; want one: the run was cut at the first reader's deadline", calls)
 		}
 	})
 	t.Run("outage", func(t *testing.T) {
 		size := int64(4 * testChunk)
 		src := newFake(size)
-		src.started = make(chan fetchCall, 256)
-		src.downUntil = time.Now().Add(300 * time.Millisecond)
+		src.Started = make(chan cachetest.Call, 256)
+		src.DownUntil = time.Now().Add(300 * time.Millisecond)
 		f := openT(t, cacheDir(t), testMeta(size), src, Options{})
 		first, second := sharedReads(t, f, src, 100*time.Millisecond)
 		if first == nil {
@@ -81,7 +81,7 @@ func TestSharedDemandRunOutlivesFirstDeadline(t *testing.T) {
 // of d, then, once the first read's fetch has started, with a deadline of
 // 5 s. It returns both errors; the second read's bytes are checked. src's
 // started channel must have room for every fetch.
-func sharedReads(t *testing.T, f *File, src *fakeSource, d time.Duration) (first, second error) {
+func sharedReads(t *testing.T, f *File, src *cachetest.Source, d time.Duration) (first, second error) {
 	t.Helper()
 	off := int64(2*testChunk - 4096)
 	done := make(chan error, 1)
@@ -91,7 +91,7 @@ func sharedReads(t *testing.T, f *File, src *fakeSource, d time.Duration) (first
 		_, err := f.ReadAt(ctx, make([]byte, 4096), off)
 		done <- err
 	}()
-	recv(t, src.started, "the first read's fetch")
+	recv(t, src.Started, "the first read's fetch")
 	ctx, cancel := context.WithTimeout(bg, 5*time.Second)
 	defer cancel()
 	buf := make([]byte, 4096)
@@ -114,8 +114,8 @@ func sharedReads(t *testing.T, f *File, src *fakeSource, d time.Duration) (first
 func TestDemandRunOutlivesItsReaderWhileStreaming(t *testing.T) {
 	size := int64(4 * testChunk)
 	src := newFake(size)
-	src.writeSize = 16 << 10
-	src.pause = func(off, done int64) <-chan struct{} {
+	src.WriteSize = 16 << 10
+	src.Pause = func(off, done int64) <-chan struct{} {
 		ch := make(chan struct{})
 		time.AfterFunc(60*time.Millisecond, func() { close(ch) })
 		return ch
@@ -127,7 +127,7 @@ func TestDemandRunOutlivesItsReaderWhileStreaming(t *testing.T) {
 		t.Fatal("the read beat its 50 ms deadline; the test needs it to time out")
 	}
 	waitFor(t, "chunk 1 committed", func() bool { return verifiedRange(f, 1, 2) })
-	if calls := src.callList(); len(calls) != 1 {
+	if calls := src.Calls(); len(calls) != 1 {
 		t.Fatalf("fetches %v; want one", calls)
 	}
 }

@@ -94,7 +94,7 @@ func TestSyncFailureIsSticky(t *testing.T) {
 	}}
 	src := newFake(m.Size)
 	chunk1 := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off == testChunk {
 			return chunk1
 		}

@@ -69,18 +69,21 @@
 //     ledger's flock is taken under Budget.mu and alone.
 //   - File.mu (the scheduler's mu) protects the chunk table (flights, pins,
 //     partial checks, counters, bitset writes), every run's end, writing and
-//     deadline, every plan (including each Reader's read-ahead plan,
-//     Reader.ra), the prefetch follow target and prefetching, and makes
-//     scheduler.closed and wg.Add atomic.
+//     deadline, every plan (Fill's, prefetch's, and the read-ahead plan of
+//     each Reader stream), the prefetch follow target (followAt, followBy)
+//     and prefetching, and makes scheduler.closed and wg.Add atomic.
 //   - Pool.mu protects the Pool's queues, active count, limit, epoch and
 //     yield promises; it is taken under File.mu (runWriter.advance), never
 //     the other way round.
 //   - runContext.mu protects a demand run's current deadline; taken under
 //     File.mu (run.extendDeadline) and alone.
 //   - Reader.mu protects a Reader's streams and random detector (streams,
-//     reads, seeks, read; a stream's next, consumed, window); it is never
-//     held while taking another lock. A stream's read-ahead plan (ra) is
-//     File.mu's.
+//     reads, seeks, read; a stream's next, consumed, window, grown, used);
+//     it is never held while taking another lock. A stream's ra is set when
+//     the stream is made and never changes; the plan it points at is
+//     File.mu's: the Reader hands it, and its closed flag, to the scheduler
+//     (scheduler.readAhead, scheduler.stopReadAhead) after letting go of
+//     Reader.mu.
 //   - run.pmu protects a run's progress (from, written, the previous pass,
 //     advanced); taken alone.
 //   - committer.mu protects the pending records; taken alone.

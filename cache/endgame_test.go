@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"rangefs/cache/cachetest"
 )
 
 // When a Fill worker has nothing left to claim while another run still has
@@ -15,34 +17,34 @@ import (
 func TestFillEndGameSplitsSlowRun(t *testing.T) {
 	size := int64(8 * testChunk)
 	src := newCountingFake(size)
-	src.writeSize = testChunk
+	src.WriteSize = testChunk
 	slow, bPaused := make(chan struct{}), make(chan struct{})
 	// Fill's two pieces are chunks 0-3 (A) and 4-7 (B). B stops after
 	// its first chunk, so its writer is in chunk 5; A starts only then,
 	// so where the split falls does not depend on timing.
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off == 0 {
 			return bPaused
 		}
 		return nil
 	}
-	src.pause = func(off, done int64) <-chan struct{} {
+	src.Pause = func(off, done int64) <-chan struct{} {
 		if off == 4*testChunk && done == testChunk {
 			close(bPaused)
 			return slow
 		}
 		return nil
 	}
-	src.started = make(chan fetchCall, 16)
+	src.Started = make(chan cachetest.Call, 16)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), MaxRequest: 4 * testChunk, stalledAfter: time.Hour})
 	errc := make(chan error, 1)
 	go func() { errc <- f.Fill(bg) }()
-	first := map[fetchCall]bool{recv(t, src.started, "fill fetch"): true, recv(t, src.started, "fill fetch"): true}
-	if !first[fetchCall{0, 4 * testChunk}] || !first[fetchCall{4 * testChunk, 4 * testChunk}] {
+	first := map[cachetest.Call]bool{recv(t, src.Started, "fill fetch"): true, recv(t, src.Started, "fill fetch"): true}
+	if !first[cachetest.Call{Off: 0, N: 4 * testChunk}] || !first[cachetest.Call{Off: 4 * testChunk, N: 4 * testChunk}] {
 		t.Fatalf("first fetches %v, want chunks 0-3 and 4-7", first)
 	}
 	// B is in chunk 5 with 6 and 7 to go; 6 is near, so A takes 7.
-	if c := recv(t, src.started, "split fetch"); c != (fetchCall{7 * testChunk, testChunk}) {
+	if c := recv(t, src.Started, "split fetch"); c != (cachetest.Call{Off: 7 * testChunk, N: testChunk}) {
 		t.Fatalf("split fetch %v, want chunk 7", c)
 	}
 	waitFor(t, "chunk 7", func() bool { return verifiedRange(f, 7, 8) })
@@ -50,12 +52,12 @@ func TestFillEndGameSplitsSlowRun(t *testing.T) {
 	if err := recv(t, errc, "Fill"); err != nil {
 		t.Fatal(err)
 	}
-	src.checkOnce(t, f)
+	checkOnce(t, src, f)
 	if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
 		t.Fatal("data file differs from the pattern")
 	}
-	if n := src.nCalls(); n != 3 {
-		t.Fatalf("%d fetches, want 3: %v", n, src.callList())
+	if n := src.NCalls(); n != 3 {
+		t.Fatalf("%d fetches, want 3: %v", n, src.Calls())
 	}
 }
 
@@ -64,15 +66,15 @@ func TestFillEndGameSplitsSlowRun(t *testing.T) {
 func TestFillEndGameSplitsStalledRun(t *testing.T) {
 	size := int64(8 * testChunk)
 	src := newCountingFake(size)
-	src.writeSize = testChunk
+	src.WriteSize = testChunk
 	stuck, bPaused := make(chan struct{}), make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off == 0 {
 			return bPaused
 		}
 		return nil
 	}
-	src.pause = func(off, done int64) <-chan struct{} {
+	src.Pause = func(off, done int64) <-chan struct{} {
 		if off == 4*testChunk && done == testChunk {
 			close(bPaused)
 			return stuck
@@ -90,8 +92,8 @@ func TestFillEndGameSplitsStalledRun(t *testing.T) {
 	if err := recv(t, errc, "Fill"); err != nil {
 		t.Fatal(err)
 	}
-	src.checkOnce(t, f)
-	want := []fetchCall{{0, 4 * testChunk}, {4 * testChunk, 4 * testChunk}, {6 * testChunk, testChunk}, {7 * testChunk, testChunk}}
+	checkOnce(t, src, f)
+	want := []cachetest.Call{{Off: 0, N: 4 * testChunk}, {Off: 4 * testChunk, N: 4 * testChunk}, {Off: 6 * testChunk, N: testChunk}, {Off: 7 * testChunk, N: testChunk}}
 	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(want) {
 		t.Fatalf("fetches %v, want %v", got, want)
 	}
@@ -104,17 +106,17 @@ func TestOneQueuedReadYieldsOneRun(t *testing.T) {
 	pool := NewPool(3)
 	size := int64(12 * testChunk)
 	src := newCountingFake(size)
-	src.writeSize = testChunk / 2
+	src.WriteSize = testChunk / 2
 	hold := make(chan struct{})
 	// Every Fill fetch stops half-way through its first chunk until the
 	// demand read is queued, so all three reach the boundary after it.
-	src.pause = func(off, done int64) <-chan struct{} {
+	src.Pause = func(off, done int64) <-chan struct{} {
 		if done == testChunk/2 {
 			return hold
 		}
 		return nil
 	}
-	src.started = make(chan fetchCall, 32)
+	src.Started = make(chan cachetest.Call, 32)
 	// Pieces of 2 chunks: a streaming run of 2 is never split (its
 	// second chunk is near), so the only cut is the yield.
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: pool, MaxRequest: 2 * testChunk, stalledAfter: time.Hour})
@@ -124,7 +126,7 @@ func TestOneQueuedReadYieldsOneRun(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- f.Fill(bg) }()
 	for range 3 {
-		recv(t, src.started, "fill fetch")
+		recv(t, src.Started, "fill fetch")
 	}
 	readc := make(chan error, 1)
 	go func() { readc <- readRange(t, g, 0, 4096) }()
@@ -134,17 +136,17 @@ func TestOneQueuedReadYieldsOneRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		for range src.started {
+		for range src.Started {
 		}
 	}()
 	if err := recv(t, errc, "Fill"); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
-	close(src.started)
-	src.checkOnce(t, f)
+	close(src.Started)
+	checkOnce(t, src, f)
 	// Six pieces, plus the chunk the yielding run gave back.
-	if n := src.nCalls(); n != 7 {
+	if n := src.NCalls(); n != 7 {
 		t.Fatalf("%d fetches, want 7 (one run yielded): %v", n, sortedCalls(src))
 	}
 }
@@ -158,8 +160,8 @@ func TestEndGameUnderConcurrencyFetchesEachChunkOnce(t *testing.T) {
 		t.Run(fmt.Sprint(round), func(t *testing.T) {
 			size := int64(45*testChunk + 77)
 			src := newCountingFake(size)
-			src.writeSize = 16 << 10
-			src.pause = func(off, done int64) <-chan struct{} {
+			src.WriteSize = 16 << 10
+			src.Pause = func(off, done int64) <-chan struct{} {
 				time.Sleep(50 * time.Microsecond)
 				return nil
 			}
@@ -206,7 +208,7 @@ func TestEndGameUnderConcurrencyFetchesEachChunkOnce(t *testing.T) {
 			}
 			<-done
 			f.Close()
-			src.checkOnce(t, f)
+			checkOnce(t, src, f)
 			if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
 				t.Fatal("data file differs from the pattern")
 			}
@@ -229,7 +231,7 @@ func TestEndGameNeverSplitsAFailedRun(t *testing.T) {
 	for i := int64(3); i < 16; i++ {
 		f.tab.flights[i] = &flight{done: make(chan struct{}), run: r}
 	}
-	f.sched.endRunLocked(r, 3, errInjected) // the fetch failed in chunk 3
+	f.sched.endRunLocked(r, 3, cachetest.ErrInjected) // the fetch failed in chunk 3
 	if r.end != 3 || len(f.tab.flights) != 1 {
 		t.Fatalf("after the failure: end %d, %d flights; want end 3 and only chunk 0's", r.end, len(f.tab.flights))
 	}

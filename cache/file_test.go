@@ -11,10 +11,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"rangefs/cache/cachetest"
 )
 
 var bg = context.Background()
@@ -33,10 +36,10 @@ func TestFullReadMatchesPattern(t *testing.T) {
 			if st.BytesFetched != size {
 				t.Fatalf("fetched %d bytes for a %d-byte file", st.BytesFetched, size)
 			}
-			calls := src.nCalls()
+			calls := src.NCalls()
 			readAll(t, f, 65536)
-			if src.nCalls() != calls {
-				t.Fatalf("second read fetched again: %d -> %d calls", calls, src.nCalls())
+			if src.NCalls() != calls {
+				t.Fatalf("second read fetched again: %d -> %d calls", calls, src.NCalls())
 			}
 			if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
 				t.Fatal("data file differs from the pattern")
@@ -127,7 +130,7 @@ func TestReopenWithoutRefetch(t *testing.T) {
 	if err := f2.Verify(bg); err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	if n := src.nCalls(); n != 0 {
+	if n := src.NCalls(); n != 0 {
 		t.Fatalf("reopened cache made %d Source calls, want 0", n)
 	}
 }
@@ -194,7 +197,7 @@ func TestMetaMismatchDiscards(t *testing.T) {
 				t.Fatalf("%d chunks present after discard", st.Present)
 			}
 			readAll(t, f, 100000)
-			if src.nCalls() == 0 {
+			if src.NCalls() == 0 {
 				t.Fatal("nothing refetched after discard")
 			}
 			if got, _ := os.Stat(f.DataPath()); got.Size() != m.Size {
@@ -279,7 +282,7 @@ func TestBadChecksumRefetchedNeverServed(t *testing.T) {
 	if !bytes.Equal(buf, want(2*testChunk+95, 10)) {
 		t.Fatal("served bytes of a chunk with a bad checksum")
 	}
-	if calls := src.callList(); len(calls) != 1 || calls[0] != (fetchCall{2 * testChunk, testChunk}) {
+	if calls := src.Calls(); len(calls) != 1 || calls[0] != (cachetest.Call{Off: 2 * testChunk, N: testChunk}) {
 		t.Fatalf("calls = %v, want one fetch of chunk 2", calls)
 	}
 	settle(t, f) // the read may return before chunk 2 is committed again
@@ -291,7 +294,7 @@ func TestBadChecksumRefetchedNeverServed(t *testing.T) {
 		t.Fatalf("present = %d after Verify dropped one, want 7", st.Present)
 	}
 	readAll(t, f, 20000)
-	if n := src.nCalls(); n != 2 {
+	if n := src.NCalls(); n != 2 {
 		t.Fatalf("%d Source calls, want 2 (the two bad chunks)", n)
 	}
 	if err := f.Verify(bg); err != nil {
@@ -334,7 +337,7 @@ func TestCorruptIndexMovedAsideAndRebuilt(t *testing.T) {
 				t.Fatalf("second open: discarded %q, stats %+v", f2.Discarded(), f2.Stats())
 			}
 			readAll(t, f2, 40000)
-			if src2.nCalls() != 0 {
+			if src2.NCalls() != 0 {
 				t.Fatal("second open refetched")
 			}
 		})
@@ -345,7 +348,7 @@ func TestSingleFlight64Readers(t *testing.T) {
 	size := int64(4 * testChunk)
 	src := newFake(size)
 	release := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} { return release }
+	src.Gate = func(off, n int64) <-chan struct{} { return release }
 	waiting := make(chan struct{}, 64)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{onWait: func() { waiting <- struct{}{} }})
 
@@ -370,20 +373,20 @@ func TestSingleFlight64Readers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if calls := src.callList(); len(calls) != 1 || calls[0] != (fetchCall{testChunk, testChunk}) {
+	if calls := src.Calls(); len(calls) != 1 || calls[0] != (cachetest.Call{Off: testChunk, N: testChunk}) {
 		t.Fatalf("calls = %v, want exactly one fetch of chunk 1", calls)
 	}
 }
 
-func sortedCalls(src *fakeSource) []fetchCall {
-	c := src.callList()
-	sort.Slice(c, func(i, j int) bool { return c[i].off < c[j].off })
+func sortedCalls(src *cachetest.Source) []cachetest.Call {
+	c := src.Calls()
+	sort.Slice(c, func(i, j int) bool { return c[i].Off < c[j].Off })
 	return c
 }
 
 func TestCoalescing(t *testing.T) {
 	size := int64(10 * testChunk)
-	wantRuns := []fetchCall{{0, 4 * testChunk}, {4 * testChunk, 4 * testChunk}, {8 * testChunk, 2 * testChunk}}
+	wantRuns := []cachetest.Call{{Off: 0, N: 4 * testChunk}, {Off: 4 * testChunk, N: 4 * testChunk}, {Off: 8 * testChunk, N: 2 * testChunk}}
 	t.Run("fill", func(t *testing.T) {
 		src := newFake(size)
 		// One connection: with more, a worker that runs out of pieces
@@ -417,12 +420,12 @@ func TestCoalescing(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		src.set(func(s *fakeSource) { s.calls = nil })
+		src.ResetCalls()
 		buf := make([]byte, size)
 		if _, err := f.ReadAt(bg, buf, 0); err != nil || !bytes.Equal(buf, want(0, size)) {
 			t.Fatalf("ReadAt: %v", err)
 		}
-		runs := []fetchCall{{0, 2 * testChunk}, {3 * testChunk, 2 * testChunk}, {6 * testChunk, 4 * testChunk}}
+		runs := []cachetest.Call{{Off: 0, N: 2 * testChunk}, {Off: 3 * testChunk, N: 2 * testChunk}, {Off: 6 * testChunk, N: 4 * testChunk}}
 		if got := sortedCalls(src); fmt.Sprint(got) != fmt.Sprint(runs) {
 			t.Fatalf("fetches %v, want %v", got, runs)
 		}
@@ -433,7 +436,7 @@ func TestCancelledWaiterReturnsWhileFetchGoesOn(t *testing.T) {
 	size := int64(2 * testChunk)
 	src := newFake(size)
 	release := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} { return release }
+	src.Gate = func(off, n int64) <-chan struct{} { return release }
 	waiting := make(chan struct{}, 2)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{onWait: func() { waiting <- struct{}{} }})
 
@@ -465,7 +468,7 @@ func TestCancelledWaiterReturnsWhileFetchGoesOn(t *testing.T) {
 	if err := recv(t, errB, "reader B"); err != nil || !bytes.Equal(bufB, want(50, 100)) {
 		t.Fatalf("reader B: %v", err)
 	}
-	if n := src.nCalls(); n != 1 {
+	if n := src.NCalls(); n != 1 {
 		t.Fatalf("%d fetches, want 1", n)
 	}
 	settle(t, f)
@@ -479,10 +482,11 @@ func TestPoolLimitAcrossFiles(t *testing.T) {
 	size := int64(24 * testChunk)
 	src := newFake(size)
 	barrier := make(chan struct{})
+	var mu sync.Mutex // guards started
 	started := 0
-	src.gate = func(off, n int64) <-chan struct{} {
-		src.mu.Lock()
-		defer src.mu.Unlock()
+	src.Gate = func(off, n int64) <-chan struct{} {
+		mu.Lock()
+		defer mu.Unlock()
 		started++
 		if started == limit {
 			close(barrier)
@@ -503,9 +507,7 @@ func TestPoolLimitAcrossFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	src.mu.Lock()
-	maxActive := src.maxActive
-	src.mu.Unlock()
+	maxActive := src.MaxActive()
 	if maxActive != limit {
 		t.Fatalf("max concurrent fetches %d, want exactly the pool limit %d", maxActive, limit)
 	}
@@ -521,18 +523,18 @@ func TestPrefetchLeavesRoomForDemand(t *testing.T) {
 	src := newFake(size)
 	release := make(chan struct{})
 	demandOff := int64(15 * testChunk)
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off < demandOff {
 			return release
 		}
 		return nil
 	}
-	src.started = make(chan fetchCall, 64)
+	src.Started = make(chan cachetest.Call, 64)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4), MaxRequest: testChunk})
 	f.StartPrefetch()
 	f.StartPrefetch() // a second call must not start a second prefetcher
 	for range 3 {
-		if c := recv(t, src.started, "prefetch fetches"); c.off >= demandOff {
+		if c := recv(t, src.Started, "prefetch fetches"); c.Off >= demandOff {
 			t.Fatalf("prefetch fetched the demand chunk first: %v", c)
 		}
 	}
@@ -547,12 +549,12 @@ func TestPrefetchLeavesRoomForDemand(t *testing.T) {
 	if !bytes.Equal(buf, want(demandOff, testChunk)) {
 		t.Fatal("demand read: wrong bytes")
 	}
-	if c := recv(t, src.started, "demand fetch"); c.off != demandOff {
+	if c := recv(t, src.Started, "demand fetch"); c.Off != demandOff {
 		t.Fatalf("4th fetch was %v, want the demand chunk", c)
 	}
 	close(release)
 	go func() {
-		for range src.started {
+		for range src.Started {
 		}
 	}()
 	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
@@ -560,7 +562,7 @@ func TestPrefetchLeavesRoomForDemand(t *testing.T) {
 		t.Fatal("prefetched data differs from the pattern")
 	}
 	f.Close()
-	close(src.started)
+	close(src.Started)
 }
 
 func TestSecondOpenFailsLockedNamingPID(t *testing.T) {
@@ -607,12 +609,12 @@ func TestStaleAfterRemoteChanged(t *testing.T) {
 	if err := readChunk(t, f, 0); err != nil {
 		t.Fatal(err)
 	}
-	src.set(func(s *fakeSource) { s.changed = true })
+	src.Set(func(s *cachetest.Source) { s.Changed = true })
 	_, err := f.ReadAt(bg, make([]byte, 10), 2*testChunk)
 	if !errors.Is(err, ErrStale) || !IsRemoteChanged(err) {
 		t.Fatalf("read after remote change: %v, want ErrStale", err)
 	}
-	src.set(func(s *fakeSource) { s.changed = false })
+	src.Set(func(s *cachetest.Source) { s.Changed = false })
 	// Even cached chunks are refused now: the handle is bound to a version.
 	if _, err := f.ReadAt(bg, make([]byte, 10), 0); !errors.Is(err, ErrStale) {
 		t.Fatalf("cached read after stale: %v", err)
@@ -623,7 +625,7 @@ func TestStaleAfterRemoteChanged(t *testing.T) {
 	if err := f.Fill(bg); !errors.Is(err, ErrStale) {
 		t.Fatalf("Fill after stale: %v", err)
 	}
-	if IsRemoteChanged(errInjected) || IsRemoteChanged(nil) {
+	if IsRemoteChanged(cachetest.ErrInjected) || IsRemoteChanged(nil) {
 		t.Fatal("IsRemoteChanged true for an ordinary error")
 	}
 }
@@ -632,12 +634,12 @@ func TestPartialChunkNeverPresent(t *testing.T) {
 	m := testMeta(4 * testChunk)
 	dir := cacheDir(t)
 	src := newFake(m.Size)
-	src.partial = testChunk + testChunk/2 // chunk 0 complete, chunk 1 half
+	src.Partial = testChunk + testChunk/2 // chunk 0 complete, chunk 1 half
 	f, err := Open(dir, m, src, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.ReadAt(bg, make([]byte, 2*testChunk), 0); !errors.Is(err, errInjected) {
+	if _, err := f.ReadAt(bg, make([]byte, 2*testChunk), 0); !errors.Is(err, cachetest.ErrInjected) {
 		t.Fatalf("read with a failing fetch: %v", err)
 	}
 	settle(t, f)
@@ -649,8 +651,8 @@ func TestPartialChunkNeverPresent(t *testing.T) {
 	if err := readChunk(t, f, 1); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
-	src.set(func(s *fakeSource) { s.partial = testChunk / 3 })
-	if err := readChunk(t, f, 3); !errors.Is(err, errInjected) {
+	src.Set(func(s *cachetest.Source) { s.Partial = testChunk / 3 })
+	if err := readChunk(t, f, 3); !errors.Is(err, cachetest.ErrInjected) {
 		t.Fatalf("single-chunk partial fetch: %v", err)
 	}
 	if f.tab.present.get(3) {
@@ -672,9 +674,9 @@ func TestPartialChunkNeverPresent(t *testing.T) {
 func TestFetchErrorLeavesChunksMissing(t *testing.T) {
 	size := int64(3 * testChunk)
 	src := newFake(size)
-	src.failN = 1
+	src.FailN = 1
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{})
-	if err := readChunk(t, f, 1); !errors.Is(err, errInjected) {
+	if err := readChunk(t, f, 1); !errors.Is(err, cachetest.ErrInjected) {
 		t.Fatalf("first read: %v, want the injected error", err)
 	}
 	if f.Stats().Present != 0 {
@@ -699,12 +701,12 @@ func TestFill(t *testing.T) {
 		// 41 chunks over 4 connections: pieces of min(4, ceil(41/4)) = 4
 		// chunks, 11 of them, and more only where an idle worker split a
 		// run at the end (the end game), never a longer one.
-		calls := src.callList()
+		calls := src.Calls()
 		if len(calls) < 11 {
 			t.Fatalf("%d fetches, want at least 11", len(calls))
 		}
 		for _, c := range calls {
-			if c.n > 4*testChunk {
+			if c.N > 4*testChunk {
 				t.Fatalf("fetch %v longer than MaxRequest", c)
 			}
 		}
@@ -717,15 +719,15 @@ func TestFill(t *testing.T) {
 	})
 	t.Run("permanent error", func(t *testing.T) {
 		src := newFake(size)
-		src.failN = 1 << 30
+		src.FailN = 1 << 30
 		f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(4)})
-		if err := f.Fill(bg); !errors.Is(err, errInjected) {
+		if err := f.Fill(bg); !errors.Is(err, cachetest.ErrInjected) {
 			t.Fatalf("Fill: %v, want the injected error", err)
 		}
 		if f.Stats().Present != 0 {
 			t.Fatal("chunks present after failed fetches")
 		}
-		src.set(func(s *fakeSource) { s.failN = 0 })
+		src.Set(func(s *cachetest.Source) { s.FailN = 0 })
 		if err := f.Fill(bg); err != nil {
 			t.Fatalf("second Fill: %v", err)
 		}
@@ -735,13 +737,13 @@ func TestFill(t *testing.T) {
 		src := newFake(size)
 		release := make(chan struct{})
 		defer close(release)
-		src.gate = func(off, n int64) <-chan struct{} { return release }
-		src.started = make(chan fetchCall, 64)
+		src.Gate = func(off, n int64) <-chan struct{} { return release }
+		src.Started = make(chan cachetest.Call, 64)
 		f := openT(t, cacheDir(t), testMeta(size), src, Options{})
 		ctx, cancel := context.WithCancel(bg)
 		errc := make(chan error, 1)
 		go func() { errc <- f.Fill(ctx) }()
-		recv(t, src.started, "a fill fetch")
+		recv(t, src.Started, "a fill fetch")
 		cancel()
 		if err := recv(t, errc, "Fill to return"); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Fill after cancel: %v", err)
@@ -756,7 +758,7 @@ func TestReaderReadAhead(t *testing.T) {
 	size := int64(32 * testChunk)
 	src := newFake(size)
 	release := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off >= testChunk && off < 20*testChunk {
 			return release // read-ahead stays blocked
 		}
@@ -805,7 +807,7 @@ func TestCloseCancelsAndIsIdempotent(t *testing.T) {
 	size := int64(4 * testChunk)
 	src := newFake(size)
 	never := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} { return never }
+	src.Gate = func(off, n int64) <-chan struct{} { return never }
 	waiting := make(chan struct{}, 1)
 	f, err := Open(cacheDir(t), testMeta(size), src, Options{onWait: func() { waiting <- struct{}{} }})
 	if err != nil {
@@ -895,7 +897,7 @@ func TestOpen100kRecords(t *testing.T) {
 	if st := f.Stats(); st.Present != n {
 		t.Fatalf("present = %d, want %d", st.Present, n)
 	}
-	if src.nCalls() != 0 {
+	if src.NCalls() != 0 {
 		t.Fatal("Open fetched")
 	}
 	// The records do not match the (sparse, zero) data: first use detects
@@ -903,7 +905,7 @@ func TestOpen100kRecords(t *testing.T) {
 	if err := readChunk(t, f, 777); err != nil {
 		t.Fatal(err)
 	}
-	if calls := src.callList(); len(calls) != 1 || calls[0].off != 777*testChunk {
+	if calls := src.Calls(); len(calls) != 1 || calls[0].Off != 777*testChunk {
 		t.Fatalf("calls %v, want one refetch of chunk 777", calls)
 	}
 }
@@ -1035,8 +1037,8 @@ func TestPrefetchVerifiesCompleteCache(t *testing.T) {
 	}
 	f.StartPrefetch()
 	waitFor(t, "prefetch to verify the whole file", f.AllVerified)
-	calls := src.callList()
-	if len(calls) != 1 || calls[0].off != 7*testChunk || calls[0].n != testChunk {
+	calls := src.Calls()
+	if len(calls) != 1 || calls[0].Off != 7*testChunk || calls[0].N != testChunk {
 		t.Errorf("prefetch fetched %v, want only the corrupted chunk 7", calls)
 	}
 	readAll(t, f, 65536)

@@ -322,10 +322,10 @@ func TestFileFetchesReportLoadByTheirSlot(t *testing.T) {
 	src := newFake(size)
 	pool := NewPool(8)
 	// Every fetch meets an overload.
-	src.answered = func(ctx context.Context) { pool.ReportLoad(ctx, true) }
+	src.Answered = func(ctx context.Context) { pool.ReportLoad(ctx, true) }
 	release := make(chan struct{})
 	var startedN atomic.Int32
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		startedN.Add(1)
 		return release
 	}

@@ -1,12 +1,15 @@
 package cache
 
-import "errors"
+import (
+	"errors"
+	"sync/atomic"
+)
 
-// stopReadAhead stops stream st's read-ahead: it claims nothing more, and
-// prefetch stops following it. With cancel, its runs also end after the
-// chunk their writers are in (the chunks they had not reached are missing
-// again): read-ahead claimed but never consumed is not fetched.
-func (s *scheduler) stopReadAhead(st *stream, cancel bool) {
+// stopReadAhead stops a stream's read-ahead plan ra: it claims nothing
+// more, and prefetch stops following it. With cancel, its runs also end
+// after the chunk their writers are in (the chunks they had not reached are
+// missing again): read-ahead claimed but never consumed is not fetched.
+func (s *scheduler) stopReadAhead(ra *plan, cancel bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[*run]bool{}
@@ -15,7 +18,7 @@ func (s *scheduler) stopReadAhead(st *stream, cancel bool) {
 			break
 		}
 		v := fl.run
-		if v == nil || v.plan != &st.ra || seen[v] {
+		if v == nil || v.plan != ra || seen[v] {
 			continue
 		}
 		seen[v] = true
@@ -23,8 +26,8 @@ func (s *scheduler) stopReadAhead(st *stream, cancel bool) {
 			s.cutSelfLocked(v, v.writing+1)
 		}
 	}
-	st.ra.hi = st.ra.cursor
-	if s.followBy == st {
+	ra.hi = ra.cursor
+	if s.followBy == ra {
 		s.followAt, s.followBy = 0, nil
 	}
 }
@@ -34,12 +37,12 @@ func (s *scheduler) stopReadAhead(st *stream, cancel bool) {
 // demand runs at the first one past the bytes their read asked for (see
 // run.stopAt). What was written stays; what the reader will never ask for
 // is not fetched. Another reader waiting on those chunks looks again.
-func (s *scheduler) stopRuns(r *Reader, streams []*stream) {
+func (s *scheduler) stopRuns(r *Reader, plans []*plan) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ours := map[*plan]bool{}
-	for _, st := range streams {
-		ours[&st.ra] = true
+	for _, p := range plans {
+		ours[p] = true
 	}
 	stopped := map[*run]bool{}
 	for _, fl := range s.tab.flights {
@@ -59,13 +62,13 @@ func (s *scheduler) stopRuns(r *Reader, streams []*stream) {
 	}
 }
 
-// readAhead asks for the win (> 0) chunks after byte from for stream st.
-// Workers already running pick up the new target.
-func (s *scheduler) readAhead(st *stream, from, win int64) {
+// readAhead asks for the win (> 0) chunks after byte from in a stream's
+// read-ahead plan r; closed is its Reader's (see Reader.Close). Workers
+// already running pick up the new target.
+func (s *scheduler) readAhead(r *plan, closed *atomic.Bool, from, win int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := &st.ra
-	if st.r.closed.Load() || s.closed.Load() || s.st.degraded.Load() || s.stale.Load() != nil || from >= s.lay.size {
+	if closed.Load() || s.closed.Load() || s.st.degraded.Load() || s.stale.Load() != nil || from >= s.lay.size {
 		return
 	}
 	// The window starts at the first chunk after the one holding the last
@@ -82,7 +85,7 @@ func (s *scheduler) readAhead(st *stream, from, win int64) {
 		return
 	}
 	// Prefetch works just past the window (see plan.follow).
-	s.followAt, s.followBy = hi, st
+	s.followAt, s.followBy = hi, r
 	if r.cursor >= r.hi {
 		r.cursor = first
 		r.hi = hi

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"rangefs/cache/cachetest"
 )
 
 func TestReadAheadWindow(t *testing.T) {
@@ -29,18 +31,11 @@ func TestReadAheadWindow(t *testing.T) {
 	}
 }
 
-// received returns how many bytes of chunk i the source delivered.
-func (s *fakeSource) received(i int64) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.perChunk[i]
-}
-
 // checkAtMostOnce fails t if any chunk was received more than once.
-func (s *fakeSource) checkAtMostOnce(t testing.TB, f *File) {
+func checkAtMostOnce(t testing.TB, s *cachetest.Source, f *File) {
 	t.Helper()
 	for i := range f.lay.chunks {
-		if got := s.received(i); got > f.lay.chunkLen(i) {
+		if got := s.Received(i); got > f.lay.chunkLen(i) {
 			t.Errorf("chunk %d: received %d bytes, more than its %d", i, got, f.lay.chunkLen(i))
 		}
 	}
@@ -91,7 +86,7 @@ func TestSequentialReaderUsesEveryConnection(t *testing.T) {
 	size := int64(40 * testChunk)
 	src := newCountingFake(size)
 	release := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off >= testChunk {
 			return release
 		}
@@ -113,9 +108,9 @@ func TestSequentialReaderUsesEveryConnection(t *testing.T) {
 	close(release)
 	waitFor(t, "the window", func() bool { return verifiedRange(f, 1, 17) })
 	f.Close()
-	src.checkAtMostOnce(t, f)
+	checkAtMostOnce(t, src, f)
 	for i := int64(17); i < f.lay.chunks; i++ {
-		if src.received(i) != 0 {
+		if src.Received(i) != 0 {
 			t.Fatalf("chunk %d, past the window, was fetched", i)
 		}
 	}
@@ -139,29 +134,29 @@ func TestPrefetchFollowsSequentialReader(t *testing.T) {
 	waitFor(t, "read-ahead of chunks 21-24", func() bool { return verifiedRange(f, 21, 25) })
 
 	release := make(chan struct{})
-	src.set(func(s *fakeSource) {
-		s.gate = func(off, n int64) <-chan struct{} { return release }
-		s.started = make(chan fetchCall, 64)
+	src.Set(func(s *cachetest.Source) {
+		s.Gate = func(off, n int64) <-chan struct{} { return release }
+		s.Started = make(chan cachetest.Call, 64)
 	})
 	f.StartPrefetch()
-	got := map[fetchCall]bool{}
+	got := map[cachetest.Call]bool{}
 	for range 3 {
-		got[recv(t, src.started, "prefetch fetch")] = true
+		got[recv(t, src.Started, "prefetch fetch")] = true
 	}
 	for i := int64(25); i < 28; i++ {
-		if c := (fetchCall{i * testChunk, testChunk}); !got[c] {
+		if c := (cachetest.Call{Off: i * testChunk, N: testChunk}); !got[c] {
 			t.Fatalf("first prefetch fetches %v, want chunks 25, 26 and 27, one each", got)
 		}
 	}
 	close(release)
 	go func() {
-		for range src.started {
+		for range src.Started {
 		}
 	}()
 	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
 	f.Close()
-	close(src.started)
-	src.checkOnce(t, f)
+	close(src.Started)
+	checkOnce(t, src, f)
 }
 
 // A read that needs the chunk right after the one a streaming read-ahead
@@ -173,13 +168,13 @@ func TestNearChunk(t *testing.T) {
 		size := int64(16 * testChunk)
 		src := newCountingFake(size)
 		hold := make(chan struct{})
-		src.gate = func(off, n int64) <-chan struct{} {
+		src.Gate = func(off, n int64) <-chan struct{} {
 			if off == 4*testChunk {
 				return hold
 			}
 			return nil
 		}
-		src.started = make(chan fetchCall, 16)
+		src.Started = make(chan cachetest.Call, 16)
 		waiting := make(chan struct{}, 4)
 		// Two connections and a window of 4 chunks: pieces of 2.
 		f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), ReadAheadMax: 4 * testChunk,
@@ -190,7 +185,7 @@ func TestNearChunk(t *testing.T) {
 		readClaimedN(t, r, 0, 2*testChunk)
 		readClaimedN(t, r, 0, 2*testChunk)
 		for {
-			if c := recv(t, src.started, "read-ahead of chunks 4-5"); c == (fetchCall{4 * testChunk, 2 * testChunk}) {
+			if c := recv(t, src.Started, "read-ahead of chunks 4-5"); c == (cachetest.Call{Off: 4 * testChunk, N: 2 * testChunk}) {
 				break
 			}
 		}
@@ -205,9 +200,9 @@ func TestNearChunk(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.Close()
-		src.checkAtMostOnce(t, f)
-		for _, c := range src.callList() {
-			if c.off == 5*testChunk {
+		checkAtMostOnce(t, src, f)
+		for _, c := range src.Calls() {
+			if c.Off == 5*testChunk {
 				t.Fatalf("chunk 5 fetched on its own (%v): the read-ahead run was cut", c)
 			}
 		}
@@ -216,34 +211,34 @@ func TestNearChunk(t *testing.T) {
 		size := int64(8 * testChunk)
 		src := newCountingFake(size)
 		hold := make(chan struct{})
-		src.gate = func(off, n int64) <-chan struct{} {
+		src.Gate = func(off, n int64) <-chan struct{} {
 			if off == 0 {
 				return hold
 			}
 			return nil
 		}
-		src.started = make(chan fetchCall, 16)
+		src.Started = make(chan cachetest.Call, 16)
 		f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), stalledAfter: time.Hour})
 		f.StartPrefetch()
-		if c := recv(t, src.started, "prefetch fetch"); c != (fetchCall{0, size}) {
+		if c := recv(t, src.Started, "prefetch fetch"); c != (cachetest.Call{Off: 0, N: size}) {
 			t.Fatalf("prefetch fetch %v, want the whole file as one run", c)
 		}
 		// The prefetch is blocked on chunk 0; this read must not wait.
 		if err := readRange(t, f, testChunk, 4096); err != nil {
 			t.Fatal(err)
 		}
-		if c := recv(t, src.started, "demand fetch"); c != (fetchCall{testChunk, testChunk}) {
+		if c := recv(t, src.Started, "demand fetch"); c != (cachetest.Call{Off: testChunk, N: testChunk}) {
 			t.Fatalf("demand fetch %v, want chunk 1", c)
 		}
 		close(hold)
 		go func() {
-			for range src.started {
+			for range src.Started {
 			}
 		}()
 		waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
 		f.Close()
-		close(src.started)
-		src.checkOnce(t, f)
+		close(src.Started)
+		checkOnce(t, src, f)
 	})
 }
 
@@ -261,14 +256,14 @@ func TestReadAheadEndsInSingleChunks(t *testing.T) {
 	consumeAt(t, r, 4*testChunk, 8)
 	waitFor(t, "the window", func() bool { return verifiedRange(f, 5, 12) })
 	f.Close()
-	src.checkAtMostOnce(t, f)
-	var tail []fetchCall
+	checkAtMostOnce(t, src, f)
+	var tail []cachetest.Call
 	for _, c := range sortedCalls(src) {
-		if c.off >= 9*testChunk {
+		if c.Off >= 9*testChunk {
 			tail = append(tail, c)
 		}
 	}
-	if want := []fetchCall{{9 * testChunk, testChunk}, {10 * testChunk, testChunk}, {11 * testChunk, testChunk}}; fmt.Sprint(tail) != fmt.Sprint(want) {
+	if want := []cachetest.Call{{Off: 9 * testChunk, N: testChunk}, {Off: 10 * testChunk, N: testChunk}, {Off: 11 * testChunk, N: testChunk}}; fmt.Sprint(tail) != fmt.Sprint(want) {
 		t.Fatalf("fetches of the last chunks %v, want %v", tail, want)
 	}
 }
@@ -292,31 +287,31 @@ func TestPrefetchStopsFollowingClosedReader(t *testing.T) {
 	}
 
 	release := make(chan struct{})
-	src.set(func(s *fakeSource) {
-		s.gate = func(off, n int64) <-chan struct{} { return release }
-		s.started = make(chan fetchCall, 64)
+	src.Set(func(s *cachetest.Source) {
+		s.Gate = func(off, n int64) <-chan struct{} { return release }
+		s.Started = make(chan cachetest.Call, 64)
 	})
 	f.StartPrefetch()
 	// Prefetch may use three of the four connections.
-	var got []fetchCall
+	var got []cachetest.Call
 	fromStart := false
 	for range 3 {
-		c := recv(t, src.started, "prefetch fetch")
+		c := recv(t, src.Started, "prefetch fetch")
 		got = append(got, c)
-		fromStart = fromStart || c.off == 0
+		fromStart = fromStart || c.Off == 0
 	}
 	if !fromStart {
 		t.Fatalf("first prefetch fetches %v, want one at chunk 0: prefetch still follows the closed reader", got)
 	}
 	close(release)
 	go func() {
-		for range src.started {
+		for range src.Started {
 		}
 	}()
 	waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
 	f.Close()
-	close(src.started)
-	src.checkOnce(t, f)
+	close(src.Started)
+	checkOnce(t, src, f)
 }
 
 // A Reader told where its handle stops reading (LimitReadAhead) fetches
@@ -354,13 +349,13 @@ func TestLimitReadAheadStopsAtEnd(t *testing.T) {
 			}
 			f.sched.mu.Unlock()
 		} else {
-			waitFor(t, "read-ahead past the reads", func() bool { return src.received(last) > 0 })
+			waitFor(t, "read-ahead past the reads", func() bool { return src.Received(last) > 0 })
 		}
 		r.Close()
 		f.Close()
 		past := int64(0)
 		for i := last; i < f.lay.chunks; i++ {
-			past += src.received(i)
+			past += src.Received(i)
 		}
 		if limited && past != 0 {
 			t.Errorf("with the limit at %d, %d bytes past its chunk were fetched", end, past)

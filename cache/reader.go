@@ -44,7 +44,7 @@ import (
 type Reader struct {
 	f *File
 
-	mu      sync.Mutex // guards the fields below but closed
+	mu      sync.Mutex // guards the four fields below
 	streams []*stream
 	reads   uint64 // reads so far: the streams' clock
 	seeks   int64  // reads that started a stream after the first
@@ -70,16 +70,18 @@ const (
 	behind = 1 << 20
 )
 
-// stream is one sequential run of a Reader's reads.
+// stream is one sequential run of a Reader's reads. Its fields are guarded
+// by Reader.mu, but ra, which is set when the stream is made and never
+// changes: the plan it points at is the scheduler's, guarded by File.mu
+// like every plan.
 type stream struct {
-	r        *Reader
 	next     int64  // where the stream's furthest read ended
 	consumed int64  // bytes its reads asked for
 	window   int64  // read-ahead window in bytes (see Reader)
 	grown    int64  // consumed when window last grew
 	waited   bool   // a read with a window > 0 found its bytes missing since window last grew
 	used     uint64 // Reader.reads at its latest read
-	ra       plan   // guarded by File.mu; the scheduler's (see scheduler.readAhead)
+	ra       *plan  // the stream's read-ahead (see scheduler.readAhead)
 }
 
 // NewReader returns a Reader for one open file handle.
@@ -94,12 +96,15 @@ func (f *File) NewReader() *Reader { return &Reader{f: f} }
 func (r *Reader) Close() error {
 	r.closed.Store(true)
 	r.mu.Lock()
-	streams := append([]*stream(nil), r.streams...)
-	r.mu.Unlock()
-	for _, st := range streams {
-		r.f.sched.stopReadAhead(st, false)
+	plans := make([]*plan, len(r.streams))
+	for i, st := range r.streams {
+		plans[i] = st.ra
 	}
-	r.f.sched.stopRuns(r, streams)
+	r.mu.Unlock()
+	for _, ra := range plans {
+		r.f.sched.stopReadAhead(ra, false)
+	}
+	r.f.sched.stopRuns(r, plans)
 	return nil
 }
 
@@ -122,7 +127,11 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if r.closed.Load() {
 		return 0, ErrClosed
 	}
-	st, from, ra, cancel := r.track(off, int64(len(p)))
+	// A read whose chunks are not all there yet shows the window did not
+	// keep ahead of its stream, which may then grow (see track).
+	first, last := r.f.lay.span(off, r.f.lay.clamp(off, int64(len(p))))
+	missing := !r.f.presentAll(first, last)
+	ahead, from, ra, cancel := r.track(off, int64(len(p)), missing)
 	for _, c := range cancel {
 		r.f.sched.stopReadAhead(c, true)
 	}
@@ -140,29 +149,23 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		shape = readShape{blocks: true, extra: ra / 2, owner: r}
 	}
 	if win > 0 {
-		r.f.sched.readAhead(st, from, win)
+		r.f.sched.readAhead(ahead, &r.closed, from, win)
 		r.f.willNeed(from, win*chunk)
-	}
-	first, last := r.f.lay.span(off, r.f.lay.clamp(off, int64(len(p))))
-	if !r.f.presentAll(first, last) {
-		// The window did not keep ahead of this reader: it may grow.
-		r.mu.Lock()
-		st.waited = st.window > 0
-		r.mu.Unlock()
 	}
 	return r.f.readAt(ctx, p, off, shape)
 }
 
 // track files the read [off, off+n) under its stream, and returns the
-// stream, where its read-ahead starts (its end), the read-ahead it has
-// earned in bytes, and the streams whose read-ahead a seek cancels.
-func (r *Reader) track(off, n int64) (st *stream, from, ra int64, cancel []*stream) {
+// stream's read-ahead plan, where its read-ahead starts (its end), the
+// read-ahead it has earned in bytes, and the plans of the streams whose
+// read-ahead a seek cancels.
+func (r *Reader) track(off, n int64, missing bool) (ra *plan, from, earned int64, cancel []*plan) {
 	end := off + n
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reads++
 	r.read += n
-	var mru *stream
+	var st, mru *stream
 	for _, s := range r.streams {
 		if mru == nil || s.used > mru.used {
 			mru = s
@@ -183,15 +186,18 @@ func (r *Reader) track(off, n int64) (st *stream, from, ra int64, cancel []*stre
 			st.grown = st.consumed
 			st.waited = false
 		}
+		if missing && st.window > 0 {
+			st.waited = true
+		}
 	} else {
 		if len(r.streams) > 0 {
 			r.seeks++
-			cancel = append(cancel, mru)
+			cancel = append(cancel, mru.ra)
 			// The seeking stream starts again from nothing should it
 			// come back.
 			mru.window, mru.consumed, mru.grown = 0, 0, 0
 		}
-		st = &stream{r: r, next: end, consumed: n}
+		st = &stream{next: end, consumed: n, ra: &plan{}}
 		if len(r.streams) == maxStreams {
 			lru := 0
 			for i, s := range r.streams {
@@ -200,7 +206,7 @@ func (r *Reader) track(off, n int64) (st *stream, from, ra int64, cancel []*stre
 				}
 			}
 			if r.streams[lru] != mru {
-				cancel = append(cancel, r.streams[lru])
+				cancel = append(cancel, r.streams[lru].ra)
 			}
 			r.streams[lru] = st
 		} else {
@@ -208,11 +214,11 @@ func (r *Reader) track(off, n int64) (st *stream, from, ra int64, cancel []*stre
 		}
 	}
 	st.used = r.reads
-	ra = min(st.window, st.consumed)
+	earned = min(st.window, st.consumed)
 	if r.seeks >= randomSeeks && r.read/r.seeks < randomAvg && st.consumed < raStart {
-		ra = 0
+		earned = 0
 	}
-	return st, st.next, ra, cancel
+	return st.ra, st.next, earned, cancel
 }
 
 // readShape says how a demand read fetches what is missing: whole chunks

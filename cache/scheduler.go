@@ -55,11 +55,11 @@ type scheduler struct {
 	stale  atomic.Pointer[error] // set once: the error every later read returns
 
 	prefetching bool // guarded by mu
-	// followAt is the chunk just past the read-ahead window of the
-	// sequential Reader stream followBy (0: none), where prefetch looks
-	// first. Guarded by mu.
+	// followAt is the chunk just past the window of followBy, the
+	// read-ahead plan of a sequential Reader stream (0: none), where
+	// prefetch looks first. Guarded by mu.
 	followAt int64
-	followBy *stream
+	followBy *plan
 
 	bytesFetched atomic.Int64 // bytes received from the Source
 	requests     atomic.Int64 // Source.Fetch calls

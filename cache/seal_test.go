@@ -95,8 +95,8 @@ func TestSealMismatchChecks(t *testing.T) {
 			if _, err := f.ReadAt(bg, buf, m.ChunkSize); err != nil || !bytes.Equal(buf, want(m.ChunkSize, 4096)) {
 				t.Fatalf("read of the changed block: %v (or wrong bytes)", err)
 			}
-			if len(src.callList()) != 1 {
-				t.Fatalf("fetches %v, want one refetch of the corrupt chunk", src.callList())
+			if len(src.Calls()) != 1 {
+				t.Fatalf("fetches %v, want one refetch of the corrupt chunk", src.Calls())
 			}
 		})
 	}

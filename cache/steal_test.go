@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"rangefs/cache/cachetest"
 )
 
 // flightsOf returns the flights of chunks [first, end) now (nil where none).
@@ -58,18 +60,18 @@ func TestDemandStealsEndOfBlockedPrefetchRun(t *testing.T) {
 	size := int64(7*testChunk + 999) // 8 chunks, the last one short
 	src := newCountingFake(size)
 	release := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off == 0 {
 			return release
 		}
 		return nil
 	}
-	src.started = make(chan fetchCall, 16)
+	src.Started = make(chan cachetest.Call, 16)
 	// NewPool(2) leaves prefetch one connection, so it claims all 8 chunks
 	// as one run.
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2)})
 	f.StartPrefetch()
-	if c := recv(t, src.started, "prefetch fetch"); c != (fetchCall{0, size}) {
+	if c := recv(t, src.Started, "prefetch fetch"); c != (cachetest.Call{Off: 0, N: size}) {
 		t.Fatalf("prefetch fetch %v, want the whole file as one run", c)
 	}
 	before := flightsOf(f, 0, 8)
@@ -82,7 +84,7 @@ func TestDemandStealsEndOfBlockedPrefetchRun(t *testing.T) {
 	if err := readRange(t, f, 7*testChunk, 999); err != nil {
 		t.Fatalf("demand read of the run's last chunk: %v", err)
 	}
-	if c := recv(t, src.started, "demand fetch"); c != (fetchCall{7 * testChunk, 999}) {
+	if c := recv(t, src.Started, "demand fetch"); c != (cachetest.Call{Off: 7 * testChunk, N: 999}) {
 		t.Fatalf("demand fetch %v, want only the stolen chunk", c)
 	}
 	// The stolen chunk kept its flight (anyone waiting on it was woken by
@@ -103,8 +105,8 @@ func TestDemandStealsEndOfBlockedPrefetchRun(t *testing.T) {
 	// The last chunk may be committed before its Write returned to the
 	// Source, which counts the bytes only then.
 	settle(t, f)
-	src.checkOnce(t, f)
-	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint([]fetchCall{{0, size}, {7 * testChunk, 999}}) {
+	checkOnce(t, src, f)
+	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint([]cachetest.Call{{Off: 0, N: size}, {Off: 7 * testChunk, N: 999}}) {
 		t.Fatalf("fetches %v, want the cut prefetch run and the demand chunk only", got)
 	}
 	if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
@@ -123,23 +125,23 @@ func TestStolenChunksReturnToThePlan(t *testing.T) {
 	size := int64(8 * testChunk)
 	src := newCountingFake(size)
 	release := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off == 0 {
 			return release
 		}
 		return nil
 	}
-	src.started = make(chan fetchCall, 16)
+	src.Started = make(chan cachetest.Call, 16)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2)})
 	f.StartPrefetch()
-	recv(t, src.started, "prefetch fetch")
+	recv(t, src.Started, "prefetch fetch")
 	before := flightsOf(f, 0, 8)
 
 	// Chunks 3 and 4.
 	if err := readRange(t, f, 3*testChunk+100, testChunk); err != nil {
 		t.Fatal(err)
 	}
-	if c := recv(t, src.started, "demand fetch"); c != (fetchCall{3 * testChunk, 2 * testChunk}) {
+	if c := recv(t, src.Started, "demand fetch"); c != (cachetest.Call{Off: 3 * testChunk, N: 2 * testChunk}) {
 		t.Fatalf("demand fetch %v, want chunks 3-4 in one request", c)
 	}
 	for i := 3; i < 5; i++ {
@@ -169,8 +171,8 @@ func TestStolenChunksReturnToThePlan(t *testing.T) {
 	// The last chunk may be committed before its Write returned to the
 	// Source, which counts the bytes only then.
 	settle(t, f)
-	src.checkOnce(t, f)
-	wantCalls := []fetchCall{{0, size}, {3 * testChunk, 2 * testChunk}, {5 * testChunk, 3 * testChunk}}
+	checkOnce(t, src, f)
+	wantCalls := []cachetest.Call{{Off: 0, N: size}, {Off: 3 * testChunk, N: 2 * testChunk}, {Off: 5 * testChunk, N: 3 * testChunk}}
 	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(wantCalls) {
 		t.Fatalf("fetches %v, want %v", got, wantCalls)
 	}
@@ -187,15 +189,15 @@ func TestStolenChunksReturnToThePlan(t *testing.T) {
 func TestReadAheadStealsFromPrefetch(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		stalled  time.Duration // Options.stalledAfter
-		stolen   []fetchCall   // read-ahead's fetches
-		notReady int64         // a stolen chunk that must not be present before the prefetch is released
+		stalled  time.Duration    // Options.stalledAfter
+		stolen   []cachetest.Call // read-ahead's fetches
+		notReady int64            // a stolen chunk that must not be present before the prefetch is released
 	}{
 		// The blocked prefetch counts as streaming: chunk 3 is near.
-		{"streaming", time.Hour, []fetchCall{{4 * testChunk, testChunk}}, 3},
+		{"streaming", time.Hour, []cachetest.Call{{Off: 4 * testChunk, N: testChunk}}, 3},
 		// It counts as stalled at once: chunk 3 goes too, then chunk 4
 		// (the read-ahead grows by a chunk per chunk consumed).
-		{"stalled", time.Nanosecond, []fetchCall{{3 * testChunk, testChunk}, {4 * testChunk, testChunk}}, -1},
+		{"stalled", time.Nanosecond, []cachetest.Call{{Off: 3 * testChunk, N: testChunk}, {Off: 4 * testChunk, N: testChunk}}, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			size := int64(12 * testChunk)
@@ -207,17 +209,17 @@ func TestReadAheadStealsFromPrefetch(t *testing.T) {
 				}
 			}
 			release := make(chan struct{})
-			src.set(func(s *fakeSource) {
-				s.gate = func(off, n int64) <-chan struct{} {
+			src.Set(func(s *cachetest.Source) {
+				s.Gate = func(off, n int64) <-chan struct{} {
 					if off == 2*testChunk {
 						return release
 					}
 					return nil
 				}
-				s.started = make(chan fetchCall, 16)
+				s.Started = make(chan cachetest.Call, 16)
 			})
 			f.StartPrefetch()
-			if c := recv(t, src.started, "prefetch fetch"); c != (fetchCall{2 * testChunk, 10 * testChunk}) {
+			if c := recv(t, src.Started, "prefetch fetch"); c != (cachetest.Call{Off: 2 * testChunk, N: 10 * testChunk}) {
 				t.Fatalf("prefetch fetch %v, want chunks 2-11 as one run", c)
 			}
 			// Four chunks consumed in chunk 0 grow the read-ahead to 4
@@ -225,18 +227,18 @@ func TestReadAheadStealsFromPrefetch(t *testing.T) {
 			// prefetch's current chunk (never stealable).
 			r := f.NewReader()
 			buf := make([]byte, testChunk)
-			got := map[fetchCall]bool{}
+			got := map[cachetest.Call]bool{}
 			for k := range 4 {
 				if _, err := r.ReadAt(bg, buf, 0); err != nil || !bytes.Equal(buf, want(0, testChunk)) {
 					t.Fatalf("read at 0: %v", err)
 				}
 				if k == 2 && len(tc.stolen) == 2 {
 					// Chunk 3 is stolen before the window grows on.
-					got[recv(t, src.started, "read-ahead fetch")] = true
+					got[recv(t, src.Started, "read-ahead fetch")] = true
 				}
 			}
 			for len(got) < len(tc.stolen) {
-				got[recv(t, src.started, "read-ahead fetch")] = true
+				got[recv(t, src.Started, "read-ahead fetch")] = true
 			}
 			for _, c := range tc.stolen {
 				if !got[c] {
@@ -244,26 +246,26 @@ func TestReadAheadStealsFromPrefetch(t *testing.T) {
 				}
 			}
 			last := tc.stolen[len(tc.stolen)-1]
-			waitFor(t, "read-ahead", func() bool { return verifiedRange(f, last.off/testChunk, (last.off+last.n)/testChunk) })
+			waitFor(t, "read-ahead", func() bool { return verifiedRange(f, last.Off/testChunk, (last.Off+last.N)/testChunk) })
 			if f.tab.present.get(2) || (tc.notReady >= 0 && f.tab.present.get(tc.notReady)) {
 				t.Fatal("a chunk of the blocked prefetch is present")
 			}
 
 			close(release)
 			go func() {
-				for range src.started {
+				for range src.Started {
 				}
 			}()
 			waitFor(t, "prefetch to complete", func() bool { st := f.Stats(); return st.Present == st.Chunks })
 			f.Close()
-			close(src.started)
-			src.checkOnce(t, f)
+			close(src.Started)
+			checkOnce(t, src, f)
 			// The prefetch wrote up to the cut and then fetched what
 			// read-ahead gave back: just past the reader's window (chunk
 			// 5) first, in pieces as small as read-ahead's (see
 			// plan.follow), then the rest in one piece.
-			wantCalls := append([]fetchCall{{0, testChunk}, {testChunk, testChunk}, {2 * testChunk, 10 * testChunk}}, tc.stolen...)
-			wantCalls = append(wantCalls, fetchCall{5 * testChunk, 2 * testChunk}, fetchCall{7 * testChunk, 2 * testChunk}, fetchCall{9 * testChunk, 3 * testChunk})
+			wantCalls := append([]cachetest.Call{{Off: 0, N: testChunk}, {Off: testChunk, N: testChunk}, {Off: 2 * testChunk, N: 10 * testChunk}}, tc.stolen...)
+			wantCalls = append(wantCalls, cachetest.Call{Off: 5 * testChunk, N: 2 * testChunk}, cachetest.Call{Off: 7 * testChunk, N: 2 * testChunk}, cachetest.Call{Off: 9 * testChunk, N: 3 * testChunk})
 			if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(wantCalls) {
 				t.Fatalf("fetches %v, want %v", got, wantCalls)
 			}
@@ -279,16 +281,16 @@ func TestReadAheadStealsFromPrefetch(t *testing.T) {
 func TestBusyPrefetchYieldsSlotToQueuedDemand(t *testing.T) {
 	size := int64(8 * testChunk)
 	src := newCountingFake(size)
-	src.writeSize = testChunk
+	src.WriteSize = testChunk
 	resume, afterB, gateA := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	paused := make(chan struct{}) // closed when the prefetch waits on resume
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off == 6*testChunk {
 			return gateA
 		}
 		return nil
 	}
-	src.pause = func(off, done int64) <-chan struct{} {
+	src.Pause = func(off, done int64) <-chan struct{} {
 		switch {
 		case off != 0:
 			return nil
@@ -300,11 +302,11 @@ func TestBusyPrefetchYieldsSlotToQueuedDemand(t *testing.T) {
 		}
 		return nil
 	}
-	src.started = make(chan fetchCall, 16)
+	src.Started = make(chan cachetest.Call, 16)
 	pool := NewPool(2)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: pool})
 	f.StartPrefetch()
-	recv(t, src.started, "prefetch fetch")
+	recv(t, src.Started, "prefetch fetch")
 	// Chunk 0 is written, and the prefetch has passed its end (it waits
 	// before writing chunk 1), before anyone queues, so the yield must come
 	// at the end of chunk 1. (Waiting for chunk 0 to be present is not
@@ -315,7 +317,7 @@ func TestBusyPrefetchYieldsSlotToQueuedDemand(t *testing.T) {
 	// Reader A takes the second slot and keeps it.
 	errA := make(chan error, 1)
 	go func() { errA <- readRange(t, f, 6*testChunk, testChunk) }()
-	if c := recv(t, src.started, "reader A's fetch"); c != (fetchCall{6 * testChunk, testChunk}) {
+	if c := recv(t, src.Started, "reader A's fetch"); c != (cachetest.Call{Off: 6 * testChunk, N: testChunk}) {
 		t.Fatalf("reader A's fetch %v", c)
 	}
 	// Reader B finds no slot and queues.
@@ -336,9 +338,9 @@ func TestBusyPrefetchYieldsSlotToQueuedDemand(t *testing.T) {
 	// The last chunk may be committed before its Write returned to the
 	// Source, which counts the bytes only then.
 	settle(t, f)
-	src.checkOnce(t, f)
+	checkOnce(t, src, f)
 	// The prefetch wrote chunks 0-1, yielded, and fetched 2-5 later.
-	wantCalls := []fetchCall{{0, size}, {2 * testChunk, 4 * testChunk}, {6 * testChunk, testChunk}, {7 * testChunk, testChunk}}
+	wantCalls := []cachetest.Call{{Off: 0, N: size}, {Off: 2 * testChunk, N: 4 * testChunk}, {Off: 6 * testChunk, N: testChunk}, {Off: 7 * testChunk, N: testChunk}}
 	if got := fmt.Sprint(sortedCalls(src)); got != fmt.Sprint(wantCalls) {
 		t.Fatalf("fetches %v, want %v", got, wantCalls)
 	}
@@ -351,8 +353,8 @@ func TestBusyPrefetchYieldsSlotToQueuedDemand(t *testing.T) {
 func TestStealingUnderConcurrencyFetchesEachChunkOnce(t *testing.T) {
 	size := int64(48*testChunk + 123)
 	src := newCountingFake(size)
-	src.writeSize = 16 << 10
-	src.pause = func(off, done int64) <-chan struct{} {
+	src.WriteSize = 16 << 10
+	src.Pause = func(off, done int64) <-chan struct{} {
 		time.Sleep(100 * time.Microsecond)
 		return nil
 	}
@@ -404,7 +406,7 @@ func TestStealingUnderConcurrencyFetchesEachChunkOnce(t *testing.T) {
 	// Let the last read-ahead and prefetch workers wind down before
 	// counting: Close waits for them.
 	f.Close()
-	src.checkOnce(t, f)
+	checkOnce(t, src, f)
 	if got := fileBytes(t, f.DataPath()); !bytes.Equal(got, want(0, size)) {
 		t.Fatal("data file differs from the pattern")
 	}

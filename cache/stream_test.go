@@ -16,9 +16,9 @@ import (
 func TestWaiterServedFromWrittenBytes(t *testing.T) {
 	size := int64(4 * testChunk)
 	src := newFake(size)
-	src.writeSize = 4096
+	src.WriteSize = 4096
 	release := make(chan struct{})
-	src.pause = func(off, done int64) <-chan struct{} {
+	src.Pause = func(off, done int64) <-chan struct{} {
 		if done == 8192 {
 			return release // hold the fetch after its first 8 KiB
 		}
@@ -69,7 +69,7 @@ func TestWaiterServedFromWrittenBytes(t *testing.T) {
 	if st := f.Stats(); st.Present != 1 || !f.tab.present.get(1) || st.Verified != 1 {
 		t.Fatalf("after the fetch: %+v, want chunk 1 present and verified", st)
 	}
-	if n := src.nCalls(); n != 1 {
+	if n := src.NCalls(); n != 1 {
 		t.Fatalf("%d fetches, want 1", n)
 	}
 }
@@ -80,7 +80,7 @@ func TestWaiterOnUnstartedFetchWaits(t *testing.T) {
 	size := int64(2 * testChunk)
 	src := newFake(size)
 	release := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} { return release }
+	src.Gate = func(off, n int64) <-chan struct{} { return release }
 	waiting := make(chan struct{}, 8)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{onWait: func() { waiting <- struct{}{} }})
 
@@ -134,7 +134,7 @@ func (d *junkWriteData) WriteAt(p []byte, off int64) (int, error) {
 func TestFailedWriteNeverVisible(t *testing.T) {
 	size := int64(2 * testChunk)
 	src := newFake(size)
-	src.writeSize = 4096
+	src.WriteSize = 4096
 	bad := int64(3 * 4096)
 	var jd *junkWriteData
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{wrapData: func(d dataFile) dataFile {

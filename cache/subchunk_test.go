@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+
+	"rangefs/cache/cachetest"
 )
 
 // bigMeta is testMeta with 1 MiB chunks (16 blocks each).
@@ -33,7 +35,7 @@ func TestReaderFetchesBlocks(t *testing.T) {
 	read(6*chunk-100, 200)              // the last block of chunk 5, the first of chunk 6
 	read(3*chunk+5*blockSize, 10)       // block 5 again: no fetch
 	got := fmt.Sprint(sortedCalls(src))
-	wantCalls := fmt.Sprint([]fetchCall{{3*chunk + 5*blockSize, blockSize}, {6*chunk - blockSize, blockSize}, {6 * chunk, blockSize}})
+	wantCalls := fmt.Sprint([]cachetest.Call{{Off: 3*chunk + 5*blockSize, N: blockSize}, {Off: 6*chunk - blockSize, N: blockSize}, {Off: 6 * chunk, N: blockSize}})
 	if got != wantCalls {
 		t.Fatalf("fetches %s, want %s", got, wantCalls)
 	}
@@ -68,10 +70,10 @@ func TestReaderGrowsToChunks(t *testing.T) {
 	// A chunk may be committed before its Write returned to the Source,
 	// which counts the bytes only then.
 	settle(t, f)
-	calls := src.callList()
+	calls := src.Calls()
 	whole := 0
 	for _, c := range calls {
-		if c.n >= chunk {
+		if c.N >= chunk {
 			whole++
 		}
 	}
@@ -81,7 +83,7 @@ func TestReaderGrowsToChunks(t *testing.T) {
 	// Every block exactly once: the blocks chunk 0 was read in were not
 	// fetched again, nor was a chunk read ahead fetched twice.
 	for u := int64(0); u < size/blockSize; u++ {
-		if got := src.received(u); got != blockSize {
+		if got := src.Received(u); got != blockSize {
 			t.Errorf("block %d: received %d bytes, want %d", u, got, blockSize)
 		}
 	}
@@ -112,11 +114,11 @@ func TestRandomHandleReadsNoAhead(t *testing.T) {
 	// read earned 128 KiB ahead (what the stream had read) and fetched
 	// half of it with its block, so the third read fetched nothing. The
 	// last two: one block per read.
-	wantCalls := fmt.Sprint([]fetchCall{
-		{10 * chunk, blockSize}, {10*chunk + blockSize, 2 * blockSize},
-		{30 * chunk, blockSize}, {30*chunk + blockSize, blockSize}, {30*chunk + 2*blockSize, blockSize},
-		{40 * chunk, blockSize}, {40*chunk + blockSize, 2 * blockSize},
-		{50 * chunk, blockSize}, {50*chunk + blockSize, blockSize}, {50*chunk + 2*blockSize, blockSize},
+	wantCalls := fmt.Sprint([]cachetest.Call{
+		{Off: 10 * chunk, N: blockSize}, {Off: 10*chunk + blockSize, N: 2 * blockSize},
+		{Off: 30 * chunk, N: blockSize}, {Off: 30*chunk + blockSize, N: blockSize}, {Off: 30*chunk + 2*blockSize, N: blockSize},
+		{Off: 40 * chunk, N: blockSize}, {Off: 40*chunk + blockSize, N: 2 * blockSize},
+		{Off: 50 * chunk, N: blockSize}, {Off: 50*chunk + blockSize, N: blockSize}, {Off: 50*chunk + 2*blockSize, N: blockSize},
 	})
 	if got := fmt.Sprint(sortedCalls(src)); got != wantCalls {
 		t.Fatalf("fetches %s, want %s", got, wantCalls)
@@ -130,13 +132,13 @@ func TestSeekCancelsReadAhead(t *testing.T) {
 	size := int64(32 * testChunk)
 	src := newCountingFake(size)
 	release := make(chan struct{})
-	src.gate = func(off, n int64) <-chan struct{} {
+	src.Gate = func(off, n int64) <-chan struct{} {
 		if off == 2*testChunk || off == 4*testChunk {
 			return release
 		}
 		return nil
 	}
-	src.started = make(chan fetchCall, 16)
+	src.Started = make(chan cachetest.Call, 16)
 	f := openT(t, cacheDir(t), testMeta(size), src, Options{Pool: NewPool(2), ReadAheadMax: 4 * testChunk})
 	r := f.NewReader()
 	// Chunks 0-1 read twice: four chunks consumed, chunks 2-5 ahead, in
@@ -147,13 +149,13 @@ func TestSeekCancelsReadAhead(t *testing.T) {
 			t.Fatalf("read: %v", err)
 		}
 	}
-	got := map[fetchCall]bool{}
+	got := map[cachetest.Call]bool{}
 	for len(got) < 2 {
-		if c := recv(t, src.started, "read-ahead fetch"); c.off >= 2*testChunk {
+		if c := recv(t, src.Started, "read-ahead fetch"); c.Off >= 2*testChunk {
 			got[c] = true
 		}
 	}
-	if !got[fetchCall{2 * testChunk, 2 * testChunk}] || !got[fetchCall{4 * testChunk, 2 * testChunk}] {
+	if !got[cachetest.Call{Off: 2 * testChunk, N: 2 * testChunk}] || !got[cachetest.Call{Off: 4 * testChunk, N: 2 * testChunk}] {
 		t.Fatalf("read-ahead fetches %v, want chunks 2-3 and 4-5", got)
 	}
 	errc := make(chan error, 1)
@@ -175,14 +177,14 @@ func TestSeekCancelsReadAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		for range src.started {
+		for range src.Started {
 		}
 	}()
 	waitFor(t, "chunks 2 and 4", func() bool { return verifiedRange(f, 2, 3) && verifiedRange(f, 4, 5) })
 	f.Close()
-	close(src.started)
-	if src.received(3) != 0 || src.received(5) != 0 {
-		t.Fatalf("cancelled read-ahead was fetched: chunk 3 %d bytes, chunk 5 %d", src.received(3), src.received(5))
+	close(src.Started)
+	if src.Received(3) != 0 || src.Received(5) != 0 {
+		t.Fatalf("cancelled read-ahead was fetched: chunk 3 %d bytes, chunk 5 %d", src.Received(3), src.Received(5))
 	}
 }
 
@@ -210,8 +212,8 @@ func TestPartReadsFetchOnlyMissingBlocks(t *testing.T) {
 	settle(t, f)
 	for b := int64(0); b < chunk/blockSize; b++ {
 		u := (base / blockSize) + b
-		if got := src.received(u); got > blockSize {
-			t.Errorf("block %d of chunk 3: received %d bytes, want at most %d; fetches %v", b, got, blockSize, src.callList())
+		if got := src.Received(u); got > blockSize {
+			t.Errorf("block %d of chunk 3: received %d bytes, want at most %d; fetches %v", b, got, blockSize, src.Calls())
 		}
 	}
 	f.Close()
@@ -226,10 +228,10 @@ func TestReaderCloseStopsItsFetchesMidChunk(t *testing.T) {
 	size := int64(16 * chunk)
 	src := newCountingFake(size)
 	release := make(chan struct{})
-	paused := make(chan fetchCall, 16)
-	src.pause = func(off, done int64) <-chan struct{} {
+	paused := make(chan cachetest.Call, 16)
+	src.Pause = func(off, done int64) <-chan struct{} {
 		if off >= 2*chunk && done == 2*blockSize {
-			paused <- fetchCall{off, done}
+			paused <- cachetest.Call{Off: off, N: done}
 			return release
 		}
 		return nil
@@ -250,26 +252,26 @@ func TestReaderCloseStopsItsFetchesMidChunk(t *testing.T) {
 	settle(t, f)
 	var ahead int64
 	for u := int64(2 * chunk / blockSize); u < size/blockSize; u++ {
-		ahead += src.received(u)
+		ahead += src.Received(u)
 	}
 	// Each read-ahead fetch paused after 2 blocks and wrote one more.
 	started := 1 + len(paused)
 	if ahead > int64(started)*3*blockSize {
 		t.Fatalf("%d bytes past chunk 1 fetched by %d read-ahead fetches (first at %d), want at most %d: %v",
-			ahead, started, first.off, started*3*blockSize, src.callList())
+			ahead, started, first.Off, started*3*blockSize, src.Calls())
 	}
 	// The blocks written are served, the rest fetched once.
 	r2 := f.NewReader()
 	defer r2.Close()
 	whole := make([]byte, chunk)
-	off := first.off - first.off%chunk
+	off := first.Off - first.Off%chunk
 	if _, err := r2.ReadAt(bg, whole, off); err != nil || !bytes.Equal(whole, want(off, chunk)) {
 		t.Fatalf("read of chunk at %d after the stop: %v", off, err)
 	}
 	settle(t, f)
 	for u := off / blockSize; u < (off+chunk)/blockSize; u++ {
-		if got := src.received(u); got != blockSize {
-			t.Errorf("block %d: received %d bytes, want %d; fetches %v", u, got, blockSize, src.callList())
+		if got := src.Received(u); got != blockSize {
+			t.Errorf("block %d: received %d bytes, want %d; fetches %v", u, got, blockSize, src.Calls())
 		}
 	}
 	f.Close()

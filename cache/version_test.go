@@ -138,7 +138,7 @@ func TestVersionIdentityAcrossSessions(t *testing.T) {
 				t.Fatalf("Discarded() = %q, want it to mention %q", f.Discarded(), tc.word)
 			}
 			readAll(t, f, 100000)
-			if src.nCalls() == 0 {
+			if src.NCalls() == 0 {
 				t.Fatal("nothing refetched after the discard")
 			}
 		})

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"rangefs/cache"
+	"rangefs/cache/cachetest"
 	"rangefs/fetch/fetchtest/testsync"
 	"rangefs/fs/archive/archivetest"
 )
@@ -30,21 +31,6 @@ import (
 // These tests mount archives made by real tools (zip, python's zipfile,
 // GNU tar, bsdtar, gzip, pigz) through a real FUSE mount over cache files,
 // and compare what the mount shows with what the tools list and extract.
-
-// bytesSource serves an archive from memory and counts the bytes it sends.
-type bytesSource struct {
-	b     []byte
-	bytes atomic.Int64
-}
-
-func (s *bytesSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
-	if off < 0 || off+n > int64(len(s.b)) {
-		return errors.New("bytes source: range out of bounds")
-	}
-	s.bytes.Add(n)
-	_, err := w.Write(s.b[off : off+n])
-	return err
-}
 
 // memIndexFile is a File that keeps archive indexes in memory.
 type memIndexFile struct {
@@ -71,7 +57,7 @@ func (m *memIndexFile) SaveIndex(name string, b []byte) error {
 
 type archMount struct {
 	dir  string
-	srcs map[string]*bytesSource
+	srcs map[string]*cachetest.Source
 	log  *testsync.Buffer
 	srv  *Server
 	done func()
@@ -85,11 +71,11 @@ func mountArchives(t *testing.T, archives map[string][]byte, cacheRoot string, s
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("skipping a real mount: /dev/fuse is not available here (%v)", err)
 	}
-	m := &archMount{dir: t.TempDir(), srcs: map[string]*bytesSource{}, log: &testsync.Buffer{}}
+	m := &archMount{dir: t.TempDir(), srcs: map[string]*cachetest.Source{}, log: &testsync.Buffer{}}
 	var files []*cache.File
 	var entries []Entry
 	for name, b := range archives {
-		src := &bytesSource{b: b}
+		src := cachetest.BytesSource(b)
 		m.srcs[name] = src
 		f, err := cache.Open(filepath.Join(cacheRoot, name), cache.Meta{Size: int64(len(b)), ChunkSize: chunk, ETag: `"v1"`, URL: "http://test/" + name},
 			src, cache.Options{ReadAheadMax: 4 * chunk})
@@ -291,7 +277,7 @@ func TestArchivesMadeByTools(t *testing.T) {
 				}
 				randomPreads(t, filepath.Join(m.dir, n, big), wantB, uint64(len(n)))
 			}
-			t.Logf("%s: %d members match; %d of %d archive bytes fetched", n, count, m.srcs[n].bytes.Load(), len(archives[n]))
+			t.Logf("%s: %d members match; %d of %d archive bytes fetched", n, count, m.srcs[n].Bytes(), len(archives[n]))
 		})
 	}
 }
@@ -367,7 +353,7 @@ func TestArchiveIndexRemountListsWithoutFetching(t *testing.T) {
 	m = mountArchives(t, archives, t.TempDir(), stores)
 	for n := range archives {
 		archivetest.EqualNames(t, "remounted "+n, archivetest.WalkNames(t, filepath.Join(m.dir, n)), first[n])
-		if got := m.srcs[n].bytes.Load(); got != 0 {
+		if got := m.srcs[n].Bytes(); got != 0 {
 			t.Errorf("%s: listing with a saved index fetched %d bytes, want 0", n, got)
 		}
 	}
@@ -392,7 +378,7 @@ func TestArchiveIndexRemountListsWithoutFetching(t *testing.T) {
 	}
 	m = mountArchives(t, archives, t.TempDir(), stores)
 	archivetest.EqualNames(t, "a.tar with a stale index", archivetest.WalkNames(t, filepath.Join(m.dir, "a.tar")), first["a.tar"])
-	if got := m.srcs["a.tar"].bytes.Load(); got == 0 {
+	if got := m.srcs["a.tar"].Bytes(); got == 0 {
 		t.Errorf("a.tar listed with 0 bytes fetched: the stale index was used")
 	}
 }
@@ -422,21 +408,21 @@ func readErrno(name string) ([]byte, error) {
 	return b, err
 }
 
-// directFile is a File that also reads ranges straight from its source,
-// counting them.
+// directFile is a File that also reads ranges straight from the remote's
+// bytes b, counting them.
 type directFile struct {
 	File
-	src   *bytesSource
+	b     []byte
 	bytes atomic.Int64
 }
 
 func (d *directFile) ReadRange(ctx context.Context, p []byte, off int64) (int, error) {
-	n := min(len(p), len(d.src.b)-int(off))
+	n := min(len(p), len(d.b)-int(off))
 	if n <= 0 {
 		return 0, io.EOF
 	}
 	d.bytes.Add(int64(n))
-	copy(p, d.src.b[off:int(off)+n])
+	copy(p, d.b[off:int(off)+n])
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -465,13 +451,13 @@ func TestTarListingReadsHeadersDirectly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &bytesSource{b: b}
+	s := cachetest.BytesSource(b)
 	f, err := cache.Open(t.TempDir(), cache.Meta{Size: int64(len(b)), ChunkSize: chunk, ETag: `"v1"`, URL: "http://test/a.tar"}, s, cache.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	df := &directFile{File: CacheFile(f, time.Time{}), src: s}
+	df := &directFile{File: CacheFile(f, time.Time{}), b: b}
 	dir := t.TempDir()
 	srv, err := Mount(dir, WithArchives(Static([]Entry{{Name: "a.tar", File: df}}, time.Time{}), ArchiveOptions{}), Options{})
 	if err != nil {
@@ -485,7 +471,7 @@ func TestTarListingReadsHeadersDirectly(t *testing.T) {
 	if len(names) != 204 {
 		t.Fatalf("%d names listed, want 204", len(names))
 	}
-	if got := s.bytes.Load(); got != 0 {
+	if got := s.Bytes(); got != 0 {
 		t.Errorf("listing fetched %d bytes through the cache, want 0", got)
 	}
 	if got := df.bytes.Load(); got > 210*1024+8192 { // 205 headers (members, directories, ".") and the end
@@ -495,7 +481,7 @@ func TestTarListingReadsHeadersDirectly(t *testing.T) {
 	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{101}, 100<<10)) {
 		t.Errorf("member read: %d bytes, %v", len(got), err)
 	}
-	if s.bytes.Load() == 0 {
+	if s.Bytes() == 0 {
 		t.Error("the member was not read through the cache")
 	}
 	t.Logf("listing: %d bytes read directly for a %d-byte tar", df.bytes.Load(), len(b))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"rangefs/cache"
+	"rangefs/cache/cachetest"
 	"rangefs/fs/archive"
 
 	"rangefs/fs/archive/archivetest"
@@ -29,7 +30,7 @@ func TestTarGzMemberReadFetchesSpanAndMember(t *testing.T) {
 	tgz, members := archivetest.TarGz(t, n, member, 3)
 	ratio := float64(len(tgz)) / float64(n*member)
 	store := map[string][]byte{}
-	open := func(src *bytesSource) (Dir, func()) {
+	open := func(src *cachetest.Source) (Dir, func()) {
 		f, err := cache.Open(filepath.Join(t.TempDir(), "obj"), cache.Meta{Size: int64(len(tgz)), ChunkSize: mchunk, ETag: `"v1"`, URL: "http://test/a.tar.gz"},
 			src, cache.Options{})
 		if err != nil {
@@ -44,17 +45,17 @@ func TestTarGzMemberReadFetchesSpanAndMember(t *testing.T) {
 		return d, func() { cancel(); f.Close() }
 	}
 	// The indexing pass, on a first cache; its index is kept in store.
-	_, done := open(&bytesSource{b: tgz})
+	_, done := open(cachetest.BytesSource(tgz))
 	done()
 	if len(store) != 1 {
 		t.Fatalf("%d indexes kept after the pass, want 1", len(store))
 	}
 	// A fresh cache, the kept index: listing fetches nothing, the member read
 	// fetches what it inflates.
-	src := &bytesSource{b: tgz}
+	src := cachetest.BytesSource(tgz)
 	d, done := open(src)
 	defer done()
-	if got := src.bytes.Load(); got != 0 {
+	if got := src.Bytes(); got != 0 {
 		t.Fatalf("listing with the kept index fetched %d bytes", got)
 	}
 	es, err := d.List(context.Background())
@@ -106,11 +107,11 @@ func TestTarGzMemberReadFetchesSpanAndMember(t *testing.T) {
 
 // waitQuiet returns src's byte count once it has stopped changing (fetches
 // already started finish), within 5 s.
-func waitQuiet(src *bytesSource) int64 {
-	last := src.bytes.Load()
+func waitQuiet(src *cachetest.Source) int64 {
+	last := src.Bytes()
 	for range 50 {
 		time.Sleep(100 * time.Millisecond)
-		now := src.bytes.Load()
+		now := src.Bytes()
 		if now == last {
 			return now
 		}

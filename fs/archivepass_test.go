@@ -4,10 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -19,29 +17,29 @@ import (
 	"time"
 
 	"rangefs/cache"
+	"rangefs/cache/cachetest"
 	"rangefs/fetch/fetchtest/testsync"
 )
 
 // gatedSource serves an archive from memory, holding every fetch that
 // reaches past limit until release is called (or the fetch's context ends).
 type gatedSource struct {
-	bytesSource
-	limit int64
-	held  atomic.Bool // a fetch has waited at the gate
-	open  chan struct{}
-	once  sync.Once
+	*cachetest.Source
+	held atomic.Bool // a fetch has waited at the gate
+	open chan struct{}
+	once sync.Once
 }
 
-func (s *gatedSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
-	if off+n > s.limit {
-		s.held.Store(true)
-		select {
-		case <-s.open:
-		case <-ctx.Done():
-			return ctx.Err()
+func newGatedSource(b []byte, limit int64) *gatedSource {
+	s := &gatedSource{Source: cachetest.BytesSource(b), open: make(chan struct{})}
+	s.Gate = func(off, n int64) <-chan struct{} {
+		if off+n > limit {
+			s.held.Store(true)
+			return s.open
 		}
+		return nil
 	}
-	return s.bytesSource.Fetch(ctx, off, n, w)
+	return s
 }
 
 func (s *gatedSource) release() { s.once.Do(func() { close(s.open) }) }
@@ -113,7 +111,7 @@ func TestTarGzLookupsDuringPass(t *testing.T) {
 	}
 	const n, size = 64, 64 << 10
 	tgz, names, members := passTarGz(t, n, size)
-	src := &gatedSource{bytesSource: bytesSource{b: tgz}, limit: int64(len(tgz)) / 2, open: make(chan struct{})}
+	src := newGatedSource(tgz, int64(len(tgz))/2)
 	f, err := cache.Open(filepath.Join(t.TempDir(), "obj"), cache.Meta{Size: int64(len(tgz)), ChunkSize: chunk, ETag: `"v1"`, URL: "http://test/a.tar.gz"},
 		src, cache.Options{ReadAheadMax: 4 * chunk})
 	if err != nil {

@@ -67,7 +67,8 @@ func alignedBuf(t *testing.T, n int) []byte {
 // while its reads wait for the network sees no EINTR: an interrupted wait
 // goes on for a short grace, and the bytes arrive within it.
 func TestSignalledDirectReadsSeeNoEINTR(t *testing.T) {
-	src := &fakeSource{size: 16 << 20, delay: 20 * time.Millisecond}
+	src := newSource(16 << 20)
+	src.Delay = 20 * time.Millisecond
 	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: 20 * time.Second}, cache.Options{ReadAheadMax: chunk})
 	handleSIGUSR1(t)
 	f, err := os.OpenFile(m.path, os.O_RDONLY|syscall.O_DIRECT, 0)
@@ -79,7 +80,7 @@ func TestSignalledDirectReadsSeeNoEINTR(t *testing.T) {
 	var eintr, attempts int
 	var readErr error
 	tid, done := onThread(func() {
-		for off := int64(0); off < src.size && attempts < 10000; {
+		for off := int64(0); off < src.Size() && attempts < 10000; {
 			attempts++
 			n, err := syscall.Pread(int(f.Fd()), buf, off)
 			if err == syscall.EINTR {
@@ -121,8 +122,8 @@ loop:
 // A handled signal (dd's and Python's SIGINT) ends an O_DIRECT read that
 // waits on a silent server within a second, with EINTR.
 func TestHandledSignalEndsDirectReadWithinASecond(t *testing.T) {
-	src := &fakeSource{size: 16 << 20}
-	src.setGate(make(chan struct{}))
+	src := newSource(16 << 20)
+	src.Hold(make(chan struct{}))
 	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: 20 * time.Second}, cache.Options{ReadAheadMax: chunk})
 	handleSIGUSR1(t)
 	f, err := os.OpenFile(m.path, os.O_RDONLY|syscall.O_DIRECT, 0)
@@ -156,8 +157,8 @@ func TestHandledSignalEndsDirectReadWithinASecond(t *testing.T) {
 // fatal signal): it ends with the op timeout. A fatal signal (cat's SIGINT)
 // ends it at once.
 func TestSignalsDuringBufferedRead(t *testing.T) {
-	src := &fakeSource{size: 16 << 20}
-	src.setGate(make(chan struct{}))
+	src := newSource(16 << 20)
+	src.Hold(make(chan struct{}))
 	opTimeout := 3 * time.Second
 	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: opTimeout}, cache.Options{ReadAheadMax: chunk})
 

@@ -2,22 +2,20 @@ package fs
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"rangefs/cache"
+	"rangefs/cache/cachetest"
 	"rangefs/fetch/fetchtest/content"
 )
 
@@ -29,64 +27,20 @@ const patternSeed = 1
 // pattern returns the test file's bytes [off, off+n).
 func pattern(off, n int64) []byte { return content.Bytes(off, n, patternSeed) }
 
-// fakeSource serves the pattern in-process and counts what it is asked for.
-// gate, when set, holds every Fetch until it is closed or the fetch's ctx ends.
-type fakeSource struct {
-	size    int64
-	calls   atomic.Int64
-	bytes   atomic.Int64
-	started chan int64    // receives each Fetch's offset, if not nil (non-blocking send)
-	delay   time.Duration // slows every Fetch, so a prefetch takes a while
-	gateMu  sync.Mutex
-	gate    chan struct{}
-}
-
-func (s *fakeSource) setGate(g chan struct{}) { s.gateMu.Lock(); s.gate = g; s.gateMu.Unlock() }
-
-func (s *fakeSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
-	s.calls.Add(1)
-	if s.started != nil {
-		select {
-		case s.started <- off:
-		default:
-		}
-	}
-	if s.delay > 0 {
-		select {
-		case <-time.After(s.delay):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	s.gateMu.Lock()
-	g := s.gate
-	s.gateMu.Unlock()
-	if g != nil {
-		select {
-		case <-g:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	if off < 0 || off+n > s.size {
-		return errors.New("fake source: range out of bounds")
-	}
-	for n > 0 {
-		k := min(n, 32<<10)
-		if _, err := w.Write(pattern(off, k)); err != nil {
-			return err
-		}
-		s.bytes.Add(k)
-		off, n = off+k, n-k
-	}
-	return nil
+// newSource returns the fake remote file of size bytes of the pattern. It
+// writes 32 KiB at a time, and a full Started channel does not hold a fetch.
+func newSource(size int64) *cachetest.Source {
+	s := cachetest.NewSource(size, patternSeed)
+	s.WriteSize = 32 << 10
+	s.StartedNoWait = true
+	return s
 }
 
 type testMount struct {
 	dir   string // the mount point
 	path  string // the file in it
 	file  *cache.File
-	src   *fakeSource
+	src   *cachetest.Source
 	srv   *Server
 	cdir  string
 	clean func()
@@ -94,7 +48,7 @@ type testMount struct {
 
 // mountPattern mounts one pattern file of the given size backed by src, with
 // its cache in cacheDir. Everything is undone by t.Cleanup (or by unmount()).
-func mountPattern(t *testing.T, src *fakeSource, cacheDir string, opts Options, copts cache.Options) *testMount {
+func mountPattern(t *testing.T, src *cachetest.Source, cacheDir string, opts Options, copts cache.Options) *testMount {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("skipping a real mount: /dev/fuse is not available here (%v)", err)
@@ -102,7 +56,7 @@ func mountPattern(t *testing.T, src *fakeSource, cacheDir string, opts Options, 
 	if copts.ReadAheadMax == 0 {
 		copts.ReadAheadMax = 4 * chunk
 	}
-	f, err := cache.Open(cacheDir, cache.Meta{Size: src.size, ChunkSize: chunk, ETag: `"v1"`, URL: "http://test/file.bin"}, src, copts)
+	f, err := cache.Open(cacheDir, cache.Meta{Size: src.Size(), ChunkSize: chunk, ETag: `"v1"`, URL: "http://test/file.bin"}, src, copts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,9 +70,7 @@ func mountPattern(t *testing.T, src *fakeSource, cacheDir string, opts Options, 
 	var once sync.Once
 	m.clean = func() {
 		once.Do(func() {
-			if src.gate != nil {
-				src.setGate(nil)
-			}
+			src.Hold(nil)
 			f.Close()
 			unmountWait(t, srv)
 		})
@@ -145,23 +97,23 @@ func unmountWait(t testing.TB, srv *Server) {
 func sum(b []byte) [32]byte { return sha256.Sum256(b) }
 
 func TestFullReadMatchesSource(t *testing.T) {
-	src := &fakeSource{size: 3*chunk*16 + 1234} // a short last chunk
+	src := newSource(3*chunk*16 + 1234) // a short last chunk
 	m := mountPattern(t, src, t.TempDir(), Options{}, cache.Options{})
 	got, err := os.ReadFile(m.path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum(got) != sum(pattern(0, src.size)) {
-		t.Fatalf("sha256 of the mounted file differs from the source (read %d bytes of %d)", len(got), src.size)
+	if sum(got) != sum(pattern(0, src.Size())) {
+		t.Fatalf("sha256 of the mounted file differs from the source (read %d bytes of %d)", len(got), src.Size())
 	}
 	fi, err := os.Stat(m.path)
-	if err != nil || fi.Size() != src.size || fi.Mode().Perm() != 0o444 {
+	if err != nil || fi.Size() != src.Size() || fi.Mode().Perm() != 0o444 {
 		t.Errorf("stat: %v %v", fi, err)
 	}
 }
 
 func TestParallelRandomReads(t *testing.T) {
-	src := &fakeSource{size: 200 * chunk}
+	src := newSource(200 * chunk)
 	m := mountPattern(t, src, t.TempDir(), Options{}, cache.Options{Pool: cache.NewPool(4)})
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -176,7 +128,7 @@ func TestParallelRandomReads(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(g), 1))
 			buf := make([]byte, 10000)
 			for range 40 {
-				off := r.Int64N(src.size - int64(len(buf)))
+				off := r.Int64N(src.Size() - int64(len(buf)))
 				n, err := f.ReadAt(buf, off)
 				if err != nil || !bytes.Equal(buf[:n], pattern(off, int64(len(buf)))) {
 					errs <- errors.New("wrong bytes or error at a random offset")
@@ -193,7 +145,7 @@ func TestParallelRandomReads(t *testing.T) {
 }
 
 func TestFarReadFetchesLittle(t *testing.T) {
-	src := &fakeSource{size: 1000 * chunk}
+	src := newSource(1000 * chunk)
 	m := mountPattern(t, src, t.TempDir(), Options{}, cache.Options{ReadAheadMax: 4 * chunk})
 	f, err := os.Open(m.path)
 	if err != nil {
@@ -210,30 +162,30 @@ func TestFarReadFetchesLittle(t *testing.T) {
 	}
 	// Two chunks (the kernel may round the read to span a boundary) plus the
 	// read-ahead window's first step of one chunk.
-	if got := src.bytes.Load(); got > 3*chunk {
+	if got := src.Bytes(); got > 3*chunk {
 		t.Errorf("a 4 KiB read fetched %d bytes, more than 3 chunks (%d)", got, 3*chunk)
 	}
 }
 
 func TestRemountServesFromCache(t *testing.T) {
 	cacheDir := t.TempDir()
-	src := &fakeSource{size: 40*chunk + 7}
+	src := newSource(40*chunk + 7)
 	m := mountPattern(t, src, cacheDir, Options{}, cache.Options{})
 	if _, err := os.ReadFile(m.path); err != nil {
 		t.Fatal(err)
 	}
 	m.clean()
 
-	src2 := &fakeSource{size: src.size}
+	src2 := newSource(src.Size())
 	m2 := mountPattern(t, src2, cacheDir, Options{}, cache.Options{})
 	got, err := os.ReadFile(m2.path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum(got) != sum(pattern(0, src.size)) {
+	if sum(got) != sum(pattern(0, src.Size())) {
 		t.Fatal("wrong bytes after remount")
 	}
-	if n := src2.calls.Load(); n != 0 {
+	if n := src2.NCalls(); n != 0 {
 		t.Errorf("re-reading a fully cached file after remount made %d fetches, want 0", n)
 	}
 }
@@ -251,20 +203,20 @@ func waitComplete(t *testing.T, f *cache.File, limit time.Duration) {
 }
 
 func TestPrefetchFillsFileWithoutReads(t *testing.T) {
-	src := &fakeSource{size: 300*chunk + 99}
+	src := newSource(300*chunk + 99)
 	m := mountPattern(t, src, t.TempDir(), Options{}, cache.Options{})
 	m.file.StartPrefetch()
 	waitComplete(t, m.file, 30*time.Second)
-	before := src.calls.Load()
+	before := src.NCalls()
 	got, err := os.ReadFile(m.path)
-	if err != nil || sum(got) != sum(pattern(0, src.size)) {
+	if err != nil || sum(got) != sum(pattern(0, src.Size())) {
 		t.Fatalf("read after prefetch: %v", err)
 	}
-	if src.calls.Load() != before {
+	if src.NCalls() != before {
 		t.Errorf("reading a prefetched file fetched again")
 	}
-	if src.bytes.Load() != src.size {
-		t.Errorf("prefetch fetched %d bytes for a %d-byte file", src.bytes.Load(), src.size)
+	if src.Bytes() != src.Size() {
+		t.Errorf("prefetch fetched %d bytes for a %d-byte file", src.Bytes(), src.Size())
 	}
 }
 
@@ -272,13 +224,14 @@ func TestPrefetchFillsFileWithoutReads(t *testing.T) {
 // still gets one at once: the prefetch fetches are held until the demand
 // read is done, so the test would time out if demand had to wait for them.
 func TestDemandOvertakesBusyPrefetch(t *testing.T) {
-	src := &fakeSource{size: 400 * chunk, started: make(chan int64, 100)}
+	src := newSource(400 * chunk)
+	src.Started = make(chan cachetest.Call, 100)
 	gate := make(chan struct{})
-	src.setGate(gate)
+	src.Hold(gate)
 	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: 20 * time.Second}, cache.Options{Pool: cache.NewPool(4)})
 	m.file.StartPrefetch()
 	select {
-	case <-src.started: // prefetch is fetching (and blocked)
+	case <-src.Started: // prefetch is fetching (and blocked)
 	case <-time.After(10 * time.Second):
 		t.Fatal("prefetch never started a fetch")
 	}
@@ -303,10 +256,11 @@ func TestDemandOvertakesBusyPrefetch(t *testing.T) {
 	deadline := time.After(15 * time.Second)
 	for {
 		select {
-		case off := <-src.started:
+		case c := <-src.Started:
+			off := c.Off
 			t.Logf("fetch started at chunk %d", off/chunk)
 			if far-2*chunk < off && off <= far {
-				src.setGate(nil)
+				src.Hold(nil)
 				close(gate)
 				if err := <-demand; err != nil {
 					t.Fatal(err)
@@ -322,7 +276,7 @@ func TestDemandOvertakesBusyPrefetch(t *testing.T) {
 }
 
 func TestWriteIsRefused(t *testing.T) {
-	src := &fakeSource{size: chunk}
+	src := newSource(chunk)
 	m := mountPattern(t, src, t.TempDir(), Options{}, cache.Options{})
 	for _, flag := range []int{os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC} {
 		f, err := os.OpenFile(m.path, flag, 0)
@@ -339,7 +293,7 @@ func TestWriteIsRefused(t *testing.T) {
 }
 
 func TestXattrs(t *testing.T) {
-	src := &fakeSource{size: 10 * chunk}
+	src := newSource(10 * chunk)
 	m := mountPattern(t, src, t.TempDir(), Options{}, cache.Options{})
 	f, _ := os.Open(m.path)
 	buf := make([]byte, 100)
@@ -380,16 +334,17 @@ func TestXattrs(t *testing.T) {
 // A reader interrupted by a signal gets its wait ended; the fetch it started
 // goes on, and the next reader gets the bytes without a second fetch.
 func TestInterruptedReadLeavesFetchRunning(t *testing.T) {
-	src := &fakeSource{size: 100 * chunk, started: make(chan int64, 10)}
+	src := newSource(100 * chunk)
+	src.Started = make(chan cachetest.Call, 10)
 	gate := make(chan struct{})
-	src.setGate(gate)
+	src.Hold(gate)
 	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: time.Minute}, cache.Options{ReadAheadMax: chunk})
 	dd := exec.Command("dd", "if="+m.path, "of=/dev/null", "bs=4096", "count=1", "skip=160", "iflag=direct")
 	if err := dd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-src.started:
+	case <-src.Started:
 	case <-time.After(10 * time.Second):
 		dd.Process.Kill()
 		dd.Wait()
@@ -405,8 +360,8 @@ func TestInterruptedReadLeavesFetchRunning(t *testing.T) {
 		<-exited
 		t.Fatal("an interrupted reader stayed blocked (op timeout is a minute)")
 	}
-	calls := src.calls.Load()
-	src.setGate(nil)
+	calls := src.NCalls()
+	src.Hold(nil)
 	close(gate)
 	f, err := os.Open(m.path)
 	if err != nil {
@@ -417,15 +372,15 @@ func TestInterruptedReadLeavesFetchRunning(t *testing.T) {
 	if _, err := f.ReadAt(buf, 160*4096); err != nil || !bytes.Equal(buf, pattern(160*4096, 4096)) {
 		t.Fatalf("read after the interrupt: %v", err)
 	}
-	if src.calls.Load() != calls {
-		t.Errorf("the interrupted fetch was started again (%d fetches, then %d)", calls, src.calls.Load())
+	if src.NCalls() != calls {
+		t.Errorf("the interrupted fetch was started again (%d fetches, then %d)", calls, src.NCalls())
 	}
 }
 
 // With a server that stops answering, an uncached read fails with EIO within
 // the op timeout while stat and cached reads answer at once.
 func TestOutageReadsFailWithinOpTimeout(t *testing.T) {
-	src := &fakeSource{size: 100 * chunk}
+	src := newSource(100 * chunk)
 	opTimeout := time.Second
 	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: opTimeout}, cache.Options{ReadAheadMax: chunk})
 	f, err := os.Open(m.path)
@@ -437,7 +392,7 @@ func TestOutageReadsFailWithinOpTimeout(t *testing.T) {
 	if _, err := f.ReadAt(buf, 0); err != nil {
 		t.Fatal(err)
 	}
-	src.setGate(make(chan struct{})) // the server goes silent
+	src.Hold(make(chan struct{})) // the server goes silent
 
 	start := time.Now()
 	_, err = f.ReadAt(buf, 80*chunk)

@@ -48,19 +48,19 @@ func readWhole(t *testing.T, m *testMount, flag int) {
 		t.Fatalf("open (flags %#x): %v", flag, err)
 	}
 	defer f.Close()
-	got := make([]byte, m.src.size)
+	got := make([]byte, m.src.Size())
 	if flag&syscall.O_DIRECT != 0 {
 		// A passed-through O_DIRECT read follows the data file's rules,
 		// as on any local disk: the buffer must be aligned.
-		aligned, err := syscall.Mmap(-1, 0, int(m.src.size+4095)&^4095, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+		aligned, err := syscall.Mmap(-1, 0, int(m.src.Size()+4095)&^4095, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer syscall.Munmap(aligned)
 		got = aligned
 	}
-	if n, err := f.ReadAt(got, 0); int64(n) != m.src.size || !bytes.Equal(got[:n], pattern(0, m.src.size)) {
-		t.Fatalf("read (flags %#x): %d of %d bytes, %v, or wrong bytes", flag, n, m.src.size, err)
+	if n, err := f.ReadAt(got, 0); int64(n) != m.src.Size() || !bytes.Equal(got[:n], pattern(0, m.src.Size())) {
+		t.Fatalf("read (flags %#x): %d of %d bytes, %v, or wrong bytes", flag, n, m.src.Size(), err)
 	}
 }
 
@@ -77,7 +77,7 @@ func servedByKernel(t *testing.T, m *testMount) bool {
 // still succeed (the kernel refuses a passthrough open beside an ordinary
 // one), and once it is closed passthrough is offered again.
 func TestOpenWhileOrdinaryHandleHeld(t *testing.T) {
-	src := &fakeSource{size: 40*chunk + 3}
+	src := newSource(40*chunk + 3)
 	m := mountPattern(t, src, t.TempDir(), Options{Passthrough: true}, cache.Options{})
 	held, err := os.Open(m.path)
 	if err != nil {
@@ -114,7 +114,7 @@ func TestOpenWhileOrdinaryHandleHeld(t *testing.T) {
 // The reverse order: a passthrough handle held, then more opens (plain and
 // O_DIRECT) must be passthrough too, and read right bytes.
 func TestOpenWhilePassthroughHandleHeld(t *testing.T) {
-	src := &fakeSource{size: 40*chunk + 3}
+	src := newSource(40*chunk + 3)
 	m := mountPattern(t, src, t.TempDir(), Options{Passthrough: true}, cache.Options{})
 	m.file.StartPrefetch()
 	waitVerified(t, m.file, 30*time.Second)
@@ -143,7 +143,8 @@ func TestOpenWhilePassthroughHandleHeld(t *testing.T) {
 // every open succeeds and every byte is right, across the switch to
 // passthrough.
 func TestOpensAcrossPrefetchCompletion(t *testing.T) {
-	src := &fakeSource{size: 256 * chunk, delay: 2 * time.Millisecond}
+	src := newSource(256 * chunk)
+	src.Delay = 2 * time.Millisecond
 	m := mountPattern(t, src, t.TempDir(), Options{Passthrough: true}, cache.Options{Pool: cache.NewPool(4)})
 	m.file.StartPrefetch()
 	var complete atomic.Bool
@@ -166,7 +167,7 @@ func TestOpensAcrossPrefetchCompletion(t *testing.T) {
 					firstErr.Do(func() { t.Errorf("open: %v", err) })
 					continue
 				}
-				off := r.Int64N(src.size - int64(len(buf)))
+				off := r.Int64N(src.Size() - int64(len(buf)))
 				if _, err := f.ReadAt(buf, off); err != nil || !bytes.Equal(buf, pattern(off, int64(len(buf)))) {
 					failures.Add(1)
 					firstErr.Do(func() { t.Errorf("read at %d: %v, or wrong bytes", off, err) })

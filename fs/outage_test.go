@@ -19,12 +19,12 @@ import (
 // then asks for again fails at once instead of waiting a second time. Once
 // the server is back, the same bytes read fine.
 func TestBufferedOutageReadWaitsOneOpTimeout(t *testing.T) {
-	src := &fakeSource{size: 200 * chunk}
+	src := newSource(200 * chunk)
 	opTimeout := 2 * time.Second
 	bound := opTimeout + time.Second
 	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: opTimeout}, cache.Options{ReadAheadMax: chunk})
 	gate := make(chan struct{})
-	src.setGate(gate) // the server goes silent
+	src.Hold(gate) // the server goes silent
 
 	// A plain read(2) through os.File.
 	f, err := os.Open(m.path)
@@ -77,7 +77,7 @@ func TestBufferedOutageReadWaitsOneOpTimeout(t *testing.T) {
 
 	// The server is back: once the remembered failure has expired, the
 	// same bytes read fine.
-	src.setGate(nil)
+	src.Hold(nil)
 	close(gate)
 	time.Sleep(failMemory + 100*time.Millisecond)
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
@@ -98,7 +98,7 @@ func TestOutageShortReadThenError(t *testing.T) {
 	for _, direct := range []bool{false, true} {
 		name := map[bool]string{false: "buffered", true: "O_DIRECT"}[direct]
 		t.Run(name, func(t *testing.T) {
-			src := &fakeSource{size: 48 << 20}
+			src := newSource(48 << 20)
 			opTimeout := time.Second
 			m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: opTimeout}, cache.Options{ReadAheadMax: chunk})
 			flag := 0
@@ -119,7 +119,7 @@ func TestOutageShortReadThenError(t *testing.T) {
 			if _, err := f.ReadAt(buf[:cached], 0); err != nil {
 				t.Fatal(err)
 			}
-			src.setGate(make(chan struct{})) // the server goes silent
+			src.Hold(make(chan struct{})) // the server goes silent
 			clear(buf)
 
 			n, err := syscall.Pread(int(f.Fd()), buf, 0)

@@ -2,9 +2,7 @@ package fs
 
 import (
 	"bytes"
-	"context"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -16,39 +14,17 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"rangefs/cache"
+	"rangefs/cache/cachetest"
 )
-
-// changedSource serves the pattern until changed is set, then fails every
-// fetch the way fetch does when the remote's validator differs.
-type changedSource struct {
-	fakeSource
-	mu      sync.Mutex
-	changed bool
-}
-
-type remoteChangedError struct{}
-
-func (remoteChangedError) Error() string       { return "remote file changed" }
-func (remoteChangedError) RemoteChanged() bool { return true }
-
-func (s *changedSource) Fetch(ctx context.Context, off, n int64, w io.Writer) error {
-	s.mu.Lock()
-	changed := s.changed
-	s.mu.Unlock()
-	if changed {
-		return remoteChangedError{}
-	}
-	return s.fakeSource.Fetch(ctx, off, n, w)
-}
 
 // After the remote changes, reads of the handle fail with ESTALE, cached or
 // not: the handle never mixes two versions.
 func TestRemoteChangeIsESTALE(t *testing.T) {
-	src := &changedSource{fakeSource: fakeSource{size: 50 * chunk}}
+	src := newSource(50 * chunk)
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("skipping a real mount: /dev/fuse is not available here (%v)", err)
 	}
-	f, err := cache.Open(t.TempDir(), cache.Meta{Size: src.size, ChunkSize: chunk, ETag: `"v1"`}, src, cache.Options{ReadAheadMax: chunk})
+	f, err := cache.Open(t.TempDir(), cache.Meta{Size: src.Size(), ChunkSize: chunk, ETag: `"v1"`}, src, cache.Options{ReadAheadMax: chunk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +53,7 @@ func TestRemoteChangeIsESTALE(t *testing.T) {
 	if _, err := h.ReadAt(buf, 0); err != nil {
 		t.Fatal(err)
 	}
-	src.mu.Lock()
-	src.changed = true
-	src.mu.Unlock()
+	src.Set(func(s *cachetest.Source) { s.Changed = true })
 	if _, err := h.ReadAt(buf, 40*chunk); !errors.Is(err, syscall.ESTALE) {
 		t.Errorf("uncached read after a remote change: %v, want ESTALE", err)
 	}
@@ -88,7 +62,7 @@ func TestRemoteChangeIsESTALE(t *testing.T) {
 // A thousand concurrent preads on one descriptor, at random offsets, all get
 // the right bytes: nothing in the adapter serialises or mixes them up.
 func TestThousandConcurrentPreads(t *testing.T) {
-	src := &fakeSource{size: 64 << 20}
+	src := newSource(64 << 20)
 	m := mountPattern(t, src, t.TempDir(), Options{}, cache.Options{Pool: cache.NewPool(8)})
 	f, err := os.Open(m.path)
 	if err != nil {
@@ -100,7 +74,7 @@ func TestThousandConcurrentPreads(t *testing.T) {
 	for g := range 1000 {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(g), 99))
-			off := r.Int64N(src.size - 4096)
+			off := r.Int64N(src.Size() - 4096)
 			buf := make([]byte, 4096)
 			n, err := f.ReadAt(buf, off)
 			if err != nil || n != 4096 || !bytes.Equal(buf, pattern(off, 4096)) {
@@ -124,7 +98,7 @@ func TestThousandConcurrentPreads(t *testing.T) {
 // A completely cached and verified file is handed to the kernel (FUSE
 // passthrough) when the kernel allows it; either way the bytes are right.
 func TestPassthroughForVerifiedFile(t *testing.T) {
-	src := &fakeSource{size: 40*chunk + 3}
+	src := newSource(40*chunk + 3)
 	m := mountPattern(t, src, t.TempDir(), Options{Passthrough: true}, cache.Options{})
 	m.file.StartPrefetch()
 	waitComplete(t, m.file, 30*time.Second)
@@ -133,7 +107,7 @@ func TestPassthroughForVerifiedFile(t *testing.T) {
 	}
 	before := m.srv.reads.Load()
 	got, err := os.ReadFile(m.path)
-	if err != nil || sum(got) != sum(pattern(0, src.size)) {
+	if err != nil || sum(got) != sum(pattern(0, src.Size())) {
 		t.Fatalf("read of a passthrough file: %v", err)
 	}
 	if m.srv.server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0 || os.Geteuid() != 0 {
@@ -148,8 +122,8 @@ func TestPassthroughForVerifiedFile(t *testing.T) {
 // stat, ls, df and getxattr are answered from memory: with the server
 // silent they still answer, and no fetch is started.
 func TestMetadataNeverTouchesNetwork(t *testing.T) {
-	src := &fakeSource{size: 30 * chunk}
-	src.setGate(make(chan struct{})) // the server never answers
+	src := newSource(30 * chunk)
+	src.Hold(make(chan struct{})) // the server never answers
 	m := mountPattern(t, src, t.TempDir(), Options{OpTimeout: time.Minute}, cache.Options{})
 	if _, err := os.Stat(m.path); err != nil {
 		t.Errorf("stat: %v", err)
@@ -170,7 +144,7 @@ func TestMetadataNeverTouchesNetwork(t *testing.T) {
 	} else {
 		f.Close()
 	}
-	if n := src.calls.Load(); n != 0 {
+	if n := src.NCalls(); n != 0 {
 		t.Errorf("metadata operations started %d fetches", n)
 	}
 }
@@ -181,7 +155,7 @@ func TestAllowOtherImpliesDefaultPermissions(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: allow_other needs root (or user_allow_other in /etc/fuse.conf)")
 	}
-	src := &fakeSource{size: chunk}
+	src := newSource(chunk)
 	m := mountPattern(t, src, t.TempDir(), Options{AllowOther: true}, cache.Options{})
 	e, ok := MountedAt(m.dir)
 	if !ok {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"rangefs/cache"
+	"rangefs/cache/cachetest"
 )
 
 // Closing a file handle's reader closes the cache.Reader under it, so the
@@ -16,7 +17,7 @@ import (
 func TestCacheReaderCloseClosesItsCacheReader(t *testing.T) {
 	b := bytes.Repeat([]byte("rangefs "), 4*chunk/8)
 	f, err := cache.Open(t.TempDir(), cache.Meta{Size: int64(len(b)), ChunkSize: chunk, ETag: `"v1"`, URL: "http://test/f"},
-		&bytesSource{b: b}, cache.Options{})
+		cachetest.BytesSource(b), cache.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

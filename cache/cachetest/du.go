@@ -1,5 +1,7 @@
-// Package cachetest holds what the tests of the cache budget share, in
-// cache and in cmd/rangefs: measuring what a cache directory takes on disk.
+// Package cachetest holds what the tests of cache, fs and cmd/rangefs
+// share: the one fake Source (source.go), and measuring what a cache
+// directory takes on disk. It imports no part of the module but the
+// content generator, so every layer's tests may use it.
 package cachetest
 
 import (
