@@ -77,6 +77,9 @@ func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priori
 			r.deadline = dl
 			r.blocks = [2]int64{b0, b1}
 			r.owner, r.need = shape.owner, end
+			// The read's blocks before b0 and from b1 on are there
+			// already (see partOf): it waits for the run's bytes only.
+			start, need = max(start, cs+b0*blockSize), min(need, cs+b1*blockSize)
 			waits = append(waits, chunkWait{fl: c.claim(i, r), run: r, chunk: i, start: start, need: need})
 			cur, runStart = r, i
 			flush()

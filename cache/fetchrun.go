@@ -321,8 +321,9 @@ func (w *runWriter) Write(p []byte) (int, error) {
 }
 
 // stopped reports whether the writer, at a block boundary, stops here (see
-// run.stopAt). The blocks of the current chunk it wrote are recorded as
-// fetched in part first, unless the chunk is complete (then the chunk's end
+// run.stopAt). The blocks of the current chunk it wrote, the one just
+// finished included, are recorded as fetched in part first, unless the
+// chunk is complete (then the chunk's end
 // commits it as usual, and advance ends the run). A rotated fetch is never
 // stopped: its passes depend on each other.
 func (w *runWriter) stopped() bool {
@@ -331,13 +332,11 @@ func (w *runWriter) stopped() bool {
 		return false
 	}
 	s := w.s
-	if !w.part {
-		cs, _ := s.lay.bounds(w.next)
-		b0, b1 := (max(w.start, cs)-cs)/blockSize, (w.off-cs)/blockSize
-		s.mu.Lock()
-		s.tab.wroteBlocks(w.next, b0, b1)
-		s.mu.Unlock()
-	}
+	cs, _ := s.lay.bounds(w.next)
+	b0, b1 := (max(w.start, cs)-cs)/blockSize, (w.off-cs)/blockSize
+	s.mu.Lock()
+	s.tab.wroteBlocks(w.next, b0, b1)
+	s.mu.Unlock()
 	w.end = w.off
 	return true
 }

@@ -2,8 +2,10 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"rangefs/cache/cachetest"
 )
@@ -273,6 +275,58 @@ func TestReaderCloseStopsItsFetchesMidChunk(t *testing.T) {
 		if got := src.Received(u); got != blockSize {
 			t.Errorf("block %d: received %d bytes, want %d; fetches %v", u, got, blockSize, src.Calls())
 		}
+	}
+	f.Close()
+}
+
+// Closing a Reader stops a demand run that fetches blocks in part at the
+// first block boundary past the bytes its read asked for: the block being
+// written then is kept, the extra blocks after it are not fetched.
+func TestReaderCloseStopsItsPartFetch(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(8 * chunk)
+	src := newCountingFake(size)
+	release := make(chan struct{})
+	paused := make(chan cachetest.Call, 4)
+	src.Pause = func(off, done int64) <-chan struct{} {
+		if off <= 3*blockSize && off+done == 6*blockSize {
+			paused <- cachetest.Call{Off: off, N: done}
+			return release
+		}
+		return nil
+	}
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	read := func(r *Reader, off, n int64) {
+		t.Helper()
+		buf := make([]byte, n)
+		ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+		defer cancel()
+		if _, err := r.ReadAt(ctx, buf, off); err != nil || !bytes.Equal(buf, want(off, n)) {
+			t.Fatalf("read [%d, +%d): %v; fetches %v", off, n, err, src.Calls())
+		}
+	}
+	read(r, 0, blockSize)
+	read(r, blockSize, blockSize)     // blocks 1-2: block 1 and half the 128 KiB earned
+	read(r, 2*blockSize, 4*blockSize) // blocks 3-5 and 3 blocks of extra: 3-8
+	recv(t, paused, "the part fetch, once blocks 3-5 are written")
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	settle(t, f)
+	if got := src.Received(6); got != blockSize {
+		t.Errorf("block 6, the one being written at the stop: received %d bytes, want %d", got, blockSize)
+	}
+	if got := src.Received(7) + src.Received(8); got != 0 {
+		t.Errorf("blocks 7-8, extra past the stop: received %d bytes, want 0; fetches %v", got, src.Calls())
+	}
+	n := src.NCalls()
+	r2 := f.NewReader()
+	defer r2.Close()
+	read(r2, 6*blockSize, blockSize)
+	if src.NCalls() != n {
+		t.Errorf("block 6 fetched again: %v", src.Calls())
 	}
 	f.Close()
 }
