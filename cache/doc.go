@@ -90,7 +90,9 @@
 //
 // Atomics, lock-free: the table's present, verified and written bitsets
 // (written under File.mu), scheduler.closed and stale, store.degraded,
-// Reader.closed and Reader.limit, the counters, run.moved.
+// Reader.closed and Reader.limit, the counters, run.moved and run.stopAt
+// (set by Reader.Close through scheduler.stopRuns, read by the run's writer
+// at each block boundary).
 //
 // # The read path
 //
@@ -129,7 +131,10 @@
 //     whose bytes are now written); at each chunk's end it calls
 //     chunkTable.wrote (the chunk is servable) and committer.add, then
 //     runWriter.advance, which may end the run for a thief or a queued
-//     request (Pool.shouldYield).
+//     request (Pool.shouldYield). At each block boundary,
+//     runWriter.stopped ends the run there if the Reader it fetches for
+//     has closed (run.stopAt): the blocks written stay, as blocks fetched
+//     in part.
 //  9. committer.round: dataFile.Sync (fdatasync), one bbolt Update with the
 //     records, then File.durable → chunkTable.commit, which closes each
 //     flight's done.
