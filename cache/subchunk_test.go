@@ -17,6 +17,33 @@ func bigMeta(size int64) Meta {
 	return m
 }
 
+// readWant reads [off, off+n) through r, within 10 s, and fails t unless it
+// gets the file's bytes there; src's fetches are in the message.
+func readWant(t *testing.T, r *Reader, src *cachetest.Source, off, n int64) {
+	t.Helper()
+	buf := make([]byte, n)
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	if _, err := r.ReadAt(ctx, buf, off); err != nil || !bytes.Equal(buf, want(off, n)) {
+		t.Fatalf("read [%d, +%d): %v; fetches %v", off, n, err, src.Calls())
+	}
+}
+
+// pauseWhen makes every fetch of src for which at(off, done) holds, before
+// its next Write, send its offset and bytes done on paused and wait until
+// release is closed.
+func pauseWhen(src *cachetest.Source, at func(off, done int64) bool) (paused chan cachetest.Call, release chan struct{}) {
+	paused, release = make(chan cachetest.Call, 16), make(chan struct{})
+	src.Pause = func(off, done int64) <-chan struct{} {
+		if at(off, done) {
+			paused <- cachetest.Call{Off: off, N: done}
+			return release
+		}
+		return nil
+	}
+	return paused, release
+}
+
 // A small read through a Reader fetches the aligned 64 KiB block it
 // touches, not its chunk; a read across a chunk boundary starts at its own
 // block in each chunk; the blocks are served again without a fetch.
@@ -26,13 +53,7 @@ func TestReaderFetchesBlocks(t *testing.T) {
 	src := newFake(size)
 	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
 	r := f.NewReader()
-	read := func(off, n int64) {
-		t.Helper()
-		buf := make([]byte, n)
-		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, n)) {
-			t.Fatalf("read [%d, +%d): %v", off, n, err)
-		}
-	}
+	read := func(off, n int64) { t.Helper(); readWant(t, r, src, off, n) }
 	read(3*chunk+5*blockSize+100, 4096) // block 5 of chunk 3
 	read(6*chunk-100, 200)              // the last block of chunk 5, the first of chunk 6
 	read(3*chunk+5*blockSize, 10)       // block 5 again: no fetch
@@ -199,13 +220,7 @@ func TestPartReadsFetchOnlyMissingBlocks(t *testing.T) {
 	src := newCountingFake(size)
 	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
 	r := f.NewReader()
-	read := func(off, n int64) {
-		t.Helper()
-		buf := make([]byte, n)
-		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, n)) {
-			t.Fatalf("read [%d, +%d): %v", off, n, err)
-		}
-	}
+	read := func(off, n int64) { t.Helper(); readWant(t, r, src, off, n) }
 	base := int64(3 * chunk)
 	read(base+blockSize+100, 4096)          // block 1
 	read(base+4*blockSize, 4096)            // block 4, a seek
@@ -229,15 +244,7 @@ func TestReaderCloseStopsItsFetchesMidChunk(t *testing.T) {
 	const chunk = 1 << 20
 	size := int64(16 * chunk)
 	src := newCountingFake(size)
-	release := make(chan struct{})
-	paused := make(chan cachetest.Call, 16)
-	src.Pause = func(off, done int64) <-chan struct{} {
-		if off >= 2*chunk && done == 2*blockSize {
-			paused <- cachetest.Call{Off: off, N: done}
-			return release
-		}
-		return nil
-	}
+	paused, release := pauseWhen(src, func(off, done int64) bool { return off >= 2*chunk && done == 2*blockSize })
 	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
 	r := f.NewReader()
 	buf := make([]byte, 128<<10)
@@ -292,29 +299,12 @@ func TestReaderCloseStopsItsPartFetch(t *testing.T) {
 	const chunk = 1 << 20
 	size := int64(8 * chunk)
 	src := newCountingFake(size)
-	release := make(chan struct{})
-	paused := make(chan cachetest.Call, 4)
-	src.Pause = func(off, done int64) <-chan struct{} {
-		if off <= 3*blockSize && off+done == 6*blockSize {
-			paused <- cachetest.Call{Off: off, N: done}
-			return release
-		}
-		return nil
-	}
+	paused, release := pauseWhen(src, func(off, done int64) bool { return off <= 3*blockSize && off+done == 6*blockSize })
 	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
 	r := f.NewReader()
-	read := func(r *Reader, off, n int64) {
-		t.Helper()
-		buf := make([]byte, n)
-		ctx, cancel := context.WithTimeout(bg, 10*time.Second)
-		defer cancel()
-		if _, err := r.ReadAt(ctx, buf, off); err != nil || !bytes.Equal(buf, want(off, n)) {
-			t.Fatalf("read [%d, +%d): %v; fetches %v", off, n, err, src.Calls())
-		}
-	}
-	read(r, 0, blockSize)
-	read(r, blockSize, blockSize)     // blocks 1-2: block 1 and half the 128 KiB earned
-	read(r, 2*blockSize, 4*blockSize) // blocks 3-5 and 3 blocks of extra: 3-8
+	readWant(t, r, src, 0, blockSize)
+	readWant(t, r, src, blockSize, blockSize)     // blocks 1-2: block 1 and half the 128 KiB earned
+	readWant(t, r, src, 2*blockSize, 4*blockSize) // blocks 3-5 and 3 blocks of extra: 3-8
 	recv(t, paused, "the part fetch, once blocks 3-5 are written")
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
@@ -330,7 +320,7 @@ func TestReaderCloseStopsItsPartFetch(t *testing.T) {
 	n := src.NCalls()
 	r2 := f.NewReader()
 	defer r2.Close()
-	read(r2, 6*blockSize, blockSize)
+	readWant(t, r2, src, 6*blockSize, blockSize)
 	if src.NCalls() != n {
 		t.Errorf("block 6 fetched again: %v", src.Calls())
 	}
