@@ -78,12 +78,12 @@
 //   - runContext.mu protects a demand run's current deadline; taken under
 //     File.mu (run.extendDeadline) and alone.
 //   - Reader.mu protects a Reader's streams and random detector (streams,
-//     reads, seeks, read; a stream's next, consumed, window, grown, used);
-//     it is never held while taking another lock. A stream's ra is set when
-//     the stream is made and never changes; the plan it points at is
-//     File.mu's: the Reader hands it, and its closed flag, to the scheduler
-//     (scheduler.readAhead, scheduler.stopReadAhead) after letting go of
-//     Reader.mu.
+//     reads, seeks, read; a stream's next, consumed, window, grown, waited,
+//     used); it is never held while taking another lock. A stream's ra is
+//     set when the stream is made and never changes; the plan it points at
+//     is File.mu's: the Reader hands it, and its closed flag, to the
+//     scheduler (scheduler.readAhead, scheduler.stopReadAhead,
+//     scheduler.stopRuns) after letting go of Reader.mu.
 //   - run.pmu protects a run's progress (from, written, the previous pass,
 //     advanced); taken alone.
 //   - committer.mu protects the pending records; taken alone.

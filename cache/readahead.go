@@ -5,18 +5,15 @@ import (
 	"sync/atomic"
 )
 
-// stopReadAhead stops a stream's read-ahead plan ra: it claims nothing
-// more, and prefetch stops following it. With cancel, its runs also end
-// after the chunk their writers are in (the chunks they had not reached are
+// stopReadAhead cancels a stream's read-ahead plan ra at a seek away from
+// it: it claims nothing more (see endPlanLocked), and its runs end after
+// the chunk their writers are in (the chunks they had not reached are
 // missing again): read-ahead claimed but never consumed is not fetched.
-func (s *scheduler) stopReadAhead(ra *plan, cancel bool) {
+func (s *scheduler) stopReadAhead(ra *plan) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[*run]bool{}
 	for _, fl := range s.tab.flights {
-		if !cancel {
-			break
-		}
 		v := fl.run
 		if v == nil || v.plan != ra || seen[v] {
 			continue
@@ -26,14 +23,21 @@ func (s *scheduler) stopReadAhead(ra *plan, cancel bool) {
 			s.cutSelfLocked(v, v.writing+1)
 		}
 	}
+	s.endPlanLocked(ra)
+}
+
+// endPlanLocked makes read-ahead plan ra claim nothing more, and prefetch
+// stop following it. s.mu is held.
+func (s *scheduler) endPlanLocked(ra *plan) {
 	ra.hi = ra.cursor
 	if s.followBy == ra {
 		s.followAt, s.followBy = 0, nil
 	}
 }
 
-// stopRuns stops the fetches made for Reader r, which is closing: the runs
-// reading ahead for its streams stop at the next block boundary, and its
+// stopRuns stops what Reader r, which is closing, had set going: the
+// read-ahead plans of its streams claim nothing more (endPlanLocked), the
+// runs reading ahead for them stop at the next block boundary, and its
 // demand runs at the first one past the bytes their read asked for (see
 // run.stopAt). What was written stays; what the reader will never ask for
 // is not fetched. Another reader waiting on those chunks looks again.
@@ -42,6 +46,7 @@ func (s *scheduler) stopRuns(r *Reader, plans []*plan) {
 	defer s.mu.Unlock()
 	ours := map[*plan]bool{}
 	for _, p := range plans {
+		s.endPlanLocked(p)
 		ours[p] = true
 	}
 	stopped := map[*run]bool{}
@@ -77,8 +82,9 @@ func (s *scheduler) readAhead(r *plan, closed *atomic.Bool, from, win int64) {
 	// that waits for the next read, so what is fetched ahead of the
 	// reader never exceeds what it earned.
 	first := (from + s.lay.chunk - 1) / s.lay.chunk
-	hi := min((from+win*s.lay.chunk)/s.lay.chunk, s.lay.chunks)
-	if from+win*s.lay.chunk >= s.lay.size {
+	reach := from + win*s.lay.chunk
+	hi := reach / s.lay.chunk
+	if reach >= s.lay.size {
 		hi = s.lay.chunks
 	}
 	if first >= hi {

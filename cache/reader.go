@@ -101,9 +101,6 @@ func (r *Reader) Close() error {
 		plans[i] = st.ra
 	}
 	r.mu.Unlock()
-	for _, ra := range plans {
-		r.f.sched.stopReadAhead(ra, false)
-	}
 	r.f.sched.stopRuns(r, plans)
 	return nil
 }
@@ -133,7 +130,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	missing := !r.f.presentAll(first, last)
 	ahead, from, ra, cancel := r.track(off, int64(len(p)), missing)
 	for _, c := range cancel {
-		r.f.sched.stopReadAhead(c, true)
+		r.f.sched.stopReadAhead(c)
 	}
 	chunk := r.f.lay.chunk
 	win := ra / chunk
