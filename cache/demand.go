@@ -111,26 +111,21 @@ func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priori
 // before are never asked for again at either end of the span: a read whose
 // shape is whole chunks then fetches the chunk's missing blocks.
 func (s *scheduler) partOf(i, off, end int64, shape readShape) (b0, b1 int64) {
-	if !shape.blocks {
-		if !s.tab.anyBlocks(i) {
-			return 0, 0
-		}
+	nb := s.lay.blocks(i)
+	var bEnd, bMax int64 // the read's blocks end at bEnd, its extra ones at bMax
+	switch {
+	case shape.blocks:
+		_, ce := s.lay.bounds(i)
+		b0, bEnd = s.lay.blockSpan(i, off, end)
+		_, bMax = s.lay.blockSpan(i, off, min(ce, end+shape.extra))
+	case s.tab.anyBlocks(i):
 		// A whole-chunk read of a chunk fetched in part before fetches
 		// the blocks still missing, the chunk being recorded once they
 		// are all there.
-		nb := s.lay.blocks(i)
-		for b0 < nb && s.tab.blocksPresent(i, b0, b0+1) {
-			b0++
-		}
-		b1 = nb
-		for b1 > b0 && s.tab.blocksPresent(i, b1-1, b1) {
-			b1--
-		}
-		return b0, b1
+		bEnd, bMax = nb, nb
+	default:
+		return 0, 0
 	}
-	_, ce := s.lay.bounds(i)
-	b0, bEnd := s.lay.blockSpan(i, off, end)
-	_, bMax := s.lay.blockSpan(i, off, min(ce, end+shape.extra))
 	// Blocks an earlier part fetch brought are not fetched again: the
 	// read's own blocks lose those at either end, and the extra ones stop
 	// at the first that is there.
@@ -145,7 +140,7 @@ func (s *scheduler) partOf(i, off, end int64, shape readShape) (b0, b1 int64) {
 	for b1 < bMax && !has(b1) {
 		b1++
 	}
-	if b0 == 0 && b1 == s.lay.blocks(i) {
+	if shape.blocks && b0 == 0 && b1 == nb {
 		return 0, 0
 	}
 	return b0, b1
