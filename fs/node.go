@@ -240,9 +240,8 @@ var (
 // Release uncounts an ordinary handle (see openModes) and closes its Reader,
 // so read-ahead and prefetch stop following it.
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
-	h.reader.Close()
-	h.node.modes.release(false)
 	h.close()
+	h.node.modes.release(false)
 	return 0
 }
 

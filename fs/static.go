@@ -27,7 +27,7 @@ func (c *cacheFile) Attr() Attr {
 func (c *cacheFile) Stat(context.Context) (Attr, error) { return c.Attr(), nil }
 
 func (c *cacheFile) Open(context.Context) (Reader, error) {
-	return &cacheReader{f: c.f, r: c.f.NewReader()}, nil
+	return NewCacheReader(c.f), nil
 }
 
 func (c *cacheFile) Stats() Stats { return StatsOf(c.f) }
