@@ -604,7 +604,17 @@ func TestStatusOfCacheDirAndMount(t *testing.T) {
 	mnt, cdir := t.TempDir(), t.TempDir()
 	m := startMount(t, "file", "--cache-dir", cdir, "--no-prefetch", srv.URL(), mnt)
 	fileSHA256(t, filepath.Join(mnt, "file"))
-	out, err := exec.Command(binary, "status", mnt).CombinedOutput()
+	// A read is answered once its bytes are written, before the chunk is
+	// committed (fdatasync, then the index): status counts committed chunks,
+	// so it is asked until the last commit is in, for 10 s at most.
+	var out []byte
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err = exec.Command(binary, "status", mnt).CombinedOutput()
+		if err != nil || strings.Contains(string(out), "3/3") || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil || !strings.Contains(string(out), "file") || !strings.Contains(string(out), "100.0") ||
 		!strings.Contains(string(out), "3/3") {
 		t.Errorf("status of the mount: %v\n%s", err, out)
