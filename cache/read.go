@@ -193,7 +193,10 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority, s
 			f.onWait()
 		}
 		for _, w := range waits {
-			early, err := w.wait(ctx)
+			early, blocked, err := w.wait(ctx)
+			if blocked && shape.waited != nil {
+				*shape.waited = true
+			}
 			if err != nil {
 				return false, err
 			}
@@ -248,22 +251,29 @@ type chunkWait struct {
 }
 
 // wait blocks until w's bytes are written (early true) or its flight ended
-// (early false: the caller reads fl.err), or ctx is done.
-func (w chunkWait) wait(ctx context.Context) (early bool, err error) {
+// (early false: the caller reads fl.err), or ctx is done. blocked reports
+// that it had to wait: the bytes were not written when it looked.
+func (w chunkWait) wait(ctx context.Context) (early, blocked bool, err error) {
 	for {
 		var progress <-chan struct{}
 		if w.run != nil {
 			var ok bool
 			if ok, progress = w.run.reached(w.start, w.need); ok {
-				return true, nil
+				return true, blocked, nil
 			}
 		}
 		select {
 		case <-w.fl.done:
-			return false, nil
+			return false, blocked, nil
+		default:
+		}
+		blocked = true
+		select {
+		case <-w.fl.done:
+			return false, blocked, nil
 		case <-progress:
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, blocked, ctx.Err()
 		}
 	}
 }

@@ -144,3 +144,41 @@ func (s *scheduler) readAheadWorker(p *plan) {
 		s.log.Debug("read-ahead failed", "dir", s.st.dir, "err", err)
 	}
 }
+
+// aheadBlocks fetches, at read-ahead priority, the missing 64 KiB blocks of
+// [from, end) that no run is fetching yet, for a stream of Reader owner
+// whose read-ahead is still a lead of a few blocks (see Reader): one run
+// per chunk, a part run (see run.blocks) but where the span covers the
+// whole chunk. Nobody waits for them; the reader's next reads find them
+// written or in flight. They stop at their next block boundary when owner
+// closes (see stopRuns: their need is from).
+func (s *scheduler) aheadBlocks(owner *Reader, from, end int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	end = min(end, s.lay.size)
+	if owner.closed.Load() || s.closed.Load() || s.st.degraded.Load() || s.stale.Load() != nil || from >= end {
+		return
+	}
+	c := s.newClaims(prioReadAhead)
+	defer c.done()
+	first, last := s.lay.span(from, end-from)
+	for i := first; i < last; i++ {
+		if s.tab.present.get(i) || s.tab.flight(i) != nil {
+			continue
+		}
+		b0, b1 := s.partOf(i, from, end, readShape{blocks: true})
+		if b0 == b1 && b0 > 0 {
+			continue // every block of the span is there
+		}
+		r := c.newRun(i, nil)
+		r.owner, r.need = owner, from
+		if b1 > b0 {
+			r.blocks = [2]int64{b0, b1}
+		}
+		c.claim(i, r)
+		if !s.goJobLocked(func() { _ = s.fetchRun(s.ctx, r, i, nil) }) {
+			s.failRunLocked(i, r.end, ErrClosed)
+			return
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Reader reads a File for one open file handle and fetches what the
@@ -64,6 +65,10 @@ const (
 	// randomSeeks and randomAvg make a handle random (see Reader).
 	randomSeeks = 2
 	randomAvg   = 8 << 20
+	// leadStart is a stream's first lead (see Reader): at 20 MB/s a
+	// connection brings it in about 13 ms, while a reader at that speed
+	// takes as long to consume it.
+	leadStart = 128 << 10
 	// behind is how far before a stream's end a read still continues it:
 	// the largest FUSE READ, so reads the kernel sent in parallel may
 	// arrive in any order.
@@ -81,7 +86,15 @@ type stream struct {
 	grown    int64  // consumed when window last grew
 	waited   bool   // a read with a window > 0 found its bytes missing since window last grew
 	used     uint64 // Reader.reads at its latest read
-	ra       *plan  // the stream's read-ahead (see scheduler.readAhead)
+	// lead is how far past the stream's end blocks are fetched ahead
+	// while it is under a chunk (see Reader); ahead is where the blocks
+	// asked for so end. leadAt and leadSince are consumed and the time
+	// when lead last changed (or its first read), leadWaited how long
+	// its reads waited since for bytes asked for ahead (see leadRead).
+	lead, ahead, leadAt int64
+	leadSince           time.Time
+	leadWaited          time.Duration
+	ra                  *plan // the stream's read-ahead (see scheduler.readAhead)
 }
 
 // NewReader returns a Reader for one open file handle.
@@ -128,7 +141,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	// keep ahead of its stream, which may then grow (see track).
 	first, last := r.f.lay.span(off, r.f.lay.clamp(off, int64(len(p))))
 	missing := !r.f.presentAll(first, last)
-	ahead, from, ra, cancel := r.track(off, int64(len(p)), missing)
+	st, from, ra, lead, cancel := r.track(off, int64(len(p)), missing)
 	for _, c := range cancel {
 		r.f.sched.stopReadAhead(c)
 	}
@@ -140,29 +153,81 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		win = min(ra/chunk, max(0, (end+chunk-1)/chunk-(from+chunk-1)/chunk))
 	}
 	shape := readShape{owner: r}
-	if ra < chunk {
+	switch {
+	case ra < chunk:
 		// Not yet a chunk of read-ahead earned: fetch the blocks the read
 		// touches, and ra bytes after them within their chunk.
-		shape = readShape{blocks: true, extra: ra / 2, owner: r}
-	}
-	if win > 0 {
-		r.f.sched.readAhead(ahead, &r.closed, from, win)
+		shape.blocks, shape.extra = true, ra/2
+	case lead < chunk:
+		// A chunk earned, but the stream has not shown that it outruns
+		// a lead of blocks: fetch the read's blocks, and ahead the
+		// blocks up to lead past the stream's end. Once it outran a
+		// lead of half a chunk, read-ahead is in whole chunks.
+		shape.blocks = true
+		var waited bool
+		shape.waited = &waited
+		asked := r.aheadTo(st, from+lead)
+		r.f.sched.aheadBlocks(r, from, from+lead)
+		start := time.Now()
+		n, err := r.f.readAt(ctx, p, off, shape)
+		r.leadRead(st, start, waited && off < asked)
+		return n, err
+	case win > 0:
+		r.f.sched.readAhead(st.ra, &r.closed, from, win)
 		r.f.willNeed(from, win*chunk)
 	}
 	return r.f.readAt(ctx, p, off, shape)
 }
 
+// aheadTo records that the blocks of stream st up to end are asked for
+// ahead of its reads (see aheadBlocks), and returns where those asked for
+// before ended.
+func (r *Reader) aheadTo(st *stream, end int64) (before int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	before = st.ahead
+	st.ahead = max(st.ahead, end)
+	return before
+}
+
+// leadRead files a read of stream st made with a lead, which began at
+// start: outran reports that it waited for bytes that had been asked for
+// ahead. Each time the stream has consumed its lead since the lead last
+// changed, the lead doubles if the stream spent most of the time since
+// then waiting for such bytes: it reads faster than the lead brings them.
+// A reader that outruns it now and then (a decoder whose kernel sends two
+// READs at once) keeps its lead, and what it leaves unread at a close
+// stays small.
+func (r *Reader) leadRead(st *stream, start time.Time, outran bool) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st.leadSince.IsZero() {
+		st.leadSince, st.leadAt = start, st.consumed
+	}
+	if outran {
+		st.leadWaited += now.Sub(start)
+	}
+	if st.consumed-st.leadAt < st.lead {
+		return
+	}
+	if 2*st.leadWaited > now.Sub(st.leadSince) {
+		st.lead *= 2
+	}
+	st.leadAt, st.leadSince, st.leadWaited = st.consumed, now, 0
+}
+
 // track files the read [off, off+n) under its stream, and returns the
-// stream's read-ahead plan, where its read-ahead starts (its end), the
-// read-ahead it has earned in bytes, and the plans of the streams whose
-// read-ahead a seek cancels.
-func (r *Reader) track(off, n int64, missing bool) (ra *plan, from, earned int64, cancel []*plan) {
+// stream, where its read-ahead starts (its end), the read-ahead it has
+// earned in bytes, its lead, and the plans of the streams whose read-ahead
+// a seek cancels.
+func (r *Reader) track(off, n int64, missing bool) (st *stream, from, earned, lead int64, cancel []*plan) {
 	end := off + n
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reads++
 	r.read += n
-	var st, mru *stream
+	var mru *stream
 	for _, s := range r.streams {
 		if mru == nil || s.used > mru.used {
 			mru = s
@@ -193,8 +258,9 @@ func (r *Reader) track(off, n int64, missing bool) (ra *plan, from, earned int64
 			// The seeking stream starts again from nothing should it
 			// come back.
 			mru.window, mru.consumed, mru.grown = 0, 0, 0
+			mru.lead, mru.leadAt, mru.leadSince, mru.leadWaited = leadStart, 0, time.Time{}, 0
 		}
-		st = &stream{next: end, consumed: n, ra: &plan{}}
+		st = &stream{next: end, consumed: n, lead: leadStart, ra: &plan{}}
 		if len(r.streams) == maxStreams {
 			lru := 0
 			for i, s := range r.streams {
@@ -215,7 +281,7 @@ func (r *Reader) track(off, n int64, missing bool) (ra *plan, from, earned int64
 	if r.seeks >= randomSeeks && r.read/r.seeks < randomAvg && st.consumed < raStart {
 		earned = 0
 	}
-	return st.ra, st.next, earned, cancel
+	return st, st.next, earned, st.lead, cancel
 }
 
 // readShape says how a demand read fetches what is missing: whole chunks
@@ -227,4 +293,7 @@ type readShape struct {
 	// owner is the Reader the read came through, nil for File.ReadAt: the
 	// demand runs it claims stop when that Reader closes (see run.stopAt).
 	owner *Reader
+	// waited, if not nil, is set when the read blocked on bytes not yet
+	// written.
+	waited *bool
 }
