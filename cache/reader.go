@@ -193,7 +193,7 @@ func (r *Reader) aheadTo(st *stream, end int64) (before int64) {
 // leadRead files a read of stream st made with a lead, which began at
 // start: outran reports that it waited for bytes that had been asked for
 // ahead. Each time the stream has consumed its lead since the lead last
-// changed, the lead doubles if the stream spent most of the time since
+// changed, the lead doubles if the stream spent over 3/4 of the time since
 // then waiting for such bytes: it reads faster than the lead brings them.
 // A reader that outruns it now and then (a decoder whose kernel sends two
 // READs at once) keeps its lead, and what it leaves unread at a close
@@ -211,7 +211,7 @@ func (r *Reader) leadRead(st *stream, start time.Time, outran bool) {
 	if st.consumed-st.leadAt < st.lead {
 		return
 	}
-	if 2*st.leadWaited > now.Sub(st.leadSince) {
+	if 4*st.leadWaited > 3*now.Sub(st.leadSince) {
 		st.lead *= 2
 	}
 	st.leadAt, st.leadSince, st.leadWaited = st.consumed, now, 0

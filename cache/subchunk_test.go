@@ -334,3 +334,35 @@ func TestReaderCloseStopsItsPartFetch(t *testing.T) {
 	}
 	f.Close()
 }
+
+// A stream that has earned a chunk of read-ahead but reads slower than the
+// Source brings its bytes (a decoder) is fetched only a lead of blocks
+// ahead, not whole chunks: when it closes, what was fetched past its last
+// read is at most the first lead, not the chunk or two a whole-chunk
+// read-ahead had fetched by then.
+func TestSlowReaderLeavesOnlyItsLeadUnread(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(16 * chunk)
+	src := newCountingFake(size)
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	end := int64(3*chunk + 256<<10)
+	for off := int64(0); off < end; off += 128 << 10 {
+		readWant(t, r, src, off, 128<<10)
+		// The reader takes its time: every fetch is done before its
+		// next read.
+		settle(t, f)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, f)
+	var past int64
+	for u := end / blockSize; u < size/blockSize; u++ {
+		past += src.Received(u)
+	}
+	if past > leadStart {
+		t.Fatalf("%d bytes fetched past the last read at %d, want at most the lead, %d; fetches %v", past, end, int64(leadStart), src.Calls())
+	}
+	f.Close()
+}
