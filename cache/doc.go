@@ -101,8 +101,11 @@
 //  2. Reader.ReadAt files the read under a stream (Reader.track: the
 //     read-ahead it earned by bytes consumed; a seek cancels the previous
 //     stream's unconsumed read-ahead, scheduler.stopReadAhead; what it
-//     earned is cut at Reader.LimitReadAhead's end) and, from a
-//     chunk of read-ahead on, calls scheduler.readAhead, which extends the
+//     earned is cut at Reader.LimitReadAhead's end); from a chunk of
+//     read-ahead on, while the stream's lead is under a chunk, it calls
+//     scheduler.aheadBlocks (one run per chunk of the blocks up to the
+//     lead, run.blocks, nobody waiting; Reader.leadRead grows the lead),
+//     and after that scheduler.readAhead, which extends the
 //     stream's plan and starts
 //     read-ahead workers (scheduler.readAheadWorker → scheduler.work →
 //     scheduler.claimNextLocked → scheduler.fetchRun).
@@ -119,7 +122,8 @@
 //     (run.extendDeadline); steals chunks a background run has not reached
 //     (claims.free, claims.cut); claims missing ones into demand runs (of
 //     only the 64 KiB blocks a read touches while its stream has earned
-//     less than a chunk of read-ahead: run.blocks, scheduler.partOf)
+//     less than a chunk of read-ahead or reads ahead by a lead:
+//     run.blocks, scheduler.partOf)
 //     (claims.newRun, claims.claim → chunkTable.claimBy) started by
 //     scheduler.goJobLocked(scheduler.fetchRun); and claims committed ones
 //     to check their blocks (chunkTable.claimCheck → File.verifyClaimed).

@@ -31,10 +31,16 @@ import (
 //
 // What a read fetches on demand follows: while a stream's read-ahead is
 // below one chunk, a read fetches the aligned 64 KiB blocks it touches (and
-// the read-ahead after them, within the chunk), not whole chunks; from one
-// chunk on, whole chunks, the read-ahead window being fetched in pieces in
-// parallel, one per Pool connection at most, at read-ahead priority (the
-// caller never waits for it). After at least randomSeeks seeks with an
+// the read-ahead after them, within the chunk), not whole chunks. From one
+// chunk on, a read still fetches its blocks, and the stream's lead of
+// blocks past its end is fetched ahead (leadStart at first; it doubles
+// while the stream spends most of its time waiting for those bytes, see
+// leadRead), at read-ahead priority: a program that reads slower than a
+// connection brings (a decoder) has at most its lead fetched and unread
+// when it stops. Once the lead reaches a chunk, reads fetch whole chunks,
+// the read-ahead window being fetched in pieces in parallel, one per Pool
+// connection at most, at read-ahead priority (the caller never waits for
+// it). After at least randomSeeks seeks with an
 // average under randomAvg bytes read per stream the handle is random (the
 // way gcsfuse detects it): a new stream then earns no read-ahead until it
 // has consumed raStart.

@@ -82,7 +82,7 @@ func TestReaderGrowsToChunks(t *testing.T) {
 	src := newCountingFake(size)
 	// Each fetch takes a moment, so the reader, which reads on at once,
 	// outruns its lead of blocks (see Reader) and reads ahead in chunks.
-	src.Delay = 5 * time.Millisecond
+	src.Delay = 20 * time.Millisecond
 	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
 	r := f.NewReader()
 	buf := make([]byte, 128<<10)
@@ -251,7 +251,7 @@ func TestReaderCloseStopsItsFetchesMidChunk(t *testing.T) {
 	src := newCountingFake(size)
 	// The reader outruns its lead of blocks (see Reader): it reads ahead
 	// in whole chunks from its 3rd.
-	src.Delay = 5 * time.Millisecond
+	src.Delay = 20 * time.Millisecond
 	paused, release := pauseWhen(src, func(off, done int64) bool { return off >= 2*chunk && done == 2*blockSize })
 	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
 	r := f.NewReader()
