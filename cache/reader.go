@@ -71,10 +71,11 @@ const (
 	// randomSeeks and randomAvg make a handle random (see Reader).
 	randomSeeks = 2
 	randomAvg   = 8 << 20
-	// leadStart is a stream's first lead (see Reader): at 20 MB/s a
-	// connection brings it in about 13 ms, while a reader at that speed
-	// takes as long to consume it.
-	leadStart = 128 << 10
+	// leadStart is a stream's first lead (see Reader): one block. A
+	// reader whose reads are larger, or that reads faster than the
+	// blocks come, soon doubles it; one that reads slower leaves no more
+	// than a block fetched and unread when it stops.
+	leadStart = 64 << 10
 	// behind is how far before a stream's end a read still continues it:
 	// the largest FUSE READ, so reads the kernel sent in parallel may
 	// arrive in any order.

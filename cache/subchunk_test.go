@@ -347,10 +347,10 @@ func TestSlowReaderLeavesOnlyItsLeadUnread(t *testing.T) {
 	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
 	r := f.NewReader()
 	end := int64(3*chunk + 256<<10)
-	for off := int64(0); off < end; off += 128 << 10 {
-		readWant(t, r, src, off, 128<<10)
+	for off := int64(0); off < end; off += blockSize {
+		readWant(t, r, src, off, blockSize)
 		// The reader takes its time: every fetch is done before its
-		// next read.
+		// next read, and its reads are no larger than the lead.
 		settle(t, f)
 	}
 	if err := r.Close(); err != nil {
