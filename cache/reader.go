@@ -94,14 +94,14 @@ type stream struct {
 	waited   bool   // a read with a window > 0 found its bytes missing since window last grew
 	used     uint64 // Reader.reads at its latest read
 	// lead is how far past the stream's end blocks are fetched ahead
-	// while it is under a chunk (see Reader); ahead is where the blocks
-	// asked for so end. leadAt and leadSince are consumed and the time
-	// when lead last changed (or its first read), leadWaited how long
-	// its reads waited since for bytes asked for ahead (see leadRead).
-	lead, ahead, leadAt int64
-	leadSince           time.Time
-	leadWaited          time.Duration
-	ra                  *plan // the stream's read-ahead (see scheduler.readAhead)
+	// while it is under a chunk (see Reader). leadAt and leadSince are
+	// consumed and the time when lead last changed (or its first read),
+	// leadWaited how long its reads waited since for their bytes (see
+	// leadRead).
+	lead, leadAt int64
+	leadSince    time.Time
+	leadWaited   time.Duration
+	ra           *plan // the stream's read-ahead (see scheduler.readAhead)
 }
 
 // NewReader returns a Reader for one open file handle.
@@ -173,11 +173,10 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		shape.blocks = true
 		var waited bool
 		shape.waited = &waited
-		asked := r.aheadTo(st, from+lead)
 		r.f.sched.aheadBlocks(r, from, from+lead)
 		start := time.Now()
 		n, err := r.f.readAt(ctx, p, off, shape)
-		r.leadRead(st, start, waited && off < asked)
+		r.leadRead(st, start, waited)
 		return n, err
 	case win > 0:
 		r.f.sched.readAhead(st.ra, &r.closed, from, win)
@@ -186,33 +185,23 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return r.f.readAt(ctx, p, off, shape)
 }
 
-// aheadTo records that the blocks of stream st up to end are asked for
-// ahead of its reads (see aheadBlocks), and returns where those asked for
-// before ended.
-func (r *Reader) aheadTo(st *stream, end int64) (before int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	before = st.ahead
-	st.ahead = max(st.ahead, end)
-	return before
-}
-
 // leadRead files a read of stream st made with a lead, which began at
-// start: outran reports that it waited for bytes that had been asked for
-// ahead. Each time the stream has consumed its lead since the lead last
-// changed, the lead doubles if the stream spent over 3/4 of the time since
-// then waiting for such bytes: it reads faster than the lead brings them.
-// A reader that outruns it now and then (a decoder whose kernel sends two
-// READs at once) keeps its lead, and what it leaves unread at a close
-// stays small.
-func (r *Reader) leadRead(st *stream, start time.Time, outran bool) {
+// start: waited reports that it had to wait for its bytes, be they asked
+// for ahead or, past the lead, by the read itself (a program that skips
+// forward past its lead outran it as much as one that reads every byte).
+// Each time the stream has consumed its lead since the lead last changed,
+// the lead doubles if the stream spent over 3/4 of the time since then
+// waiting: it reads faster than the lead brings its bytes. A reader that
+// waits now and then (a decoder whose kernel sends two READs at once)
+// keeps its lead, and what it leaves unread at a close stays small.
+func (r *Reader) leadRead(st *stream, start time.Time, waited bool) {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if st.leadSince.IsZero() {
 		st.leadSince, st.leadAt = start, st.consumed
 	}
-	if outran {
+	if waited {
 		st.leadWaited += now.Sub(start)
 	}
 	if st.consumed-st.leadAt < st.lead {

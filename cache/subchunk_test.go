@@ -368,3 +368,45 @@ func TestSlowReaderLeavesOnlyItsLeadUnread(t *testing.T) {
 	}
 	f.Close()
 }
+
+// A stream that skips forward past its lead of blocks, and waits for each
+// read (a program reading every member header of a zip), outran the lead as
+// much as one that reads every byte: its lead grows, and from a chunk on it
+// reads ahead in whole chunks, not in a block fetch for each read plus a
+// lead block it skips.
+func TestSkippingReaderGrowsToChunks(t *testing.T) {
+	const chunk = 1 << 20
+	size := int64(16 * chunk)
+	src := newCountingFake(size)
+	src.Delay = 20 * time.Millisecond
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	r := f.NewReader()
+	buf := make([]byte, blockSize)
+	// Two reads in a row make the stream (a skip before that is a seek),
+	// then one block in every two.
+	offs := []int64{0, blockSize}
+	for off := int64(4 * blockSize); off < size; off += 2 * blockSize {
+		offs = append(offs, off)
+	}
+	for _, off := range offs {
+		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, blockSize)) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	r.Close()
+	settle(t, f)
+	calls := src.Calls()
+	whole := 0
+	for _, c := range calls {
+		if c.N >= chunk {
+			whole++
+		}
+	}
+	// The first 2 MiB in blocks, until the stream has consumed a chunk,
+	// then a few dozen fetches while its lead grows, then whole chunks.
+	// A lead that never grew takes two fetches per read: 127 reads.
+	if whole == 0 || len(calls) > 100 {
+		t.Fatalf("%d fetches, %d of whole chunks: %v", len(calls), whole, calls)
+	}
+	f.Close()
+}
