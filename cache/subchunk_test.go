@@ -97,12 +97,7 @@ func TestReaderGrowsToChunks(t *testing.T) {
 	// which counts the bytes only then.
 	settle(t, f)
 	calls := src.Calls()
-	whole := 0
-	for _, c := range calls {
-		if c.N >= chunk {
-			whole++
-		}
-	}
+	whole := wholeChunkFetches(calls, chunk)
 	// Chunk 0 in about 4 fetches of blocks, the next 2 or 3 chunks in up
 	// to two dozen more while the lead grows (under -race it grows
 	// later), then whole chunks: a lead that never grew would take over
@@ -396,12 +391,7 @@ func TestSkippingReaderGrowsToChunks(t *testing.T) {
 	r.Close()
 	settle(t, f)
 	calls := src.Calls()
-	whole := 0
-	for _, c := range calls {
-		if c.N >= chunk {
-			whole++
-		}
-	}
+	whole := wholeChunkFetches(calls, chunk)
 	// The first 2 MiB in blocks, until the stream has consumed a chunk,
 	// then a few dozen fetches while its lead grows, then whole chunks.
 	// A lead that never grew takes two fetches per read: 127 reads.
@@ -409,4 +399,16 @@ func TestSkippingReaderGrowsToChunks(t *testing.T) {
 		t.Fatalf("%d fetches, %d of whole chunks: %v", len(calls), whole, calls)
 	}
 	f.Close()
+}
+
+// wholeChunkFetches counts the fetches of calls that asked for a whole
+// chunk or more.
+func wholeChunkFetches(calls []cachetest.Call, chunk int64) int {
+	n := 0
+	for _, c := range calls {
+		if c.N >= chunk {
+			n++
+		}
+	}
+	return n
 }
