@@ -79,12 +79,7 @@ func TestReaderFetchesBlocks(t *testing.T) {
 func TestReaderGrowsToChunks(t *testing.T) {
 	const chunk = 1 << 20
 	size := int64(16 * chunk)
-	src := newCountingFake(size)
-	// Each fetch takes a moment, so the reader, which reads on at once,
-	// outruns its lead of blocks (see Reader) and reads ahead in chunks.
-	src.Delay = 20 * time.Millisecond
-	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
-	r := f.NewReader()
+	f, r, src := slowSourceReader(t, size)
 	buf := make([]byte, 128<<10)
 	for off := int64(0); off < size; off += int64(len(buf)) {
 		if _, err := r.ReadAt(bg, buf, off); err != nil || !bytes.Equal(buf, want(off, int64(len(buf)))) {
@@ -372,10 +367,7 @@ func TestSlowReaderLeavesOnlyItsLeadUnread(t *testing.T) {
 func TestSkippingReaderGrowsToChunks(t *testing.T) {
 	const chunk = 1 << 20
 	size := int64(16 * chunk)
-	src := newCountingFake(size)
-	src.Delay = 20 * time.Millisecond
-	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
-	r := f.NewReader()
+	f, r, src := slowSourceReader(t, size)
 	buf := make([]byte, blockSize)
 	// Two reads in a row make the stream (a skip before that is a seek),
 	// then one block in every two.
@@ -411,4 +403,15 @@ func wholeChunkFetches(calls []cachetest.Call, chunk int64) int {
 		}
 	}
 	return n
+}
+
+// slowSourceReader opens a File of size bytes on a counting Source whose
+// every fetch takes 20 ms, and a Reader of it: a reader that reads on at
+// once outruns its lead of blocks (see Reader) and reads ahead in chunks.
+func slowSourceReader(t *testing.T, size int64) (*File, *Reader, *cachetest.Source) {
+	t.Helper()
+	src := newCountingFake(size)
+	src.Delay = 20 * time.Millisecond
+	f := openT(t, cacheDir(t), bigMeta(size), src, Options{})
+	return f, f.NewReader(), src
 }
