@@ -30,11 +30,8 @@ func (s *scheduler) claimForRead(off, end int64, readable *servable, prio priori
 		if cur == nil {
 			return
 		}
-		r, a := cur, runStart
+		s.startRunLocked(cur, runStart)
 		cur = nil
-		if !s.goJobLocked(func() { _ = s.fetchRun(s.ctx, r, a, nil) }) {
-			s.failRunLocked(a, r.end, ErrClosed)
-		}
 	}
 	first, last := s.lay.span(off, end-off)
 	for i := first; i < last; i++ {

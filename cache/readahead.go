@@ -176,8 +176,7 @@ func (s *scheduler) aheadBlocks(owner *Reader, from, end int64) {
 			r.blocks = [2]int64{b0, b1}
 		}
 		c.claim(i, r)
-		if !s.goJobLocked(func() { _ = s.fetchRun(s.ctx, r, i, nil) }) {
-			s.failRunLocked(i, r.end, ErrClosed)
+		if !s.startRunLocked(r, i) {
 			return
 		}
 	}

@@ -151,6 +151,17 @@ func (s *scheduler) goJobLocked(fn func()) bool {
 	return true
 }
 
+// startRunLocked fetches run r, claimed from chunk first on, on a new job
+// (see fetchRun), or, once Close has begun, fails its chunks with
+// ErrClosed and returns false. s.mu is held.
+func (s *scheduler) startRunLocked(r *run, first int64) bool {
+	if !s.goJobLocked(func() { _ = s.fetchRun(s.ctx, r, first, nil) }) {
+		s.failRunLocked(first, r.end, ErrClosed)
+		return false
+	}
+	return true
+}
+
 // failRunLocked ends the flights of chunks [first, end) with err.
 // s.mu is held.
 func (s *scheduler) failRunLocked(first, end int64, err error) {
