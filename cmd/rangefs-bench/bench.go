@@ -371,7 +371,7 @@ func (b *bench) download(ctx context.Context, sec, id, tool, label string, argv 
 		r.Err = "reading output: " + err.Error()
 		return r
 	}
-	r.Verified = n == b.data.size && sum == b.data.sum
+	r.Verified = n == b.data.size && sum == b.data.check
 	return r
 }
 
@@ -401,7 +401,7 @@ func (b *bench) localDisk(ctx context.Context) []result {
 	if err != nil {
 		seqR.Err = err.Error()
 	}
-	seqR.Verified = sum == b.data.sum && n == b.data.size
+	seqR.Verified = sum == b.data.check && n == b.data.size
 	out = append(out, seqR)
 	if b.cfg.randomReads > 0 {
 		rr := result{ID: "local-disk/random", Section: secRandom, Tool: "local", Label: "local disk (cache dropped)"}

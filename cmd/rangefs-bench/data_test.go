@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,8 +36,11 @@ func TestEnsureDataFileAndHash(t *testing.T) {
 	if d.sum != hex.EncodeToString(sum[:]) {
 		t.Errorf("recorded sha256 %s, want %s", d.sum, hex.EncodeToString(sum[:]))
 	}
+	if c := fmt.Sprintf("%08x", crc32.Checksum(want, castagnoli)); d.check != c {
+		t.Errorf("recorded CRC-32C %s, want %s", d.check, c)
+	}
 	n, got, err := readAndHash(context.Background(), d.path)
-	if err != nil || n != size || got != d.sum {
+	if err != nil || n != size || got != d.check {
 		t.Errorf("readAndHash = %d, %s, %v", n, got, err)
 	}
 
@@ -43,8 +48,15 @@ func TestEnsureDataFileAndHash(t *testing.T) {
 	fi1, _ := os.Stat(d.path)
 	d2, err := ensureDataFile(dir, size, 11)
 	fi2, _ := os.Stat(d.path)
-	if err != nil || d2.sum != d.sum || !fi2.ModTime().Equal(fi1.ModTime()) {
+	if err != nil || d2.sum != d.sum || d2.check != d.check || !fi2.ModTime().Equal(fi1.ModTime()) {
 		t.Errorf("second call did not reuse the file: %v", err)
+	}
+	// A sidecar of the older format, without the CRC, is not trusted: the file is written again.
+	side := filepath.Join(filepath.Dir(dir), "data.bin.sha256")
+	os.WriteFile(side, []byte(fmt.Sprintf("content=2 size=%d seed=11 sha256=%s\n", size, d.sum)), 0o644)
+	d4, err := ensureDataFile(dir, size, 11)
+	if err != nil || d4.check != d.check || d4.sum != d.sum {
+		t.Errorf("after an old sidecar: %+v, %v; want check %s", d4, err, d.check)
 	}
 	d3, err := ensureDataFile(dir, size, 12)
 	if err != nil || d3.sum == d.sum {

@@ -246,7 +246,7 @@ func (b *bench) fleet(ctx context.Context, n int) []result {
 		if o.err != nil {
 			r.Err = o.err.Error()
 		}
-		r.Verified = o.n == b.data.size && o.sum == b.data.sum
+		r.Verified = o.n == b.data.size && o.sum == b.data.check
 		ok = ok && r.ok()
 		if r.ok() {
 			rates = append(rates, r.MBps())

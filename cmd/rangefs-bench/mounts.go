@@ -249,7 +249,7 @@ func (b *bench) catPhase(ctx context.Context, r *result, m *mounted) {
 		r.Err = err.Error()
 		return
 	}
-	r.Verified = o.n == b.data.size && o.sum == b.data.sum
+	r.Verified = o.n == b.data.size && o.sum == b.data.check
 }
 
 // trafficNow is traffic for a window that ends while a mount is still up: no waiting for
