@@ -27,6 +27,11 @@ type Options struct {
 	// Passthrough lets the kernel read a file's cached data directly once
 	// the whole file is cached and verified (when the kernel allows it).
 	Passthrough bool
+	// NoDirectIO keeps the kernel's page cache on every handle. Without it,
+	// a file opened while part of it is not cached yet is read with direct
+	// I/O (see tree.directIO), when the kernel allows shared mmap of such
+	// files (Linux 6.6+).
+	NoDirectIO bool
 	// Ownership shows every file and directory as owned by its UID and GID
 	// (0: root) and takes Umask's bits off their modes (see owner.go).
 	Ownership
@@ -103,7 +108,10 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 		// As root, mount(2) directly instead of through fusermount3; it
 		// falls back to fusermount3 for everyone else.
 		DirectMount: true,
-		Debug:       o.Debug,
+		// Shared mmap of a direct-I/O handle (tree.directIO), through the
+		// page cache; without it such an mmap fails with ENODEV.
+		ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP,
+		Debug:             o.Debug,
 		// Microseconds, so a request's log line can be set beside the
 		// fetches it caused.
 		Logger:     log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds),
@@ -128,6 +136,9 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	s := &Server{dir: dir, server: server, log: o.Logger, reads: t.reads, tree: t}
+	// The kernel offered the capability and we asked for it, so it holds.
+	// An open answered before this store is in page-cache mode, as before.
+	t.directIO.Store(!o.NoDirectIO && server.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0)
 	s.setReadAhead(o.KernelReadAhead)
 	return s, nil
 }

@@ -80,7 +80,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	if err != nil {
 		return nil, 0, n.st.fail(err)
 	}
-	h := &fileHandle{node: n.st, reader: r}
+	h := &fileHandle{node: n.st, reader: r, userDirect: flags&syscall.O_DIRECT != 0}
 	// KEEP_CACHE: the content is pinned by its validator, so the kernel may
 	// keep pages across opens (go-fuse drops it for passthrough, where there
 	// are no pages), unless this open reads another version than the last
@@ -89,10 +89,15 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	if n.st.keepCache(r.Version()) {
 		open = fuse.FOPEN_KEEP_CACHE
 	}
-	opts := n.st.parent.t.opts
-	if n.st.modes.open(func() bool { return opts.Passthrough && r.PassthroughPath() != "" }) {
+	t := n.st.parent.t
+	if n.st.modes.open(func() bool { return t.opts.Passthrough && r.PassthroughPath() != "" }) {
 		r.PassthroughPath() // pins the file until Close, also when joining another handle's passthrough
 		return &passthroughHandle{fileHandle: h, pass: true}, open, 0
+	}
+	if f, ok := r.(Filling); ok && t.directIO.Load() && f.Filling() {
+		// Counted as ordinary in modes: until its first shared mmap the
+		// kernel sees no I/O mode at all, and after it a cached one.
+		open |= fuse.FOPEN_DIRECT_IO
 	}
 	return h, open, 0
 }
@@ -218,9 +223,10 @@ func copyOut(dest []byte, v string) (uint32, syscall.Errno) {
 // (which keeps, for a cached file, the sequential detector that drives
 // read-ahead).
 type fileHandle struct {
-	node      *fileState
-	reader    Reader
-	closeOnce sync.Once
+	node       *fileState
+	reader     Reader
+	userDirect bool // opened with O_DIRECT: an interrupt ends its reads (see followInterrupt)
+	closeOnce  sync.Once
 }
 
 // close closes the reader once, at release.
@@ -254,10 +260,13 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	// No read waits longer than the op timeout, whatever the server does.
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.node.parent.t.opts.OpTimeout)
 	defer cancel()
-	// The FUSE context is cancelled on an interrupt, which ends only this
-	// wait, after a grace (see interruptGrace).
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(interruptGrace, cancel) })
-	defer stop()
+	// The FUSE context is cancelled on an interrupt, which may end only
+	// this wait (see followInterrupt).
+	var tid uint32
+	if c, ok := fuse.FromContext(ctx); ok {
+		tid = c.Pid
+	}
+	defer followInterrupt(ctx, tid, h.userDirect, cancel)()
 	n, err := h.reader.ReadAt(tctx, dest, off)
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(tctx.Err(), context.DeadlineExceeded) {
 		h.node.recentTimeouts(true).add(off, end, time.Now())
@@ -268,14 +277,15 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	return readResult(dest[:n]), 0
 }
 
-// interruptGrace is how long a read goes on waiting after the kernel said
-// its caller was interrupted. Every signal interrupts a FUSE request, also a
-// handled one with SA_RESTART (an interval timer, a runtime's preemption),
-// and the kernel cannot restart a read the daemon failed with EINTR, so
-// failing at once would hand such programs EINTR whenever the network takes
-// longer than their timer's period. Within the grace the bytes usually
-// arrive and the read completes; a Ctrl-C the program handles still ends a
-// read on a silent server well within a second.
+// interruptGrace is how long a read of an O_DIRECT handle goes on waiting
+// after the kernel said its caller was interrupted (see followInterrupt).
+// Every signal interrupts a FUSE request, also a handled one with SA_RESTART
+// (an interval timer, a runtime's preemption), and the kernel cannot restart
+// a read the daemon failed with EINTR, so failing at once would hand such
+// programs EINTR whenever the network takes longer than their timer's
+// period. Within the grace the bytes usually arrive and the read completes;
+// a Ctrl-C the program handles still ends a read on a silent server well
+// within a second.
 const interruptGrace = 250 * time.Millisecond
 
 // readNoWait answers a read of bytes whose last read timed out ago: with

@@ -92,6 +92,12 @@ func (c *cacheReader) PassthroughPath() string {
 
 func (c *cacheReader) Version() string { return versionOf(c.f.Meta()) }
 
+// Filling reports whether some chunk is not cached yet (see Filling).
+func (c *cacheReader) Filling() bool {
+	s := c.f.Stats()
+	return s.Present < s.Chunks
+}
+
 func (c *cacheReader) LimitReadAhead(end int64) { c.r.LimitReadAhead(end) }
 
 // Close closes the handle's cache.Reader, so its read-ahead and the fetches

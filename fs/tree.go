@@ -88,6 +88,13 @@ type Stats struct {
 	More []Xattr
 }
 
+// Filling is an optional interface of a Reader: Filling reports whether
+// part of its content is not on local disk yet, so reading it may wait for
+// the network (see tree.directIO).
+type Filling interface {
+	Filling() bool
+}
+
 // Xattr is one extra attribute of Stats.
 type Xattr struct{ Name, Value string }
 

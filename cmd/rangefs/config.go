@@ -92,7 +92,9 @@ type mountConfig struct {
 	// NoPassthrough keeps every read in this process even when the kernel
 	// could read a fully cached file directly.
 	NoPassthrough bool
-	Budget        budgetConfig
+	// NoDirectIO is fs.Options.NoDirectIO.
+	NoDirectIO bool
+	Budget     budgetConfig
 
 	// Daemon runs the mount in the background; the command returns once
 	// the mount answers (or with the error that stopped it).
@@ -393,6 +395,7 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 	fs.DurationVar(&c.OpTimeout, "op-timeout", 30*time.Second, "longest a read waits for the network before it fails with EIO")
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
+	fs.BoolVar(&c.NoDirectIO, "no-direct-io", false, "let the kernel page-cache files not yet fully cached too (by default their reads come to rangefs at the program's own size, with no second copy in memory)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
 	fs.Var(sizeFlag{&c.KernelReadAhead}, "kernel-read-ahead", "how far the kernel reads ahead of a program, whole KiB (default "+
 		humanBytes(rfs.DefaultKernelReadAhead)+"; rangefs reads ahead itself by what each handle consumed; needs root)")
