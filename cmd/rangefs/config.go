@@ -397,7 +397,7 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.NoDirectIO, "no-direct-io", false, "let the kernel page-cache files not yet fully cached too (by default their reads come to rangefs at the program's own size, with no second copy in memory)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
-	fs.Var(sizeFlag{&c.KernelReadAhead}, "kernel-read-ahead", "how far the kernel reads ahead of a program, whole KiB (default "+
+	fs.Var(sizeFlag{&c.KernelReadAhead}, "kernel-read-ahead", "how far the kernel reads ahead of a program reading through the page cache (a fully cached file, or any with --no-direct-io), whole KiB (default "+
 		humanBytes(rfs.DefaultKernelReadAhead)+"; rangefs reads ahead itself by what each handle consumed; needs root)")
 	archiveFlags(fs, &c.archiveConfig)
 	budgetFlags(fs, &c.Budget)
