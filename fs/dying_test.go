@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bufio"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -31,19 +32,39 @@ os.pread(fd, 65536, 4 << 20)
 print("read returned", flush=True)
 `
 	cmd := exec.Command(py, "-c", script, m.path)
-	var out strings.Builder
-	cmd.Stdout = &out
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// Its output, line by line; exited follows once it is all read.
+	lines := make(chan string, 2)
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	time.Sleep(400 * time.Millisecond) // python is up and waiting in its read
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	select {
+	case l := <-lines:
+		if l != "reading" {
+			t.Fatalf("python printed %q before its read", l)
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("python never got to its read")
+	}
+	time.Sleep(300 * time.Millisecond) // its handler is set and its read is waiting on the server
 	cmd.Process.Signal(syscall.SIGUSR1)
 	time.Sleep(400 * time.Millisecond) // past interruptGrace: the handled signal did not end the read
 	select {
-	case err := <-exited:
-		t.Fatalf("python exited after a handled signal: %v, output %q", err, out.String())
+	case l, ok := <-lines:
+		t.Fatalf("after a handled signal python printed %q (open %v): its read ended", l, ok)
 	default:
 	}
 	sent := time.Now()
@@ -53,8 +74,8 @@ print("read returned", flush=True)
 		if took := time.Since(sent); took > 2*time.Second {
 			t.Errorf("python took %v to die of SIGTERM (%v)", took, err)
 		}
-		if !strings.Contains(out.String(), "reading") || strings.Contains(out.String(), "read returned") {
-			t.Errorf("python's output %q: want it killed in its read", out.String())
+		if l, ok := <-lines; ok {
+			t.Errorf("python printed %q: want it killed in its read", l)
 		}
 	case <-time.After(15 * time.Second):
 		cmd.Process.Kill()
