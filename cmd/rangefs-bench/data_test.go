@@ -114,3 +114,22 @@ func TestRandomOffsets(t *testing.T) {
 		t.Error("offsets are not spread over the file")
 	}
 }
+
+func TestLocateWrong(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "www")
+	os.MkdirAll(dir, 0o755)
+	d, err := ensureDataFile(dir, 1<<20, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := locateWrong(context.Background(), d.path, d.size, 3); got != "second read of 1048576 bytes: 0 blocks of 64 KiB differ, first at []" {
+		t.Errorf("right file: %s", got)
+	}
+	f, _ := os.OpenFile(d.path, os.O_WRONLY, 0)
+	f.WriteAt([]byte{0}, 3<<16+5)
+	f.WriteAt([]byte{0, 0}, 9<<16+70)
+	f.Close()
+	if got := locateWrong(context.Background(), d.path, d.size, 3); got != "second read of 1048576 bytes: 2 blocks of 64 KiB differ, first at [196608 589824]" {
+		t.Errorf("two flipped places: %s", got)
+	}
+}

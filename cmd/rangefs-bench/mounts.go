@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"time"
+
+	"rangefs/fetch/fetchtest/content"
 )
 
 // mountTool describes one FUSE client under test.
@@ -250,6 +254,42 @@ func (b *bench) catPhase(ctx context.Context, r *result, m *mounted) {
 		return
 	}
 	r.Verified = o.n == b.data.size && o.sum == b.data.check
+	if !r.Verified {
+		// Where: read again, still mounted, against the generator. Wrong bytes that
+		// are there a second time are in what the mount serves, not in one read.
+		r.Note = joinNote(r.Note, "wrong bytes: "+locateWrong(ctx, m.file, b.data.size, b.cfg.seed))
+	}
+}
+
+// locateWrong reads path again and says which 64 KiB blocks differ from the generated
+// content: how many, the first few offsets, and the length read.
+func locateWrong(ctx context.Context, path string, size int64, seed uint64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "second read: " + err.Error()
+	}
+	defer f.Close()
+	const blk = 64 << 10
+	got, want := make([]byte, blk), make([]byte, blk)
+	var bad []int64
+	nbad := 0
+	var off int64
+	for off < size && ctx.Err() == nil {
+		n, err := io.ReadFull(f, got)
+		if n > 0 {
+			content.Fill(want[:n], off, seed)
+			if !bytes.Equal(got[:n], want[:n]) {
+				if nbad++; len(bad) < 8 {
+					bad = append(bad, off)
+				}
+			}
+		}
+		off += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	return fmt.Sprintf("second read of %d bytes: %d blocks of 64 KiB differ, first at %v", off, nbad, bad)
 }
 
 // trafficNow is traffic for a window that ends while a mount is still up: no waiting for
