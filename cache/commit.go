@@ -27,9 +27,10 @@ type committer struct {
 	pending []commitRec // chunks written, waiting for the next round
 	spare   []commitRec // the previous round's slice, reused
 
-	wake chan struct{} // capacity 1: "pending is not empty"
-	quit chan struct{} // closed by stop
-	done chan struct{} // closed when run returns
+	wake     chan struct{} // capacity 1: "pending is not empty"
+	quit     chan struct{} // closed by stop
+	stopOnce sync.Once
+	done     chan struct{} // closed when run returns
 }
 
 // commitRec is one fully written chunk and its index record: the CRC-32C
@@ -76,10 +77,10 @@ func (c *committer) run() {
 	}
 }
 
-// stop commits what is pending and ends run. Callers must ensure no more
-// add calls happen.
+// stop commits what is pending and ends run; later calls only wait for
+// that. Callers must ensure no more add calls happen.
 func (c *committer) stop() {
-	close(c.quit)
+	c.stopOnce.Do(func() { close(c.quit) })
 	<-c.done
 }
 

@@ -315,6 +315,12 @@ func (f *File) Close() error {
 	f.closeOnce.Do(func() {
 		openFiles.Delete(f)
 		f.sched.close()
+		// The writers are done: commit what they left before the budget
+		// punches the holes of chunks charged but not present, or it
+		// would punch chunks written whole and still waiting for their
+		// group commit, which the store's close then records and seals
+		// (TestCloseCommitsBeforeBudgetPunches).
+		f.st.com.stop()
 		var berr error
 		if f.bud != nil {
 			berr = f.bud.detach()
