@@ -24,12 +24,13 @@ import (
 //     (tree.directIO), and an interval timer or SIGCHLD must not make them
 //     fail where a page-cache read would not.
 
-// followInterrupt ends a read's wait (cancel) after an interrupt of its
-// FUSE request ctx, by the rule above; tid is the caller's thread. The
-// returned stop ends the following, at the end of the read.
-func followInterrupt(ctx context.Context, tid uint32, userDirect bool, cancel context.CancelFunc) (stop func()) {
-	done := make(chan struct{})
-	after := context.AfterFunc(ctx, func() {
+// followInterrupt ends a read's wait (cancel, which ends read) after an
+// interrupt of its FUSE request ctx, by the rule above; tid is the caller's
+// thread. Whatever it started after an interrupt ends with read; the
+// returned stop, called at the end of the read, stops waiting for one.
+func followInterrupt(ctx context.Context, tid uint32, userDirect bool, read context.Context, cancel context.CancelFunc) (stop func() bool) {
+	done := read.Done()
+	return context.AfterFunc(ctx, func() {
 		if userDirect {
 			graceThenCancel(done, cancel)
 			return
@@ -56,10 +57,6 @@ func followInterrupt(ctx context.Context, tid uint32, userDirect bool, cancel co
 			}
 		}
 	})
-	return func() {
-		after()
-		close(done)
-	}
 }
 
 // graceThenCancel cancels after interruptGrace, unless done closes first.

@@ -266,7 +266,7 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if c, ok := fuse.FromContext(ctx); ok {
 		tid = c.Pid
 	}
-	defer followInterrupt(ctx, tid, h.userDirect, cancel)()
+	defer followInterrupt(ctx, tid, h.userDirect, tctx, cancel)()
 	n, err := h.reader.ReadAt(tctx, dest, off)
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(tctx.Err(), context.DeadlineExceeded) {
 		h.node.recentTimeouts(true).add(off, end, time.Now())
