@@ -250,6 +250,15 @@ type treeReader struct {
 	once sync.Once
 }
 
+var _ fs.Filling = (*treeReader)(nil)
+
+// Filling is the cache's (see fs.Filling): a tree file not all cached is
+// read with direct I/O like a file named on the command line.
+func (r *treeReader) Filling() bool {
+	f, ok := r.Reader.(fs.Filling)
+	return ok && f.Filling()
+}
+
 func (r *treeReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if r.gen.Load() {
 		return 0, errSuperseded

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -582,5 +583,90 @@ func TestMountTreeFileChangedAtReadReopensNewVersion(t *testing.T) {
 	}
 	if got := fileSHA256(t, path); got != v2.SHA256() {
 		t.Fatalf("a new open after the change: sha256 %s, want the new version's %s", got, v2.SHA256())
+	}
+}
+
+// pageCacheBytes is how many bytes of path the kernel holds in its page
+// cache, by fincore (util-linux).
+func pageCacheBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	out, err := exec.Command("fincore", "--bytes", "--noheadings", "--output", "RES", path).Output()
+	if err != nil {
+		t.Fatalf("fincore %s: %v", path, err)
+	}
+	var n int64
+	if _, err := fmt.Sscan(string(out), &n); err != nil {
+		t.Fatalf("fincore said %q: %v", out, err)
+	}
+	return n
+}
+
+// kernelAtLeast reports whether the running kernel is at least major.minor.
+func kernelAtLeast(t *testing.T, major, minor int) bool {
+	t.Helper()
+	var u syscall.Utsname
+	if err := syscall.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var rel []byte
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		rel = append(rel, byte(c))
+	}
+	var ma, mi int
+	fmt.Sscanf(string(rel), "%d.%d", &ma, &mi)
+	return ma > major || ma == major && mi >= minor
+}
+
+// A file of a tree mount (here an nginx listing) opened before it is all
+// cached is read with direct I/O, as a file named on the command line is:
+// the kernel keeps no page-cache copy of what was read, and the bytes are
+// right. With --no-direct-io the same read fills the page cache.
+func TestMountTreeFileFillingUsesDirectIO(t *testing.T) {
+	needFUSE(t)
+	if _, err := exec.LookPath("fincore"); err != nil {
+		t.Skip("fincore (util-linux) is not installed")
+	}
+	if !kernelAtLeast(t, 6, 6) {
+		t.Skip("before Linux 6.6 the kernel cannot mmap direct-I/O files, so rangefs keeps the page cache")
+	}
+	tree := t.TempDir()
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i*7 + i>>12)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "big.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ng := listingtest.StartNginx(t, tree)
+	for _, c := range []struct {
+		name   string
+		flags  []string
+		cached bool
+	}{{"default", nil, false}, {"no-direct-io", []string{"--no-direct-io"}, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			mnt := t.TempDir()
+			args := append([]string{"--cache-dir", t.TempDir(), "--no-prefetch"}, c.flags...)
+			startMount(t, "big.bin", append(args, ng.URL+"/json/", mnt)...)
+			path := filepath.Join(mnt, "big.bin")
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			buf := make([]byte, 1<<20)
+			if _, err := io.ReadFull(f, buf); err != nil || !bytes.Equal(buf, data[:len(buf)]) {
+				t.Fatalf("reading the first MiB: %v, or wrong bytes", err)
+			}
+			got := pageCacheBytes(t, path)
+			if c.cached && got < int64(len(buf)) {
+				t.Errorf("%d bytes in the page cache after reading %d", got, len(buf))
+			}
+			if !c.cached && got != 0 {
+				t.Errorf("%d bytes in the page cache after reading a filling tree file: not direct I/O", got)
+			}
+		})
 	}
 }
