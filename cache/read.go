@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,34 +35,80 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 
 // readAt is ReadAt, fetching missing bytes in the given shape.
 func (f *File) readAt(ctx context.Context, p []byte, off int64, shape readShape) (int, error) {
+	n, _, err := f.readAtHeld(ctx, p, off, shape, false)
+	return n, err
+}
+
+// readAtHeld is readAt. With hold, when the bytes are readable from the data
+// file and not in p already, it may instead return them as a Held, which
+// keeps the read's chunks pinned until its Release; p is then untouched.
+func (f *File) readAtHeld(ctx context.Context, p []byte, off int64, shape readShape, hold bool) (int, *Held, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("cache: negative offset %d", off)
+		return 0, nil, fmt.Errorf("cache: negative offset %d", off)
 	}
 	if err := f.sched.usable(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if len(p) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	n := f.lay.clamp(off, int64(len(p)))
 	if n == 0 {
-		return 0, io.EOF
+		return 0, nil, io.EOF
 	}
 	// The chunks served are pinned until their bytes are copied out, so
 	// they are never evicted under the read (see chunkTable).
 	first, last := f.lay.span(off, n)
 	if err := f.enterPinned(first, last); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	defer f.leavePinned(first, last)
 	start := time.Now()
 	hit := f.presentAll(first, last)
-	got, err := f.read(ctx, p[:n], off, shape)
+	var h *Held
+	got, err := f.read(ctx, p[:n], off, shape, hold, &h)
 	f.countRead(start, got, hit)
+	if h != nil {
+		h.first, h.last = first, last
+	} else {
+		f.leavePinned(first, last)
+	}
 	if err == nil && int(n) < len(p) {
 		err = io.EOF
 	}
-	return got, err
+	return got, h, err
+}
+
+// Held is bytes of a File that a read found in its data file and left
+// there: n bytes at off, pinned (never evicted, and the store kept open)
+// until Release. It lets the caller hand the kernel the data file's own
+// pages (a splice) instead of copying them out and back in.
+type Held struct {
+	f           *File
+	fd          uintptr
+	off         int64
+	n           int
+	first, last int64
+	released    atomic.Bool
+}
+
+// Fd gives the data file's descriptor and the bytes' place in it, valid
+// until Release.
+func (h *Held) Fd() (fd uintptr, off int64, n int) { return h.fd, h.off, h.n }
+
+// Len is the number of bytes held.
+func (h *Held) Len() int { return h.n }
+
+// ReadTo copies the bytes held into p, which must hold Len bytes: for a
+// caller that could not use Fd after all.
+func (h *Held) ReadTo(p []byte) error {
+	return h.f.st.readAt(p[:h.n], h.off)
+}
+
+// Release unpins the bytes. It is idempotent; Fd is invalid after it.
+func (h *Held) Release() {
+	if h.released.CompareAndSwap(false, true) {
+		h.f.leavePinned(h.first, h.last)
+	}
 }
 
 // willNeed asks the kernel to read the present chunks of [off, off+n) of
@@ -95,11 +142,19 @@ func (f *File) willNeed(off, n int64) {
 
 // read fills p (already clamped to the file) from the cache, fetching what
 // is missing; after a disk failure it falls back to the network.
-func (f *File) read(ctx context.Context, p []byte, off int64, shape readShape) (int, error) {
+// With hold, bytes readable from the data file may be left there as *held
+// (see readAtHeld).
+func (f *File) read(ctx context.Context, p []byte, off int64, shape readShape, hold bool, held **Held) (int, error) {
 	if !f.st.degraded.Load() {
 		filled, err := f.ensure(ctx, p, off, prioDemand, shape)
 		if err == nil && filled {
 			return len(p), nil
+		}
+		if err == nil && hold {
+			if fd, ok := f.st.dataFd(); ok {
+				*held = &Held{f: f, fd: fd, off: off, n: len(p)}
+				return len(p), nil
+			}
 		}
 		if err == nil {
 			err = f.st.readAt(p, off)

@@ -138,11 +138,24 @@ func (r *Reader) LimitReadAhead(end int64) { r.limit.Store(max(0, end)) }
 // ReadAt is File.ReadAt plus stream detection and read-ahead. After Close it
 // returns ErrClosed.
 func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n, _, err := r.readAt(ctx, p, off, false)
+	return n, err
+}
+
+// ReadHeld is ReadAt, but bytes that are readable from the data file may be
+// returned as a Held instead of being copied into p (then p is untouched
+// and n is h.Len()). The caller must Release h.
+func (r *Reader) ReadHeld(ctx context.Context, p []byte, off int64) (n int, h *Held, err error) {
+	return r.readAt(ctx, p, off, true)
+}
+
+func (r *Reader) readAt(ctx context.Context, p []byte, off int64, hold bool) (int, *Held, error) {
 	if len(p) == 0 || off < 0 {
-		return r.f.ReadAt(ctx, p, off)
+		n, err := r.f.ReadAt(ctx, p, off)
+		return n, nil, err
 	}
 	if r.closed.Load() {
-		return 0, ErrClosed
+		return 0, nil, ErrClosed
 	}
 	// A read whose chunks are not all there yet shows the window did not
 	// keep ahead of its stream, which may then grow (see track).
@@ -175,14 +188,14 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		shape.waited = &waited
 		r.f.sched.aheadBlocks(r, from, from+lead)
 		start := time.Now()
-		n, err := r.f.readAt(ctx, p, off, shape)
+		n, h, err := r.f.readAtHeld(ctx, p, off, shape, hold)
 		r.leadRead(st, start, waited)
-		return n, err
+		return n, h, err
 	case win > 0:
 		r.f.sched.readAhead(st.ra, &r.closed, from, win)
 		r.f.willNeed(from, win*chunk)
 	}
-	return r.f.readAt(ctx, p, off, shape)
+	return r.f.readAtHeld(ctx, p, off, shape, hold)
 }
 
 // leadRead files a read of stream st made with a lead, which began at

@@ -68,7 +68,10 @@ type dataFile interface {
 }
 
 // osData is the real dataFile.
-type osData struct{ f *os.File }
+type osData struct {
+	f  *os.File
+	fd uintptr // f.Fd(), taken once
+}
 
 func (d osData) ReadAt(p []byte, off int64) (int, error)  { return d.f.ReadAt(p, off) }
 func (d osData) WriteAt(p []byte, off int64) (int, error) { return d.f.WriteAt(p, off) }
@@ -129,6 +132,15 @@ func (s *store) degrade(err error) {
 	if s.degraded.CompareAndSwap(false, true) {
 		s.log.Error("cache disk failed; serving uncached from now on", "dir", s.dir, "err", err)
 	}
+}
+
+// dataFd gives the data file's descriptor, if the data file is a plain
+// file (not a test's wrapper, which must see every read).
+func (s *store) dataFd() (uintptr, bool) {
+	if d, ok := s.data.(osData); ok {
+		return d.fd, true
+	}
+	return 0, false
 }
 
 // readAt reads p at off from the data file.
@@ -340,7 +352,7 @@ func openStore(dir string, m Meta, lay layout, log *slog.Logger, db *bolt.DB, mo
 			return nil, "", fmt.Errorf("cache: size data file: %w", err)
 		}
 	}
-	st.data = osData{df}
+	st.data = osData{f: df, fd: df.Fd()}
 	if wrapData != nil {
 		st.data = wrapData(st.data)
 	}

@@ -37,6 +37,16 @@ type tree struct {
 	// direct-I/O files, so mmap works the same either way.
 	directIO atomic.Bool
 
+	// spliceMax is the largest read whose bytes, when they are in a
+	// cache's data file, are handed to the kernel as the file's own pages
+	// (a heldResult), which go-fuse splices through a pipe into /dev/fuse:
+	// one copy, by the kernel, instead of a pread out of the page cache and
+	// a write back into the kernel. 0: none. Set at mount (see spliceMax).
+	spliceMax int
+	// held counts the reads answered with a heldResult, heldCopied those
+	// of them go-fuse copied after all (its splice failed).
+	held, heldCopied atomic.Int64
+
 	// ctx governs background listings; it ends at unmount.
 	ctx    context.Context
 	cancel context.CancelFunc

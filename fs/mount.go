@@ -32,6 +32,10 @@ type Options struct {
 	// I/O (see tree.directIO), when the kernel allows shared mmap of such
 	// files (Linux 6.6+).
 	NoDirectIO bool
+	// NoSplice copies every read's bytes through this process. Without it,
+	// bytes already in a cache's data file go to the kernel by splice(2)
+	// (see tree.spliceMax), when the process may size a pipe to the read.
+	NoSplice bool
 	// Ownership shows every file and directory as owned by its UID and GID
 	// (0: root) and takes Umask's bits off their modes (see owner.go).
 	Ownership
@@ -89,20 +93,19 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 	// is; a listing that changes tells the kernel which names to drop, and
 	// a file's content never changes under one inode.
 	timeout := o.DirCacheTime
+	t.spliceMax = spliceMax(o.NoSplice)
 	mo := fuse.MountOptions{
 		FsName: "rangefs",
 		Name:   "rangefs",
 		// Read-only at the VFS level too, so writes fail before reaching us.
-		Options: []string{"ro"},
-		// 1 MiB requests: measured 358 MB/s at go-fuse's 128 KiB default
-		// versus 974 MB/s at 1 MiB on this kind of machine.
-		MaxWrite: 1 << 20,
+		Options:  []string{"ro"},
+		MaxWrite: maxWrite,
 		// Enough async reads in flight to keep read-ahead and parallel
 		// readers fed; the kernel default of 12 starves -j 8..16.
 		MaxBackground: 64,
-		// Our read results are in memory: splicing them through a pipe is an
-		// extra copy, and a 1 MiB result plus header overflows the default pipe.
-		DisableSplice: true,
+		// Bytes in a cache's data file are spliced from it (tree.spliceMax);
+		// every other result is in memory and written with writev.
+		DisableSplice: t.spliceMax == 0,
 		// Security labels are not ours to answer; the kernel skips asking.
 		IgnoreSecurityLabels: true,
 		// As root, mount(2) directly instead of through fusermount3; it

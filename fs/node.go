@@ -13,6 +13,8 @@ import (
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"rangefs/cache"
 )
 
 // fileNode is an inode of a file: a thin handle on the fileState its
@@ -267,9 +269,22 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		tid = c.Pid
 	}
 	defer followInterrupt(ctx, tid, h.userDirect, tctx, cancel)()
-	n, err := h.reader.ReadAt(tctx, dest, off)
+	var n int
+	var held *cache.Held
+	var err error
+	if hr, ok := h.reader.(HeldReader); ok && len(dest) <= h.node.parent.t.spliceMax {
+		n, held, err = hr.ReadHeld(tctx, dest, off)
+	} else {
+		n, err = h.reader.ReadAt(tctx, dest, off)
+	}
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(tctx.Err(), context.DeadlineExceeded) {
 		h.node.recentTimeouts(true).add(off, end, time.Now())
+	}
+	if held != nil {
+		// Held bytes come only with nil or io.EOF (a read to the end of
+		// the file), and are never none.
+		h.node.parent.t.held.Add(1)
+		return heldResult{held, h.node.parent.t}, 0
 	}
 	if errno := h.node.fail(err); errno != 0 {
 		return nil, errno

@@ -3,6 +3,8 @@ package fs
 import (
 	"context"
 	"time"
+
+	"rangefs/cache"
 )
 
 // The tree a mount shows is made of Dirs and Files that the caller
@@ -93,6 +95,14 @@ type Stats struct {
 // the network (see tree.directIO).
 type Filling interface {
 	Filling() bool
+}
+
+// HeldReader is an optional interface of a Reader: ReadHeld is ReadAt, but
+// it may leave the bytes in the cache's data file, pinned, as a Held
+// instead of copying them into p (see cache.Reader.ReadHeld); a read may
+// then splice them to the kernel (see tree.spliceMax).
+type HeldReader interface {
+	ReadHeld(ctx context.Context, p []byte, off int64) (int, *cache.Held, error)
 }
 
 // Xattr is one extra attribute of Stats.

@@ -94,7 +94,9 @@ type mountConfig struct {
 	NoPassthrough bool
 	// NoDirectIO is fs.Options.NoDirectIO.
 	NoDirectIO bool
-	Budget     budgetConfig
+	// NoSplice is fs.Options.NoSplice.
+	NoSplice bool
+	Budget   budgetConfig
 
 	// Daemon runs the mount in the background; the command returns once
 	// the mount answers (or with the error that stopped it).
@@ -396,6 +398,7 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (implies default_permissions)")
 	fs.BoolVar(&c.NoPassthrough, "no-passthrough", false, "never let the kernel read fully cached files directly (FUSE passthrough)")
 	fs.BoolVar(&c.NoDirectIO, "no-direct-io", false, "let the kernel page-cache files not yet fully cached too (by default their reads come to rangefs at the program's own size, with no second copy in memory)")
+	fs.BoolVar(&c.NoSplice, "no-splice", false, "copy cached bytes through rangefs on every read (by default, with root's CAP_SYS_ADMIN or CAP_SYS_RESOURCE, reads that fit in a pipe are spliced from the cache file to the kernel)")
 	fs.BoolVar(&c.DebugFUSE, "debug-fuse", false, "log every FUSE request")
 	fs.Var(sizeFlag{&c.KernelReadAhead}, "kernel-read-ahead", "how far the kernel reads ahead of a program reading through the page cache (a fully cached file, or any with --no-direct-io), whole KiB (default "+
 		humanBytes(rfs.DefaultKernelReadAhead)+"; rangefs reads ahead itself by what each handle consumed; needs root)")

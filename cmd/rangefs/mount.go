@@ -88,7 +88,7 @@ func runMount(ctx context.Context, c *mountConfig, stderr io.Writer) error {
 		OnlyOthersRead: true,
 		OpTimeout:      c.OpTimeout, AllowOther: c.AllowOther, Debug: c.DebugFUSE, Logger: log,
 		KernelReadAhead: c.KernelReadAhead,
-		Passthrough:     !c.NoPassthrough, NoDirectIO: c.NoDirectIO, DirCacheTime: c.DirCacheTime, Ownership: c.Ownership,
+		Passthrough:     !c.NoPassthrough, NoDirectIO: c.NoDirectIO, NoSplice: c.NoSplice, DirCacheTime: c.DirCacheTime, Ownership: c.Ownership,
 		RootXattrs: func() []fs.Xattr {
 			return append(budgetXattrs(c.CacheDir, c.Budget), archiveIndexingXattrs(indexing)...)
 		},

@@ -250,32 +250,50 @@ type treeReader struct {
 	once sync.Once
 }
 
-var _ fs.Filling = (*treeReader)(nil)
+var (
+	_ fs.Filling    = (*treeReader)(nil)
+	_ fs.HeldReader = (*treeReader)(nil)
+)
+
+func (r *treeReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n, _, err := r.read(ctx, p, off, false)
+	return n, err
+}
+
+// ReadHeld is ReadAt, leaving the bytes in the cache when it can (see
+// fs.HeldReader).
+func (r *treeReader) ReadHeld(ctx context.Context, p []byte, off int64) (int, *cache.Held, error) {
+	return r.read(ctx, p, off, true)
+}
+
+func (r *treeReader) read(ctx context.Context, p []byte, off int64, hold bool) (n int, h *cache.Held, err error) {
+	if r.gen.Load() {
+		return 0, nil, errSuperseded
+	}
+	if r.f.sha.failed() {
+		return 0, nil, errSHA256Mismatch
+	}
+	if hr, ok := r.Reader.(fs.HeldReader); ok && hold {
+		n, h, err = hr.ReadHeld(ctx, p, off)
+	} else {
+		n, err = r.Reader.ReadAt(ctx, p, off)
+	}
+	if err != nil && err != io.EOF {
+		if r.gen.Load() {
+			return 0, nil, errSuperseded
+		}
+		if errors.Is(err, cache.ErrStale) {
+			r.f.reprobe(r.obj) // the next open learns the new version
+		}
+	}
+	return n, h, err
+}
 
 // Filling is the cache's (see fs.Filling): a tree file not all cached is
 // read with direct I/O like a file named on the command line.
 func (r *treeReader) Filling() bool {
 	f, ok := r.Reader.(fs.Filling)
 	return ok && f.Filling()
-}
-
-func (r *treeReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if r.gen.Load() {
-		return 0, errSuperseded
-	}
-	if r.f.sha.failed() {
-		return 0, errSHA256Mismatch
-	}
-	n, err := r.Reader.ReadAt(ctx, p, off)
-	if err != nil && err != io.EOF {
-		if r.gen.Load() {
-			return 0, errSuperseded
-		}
-		if errors.Is(err, cache.ErrStale) {
-			r.f.reprobe(r.obj) // the next open learns the new version
-		}
-	}
-	return n, err
 }
 
 func (r *treeReader) PassthroughPath() string {
