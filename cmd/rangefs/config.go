@@ -418,7 +418,7 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 	fs.BoolVar(&foreground, "foreground", false, "stay in the foreground even under mount(8)")
 	fs.DurationVar(&c.DaemonWait, "daemon-wait", time.Minute, "with --daemon, longest to wait for the mount to answer")
 	fs.StringVar(&c.LogFile, "log-file", "", "append log records to FILE instead of stderr")
-	fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default warn)")
+	fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default warn; -v means debug and -q error, unless this is given)")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	treeArgs := treeFlags(fs, c)
 	return func(env Env, args []string) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -267,5 +268,28 @@ func TestNetrcLookup(t *testing.T) {
 	}
 	if _, _, ok := netrcLookup("machine a login x password y", "b"); ok {
 		t.Error("an unlisted host matched without a default")
+	}
+}
+
+// An explicit --log-level decides what is logged, whatever -q or -v say;
+// without it, -v logs debug and -q only errors.
+func TestLogLevelBeatsQuietAndVerbose(t *testing.T) {
+	debug, info := slog.LevelDebug, slog.LevelInfo
+	for _, c := range []struct {
+		name string
+		c    commonConfig
+		want slog.Level
+	}{
+		{"default", commonConfig{}, slog.LevelWarn},
+		{"-q", commonConfig{Quiet: true}, slog.LevelError},
+		{"-v", commonConfig{Verbose: true}, slog.LevelDebug},
+		{"-q --log-level debug", commonConfig{Quiet: true, LogLevel: &debug}, slog.LevelDebug},
+		{"-v --log-level info", commonConfig{Verbose: true, LogLevel: &info}, slog.LevelInfo},
+	} {
+		l := newLogger(io.Discard, &c.c, slog.LevelWarn)
+		ctx := context.Background()
+		if !l.Enabled(ctx, c.want) || l.Enabled(ctx, c.want-1) {
+			t.Errorf("%s: logger does not log from %v exactly", c.name, c.want)
+		}
 	}
 }

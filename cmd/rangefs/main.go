@@ -155,16 +155,17 @@ func errorHint(err error) string {
 	return ""
 }
 
-// newLogger logs to stderr at level (what a command shows by default),
-// everything with -v, errors only with -q.
+// newLogger logs to stderr at level (what a command shows by default):
+// at --log-level when given, else everything with -v, errors only with -q.
+// So -q --log-level info hides progress and keeps info logs.
 func newLogger(w io.Writer, c *commonConfig, level slog.Level) *slog.Logger {
 	switch {
+	case c.LogLevel != nil:
+		level = *c.LogLevel
 	case c.Verbose:
 		level = slog.LevelDebug
 	case c.Quiet:
 		level = slog.LevelError
-	case c.LogLevel != nil:
-		level = *c.LogLevel
 	}
 	o := &slog.HandlerOptions{Level: level}
 	if c.LogJSON {
