@@ -44,8 +44,9 @@ type tree struct {
 	// a write back into the kernel. 0: none. Set at mount (see spliceMax).
 	spliceMax int
 	// held counts the reads answered with a heldResult, heldCopied those
-	// of them go-fuse copied after all (its splice failed).
-	held, heldCopied atomic.Int64
+	// of them go-fuse copied after all (its splice failed), heldReread the
+	// held reads that could not be spliced whole and were read again.
+	held, heldCopied, heldReread atomic.Int64
 
 	// ctx governs background listings; it ends at unmount.
 	ctx    context.Context

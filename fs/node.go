@@ -283,8 +283,16 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if held != nil {
 		// Held bytes come only with nil or io.EOF (a read to the end of
 		// the file), and are never none.
-		h.node.parent.t.held.Add(1)
-		return heldResult{held, h.node.parent.t}, 0
+		if pair, ok := loadHeld(held); ok {
+			h.node.parent.t.held.Add(1)
+			return heldResult{held, pair, h.node.parent.t}, 0
+		}
+		// Not all of them could be spliced: read them again, copied, which
+		// finds what went wrong with the data file (and then falls back
+		// to the network), or copies bytes that did not fit go-fuse's pipe.
+		held.Release()
+		h.node.parent.t.heldReread.Add(1)
+		n, err = h.reader.ReadAt(tctx, dest, off)
 	}
 	if errno := h.node.fail(err); errno != 0 {
 		return nil, errno
