@@ -99,7 +99,7 @@ func Mount(dir string, root Dir, o Options) (*Server, error) {
 		Name:   "rangefs",
 		// Read-only at the VFS level too, so writes fail before reaching us.
 		Options:  []string{"ro"},
-		MaxWrite: maxWrite,
+		MaxWrite: readSize(t.spliceMax),
 		// Enough async reads in flight to keep read-ahead and parallel
 		// readers fed; the kernel default of 12 starves -j 8..16.
 		MaxBackground: 64,

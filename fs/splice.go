@@ -15,8 +15,21 @@ import (
 
 // maxWrite is the largest READ the kernel sends us (and so the largest
 // reply): measured 358 MB/s at go-fuse's 128 KiB default versus 974 MB/s at
-// 1 MiB on this kind of machine.
+// 1 MiB on this kind of machine. See readSize for the size a mount uses.
 const maxWrite = 1 << 20
+
+// readSize is the largest READ a mount asks the kernel for, given its
+// spliceMax: maxWrite, or spliceMax when that is smaller, so a program's
+// 1 MiB read comes as one spliced READ of nearly all of it and a small one
+// that is copied, instead of one READ that is copied whole. With the
+// default pipe-max-size, a cold uncapped 1 MiB dd read 4-10% faster so
+// (764-785 against 714-739 MB/s, three paired runs).
+func readSize(spliceMax int) int {
+	if spliceMax > 0 && spliceMax < maxWrite {
+		return spliceMax
+	}
+	return maxWrite
+}
 
 // spliceMax is the largest read that may be spliced (see tree.spliceMax),
 // 0 if none may. go-fuse grows its pipe to a reply plus a page for every

@@ -176,3 +176,34 @@ func TestSpliceLimitFitsGoFusesPipe(t *testing.T) {
 		}
 	}
 }
+
+// A program's 1 MiB reads are spliced, most of each: a mount whose pipes
+// cannot take a whole MiB asks the kernel for READs no larger than what
+// they can take, so such a read comes as a spliced READ and a small copied
+// one, not as one READ copied whole.
+func TestMiBReadsAreSplicedUnderDefaultPipeLimit(t *testing.T) {
+	m := mountPattern(t, newSource(32*chunk), t.TempDir(), Options{}, cache.Options{})
+	tr := m.srv.tree
+	if tr.spliceMax == 0 {
+		t.Skip("this process may not size a pipe to a whole read (not root, or no room under pipe-max-size), so reads are copied")
+	}
+	directIOOffered(t, m)
+	// Cache the first MiB; the file stays filling, so a read of it
+	// reaches us at the program's size (direct I/O).
+	if _, err := m.file.ReadAt(context.Background(), make([]byte, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(m.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	before := tr.held.Load()
+	if n, err := f.ReadAt(buf, 0); err != nil || n != len(buf) || !bytes.Equal(buf, pattern(0, int64(n))) {
+		t.Fatalf("1 MiB read: %d, %v, or wrong bytes", n, err)
+	}
+	if tr.held.Load() == before {
+		t.Errorf("no part of a 1 MiB read was spliced (spliceMax %d)", tr.spliceMax)
+	}
+}
