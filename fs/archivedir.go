@@ -385,6 +385,16 @@ func (d *archiveDir) lookupIn(ctx context.Context, o *archiveOpen, name string) 
 	if n, ok := o.earlyNode(e); ok {
 		return n, nil
 	}
+	if e.Mode&iofs.ModeSymlink != 0 {
+		// Whether a link stays inside depends on the links its target
+		// passes through, which a pass still running may list later.
+		if err := d.complete(ctx, o); err != nil {
+			return Entry{}, err
+		}
+		if e, ok = o.a.Lookup(name); !ok {
+			return Entry{}, &iofs.PathError{Op: "lookup", Path: name, Err: iofs.ErrNotExist}
+		}
+	}
 	node, _, err := d.node(o, e)
 	if err != nil {
 		return Entry{}, err
@@ -691,7 +701,7 @@ func (d *archiveDir) node(o *archiveOpen, e archive.Entry) (Entry, int, error) {
 			d.o.Logger.Warn("archive: a damaged symlink is not shown", "archive", d.name, "member", e.Name, "err", err)
 			return Entry{}, hiddenDamaged, nil
 		}
-		if e.LinkEscapes || archive.LinkEscapes(e.Name, target) {
+		if e.LinkEscapes || archive.LinkEscapes(e.Name, target) || d.linkLeaves(o, e.Name, target) {
 			return Entry{}, hiddenEscaped, nil
 		}
 		return Entry{Name: base, Link: memberLink{target: target, mtime: e.ModTime}}, shown, nil
@@ -720,6 +730,55 @@ func (d *archiveDir) linkTarget(a *archive.Archive, e archive.Entry) (string, er
 	}
 	d.links[e.Name] = t
 	return t, nil
+}
+
+// maxLinkHops bounds the symlinks linkLeaves follows for one link, as the
+// kernel's 40 bound one path lookup (ELOOP).
+const maxLinkHops = 40
+
+// linkLeaves reports whether the symlink name -> target leaves the
+// archive's root as the kernel resolves it in the mount: component by
+// component, with a component that is itself one of the archive's
+// symlinks replaced by its target, relative to that link's directory. A
+// text-only check is not enough: with sub/u -> "..", every "u" is the
+// root again, so "u/sub/u/../../.." reads as inside and climbs out. A
+// chain longer than maxLinkHops, or through a link that cannot be read,
+// counts as leaving. It needs the whole listing: a tar.gz's pass must have
+// ended (lookupIn waits for it before making a symlink's node).
+func (d *archiveDir) linkLeaves(o *archiveOpen, name, target string) bool {
+	var at []string // where the resolution stands, in components below the root
+	if dir := path.Dir(name); dir != "." {
+		at = strings.Split(dir, "/")
+	}
+	rest := strings.Split(target, "/")
+	for hops := 0; len(rest) > 0; {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(at) == 0 {
+				return true
+			}
+			at = at[:len(at)-1]
+			continue
+		}
+		e, ok := o.a.Lookup(path.Join(path.Join(at...), c))
+		if !ok || e.Mode&iofs.ModeSymlink == 0 {
+			at = append(at, c)
+			continue
+		}
+		if hops++; hops > maxLinkHops || e.LinkEscapes {
+			return true
+		}
+		t, err := d.linkTarget(o.a, e)
+		if err != nil || t == "" || strings.HasPrefix(t, "/") || strings.IndexByte(t, 0) >= 0 {
+			return true
+		}
+		rest = append(strings.Split(t, "/"), rest...)
+	}
+	return false
 }
 
 // memberLink is a symlink inside an archive.
