@@ -100,6 +100,10 @@ type Archive struct {
 	nproblem int
 	fatal    error    // why the listing stopped early (nil when it reached the end)
 	gz       *gzIndex // tar.gz checkpoints; nil for other kinds
+	// damagedFrom is the stream offset from which a tar.gz's decompressed
+	// bytes are known bad (a gzip member failed its CRC-32 or did not
+	// decode); -1 when none are. See damagedLocked.
+	damagedFrom int64
 
 	grown    chan struct{} // closed (and cleared) when an entry is added; made by a waiting WaitLookup
 	done     chan struct{} // closed when the listing is complete or has stopped
@@ -112,7 +116,33 @@ func newArchive(r io.ReaderAt, size int64, kind Kind, lim Limits) *Archive {
 		byName:   map[string]int{},
 		children: map[string][]string{},
 		done:     make(chan struct{}),
+
+		damagedFrom: -1,
 	}
+}
+
+// damage marks a tar.gz's stream bad from offset from on: the gzip member
+// that begins there failed its CRC-32 or did not decode, so none of its
+// bytes can be trusted, though they inflated.
+func (a *Archive) damage(from int64) {
+	a.mu.Lock()
+	a.damagedFrom = from
+	a.mu.Unlock()
+}
+
+// damagedLocked reports whether e was read from, or has its bytes in, a
+// part of the stream marked bad: such an entry is not listed and does not
+// open (ErrChecksum).
+func (a *Archive) damagedLocked(e *Entry) bool {
+	if a.damagedFrom < 0 || !e.data.inStream {
+		return false
+	}
+	return e.data.hdrOff >= a.damagedFrom || e.Mode.Type() == 0 && e.data.dataOff+e.Size > a.damagedFrom
+}
+
+// errDamaged is Open's error for an entry damagedLocked reports.
+func errDamaged(name string) error {
+	return &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("%w: the gzip data holding it failed its CRC-32", ErrChecksum)}
 }
 
 // Kind reports the archive's format.
@@ -153,9 +183,11 @@ func (a *Archive) Len() int {
 func (a *Archive) Entries() []Entry {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	out := make([]Entry, len(a.entries))
-	for i, e := range a.entries {
-		out[i] = *e
+	out := make([]Entry, 0, len(a.entries))
+	for _, e := range a.entries {
+		if !a.damagedLocked(e) {
+			out = append(out, *e)
+		}
 	}
 	return out
 }
@@ -166,7 +198,7 @@ func (a *Archive) Lookup(name string) (Entry, bool) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	i, ok := a.byName[name]
-	if !ok {
+	if !ok || a.damagedLocked(a.entries[i]) {
 		return Entry{}, false
 	}
 	return *a.entries[i], true
@@ -182,8 +214,9 @@ func (a *Archive) WaitLookup(ctx context.Context, name string) (Entry, bool, err
 		a.mu.Lock()
 		if i, ok := a.byName[name]; ok {
 			e := *a.entries[i]
+			bad := a.damagedLocked(a.entries[i])
 			a.mu.Unlock()
-			return e, true, nil
+			return e, !bad, nil
 		}
 		select {
 		case <-a.done:
@@ -225,7 +258,9 @@ func (a *Archive) ReadDir(dir string) ([]Entry, error) {
 	names := a.children[dir]
 	out := make([]Entry, 0, len(names))
 	for _, n := range names {
-		out = append(out, *a.entries[a.byName[n]])
+		if e := a.entries[a.byName[n]]; !a.damagedLocked(e) {
+			out = append(out, *e)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -328,6 +363,9 @@ func (a *Archive) entry(name string) (*Entry, error) {
 	i, ok := a.byName[name]
 	if !ok {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	if a.damagedLocked(a.entries[i]) {
+		return nil, errDamaged(name)
 	}
 	return a.entries[i], nil
 }

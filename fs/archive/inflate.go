@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -163,9 +164,14 @@ func (z *inflater) updateCRC() {
 
 // corrupt turns a decoding failure into an ErrFormat error; errors of the
 // input itself (not io.EOF) pass through so that a retry can succeed.
+// errTruncated marks a stream that ended early: what came before it
+// decoded from the archive's own bytes, unlike a stream that does not
+// decode or fails its CRC-32.
+var errTruncated = errors.New("compressed stream truncated")
+
 func (z *inflater) corrupt(err error) error {
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		return fmt.Errorf("%w: compressed stream truncated at input offset %d", ErrFormat, z.in)
+		return fmt.Errorf("%w: %w at input offset %d", ErrFormat, errTruncated, z.in)
 	}
 	return err
 }

@@ -19,6 +19,7 @@ import (
 // from the underlying io.ReaderAt is returned as it is and the next read
 // tries again.
 type Reader struct {
+	a     *Archive
 	entry Entry
 	impl  memberReader
 }
@@ -35,7 +36,19 @@ func (r *Reader) Entry() Entry { return r.entry }
 func (r *Reader) Size() int64 { return r.entry.Size }
 
 // ReadAt implements io.ReaderAt over the member's decompressed bytes.
-func (r *Reader) ReadAt(p []byte, off int64) (int, error) { return r.impl.ReadAt(p, off) }
+// A tar.gz member whose gzip data failed its check once the pass reached
+// the end fails from then on.
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
+	if r.a.kind == TarGz {
+		r.a.mu.RLock()
+		bad := r.a.damagedLocked(&r.entry)
+		r.a.mu.RUnlock()
+		if bad {
+			return 0, errDamaged(r.entry.Name)
+		}
+	}
+	return r.impl.ReadAt(p, off)
+}
 
 // Close releases the handle's decompressor and window.
 func (r *Reader) Close() error { return r.impl.Close() }
@@ -66,7 +79,7 @@ func (a *Archive) Open(name string) (*Reader, error) {
 	a.mu.RLock()
 	snap = *e
 	a.mu.RUnlock()
-	return &Reader{entry: snap, impl: impl}, nil
+	return &Reader{a: a, entry: snap, impl: impl}, nil
 }
 
 func (a *Archive) openImpl(e *Entry, snap Entry) (memberReader, error) {

@@ -3,6 +3,7 @@ package archive
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -64,9 +65,19 @@ func (a *Archive) indexTarGz(ctx context.Context) {
 	}
 	s := &gzStream{z: z, ctx: ctx, a: a}
 	err := a.listTar(ctx, s, -1, s)
-	if err == nil {
-		// Inflate to the end so that every gzip trailer's CRC is checked.
-		_, err = io.Copy(io.Discard, s)
+	if s.zerr == nil && ctx.Err() == nil {
+		// Inflate to the end so that every gzip trailer's CRC is checked,
+		// also when the tar stopped early: what it listed is only known
+		// good once the gzip member holding it has passed its check.
+		_, derr := io.Copy(io.Discard, s)
+		if err == nil {
+			err = derr
+		} else if derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}
+	if zerr := s.zerr; errors.Is(zerr, ErrChecksum) || errors.Is(zerr, ErrFormat) && !errors.Is(zerr, errTruncated) {
+		a.damage(z.memberStart)
 	}
 	if err != nil {
 		err = fmt.Errorf("tar.gz: %w", err)
@@ -83,6 +94,7 @@ type gzStream struct {
 	a    *Archive
 	n    int64
 	mark int64
+	zerr error // the inflater's error, io.EOF aside
 }
 
 func (s *gzStream) Read(p []byte) (int, error) {
@@ -91,6 +103,9 @@ func (s *gzStream) Read(p []byte) (int, error) {
 	}
 	at := s.n
 	n, err := s.z.Read(p)
+	if err != nil && err != io.EOF && s.zerr == nil {
+		s.zerr = err
+	}
 	if s.mark < 0 && len(p) == 512 && at%512 == 0 && n > 0 {
 		s.mark = at
 	}
