@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -485,5 +486,29 @@ func readAllErr(a *Archive, name string) ([]byte, error) {
 		if err != nil {
 			return out, err
 		}
+	}
+}
+
+// TestZipFileOverDirectoryKeepsTheRest: a zip member that cannot replace
+// a directory holding members (e/f.txt, then a file e) is left out with a
+// problem that says so; the members after it are listed, and no entry
+// limit is claimed.
+func TestZipFileOverDirectoryKeepsTheRest(t *testing.T) {
+	members := []zipMember{{name: "e/f.txt", data: []byte("f")}, {name: "e", data: []byte("file e")}}
+	want := []string{"e/f.txt"} // e is the implicit directory
+	for i := range 5 {
+		n := "after" + strconv.Itoa(i) + ".txt"
+		members = append(members, zipMember{name: n, data: []byte(n)})
+		want = append(want, n)
+	}
+	z := makeZip(t, members)
+	a, err := OpenZip(bytes.NewReader(z), int64(len(z)), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(want)
+	archivetest.EqualNames(t, "zip listing", listedNames(a), want)
+	if err := a.Err(); !errors.Is(err, ErrFormat) || errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "cannot replace a directory") {
+		t.Errorf("Err = %v, want the directory clash and no entry limit", err)
 	}
 }

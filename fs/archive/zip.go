@@ -226,7 +226,9 @@ func (a *Archive) parseCentralDirectory(cd []byte, d *zipDir) error {
 	}
 	a.refuseOverlaps(recs, d.off+d.base)
 	for _, r := range recs {
-		if r.ok && !a.add(r.e) {
+		// add refuses a member for the entry limit, which ends the listing,
+		// or for clashing with a directory, which it records itself.
+		if r.ok && !a.add(r.e) && a.Len() >= a.lim.MaxEntries {
 			a.problem(fmt.Errorf("%w: more than %d entries; the rest is not listed", ErrLimit, a.lim.MaxEntries))
 			break
 		}
