@@ -73,6 +73,13 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 		defer f.Close()
 		w = f
 	}
+	// A stale mount, left by a daemon that died, goes first: the new mount
+	// may get its mount ID, so it must not be in the baseline below.
+	if cleaned, err := fs.CleanStale(c.Mountpoint); err != nil {
+		return err
+	} else if cleaned {
+		fmt.Fprintf(w, "rangefs: removed a stale mount left at %s by a process that died\n", c.Mountpoint)
+	}
 	// Readiness is read from the kernel's mount table, never by touching
 	// the mount: a thread of this process waiting on its own mount when the
 	// process is killed would wait for ever (the daemon cannot answer).

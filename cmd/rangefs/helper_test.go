@@ -293,6 +293,48 @@ func TestMountDaemonReadiness(t *testing.T) {
 	}
 }
 
+// --daemon over a stale mount, left by a daemon killed with SIGKILL (as
+// after a crash, and as mount(8) from fstab does next): the new mount
+// cleans it up and --daemon returns once the new mount answers. The kernel
+// gives the new mount the ID the stale one had, so readiness cannot be
+// "an ID that was not there before the cleanup".
+func TestMountDaemonOverStaleMount(t *testing.T) {
+	needFUSE(t)
+	srv, p := patternServer(t, 2<<20+5, 97)
+	mnt, cdir := t.TempDir(), t.TempDir()
+	cleanupDaemon(t, mnt)
+	mount := func(what string) {
+		t.Helper()
+		start := time.Now()
+		r := rangefs(t, t.TempDir(), "mount", "--daemon", "--daemon-wait", "20s", "--cache-dir", cdir, srv.URL(), mnt)
+		if r.code != exitOK {
+			t.Fatalf("%s: exit %d after %v: %s", what, r.code, time.Since(start).Round(time.Millisecond), r.stderr)
+		}
+	}
+	mount("first mount")
+	pids := daemonPIDs(t, mnt)
+	if len(pids) != 1 {
+		t.Fatalf("%d background processes, want 1", len(pids))
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); len(daemonPIDs(t, mnt)) > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the killed daemon is still there after 10 s")
+		}
+	}
+	if _, err := os.ReadDir(mnt); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("after SIGKILL, readdir = %v; want ENOTCONN (a stale mount)", err)
+	}
+	mount("--daemon over the stale mount")
+	readsExact(t, filepath.Join(mnt, "file"), p, "after the remount")
+	if r := rangefs(t, t.TempDir(), "unmount", mnt); r.code != exitOK {
+		t.Fatalf("unmount: exit %d: %s", r.code, r.stderr)
+	}
+	waitDaemonGone(t, mnt)
+}
+
 // fuseConn returns the /sys/fs/fuse/connections entry of the mount at dir.
 func fuseConn(t *testing.T, dir string) string {
 	t.Helper()
