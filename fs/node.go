@@ -344,7 +344,7 @@ func (n *fileState) fail(err error) syscall.Errno {
 	case errno == 0, errno == syscall.EINTR:
 	case errno == syscall.ESTALE:
 		if n.staleLogged.CompareAndSwap(false, true) {
-			n.parent.t.opts.Logger.Warn("the remote file changed; reads of this open file fail with ESTALE (open it again for the new version)",
+			n.parent.t.opts.Logger.Warn("the remote file changed; reads of this version fail with ESTALE (a file of a listing shows the new version once its directory is listed again; a URL given on the command line needs a remount)",
 				"file", n.path(), "err", err)
 		}
 	case errno == syscall.EOPNOTSUPP, errno == syscall.ENOENT:
