@@ -467,6 +467,10 @@ func mountFlags(fs *pflag.FlagSet, c *mountConfig) func(env Env, args []string) 
 		if err := finish(env); err != nil {
 			return err
 		}
+		if c.Budget.MaxSize > 0 && c.Budget.MaxSize < c.ChunkSize {
+			return usagef("--cache-max-size %s is smaller than one chunk (--chunk-size %s), so nothing could be cached; give at least the chunk size, or a smaller --chunk-size",
+				humanBytes(c.Budget.MaxSize), humanBytes(c.ChunkSize))
+		}
 		if err := treeArgs(args); err != nil {
 			return err
 		}

@@ -129,6 +129,9 @@ func TestParseMount(t *testing.T) {
 		c.CacheDir != filepath.Join("/home/u", ".cache", "rangefs") {
 		t.Errorf("parsed %+v", c)
 	}
+	if _, err := parseMount([]string{"--chunk-size", "8MiB", "--cache-max-size", "8MiB", "http://h/a", "m"}, env, io.Discard); err != nil {
+		t.Errorf("a cap of one chunk: %v", err)
+	}
 	xdg := func(k string) string { return map[string]string{"HOME": "/home/u", "XDG_CACHE_HOME": "/x"}[k] }
 	if c, _ := parseMount([]string{"http://h/a", "m"}, xdg, io.Discard); c.CacheDir != filepath.Join("/x", "rangefs") {
 		t.Errorf("XDG cache dir: %s", c.CacheDir)
@@ -139,6 +142,7 @@ func TestParseMount(t *testing.T) {
 		{"--name", "a/b", "http://h/a", "m"},
 		{"--op-timeout", "0s", "http://h/a", "m"},
 		{"gopher://h/a", "m"},
+		{"--chunk-size", "16MiB", "--cache-max-size", "8MiB", "http://h/a", "m"}, // not one chunk fits
 	} {
 		_, err := parseMount(args, env, io.Discard)
 		var ue *usageError
