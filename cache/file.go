@@ -40,6 +40,12 @@ type Meta struct {
 	// tells whether LastModified can prove the version (see provenSame).
 	Date string
 	URL  string // secret-free, informational only
+	// Source names what the bytes are of, such as a hash of the URL's
+	// identity, when the cache's place does not already say it (a get's
+	// partial download lives beside its output, whatever the URL). A cache
+	// whose stored Source differs is discarded; one stored without a
+	// Source, or opened without one, is not compared.
+	Source string
 }
 
 // Options tune a File. The zero value is usable.

@@ -150,6 +150,26 @@ func fillAndClose(t *testing.T, dir string, m Meta) {
 	}
 }
 
+// A cache stored with one Source is discarded when opened with another,
+// though every validator matches; one stored without a Source is kept.
+func TestMetaSourceMismatchDiscards(t *testing.T) {
+	for _, tc := range []struct {
+		stored, now string
+		discard     bool
+	}{{"a", "b", true}, {"a", "a", false}, {"", "b", false}, {"a", "", false}} {
+		dir := cacheDir(t)
+		m := testMeta(8 * testChunk)
+		m.Source = tc.stored
+		fillAndClose(t, dir, m)
+		m.Source = tc.now
+		f := openT(t, dir, m, newFake(m.Size), Options{})
+		if got := f.Discarded() != ""; got != tc.discard {
+			t.Errorf("stored source %q, opened with %q: discarded %q, want discarded=%v", tc.stored, tc.now, f.Discarded(), tc.discard)
+		}
+		f.Close()
+	}
+}
+
 func TestMetaMismatchDiscards(t *testing.T) {
 	base := testMeta(8 * testChunk)
 	tests := []struct {

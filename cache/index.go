@@ -138,6 +138,7 @@ func readMeta(tx *bolt.Tx) (sm storedMeta, ok bool) {
 		LastModified: string(b.Get(keyLastMod)),
 		Date:         string(b.Get(keyDate)),
 		URL:          string(b.Get(keyURL)),
+		Source:       string(b.Get(keySource)),
 	}
 	return sm, sm.format != 0
 }
@@ -175,7 +176,7 @@ func writeMeta(tx *bolt.Tx, m Meta) error {
 	}
 	for k, v := range map[string]string{
 		string(keyETag): m.ETag, string(keyWeak): m.WeakETag, string(keyLastMod): m.LastModified,
-		string(keyDate): m.Date, string(keyURL): m.URL,
+		string(keyDate): m.Date, string(keyURL): m.URL, string(keySource): m.Source,
 	} {
 		if err := b.Put([]byte(k), []byte(v)); err != nil {
 			return err
@@ -185,7 +186,8 @@ func writeMeta(tx *bolt.Tx, m Meta) error {
 }
 
 // metaMismatch explains why a stored cache does not belong to m, or returns
-// "" when it does. URL is informational and not compared; Date is not
+// "" when it does. URL is informational and not compared (Source is, when
+// both have one); Date is not
 // compared but must show that the stored version is proven (provenSame).
 func metaMismatch(sm storedMeta, m Meta) string {
 	var why []string
@@ -206,6 +208,9 @@ func metaMismatch(sm storedMeta, m Meta) string {
 	}
 	if sm.meta.LastModified != m.LastModified {
 		why = append(why, fmt.Sprintf("Last-Modified %q, now %q", sm.meta.LastModified, m.LastModified))
+	}
+	if sm.meta.Source != "" && m.Source != "" && sm.meta.Source != m.Source {
+		why = append(why, fmt.Sprintf("of another URL (%s), now %s", sm.meta.URL, m.URL))
 	}
 	if len(why) == 0 {
 		return provenSame(sm.meta)

@@ -55,6 +55,7 @@ var (
 	keyLastMod = []byte("last_modified")
 	keyDate    = []byte("date")
 	keyURL     = []byte("url")
+	keySource  = []byte("source")
 )
 
 // dataFile is everything the cache does to the sparse data file once it is

@@ -340,6 +340,41 @@ func TestGetRemoteChangedBetweenRunsRestarts(t *testing.T) {
 	}
 }
 
+// A partial download is of one URL: a get of another URL to the same
+// output starts over, even when the two servers' validators are the same
+// (nginx's ETag is the mtime and size, so two files of one size and mtime
+// share it).
+func TestGetResumeOfAnotherURLStartsOver(t *testing.T) {
+	const size = 8 << 20
+	a, _ := patternServer(t, size, 1, fetchtest.WithConnRate(1<<20))
+	b, pb := patternServer(t, size, 2)
+	if a.ETag(fetchtest.DefaultPath) != b.ETag(fetchtest.DefaultPath) {
+		t.Fatalf("the servers' ETags differ (%s, %s): the test needs them equal", a.ETag(fetchtest.DefaultPath), b.ETag(fetchtest.DefaultPath))
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "get", "-q", "-j", "2", "--chunk-size", "256K", "-o", "out.bin", a.URL())
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // about 3 MiB of 8 arrive
+	cmd.Process.Kill()
+	cmd.Wait()
+	if _, err := os.Stat(filepath.Join(dir, "out.bin.rangefs")); err != nil {
+		t.Fatalf("no partial download to resume: %v", err)
+	}
+	r := rangefs(t, dir, "get", "-j", "2", "--chunk-size", "256K", "-o", "out.bin", b.URL())
+	if r.code != exitOK {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if fileSHA256(t, filepath.Join(dir, "out.bin")) != pb.SHA256() {
+		t.Fatal("the result is not the second URL's file: the first one's partial download was resumed")
+	}
+	if !strings.Contains(r.stderr, "discarded") {
+		t.Errorf("the restart was not announced: %s", r.stderr)
+	}
+}
+
 func TestGetErrorsAreOneClearLine(t *testing.T) {
 	srv, _ := patternServer(t, 1<<20, 1)
 	dead := fetchtest.NewSilentServer()

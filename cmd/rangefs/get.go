@@ -117,7 +117,7 @@ func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, l
 	}
 
 	for restart := 0; ; restart++ {
-		err = fillOnce(ctx, c, obj, state, pool, disp, out, log)
+		err = fillOnce(ctx, c, obj, getSource(obj, j.URL), state, pool, disp, out, log)
 		if errors.Is(err, fetch.ErrRangeIgnored) {
 			// The server advertised ranges but answered with whole bodies.
 			os.RemoveAll(state)
@@ -277,9 +277,22 @@ func publish(path, out string, force bool) error {
 	return nil
 }
 
+// getSource names the remote file a partial download is of, so that a get
+// of another URL to the same output starts over instead of resuming it:
+// the servers' validators may be the same (nginx's ETag is the mtime and
+// the size). It is a hash of the URL's identity, as a mount's cache
+// directory is, without the query of a signed URL, whose signature changes
+// from one issue to the next.
+func getSource(obj *fetch.Object, rawURL string) string {
+	if signedQuery(rawURL) {
+		return cache.DirName(obj.IdentityNoQuery())
+	}
+	return cache.DirName(obj.Identity())
+}
+
 // fillOnce opens (or resumes) the download state in dir and fetches what is
 // missing. On return the index is flushed and closed.
-func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, pool *cache.Pool,
+func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, source, dir string, pool *cache.Pool,
 	disp *display, out string, log *slog.Logger) error {
 	// Fail before creating anything when the file cannot fit; what an
 	// earlier run already stored counts as space found.
@@ -299,6 +312,7 @@ func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, dir string, 
 		LastModified: obj.LastModified,
 		Date:         obj.Date,
 		URL:          obj.URL(),
+		Source:       source,
 	}, obj, cache.Options{Pool: pool, Logger: log})
 	if err != nil {
 		return err
