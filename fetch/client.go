@@ -372,11 +372,20 @@ func (c *Client) limitFor(t *target) *adaptiveLimit {
 	return l
 }
 
+// drainTimeout bounds discardSmall's wait for the body of an answer that is
+// not wanted (an error status): a few KiB that have not come in that time
+// are not worth the connection.
+const drainTimeout = time.Second
+
 // discardSmall drains at most a few KiB of a body we do not want, then closes it: a short
 // error body lets the connection be reused; a long one is not worth reading.
 func discardSmall(resp *http.Response) {
 	const limit = 4 << 10
 	if resp.ContentLength >= 0 && resp.ContentLength <= limit {
+		// A body that does not come is not waited for: closing the body
+		// ends the read, and the connection is not reused.
+		stop := time.AfterFunc(drainTimeout, func() { resp.Body.Close() })
+		defer stop.Stop()
 		var b [512]byte
 		for n := 0; n < limit; {
 			m, err := resp.Body.Read(b[:])

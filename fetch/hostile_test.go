@@ -361,3 +361,52 @@ func TestImpossibleDeclaredSize(t *testing.T) {
 		})
 	}
 }
+
+// stalledErrorBody answers every request with status code, a Content-Length
+// of 100 and no body, and holds the connection open.
+func stalledErrorBody(code int) func(net.Conn, <-chan struct{}) {
+	return func(c net.Conn, done <-chan struct{}) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Method == http.MethodHead {
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\nAccept-Ranges: bytes\r\nETag: \"e\"\r\n\r\n")
+				continue
+			}
+			fmt.Fprintf(c, "HTTP/1.1 %d Oops\r\nContent-Length: 100\r\n\r\n", code)
+			<-done
+			return
+		}
+	}
+}
+
+// An error answer whose small body never arrives does not hang the client:
+// the drain of the body it does not want is bounded in time, so a Fetch or
+// a Probe gives up after its attempts like for any other error.
+func TestStalledErrorBodyDoesNotHang(t *testing.T) {
+	for _, code := range []int{500, 404} {
+		s := newRawServer(t, stalledErrorBody(code))
+		opt := fastOptions()
+		opt.MaxAttempts = 2
+		c := newTestClient(t, opt)
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		o, err := c.Probe(ctx, s.url())
+		if err != nil {
+			cancel()
+			t.Fatalf("HTTP %d: Probe: %v", code, err)
+		}
+		err = o.Fetch(ctx, 0, 100, io.Discard)
+		cancel()
+		var se *StatusError
+		if !errors.As(err, &se) || se.Code != code {
+			t.Errorf("HTTP %d with a stalled body: Fetch = %v after %v; want the status error", code, err, time.Since(start).Round(time.Millisecond))
+		}
+		if d := time.Since(start); d > 20*time.Second {
+			t.Errorf("HTTP %d with a stalled body took %v", code, d)
+		}
+	}
+}
