@@ -95,7 +95,8 @@ func (c *committer) round() {
 	}
 	s := c.s
 	var err error
-	if s.commitsStopped.Load() {
+	stopped := s.commitsStopped.Load()
+	if stopped {
 		// After a failed sync or index commit nothing more is committed
 		// this session: Linux reports a writeback error to one fdatasync
 		// only, so a later sync that succeeds proves nothing about pages
@@ -104,7 +105,7 @@ func (c *committer) round() {
 		// but the chunks written whole before it are still committed by a
 		// sync that succeeds (pending holds only chunks whose every write
 		// succeeded).
-		err = errUncached
+		err = s.uncached()
 	} else if serr := s.data.Sync(); serr != nil {
 		err = &diskError{op: "sync data", err: serr}
 	} else if uerr := s.db.Update(func(tx *bolt.Tx) error {
@@ -125,7 +126,7 @@ func (c *committer) round() {
 		err = &diskError{op: "commit index", err: uerr}
 	}
 	if err != nil {
-		if err != errUncached {
+		if !stopped {
 			s.commitsStopped.Store(true)
 		}
 		s.degrade(err)

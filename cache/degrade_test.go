@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -124,5 +125,28 @@ func TestSyncFailureIsSticky(t *testing.T) {
 	}
 	if _, st, err := Inspect(dir); err != nil || st.Present != 0 {
 		t.Fatalf("index after a failed then a good sync: %+v %v", st, err)
+	}
+}
+
+// A disk that fills up at a commit (the data file's fdatasync or the index's
+// write fails with ENOSPC) makes Fill fail with an error that still says
+// ENOSPC, however the failing work learnt of it: get turns that into its
+// exit code and its advice to free space and run again. Before, a run that
+// found the store already degraded said only that caching had stopped.
+func TestFillOnAFullDiskSaysENOSPC(t *testing.T) {
+	m := testMeta(8 * testChunk)
+	dir := cacheDir(t)
+	o := Options{MaxRequest: testChunk, wrapData: func(d dataFile) dataFile {
+		return &faultyData{dataFile: d, budget: -1, syncErr: syscall.ENOSPC}
+	}}
+	f, err := Open(dir, m, newFake(m.Size), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := range 2 {
+		if err := f.Fill(bg); !errors.Is(err, syscall.ENOSPC) {
+			t.Errorf("Fill %d on a full disk: %v, want an error that is ENOSPC", i+1, err)
+		}
 	}
 }

@@ -43,7 +43,7 @@ func (s *scheduler) fetchRun(ctx context.Context, r *run, first int64, release f
 	var started waitDeadline
 	fetch := func(w *runWriter) error {
 		if s.st.degraded.Load() {
-			return errUncached
+			return s.st.uncached()
 		}
 		started = deadlineOf(ctx)
 		s.requests.Add(1)
@@ -242,7 +242,7 @@ func (w *runWriter) Write(p []byte) (int, error) {
 	s := w.s
 	if s.st.degraded.Load() {
 		// Another write failed: stop feeding a failing disk.
-		return 0, errUncached
+		return 0, s.st.uncached()
 	}
 	w.r.moved.Store(time.Now().UnixNano())
 	written := 0

@@ -244,7 +244,7 @@ func (s *scheduler) fill(ctx context.Context, prio priority, conns int) error {
 			return err
 		}
 		if s.st.degraded.Load() {
-			return fmt.Errorf("cache: cannot fill %s: %w", s.st.dir, errUncached)
+			return fmt.Errorf("cache: cannot fill %s: %w", s.st.dir, s.st.uncached())
 		}
 		if err := ctx.Err(); err != nil {
 			return err

@@ -212,7 +212,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority, s
 			return false, err
 		}
 		if f.st.degraded.Load() {
-			return false, errUncached
+			return false, f.st.uncached()
 		}
 		if err := ctx.Err(); err != nil {
 			return false, err

@@ -104,7 +104,8 @@ type store struct {
 	db            *bolt.DB
 	data          dataFile
 	com           *committer
-	degraded      atomic.Bool // the data disk failed: no more caching
+	degraded      atomic.Bool           // the data disk failed: no more caching
+	cause         atomic.Pointer[error] // the failure that degraded it
 	// commitsStopped: a sync or an index commit failed, so nothing more is
 	// committed this session (see committer.round).
 	commitsStopped atomic.Bool
@@ -130,9 +131,20 @@ func (s *store) start() { go s.com.run() }
 // degrade stops caching after a disk failure. Reads keep working from the
 // network (and from chunks already committed); it logs once.
 func (s *store) degrade(err error) {
+	s.cause.CompareAndSwap(nil, &err)
 	if s.degraded.CompareAndSwap(false, true) {
 		s.log.Error("cache disk failed; serving uncached from now on", "dir", s.dir, "err", err)
 	}
+}
+
+// uncached is the error of work refused because the store is degraded: it
+// wraps the failure that degraded it, so that a full disk still reads as
+// ENOSPC to the caller (get's exit code and advice).
+func (s *store) uncached() error {
+	if p := s.cause.Load(); p != nil {
+		return &diskError{op: "caching stopped", err: fmt.Errorf("an earlier disk error disabled the cache: %w", *p)}
+	}
+	return errUncached
 }
 
 // dataFd gives the data file's descriptor, if the data file is a plain
