@@ -48,11 +48,12 @@ func runGet(ctx context.Context, c *getConfig, stdout, stderr io.Writer) error {
 	disp := newDisplay(stderr, c.Quiet, c.InputFile != "")
 	defer disp.wait()
 	if c.InputFile == "" {
-		return getOne(ctx, c, c.Jobs[0], client, load, pool, disp, log, stdout, stderr)
+		return getOne(ctx, c, c.Jobs[0], client, load, pool, disp, nil, log, stdout, stderr)
 	}
 	// -i: up to --parallel files at once, sharing the connection budget.
 	// A failed file does not stop the others; each failure is one line.
 	errs := make([]error, len(c.Jobs))
+	claims := &outputClaims{}
 	sem := make(chan struct{}, c.Parallel)
 	var wg sync.WaitGroup
 	for i, j := range c.Jobs {
@@ -64,7 +65,7 @@ func runGet(ctx context.Context, c *getConfig, stdout, stderr io.Writer) error {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if errs[i] = getOne(ctx, c, j, client, load, pool, disp, log, stdout, stderr); errs[i] != nil {
+			if errs[i] = getOne(ctx, c, j, client, load, pool, disp, claims, log, stdout, stderr); errs[i] != nil {
 				disp.println("rangefs: %s: %v", fetch.Redact(j.URL), errs[i])
 			}
 		})
@@ -88,7 +89,7 @@ func runGet(ctx context.Context, c *getConfig, stdout, stderr io.Writer) error {
 
 // getOne downloads one file.
 func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, load *poolLoad, pool *cache.Pool,
-	disp *display, log *slog.Logger, stdout, stderr io.Writer) error {
+	disp *display, claims *outputClaims, log *slog.Logger, stdout, stderr io.Writer) error {
 	obj, err := probeJob(ctx, client, c, &j, stderr)
 	if err != nil {
 		return err
@@ -105,6 +106,9 @@ func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, l
 	}
 	out, err := outputPath(j.Output, c.OutputDir, obj.Name)
 	if err != nil {
+		return err
+	}
+	if err := claims.claim(out, j.URL); err != nil {
 		return err
 	}
 	if err := checkOutput(out, c.Force); err != nil {

@@ -151,6 +151,37 @@ func TestGetInputList(t *testing.T) {
 	}
 }
 
+// Two URLs of a -i list that would save to one file are refused before any
+// download: they would share its partial download, and a run of the list
+// could end with the one's bytes in the other's file. out= tells them apart.
+func TestGetInputListRefusesTwoURLsForOneFile(t *testing.T) {
+	a, _ := patternServer(t, 1<<20, 81)
+	b, _ := patternServer(t, 1<<20, 82)
+	dir := t.TempDir()
+	list := filepath.Join(dir, "list")
+	os.WriteFile(list, []byte(a.URL()+"\n"+b.URL()+"\n"), 0o600)
+	r := rangefs(t, dir, "get", "-q", "-i", list)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "both save to") {
+		t.Fatalf("two URLs for one file: exit %d, stderr %q; want %d and both named", r.code, r.stderr, exitUsage)
+	}
+	if n := a.Stats().Requests + b.Stats().Requests; n != 0 {
+		t.Errorf("%d requests were made before the refusal", n)
+	}
+	os.WriteFile(list, []byte(a.URL()+"\n"+b.URL()+"\n  out=other.bin\n"), 0o600)
+	if r := rangefs(t, dir, "get", "-q", "-i", list); r.code != exitOK {
+		t.Fatalf("with out=: exit %d: %s", r.code, r.stderr)
+	}
+	// A name only the server gives (Content-Disposition) is caught when the
+	// second download finds the first holding it.
+	var c outputClaims
+	if err := c.claim("f.bin", "http://a/1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.claim("f.bin", "http://b/2"); err == nil || !strings.Contains(err.Error(), "http://a/1") {
+		t.Errorf("a second URL claiming f.bin: %v, want an error naming the first", err)
+	}
+}
+
 // deadURL is a loopback URL where nothing listens.
 func deadURL(t *testing.T) string {
 	t.Helper()

@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+
+	"rangefs/fetch"
 )
 
 // parseSHA256 checks a hex SHA-256 and returns it in lower case.
@@ -103,7 +106,53 @@ func readURLList(path string, env Env) ([]getJob, error) {
 	if err := checkDistinct(urls, false); err != nil {
 		return nil, err
 	}
+	// Two URLs saved under one name would share one partial download.
+	// The name a URL gives is known here only from its path (a server may
+	// name the file otherwise, which getOne's claim catches).
+	saves := map[string]int{}
+	for i, j := range jobs {
+		name := j.Output
+		if name == "" {
+			u, err := url.Parse(j.URL)
+			if err != nil {
+				continue
+			}
+			if name = filepath.Base(u.Path); name == "/" || name == "." || name == "" {
+				continue
+			}
+		}
+		name = filepath.Clean(name)
+		if k, ok := saves[name]; ok {
+			return nil, usagef("-i %s: %s and %s both save to %s; give one of them its own out= line",
+				path, fetch.Redact(jobs[k].URL), fetch.Redact(j.URL), name)
+		}
+		saves[name] = i
+	}
 	return jobs, nil
+}
+
+// outputClaims is the set of output files the downloads of one -i list
+// write, so that two of them never share one (and its partial download).
+type outputClaims struct {
+	mu   sync.Mutex
+	urls map[string]string // output path -> the URL writing it
+}
+
+// claim takes out for rawURL, or names the URL that holds it.
+func (c *outputClaims) claim(out, rawURL string) error {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.urls == nil {
+		c.urls = map[string]string{}
+	}
+	if other, ok := c.urls[out]; ok && other != rawURL {
+		return usagef("%s is where %s saves too; give one of them its own out= line", out, fetch.Redact(other))
+	}
+	c.urls[out] = rawURL
+	return nil
 }
 
 // loadCACert reads the PEM certificates of --cacert.
