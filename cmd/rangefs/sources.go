@@ -200,7 +200,7 @@ func neitherError(raw string, fileErr, listErr error) error {
 // httpDir checks that raw answers with a listing and returns its directory;
 // that first listing is kept, so the mount's first access sends nothing.
 func httpDir(ctx context.Context, c *mountConfig, t *treeCtx, raw string) (fs.Dir, error) {
-	opts := listing.HTTPOptions{Options: listing.Options{Logger: t.log}, Header: c.Headers}
+	opts := listing.HTTPOptions{Options: listing.Options{Logger: t.log, UserAgent: c.UserAgent}, Header: c.Headers}
 	if c.Insecure {
 		opts.Client = &http.Client{Transport: insecureTransport()}
 	}
@@ -270,7 +270,7 @@ func insecureTransport() *http.Transport {
 // when it is probed (the fetch engine then sends it as it is); the cache
 // identity leaves the signature out, so a new signature finds the cache.
 func s3Dir(ctx context.Context, c *mountConfig, t *treeCtx, raw string) (fs.Dir, error) {
-	opts := listing.S3Options{Options: listing.Options{Logger: t.log}, Endpoint: c.S3Endpoint,
+	opts := listing.S3Options{Options: listing.Options{Logger: t.log, UserAgent: c.UserAgent}, Endpoint: c.S3Endpoint,
 		Region: c.S3Region, Anonymous: c.S3Anonymous}
 	if c.Insecure {
 		opts.Client = &http.Client{Transport: insecureTransport()}

@@ -74,6 +74,9 @@ type Options struct {
 	MaxDepth int
 	// Timeout bounds one List call, every page and redirect included; default 2 minutes.
 	Timeout time.Duration
+	// UserAgent is sent as the User-Agent of every listing request, as fetch sends its
+	// own with every probe and read; "" = Go's default.
+	UserAgent string
 }
 
 const (
@@ -130,6 +133,10 @@ func (e *limitError) Error() string {
 }
 func (e *limitError) Is(target error) bool { return target == ErrTooLarge }
 
+// maxNameBytes is the longest file name Linux takes (NAME_MAX): a longer one in a
+// directory listing would make the kernel refuse the whole directory's getdents.
+const maxNameBytes = 255
+
 // badName returns why a server-given name cannot be a file name, or "" when it can.
 func badName(name string) string {
 	switch {
@@ -141,6 +148,8 @@ func badName(name string) string {
 		return "name contains '/'"
 	case strings.ContainsRune(name, 0):
 		return "name contains NUL"
+	case len(name) > maxNameBytes:
+		return "name longer than 255 bytes"
 	}
 	return ""
 }

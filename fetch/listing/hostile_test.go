@@ -1,12 +1,15 @@
 package listing
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	iofs "io/fs"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -251,5 +254,43 @@ func TestHTTPManyHostileLinksOneWarning(t *testing.T) {
 	}
 	if lb.count("count=100000") != 2 || strings.Count(lb.String(), "\n") != 2 {
 		t.Errorf("want two warnings with count=100000:\n%s", lb)
+	}
+}
+
+// A name longer than Linux's 255 bytes is skipped and logged: shown, it made
+// the kernel refuse the whole directory's getdents (EIO for every name in
+// it). Listing requests carry Options.UserAgent, as reads do.
+func TestLongNamesSkippedAndUserAgentSent(t *testing.T) {
+	long := strings.Repeat("n", 256)
+	var mu sync.Mutex
+	var agents []string
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		agents = append(agents, r.UserAgent())
+		mu.Unlock()
+		fmt.Fprintf(w, `<html><body><a href="ok.bin">ok.bin</a> <a href="%s">%s</a> <a href="%s">x</a></body></html>`,
+			long, long, strings.Repeat("m", 255))
+	}))
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	l, err := NewHTTP(s.URL+"/", HTTPOptions{Options: Options{Logger: log, UserAgent: "rangefs/test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := l.List(testCtx(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := byName(t, es)
+	if _, ok := m[long]; ok || len(m) != 2 {
+		t.Errorf("listed %d names (the 256-byte one: %v); want ok.bin and the 255-byte name", len(m), ok)
+	}
+	if !strings.Contains(logs.String(), "longer than 255 bytes") {
+		t.Errorf("the skip is not logged:\n%s", logs.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(agents) == 0 || agents[0] != "rangefs/test" {
+		t.Errorf("User-Agent %q, want rangefs/test", agents)
 	}
 }

@@ -120,6 +120,9 @@ func (h *HTTP) List(ctx context.Context, dir string) ([]Entry, error) {
 		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vv...)
 	}
 	req.Header.Set("Accept", acceptListing)
+	if h.o.UserAgent != "" {
+		req.Header.Set("User-Agent", h.o.UserAgent)
+	}
 	resp, err := h.hc.Do(req)
 	if err != nil {
 		return nil, h.transportError(u, err)
