@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"rangefs/fetch/listing/listingtest"
@@ -126,5 +127,40 @@ func TestPythonHTTPServerTree(t *testing.T) {
 	}
 	if s := lb.String(); s != "" {
 		t.Errorf("warnings on a clean tree:\n%s", s)
+	}
+}
+
+// nginx's JSON holds a name's bytes as they are: names that are not UTF-8
+// keep their bytes (and so their URLs), instead of becoming one U+FFFD name
+// that is neither file and merges them.
+func TestNginxJSONKeepsNonUTF8Names(t *testing.T) {
+	body := "[\n" +
+		`{ "name":"caf` + "\xe9" + `.txt", "type":"file", "mtime":"Tue, 02 Jan 2024 03:04:05 GMT", "size":1 },` + "\n" +
+		`{ "name":"caf` + "\xe8" + `.txt", "type":"file", "mtime":"Tue, 02 Jan 2024 03:04:05 GMT", "size":2 },` + "\n" +
+		`{ "name":"café.txt", "type":"file", "mtime":"Tue, 02 Jan 2024 03:04:05 GMT", "size":3 },` + "\n" +
+		`{ "name":"` + "\xff\xfe" + `", "type":"directory", "mtime":"Tue, 02 Jan 2024 03:04:05 GMT" }` + "\n]\n"
+	dir, _ := url.Parse("http://127.0.0.1/d/")
+	// Read one byte at a time, so runes and escapes are split across reads.
+	es, err := parseNginxJSON(iotest.OneByteReader(strings.NewReader(body)), dir, 100, &skips{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range es {
+		got[e.Name] = e.URL
+	}
+	want := map[string]string{
+		"caf\xe9.txt": "http://127.0.0.1/d/caf%E9.txt",
+		"caf\xe8.txt": "http://127.0.0.1/d/caf%E8.txt",
+		"café.txt":    "http://127.0.0.1/d/caf%C3%A9.txt",
+		"\xff\xfe":    "http://127.0.0.1/d/%FF%FE/",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("names %q, want %q", got, want)
+	}
+	for n, u := range want {
+		if got[n] != u {
+			t.Errorf("%q: URL %q, want %q", n, got[n], u)
+		}
 	}
 }
