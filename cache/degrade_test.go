@@ -150,3 +150,17 @@ func TestFillOnAFullDiskSaysENOSPC(t *testing.T) {
 		}
 	}
 }
+
+// A remote change is said once: fetch's change error already begins with
+// "remote file changed", and the cache's wrapper does not say it again.
+func TestStaleErrorSaysItOnce(t *testing.T) {
+	for _, cause := range []error{errors.New("remote file changed: size 10, now 11"), errors.New("HTTP 404")} {
+		err := staleError(cause)
+		if !errors.Is(err, ErrStale) || !errors.Is(err, cause) {
+			t.Errorf("%v: not ErrStale and its cause", err)
+		}
+		if n := strings.Count(err.Error(), "remote file changed"); n != 1 {
+			t.Errorf("%q says it %d times", err, n)
+		}
+	}
+}

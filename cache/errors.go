@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Errors returned by this package. Test for them with errors.Is; the
@@ -66,8 +67,19 @@ var errAbandoned = errors.New("chunk fetch abandoned")
 
 // staleError wraps a Source error that said the remote changed.
 func staleError(cause error) error {
+	if strings.HasPrefix(cause.Error(), ErrStale.Error()) {
+		// fetch's own change error already says so: say it once.
+		return &staleErr{cause}
+	}
 	return fmt.Errorf("%w: %w", ErrStale, cause)
 }
+
+// staleErr is an ErrStale whose cause's message already begins with
+// ErrStale's words.
+type staleErr struct{ cause error }
+
+func (e *staleErr) Error() string   { return e.cause.Error() }
+func (e *staleErr) Unwrap() []error { return []error{ErrStale, e.cause} }
 
 // errUncached is what the scheduler reports once the File stopped caching
 // after a disk failure; readers then fetch straight into their buffers.

@@ -141,7 +141,7 @@ func commonFlags(fs *pflag.FlagSet, c *commonConfig) func(env Env) error {
 	var cacert string
 	var netrc bool
 	fs.StringVarP(&c.UserAgent, "user-agent", "A", "rangefs/"+version, "User-Agent header sent with every request")
-	fs.IntVar(&c.Retry, "retry", 5, "retry a failed request N times before giving up (each attempt that makes progress resets the count)")
+	fs.IntVar(&c.Retry, "retry", 5, "retry a failed request N times before giving up (each attempt that makes progress resets the count; a server refusing the first connection is tried once more, as curl does)")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "longest to wait for a TCP connection and TLS handshake")
 	fs.StringVar(&cacert, "cacert", "", "verify the server's certificate against the CA certificates in this PEM FILE")
 	fs.BoolVar(&netrc, "netrc", false, "take the user name and password for the URL's host from ~/.netrc ($NETRC)")
@@ -271,6 +271,9 @@ func parseURL(arg string) (string, error) {
 		if raw == "" {
 			return "", usagef("URL file %s is empty", arg[1:])
 		}
+	}
+	if strings.TrimSpace(raw) == "" {
+		return "", usagef("the URL is empty")
 	}
 	if !strings.Contains(raw, "://") {
 		// example.com/file, or host:port/file, which url.Parse reads as a

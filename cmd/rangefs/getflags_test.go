@@ -202,6 +202,7 @@ func TestGetUsageErrorsAndRefusedFast(t *testing.T) {
 	for _, tc := range []struct{ url, say string }{
 		{"http://127.0.0.1:99999/f", "port 99999"},
 		{"example.com/file", "https://example.com/file"},
+		{"", "the URL is empty"},
 		{"127.0.0.1:8080/file", "https://127.0.0.1:8080/file"},
 	} {
 		r := rangefs(t, dir, "get", tc.url)
