@@ -733,8 +733,15 @@ func (d *archiveDir) linkTarget(a *archive.Archive, e archive.Entry) (string, er
 }
 
 // maxLinkHops bounds the symlinks linkLeaves follows for one link, as the
-// kernel's 40 bound one path lookup (ELOOP).
-const maxLinkHops = 40
+// kernel's 40 bound one path lookup (ELOOP); maxLinkTarget is the longest
+// target the kernel follows (PATH_MAX), and maxLinkSteps bounds the
+// components one resolution looks at, so that no crafted archive makes a
+// listing slow.
+const (
+	maxLinkHops   = 40
+	maxLinkTarget = 4096
+	maxLinkSteps  = 8192
+)
 
 // linkLeaves reports whether the symlink name -> target leaves the
 // archive's root as the kernel resolves it in the mount: component by
@@ -742,16 +749,25 @@ const maxLinkHops = 40
 // symlinks replaced by its target, relative to that link's directory. A
 // text-only check is not enough: with sub/u -> "..", every "u" is the
 // root again, so "u/sub/u/../../.." reads as inside and climbs out. A
-// chain longer than maxLinkHops, or through a link that cannot be read,
-// counts as leaving. It needs the whole listing: a tar.gz's pass must have
-// ended (lookupIn waits for it before making a symlink's node).
+// component the archive does not hold, or that is not a directory, ends
+// the kernel's walk there (ENOENT, ENOTDIR), so the link cannot climb
+// past it. A target longer than the kernel follows, a chain longer than
+// maxLinkHops, a walk longer than maxLinkSteps, or a link that cannot be
+// read counts as leaving. It needs the whole listing: a tar.gz's pass must
+// have ended (lookupIn waits for it before making a symlink's node).
 func (d *archiveDir) linkLeaves(o *archiveOpen, name, target string) bool {
-	var at []string // where the resolution stands, in components below the root
+	if len(target) > maxLinkTarget {
+		return true
+	}
+	var at []string // where the resolution stands: existing directories below the root
 	if dir := path.Dir(name); dir != "." {
 		at = strings.Split(dir, "/")
 	}
 	rest := strings.Split(target, "/")
-	for hops := 0; len(rest) > 0; {
+	for hops, steps := 0, 0; len(rest) > 0; steps++ {
+		if steps > maxLinkSteps {
+			return true
+		}
 		c := rest[0]
 		rest = rest[1:]
 		switch c {
@@ -765,15 +781,22 @@ func (d *archiveDir) linkLeaves(o *archiveOpen, name, target string) bool {
 			continue
 		}
 		e, ok := o.a.Lookup(path.Join(path.Join(at...), c))
-		if !ok || e.Mode&iofs.ModeSymlink == 0 {
+		switch {
+		case !ok || e.Mode.Type() == 0:
+			// Missing, or a file: the kernel's walk ends here, inside (a
+			// file as the last component is where the link points).
+			return false
+		case e.IsDir():
 			at = append(at, c)
 			continue
+		case e.Mode&iofs.ModeSymlink == 0:
+			return false // a device or FIFO: not shown, so not found
 		}
 		if hops++; hops > maxLinkHops || e.LinkEscapes {
 			return true
 		}
 		t, err := d.linkTarget(o.a, e)
-		if err != nil || t == "" || strings.HasPrefix(t, "/") || strings.IndexByte(t, 0) >= 0 {
+		if err != nil || t == "" || len(t) > maxLinkTarget || strings.HasPrefix(t, "/") || strings.IndexByte(t, 0) >= 0 {
 			return true
 		}
 		rest = append(strings.Split(t, "/"), rest...)

@@ -137,7 +137,7 @@ func (a *Archive) damagedLocked(e *Entry) bool {
 	if a.damagedFrom < 0 || !e.data.inStream {
 		return false
 	}
-	return e.data.hdrOff >= a.damagedFrom || e.Mode.Type() == 0 && e.data.dataOff+e.Size > a.damagedFrom
+	return e.data.hdrOff >= a.damagedFrom || e.data.ownHdr >= a.damagedFrom || e.Mode.Type() == 0 && e.data.dataOff+e.Size > a.damagedFrom
 }
 
 // errDamaged is Open's error for an entry damagedLocked reports.

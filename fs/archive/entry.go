@@ -69,6 +69,7 @@ type placement struct {
 	rawName  string // zip: the central directory's name when it differs from Name
 	sparse   bool   // tar: GNU sparse member, read through archive/tar
 	inStream bool   // tar.gz: the offsets are in the decompressed stream, not the archive
+	ownHdr   int64  // tar.gz: the entry's own header (a hard link's, not its target's), for Archive.damagedLocked; not kept in an index
 	zipFlags uint16
 }
 

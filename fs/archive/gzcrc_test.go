@@ -117,3 +117,45 @@ func TestTarGzChecksumMismatchIsNotServed(t *testing.T) {
 		})
 	}
 }
+
+// A hard link's name and target come from its own header: one read from
+// the gzip member that failed its CRC is left out, though it copies the
+// placement of a target in an intact member.
+func TestTarGzHardLinkInDamagedMemberIsNotServed(t *testing.T) {
+	aData := bytes.Repeat([]byte{'a'}, 1000)
+	bData := bytes.Repeat([]byte{'b'}, 300<<10)
+	tb := makeTar(t, []tarMember{{name: "a", data: aData}, {name: "b", data: bData}, {name: "h", link: "a", typ: '1'}})
+	split := bytes.Index(tb, append([]byte("b"), 0))
+	gz := append(storedGzip(t, tb[:split]), storedGzip(t, tb[split:])...)
+	i := bytes.Index(gz, bData[:1000])
+	gz[i+10] ^= 0x20
+	a := IndexTarGz(context.Background(), bytes.NewReader(gz), int64(len(gz)), Limits{})
+	waitDone(t, a)
+	if !errors.Is(a.Err(), ErrChecksum) {
+		t.Fatalf("Err = %v, want ErrChecksum", a.Err())
+	}
+	if _, ok := a.Lookup("a"); !ok {
+		t.Error("a, in the intact gzip member, is not listed")
+	}
+	if _, ok := a.Lookup("h"); ok {
+		t.Error("h, whose header is in the gzip member that failed its CRC, is listed")
+	}
+}
+
+// Bytes after the last gzip member that are not a gzip member (gzip(1)
+// ignores them as trailing garbage) are reported, and hide nothing of the
+// member before them, which passed its CRC.
+func TestTarGzTrailingGarbageHidesNothing(t *testing.T) {
+	tb := makeTar(t, []tarMember{{name: "a", data: []byte("hello\n")}})
+	for _, extra := range []string{"\x1f\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", "\x1f\x8b\x09\x00\x00\x00\x00\x00\x00\x03junk"} {
+		gz := append(storedGzip(t, tb), extra...)
+		a := IndexTarGz(context.Background(), bytes.NewReader(gz), int64(len(gz)), Limits{})
+		waitDone(t, a)
+		if a.Err() == nil {
+			t.Errorf("trailing %q: no error", extra)
+		}
+		if _, ok := a.Lookup("a"); !ok {
+			t.Errorf("trailing %q: a, in the one gzip member (CRC ok), is hidden; Err: %v", extra, a.Err())
+		}
+	}
+}

@@ -313,6 +313,10 @@ func (z *inflater) trailer() error {
 	if got, want := uint32(z.wpos-z.memberStart), le32(t[4:]); got != want {
 		return fmt.Errorf("%w: gzip member of %d bytes (mod 2^32), trailer says %d", ErrFormat, got, want)
 	}
+	// The member is checked: whatever comes next (another member, or
+	// trailing bytes that are not one) starts here, and damage found there
+	// is not this member's.
+	z.memberStart = z.wpos
 	z.state = stGzipHeader
 	return nil
 }

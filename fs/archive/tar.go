@@ -136,7 +136,7 @@ func (a *Archive) tarEntry(hdr *tar.Header, hdrOff, dataOff int64) (*Entry, erro
 		return nil, nil
 	}
 	e := &Entry{Name: name, Mode: fs.FileMode(hdr.Mode) & 0o777, ModTime: hdr.ModTime}
-	e.data = placement{hdrOff: hdrOff, dataOff: dataOff, inStream: a.kind == TarGz}
+	e.data = placement{hdrOff: hdrOff, dataOff: dataOff, inStream: a.kind == TarGz, ownHdr: hdrOff}
 	switch hdr.Typeflag {
 	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
 		if dir { // old tars mark directories only by the slash
@@ -170,6 +170,7 @@ func (a *Archive) tarEntry(hdr *tar.Header, hdrOff, dataOff int64) (*Entry, erro
 			return nil, fmt.Errorf("%w: hard link to %q, which is not an earlier regular member", ErrFormat, hdr.Linkname)
 		}
 		t.Name, t.Implicit = name, false
+		t.data.ownHdr = hdrOff // its name and target came from its own header
 		return &t, nil
 	default:
 		return nil, fmt.Errorf("%w: member type %q", ErrUnsupported, hdr.Typeflag)
