@@ -57,10 +57,19 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 	} else if c.Daemon {
 		return spawnDaemon(ctx, c, argv, stderr)
 	}
+	// early tells a waiting --daemon parent why this process fails before it
+	// mounts: the background process has no stderr of its own.
+	early := func(err error) error {
+		if parent != nil {
+			fmt.Fprintf(parent, "ERR %d %s\n", exitCode(ctx, err), oneLine(err.Error()+errorHint(err)))
+			parent.Close()
+		}
+		return err
+	}
 	if c.MetricsAddr != "" {
 		stop, err := serveMetrics(c.MetricsAddr)
 		if err != nil {
-			return err
+			return early(err)
 		}
 		defer stop()
 	}
@@ -68,7 +77,7 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 	if c.LogFile != "" {
 		f, err := os.OpenFile(c.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
-			return fmt.Errorf("--log-file: %w", err)
+			return early(fmt.Errorf("--log-file: %w", err))
 		}
 		defer f.Close()
 		w = f
@@ -76,7 +85,7 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 	// A stale mount, left by a daemon that died, goes first: the new mount
 	// may get its mount ID, so it must not be in the baseline below.
 	if cleaned, err := fs.CleanStale(c.Mountpoint); err != nil {
-		return err
+		return early(err)
 	} else if cleaned {
 		fmt.Fprintf(w, "rangefs: removed a stale mount left at %s by a process that died\n", c.Mountpoint)
 	}
@@ -87,11 +96,11 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 	// resolving it later would stat the mount itself.
 	where, err := resolvedPath(c.Mountpoint)
 	if err != nil {
-		return err
+		return early(err)
 	}
 	before, err := mountIDs(where)
 	if err != nil {
-		return err
+		return early(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- runMount(ctx, c, w) }()

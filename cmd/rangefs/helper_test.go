@@ -329,6 +329,12 @@ func TestMountDaemonOverStaleMount(t *testing.T) {
 	}
 	mount("--daemon over the stale mount")
 	readsExact(t, filepath.Join(mnt, "file"), p, "after the remount")
+	// Over a live mount: the background process's reason reaches the
+	// parent, which has the stderr.
+	r := rangefs(t, t.TempDir(), "mount", "--daemon", "--allow-non-empty", "--cache-dir", t.TempDir(), srv.URL(), mnt)
+	if r.code == exitOK || !strings.Contains(r.stderr, "already a mount point") {
+		t.Errorf("--daemon over a live mount: exit %d, %q; want the reason", r.code, r.stderr)
+	}
 	if r := rangefs(t, t.TempDir(), "unmount", mnt); r.code != exitOK {
 		t.Fatalf("unmount: exit %d: %s", r.code, r.stderr)
 	}
