@@ -74,8 +74,8 @@ type Options struct {
 	MaxDepth int
 	// Timeout bounds one List call, every page and redirect included; default 2 minutes.
 	Timeout time.Duration
-	// UserAgent is sent as the User-Agent of every listing request, as fetch sends its
-	// own with every probe and read; "" = Go's default.
+	// UserAgent is sent as the User-Agent of every listing request that has none among
+	// its headers, as fetch sends its own with every probe and read; "" = Go's default.
 	UserAgent string
 }
 
@@ -133,9 +133,11 @@ func (e *limitError) Error() string {
 }
 func (e *limitError) Is(target error) bool { return target == ErrTooLarge }
 
-// maxNameBytes is the longest file name Linux takes (NAME_MAX): a longer one in a
-// directory listing would make the kernel refuse the whole directory's getdents.
-const maxNameBytes = 255
+// maxNameBytes is the longest name the kernel takes from a FUSE directory listing
+// (FUSE_NAME_MAX, 1024 before Linux 6.15, 4095 since): a longer one makes it refuse the
+// whole directory's getdents with EIO. Names of 256 bytes and more work in the mount,
+// though no local file system can take such a copy.
+const maxNameBytes = 1024
 
 // badName returns why a server-given name cannot be a file name, or "" when it can.
 func badName(name string) string {
@@ -149,7 +151,7 @@ func badName(name string) string {
 	case strings.ContainsRune(name, 0):
 		return "name contains NUL"
 	case len(name) > maxNameBytes:
-		return "name longer than 255 bytes"
+		return "name longer than 1024 bytes"
 	}
 	return ""
 }

@@ -257,11 +257,12 @@ func TestHTTPManyHostileLinksOneWarning(t *testing.T) {
 	}
 }
 
-// A name longer than Linux's 255 bytes is skipped and logged: shown, it made
-// the kernel refuse the whole directory's getdents (EIO for every name in
-// it). Listing requests carry Options.UserAgent, as reads do.
+// A name longer than FUSE's 1024 bytes is skipped and logged: shown, it
+// makes a kernel before 6.15 refuse the whole directory's getdents (EIO for
+// every name in it), and 4096 bytes any kernel. Listing requests carry
+// Options.UserAgent, unless the user's headers have one.
 func TestLongNamesSkippedAndUserAgentSent(t *testing.T) {
-	long := strings.Repeat("n", 256)
+	long := strings.Repeat("n", 1025)
 	var mu sync.Mutex
 	var agents []string
 	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -269,7 +270,7 @@ func TestLongNamesSkippedAndUserAgentSent(t *testing.T) {
 		agents = append(agents, r.UserAgent())
 		mu.Unlock()
 		fmt.Fprintf(w, `<html><body><a href="ok.bin">ok.bin</a> <a href="%s">%s</a> <a href="%s">x</a></body></html>`,
-			long, long, strings.Repeat("m", 255))
+			long, long, strings.Repeat("m", 1024))
 	}))
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
@@ -283,14 +284,23 @@ func TestLongNamesSkippedAndUserAgentSent(t *testing.T) {
 	}
 	m := byName(t, es)
 	if _, ok := m[long]; ok || len(m) != 2 {
-		t.Errorf("listed %d names (the 256-byte one: %v); want ok.bin and the 255-byte name", len(m), ok)
+		t.Errorf("listed %d names (the 1025-byte one: %v); want ok.bin and the 1024-byte name", len(m), ok)
 	}
-	if !strings.Contains(logs.String(), "longer than 255 bytes") {
+	if !strings.Contains(logs.String(), "longer than 1024 bytes") {
 		t.Errorf("the skip is not logged:\n%s", logs.String())
+	}
+	// A User-Agent among the user's headers wins over it.
+	l, err = NewHTTP(s.URL+"/", HTTPOptions{Options: Options{Logger: log, UserAgent: "rangefs/test"},
+		Header: http.Header{"User-Agent": {"Browser/1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.List(testCtx(t), ""); err != nil {
+		t.Fatal(err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(agents) == 0 || agents[0] != "rangefs/test" {
-		t.Errorf("User-Agent %q, want rangefs/test", agents)
+	if len(agents) != 2 || agents[0] != "rangefs/test" || agents[1] != "Browser/1" {
+		t.Errorf("User-Agents %q, want rangefs/test, then the header's Browser/1", agents)
 	}
 }

@@ -120,8 +120,8 @@ func (h *HTTP) List(ctx context.Context, dir string) ([]Entry, error) {
 		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vv...)
 	}
 	req.Header.Set("Accept", acceptListing)
-	if h.o.UserAgent != "" {
-		req.Header.Set("User-Agent", h.o.UserAgent)
+	if h.o.UserAgent != "" && req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", h.o.UserAgent) // a -H User-Agent wins, as for reads
 	}
 	resp, err := h.hc.Do(req)
 	if err != nil {

@@ -250,7 +250,7 @@ func (s *S3) listPage(ctx context.Context, prefix, token string) (*listResult, e
 	if err != nil {
 		return nil, fmt.Errorf("listing: cannot build request for %s", fetch.Redact(u.String()))
 	}
-	if s.o.UserAgent != "" {
+	if s.o.UserAgent != "" && req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", s.o.UserAgent)
 	}
 	if err := s.SignRequest(req); err != nil {
