@@ -1,31 +1,34 @@
 package listing
 
 import (
+	"bytes"
 	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
 // nginxItem is one element of nginx's autoindex_format json, or of its xml. Names are
 // plain (JSON- or XML-escaped), not URL-escaped; sizes and mtimes are exact.
 type nginxItem struct {
-	Name  string `json:"name"`
+	Name  string `json:"-"`
 	Type  string `json:"type"` // "directory", "file" or "other"
 	MTime string `json:"mtime"`
 	Size  *int64 `json:"size"`
+	// RawName is the JSON of the name, for unquoteJSONName.
+	RawName json.RawMessage `json:"name"`
 }
 
 // parseNginxJSON streams the array element by element: memory is the entries only.
 func parseNginxJSON(r io.Reader, dir *url.URL, max int, sk *skips) ([]Entry, error) {
-	raw := &rawBytesReader{r: r}
-	dec := json.NewDecoder(raw)
+	dec := json.NewDecoder(r)
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
 		return nil, fmt.Errorf("%w: nginx JSON listing is not an array", ErrBadListing)
 	}
@@ -35,9 +38,11 @@ func parseNginxJSON(r io.Reader, dir *url.URL, max int, sk *skips) ([]Entry, err
 		if err := dec.Decode(&it); err != nil {
 			return nil, jsonError(err)
 		}
-		if !raw.pua {
-			it.Name = rawBytes(it.Name)
+		name, err := unquoteJSONName(it.RawName)
+		if err != nil {
+			return nil, jsonError(err)
 		}
+		it.Name = name
 		mt, _ := http.ParseTime(it.MTime)
 		if err := addNginx(&out, it, mt, dir, max, sk); err != nil {
 			return nil, err
@@ -50,79 +55,73 @@ func parseNginxJSON(r io.Reader, dir *url.URL, max int, sk *skips) ([]Entry, err
 }
 
 // nginx writes a file name into its JSON as the bytes it is, valid UTF-8 or not, and
-// encoding/json turns every invalid byte into U+FFFD: "caf\xe9" and "caf\xe8" would both
-// be "caf\ufffd", a name that is neither and whose URL is wrong. rawBytesReader passes
-// the JSON through with each byte that is not part of valid UTF-8 written as the escape
-// of a private-use rune, U+F700 plus the byte, which rawBytes turns back into the byte.
-type rawBytesReader struct {
-	r   io.Reader
-	buf []byte // read, not yet looked at (an incomplete rune at its end)
-	out []byte // looked at, not yet returned
-	eof bool
-	// pua: the JSON holds a real rune of U+F780..U+F7FF, which rawBytes would take for an
-	// escaped byte; names are then left as encoding/json decodes them.
-	pua bool
+// encoding/json turns every invalid byte of a string into U+FFFD: "caf\xe9" and "caf\xe8"
+// would both be "caf\ufffd", a name that is neither and whose URL is wrong. So the name
+// is taken as raw JSON and unquoted here, keeping the bytes that are not escapes.
+func unquoteJSONName(raw json.RawMessage) (string, error) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", fmt.Errorf("name %.40s is not a string", raw)
+	}
+	in := raw[1 : len(raw)-1]
+	if bytes.IndexByte(in, '\\') < 0 {
+		return string(in), nil
+	}
+	out := make([]byte, 0, len(in))
+	for i := 0; i < len(in); i++ {
+		c := in[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		if i+1 >= len(in) {
+			return "", errors.New("name ends in a backslash")
+		}
+		i++
+		switch in[i] {
+		case '"', '\\', '/':
+			out = append(out, in[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(in[i+1:])
+			if !ok {
+				return "", errors.New("name has a bad \\u escape")
+			}
+			i += 4
+			if utf16.IsSurrogate(r) {
+				r2, ok := rune(0), false
+				if i+6 < len(in) && in[i+1] == '\\' && in[i+2] == 'u' {
+					r2, ok = hex4(in[i+3:])
+				}
+				if d := utf16.DecodeRune(r, r2); ok && d != utf8.RuneError {
+					r, i = d, i+6
+				} else {
+					r = utf8.RuneError // a lone surrogate, as encoding/json reads it
+				}
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return "", fmt.Errorf("name has the escape \\%c", in[i])
+		}
+	}
+	return string(out), nil
 }
 
-func (x *rawBytesReader) Read(p []byte) (int, error) {
-	for len(x.out) == 0 {
-		if x.eof && len(x.buf) == 0 {
-			return 0, io.EOF
-		}
-		if !x.eof {
-			var chunk [32 << 10]byte
-			n, err := x.r.Read(chunk[:])
-			x.buf = append(x.buf, chunk[:n]...)
-			if err == io.EOF {
-				x.eof = true
-			} else if err != nil {
-				return 0, err
-			}
-		}
-		i := 0
-		for i < len(x.buf) {
-			c := x.buf[i]
-			if c < utf8.RuneSelf {
-				x.out = append(x.out, c)
-				i++
-				continue
-			}
-			if !x.eof && !utf8.FullRune(x.buf[i:]) {
-				break // the rest of this rune comes with the next read
-			}
-			r, size := utf8.DecodeRune(x.buf[i:])
-			switch {
-			case r == utf8.RuneError && size == 1:
-				x.out = fmt.Appendf(x.out, `\u%04x`, 0xF700+int(c))
-			case r >= 0xF780 && r <= 0xF7FF:
-				x.pua = true
-				fallthrough
-			default:
-				x.out = append(x.out, x.buf[i:i+size]...)
-			}
-			i += size
-		}
-		x.buf = append(x.buf[:0], x.buf[i:]...)
+// hex4 reads the 4 hex digits of a \u escape.
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
 	}
-	n := copy(p, x.out)
-	x.out = x.out[n:]
-	return n, nil
-}
-
-// rawBytes undoes rawBytesReader's escapes in a decoded name.
-func rawBytes(s string) string {
-	if !strings.ContainsFunc(s, func(r rune) bool { return r >= 0xF780 && r <= 0xF7FF }) {
-		return s
-	}
-	b := make([]byte, 0, len(s))
-	for _, r := range s {
-		if r >= 0xF780 && r <= 0xF7FF {
-			b = append(b, byte(r-0xF700))
-		} else {
-			b = utf8.AppendRune(b, r)
-		}
-	}
-	return string(b)
+	v, err := strconv.ParseUint(string(b[:4]), 16, 32)
+	return rune(v), err == nil
 }
 
 func jsonError(err error) error {

@@ -2,6 +2,7 @@ package listing
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -161,6 +162,30 @@ func TestNginxJSONKeepsNonUTF8Names(t *testing.T) {
 	for n, u := range want {
 		if got[n] != u {
 			t.Errorf("%q: URL %q, want %q", n, got[n], u)
+		}
+	}
+}
+
+// The names of nginx's JSON are unquoted as JSON strings, whatever bytes
+// they hold: escapes (private-use runes and surrogate pairs included) mean
+// what JSON says, raw bytes stay as they are.
+func TestNginxJSONNameEscapes(t *testing.T) {
+	for raw, want := range map[string]string{
+		`"plain.txt"`:           "plain.txt",
+		`"\uf7e9.txt"`:          "\uf7e9.txt",
+		`"a\"b\\c\/d\te"`:       "a\"b\\c/d\te",
+		`"\ud83d\ude00.png"`:    "😀.png",
+		`"lone\ud83d.x"`:        "lone\ufffd.x",
+		"\"caf\xe9\uf7e9.txt\"": "caf\xe9\uf7e9.txt",
+	} {
+		got, err := unquoteJSONName(json.RawMessage(raw))
+		if err != nil || got != want {
+			t.Errorf("%s: %q, %v; want %q", raw, got, err, want)
+		}
+	}
+	for _, bad := range []string{`12`, `"a\x"`, `"a\u12"`} {
+		if got, err := unquoteJSONName(json.RawMessage(bad)); err == nil {
+			t.Errorf("%s: %q, want an error", bad, got)
 		}
 	}
 }
