@@ -151,34 +151,44 @@ func TestGetInputList(t *testing.T) {
 	}
 }
 
-// Two URLs of a -i list that would save to one file are refused before any
-// download: they would share its partial download, and a run of the list
-// could end with the one's bytes in the other's file. out= tells them apart.
+// Two URLs of a -i list that would save to one file never share it (and its
+// partial download): two equal out= names are refused before any download,
+// and two URLs whose own name is the same are caught when the second finds
+// the first holding the file. out= tells them apart.
 func TestGetInputListRefusesTwoURLsForOneFile(t *testing.T) {
-	a, _ := patternServer(t, 1<<20, 81)
-	b, _ := patternServer(t, 1<<20, 82)
+	a, pa := patternServer(t, 1<<20, 81)
+	b, pb := patternServer(t, 1<<20, 82)
 	dir := t.TempDir()
 	list := filepath.Join(dir, "list")
-	os.WriteFile(list, []byte(a.URL()+"\n"+b.URL()+"\n"), 0o600)
+	os.WriteFile(list, []byte(a.URL()+"\n  out=x.bin\n"+b.URL()+"\n  out=x.bin\n"), 0o600)
 	r := rangefs(t, dir, "get", "-q", "-i", list)
 	if r.code != exitUsage || !strings.Contains(r.stderr, "both save to") {
-		t.Fatalf("two URLs for one file: exit %d, stderr %q; want %d and both named", r.code, r.stderr, exitUsage)
+		t.Fatalf("two equal out= names: exit %d, stderr %q; want %d and both named", r.code, r.stderr, exitUsage)
 	}
 	if n := a.Stats().Requests + b.Stats().Requests; n != 0 {
 		t.Errorf("%d requests were made before the refusal", n)
 	}
+	// The same name from both URLs: one download fails, the file is the
+	// other's, whole.
+	os.WriteFile(list, []byte(a.URL()+"\n"+b.URL()+"\n"), 0o600)
+	r = rangefs(t, dir, "get", "-q", "-i", list)
+	if r.code == exitOK || !strings.Contains(r.stderr, "saves too") {
+		t.Errorf("two URLs of one name: exit %d, stderr %q; want a failure naming the clash", r.code, r.stderr)
+	}
+	name := filepath.Base(fetchtest.DefaultPath)
+	if sum := fileSHA256(t, filepath.Join(dir, name)); sum != pa.SHA256() && sum != pb.SHA256() {
+		t.Errorf("%s is neither file", name)
+	}
+	os.Remove(filepath.Join(dir, name))
 	os.WriteFile(list, []byte(a.URL()+"\n"+b.URL()+"\n  out=other.bin\n"), 0o600)
 	if r := rangefs(t, dir, "get", "-q", "-i", list); r.code != exitOK {
 		t.Fatalf("with out=: exit %d: %s", r.code, r.stderr)
 	}
-	// A name only the server gives (Content-Disposition) is caught when the
-	// second download finds the first holding it.
-	var c outputClaims
-	if err := c.claim("f.bin", "http://a/1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.claim("f.bin", "http://b/2"); err == nil || !strings.Contains(err.Error(), "http://a/1") {
-		t.Errorf("a second URL claiming f.bin: %v, want an error naming the first", err)
+	// An out= naming a directory saves each file in it under its own name.
+	os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	os.WriteFile(list, []byte(a.URL()+"\n  out=d\n"+b.URL()+"\n  out=d/b.bin\n"), 0o600)
+	if r := rangefs(t, dir, "get", "-q", "-i", list); r.code != exitOK {
+		t.Errorf("out= a directory and a file in it: exit %d: %s", r.code, r.stderr)
 	}
 }
 

@@ -106,20 +106,18 @@ func readURLList(path string, env Env) ([]getJob, error) {
 	if err := checkDistinct(urls, false); err != nil {
 		return nil, err
 	}
-	// Two URLs saved under one name would share one partial download.
-	// The name a URL gives is known here only from its path (a server may
-	// name the file otherwise, which getOne's claim catches).
+	// Two URLs saved under one out= name would share one partial download.
+	// A name the URL or its server gives is known only once probed:
+	// getOne's claim catches those. An out= naming a directory saves each
+	// file in it under its own name.
 	saves := map[string]int{}
 	for i, j := range jobs {
 		name := j.Output
-		if name == "" {
-			u, err := url.Parse(j.URL)
-			if err != nil {
-				continue
-			}
-			if name = filepath.Base(u.Path); name == "/" || name == "." || name == "" {
-				continue
-			}
+		if name == "" || strings.HasSuffix(name, "/") {
+			continue
+		}
+		if fi, err := os.Stat(name); err == nil && fi.IsDir() {
+			continue
 		}
 		name = filepath.Clean(name)
 		if k, ok := saves[name]; ok {
