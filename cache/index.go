@@ -210,7 +210,12 @@ func metaMismatch(sm storedMeta, m Meta) string {
 		why = append(why, fmt.Sprintf("Last-Modified %q, now %q", sm.meta.LastModified, m.LastModified))
 	}
 	if sm.meta.Source != "" && m.Source != "" && sm.meta.Source != m.Source {
-		why = append(why, fmt.Sprintf("of another URL (%s), now %s", sm.meta.URL, m.URL))
+		if sm.meta.URL != m.URL {
+			why = append(why, fmt.Sprintf("of another URL (%s), now %s", sm.meta.URL, m.URL))
+		} else {
+			// The two differ in what redaction hides (a query value).
+			why = append(why, "of another URL (its query differs)")
+		}
 	}
 	if len(why) == 0 {
 		return provenSame(sm.meta)

@@ -66,6 +66,9 @@ type getConfig struct {
 	Jobs      []getJob
 	InputFile string
 	Parallel  int // files downloaded at once with -i
+	// VolatileQuery: a partial download is resumed whatever the URL's query
+	// (getSource), as a mount keys its cache with --volatile-query.
+	VolatileQuery bool
 }
 
 // getJob is one download: a URL, where it goes ("" for the URL's name) and
@@ -324,6 +327,7 @@ func getFlags(fs *pflag.FlagSet, c *getConfig) func(env Env, args []string) erro
 	fs.StringVar(&c.SHA256, "sha256", "", "verify the result against this SHA-256 (hex); on mismatch nothing is left at the output")
 	fs.StringVar(&checksum, "checksum", "", "verify the result: TYPE=DIGEST, where TYPE is sha-256 (as aria2c)")
 	fs.BoolVar(&c.Force, "force", false, "overwrite an existing output file")
+	fs.BoolVar(&c.VolatileQuery, "volatile-query", false, "the query string changes between runs (a token or signature): resume a partial download whatever the query (automatic for S3, GCS and Azure signed URLs)")
 	fs.BoolP("continue", "c", true, "resume a partial download (always on; accepted for curl and wget habits)")
 	return func(env Env, args []string) error {
 		if err := finish(env); err != nil {

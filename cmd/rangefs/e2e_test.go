@@ -373,6 +373,41 @@ func TestGetResumeOfAnotherURLStartsOver(t *testing.T) {
 	if !strings.Contains(r.stderr, "discarded") {
 		t.Errorf("the restart was not announced: %s", r.stderr)
 	}
+
+	// A token in the query that changes between runs: with --volatile-query
+	// the partial download is resumed; without it, it is started over and
+	// the message says how to resume.
+	for _, volatile := range []bool{false, true} {
+		os.RemoveAll(filepath.Join(dir, "out.bin"))
+		a.SetConnRate(1 << 20)
+		args := []string{"get", "-q", "-j", "2", "--chunk-size", "256K", "-o", "out.bin"}
+		if volatile {
+			args = append(args, "--volatile-query")
+		}
+		cmd := exec.Command(binary, append(args, a.URL()+"?token=one")...)
+		cmd.Dir = dir
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+		a.SetConnRate(0)
+		again := []string{"get", "-j", "2", "--chunk-size", "256K", "-o", "out.bin"}
+		if volatile {
+			again = append(again, "--volatile-query")
+		}
+		r := rangefs(t, dir, append(again, a.URL()+"?token=two")...)
+		if r.code != exitOK {
+			t.Fatalf("volatile %v: exit %d: %s", volatile, r.code, r.stderr)
+		}
+		if volatile == strings.Contains(r.stderr, "discarded") {
+			t.Errorf("volatile %v: %q", volatile, r.stderr)
+		}
+		if !volatile && !strings.Contains(r.stderr, "--volatile-query") {
+			t.Errorf("the restart does not say --volatile-query resumes it: %q", r.stderr)
+		}
+	}
 }
 
 func TestGetErrorsAreOneClearLine(t *testing.T) {

@@ -121,7 +121,7 @@ func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, l
 	}
 
 	for restart := 0; ; restart++ {
-		err = fillOnce(ctx, c, obj, getSource(obj, j.URL), state, pool, disp, out, log)
+		err = fillOnce(ctx, c, obj, getSource(obj, j.URL, c.VolatileQuery), state, pool, disp, out, log)
 		if errors.Is(err, fetch.ErrRangeIgnored) {
 			// The server advertised ranges but answered with whole bodies.
 			os.RemoveAll(state)
@@ -286,9 +286,9 @@ func publish(path, out string, force bool) error {
 // the servers' validators may be the same (nginx's ETag is the mtime and
 // the size). It is a hash of the URL's identity, as a mount's cache
 // directory is, without the query of a signed URL, whose signature changes
-// from one issue to the next.
-func getSource(obj *fetch.Object, rawURL string) string {
-	if signedQuery(rawURL) {
+// from one issue to the next, or of any URL with --volatile-query.
+func getSource(obj *fetch.Object, rawURL string, volatileQuery bool) string {
+	if volatileQuery || signedQuery(rawURL) {
 		return cache.DirName(obj.IdentityNoQuery())
 	}
 	return cache.DirName(obj.Identity())
@@ -323,7 +323,11 @@ func fillOnce(ctx context.Context, c *getConfig, obj *fetch.Object, source, dir 
 	}
 	defer f.Close()
 	if why := f.Discarded(); why != "" {
-		disp.println("rangefs: discarded the partial download (%s); starting from scratch", why)
+		hint := ""
+		if strings.Contains(why, "its query differs") {
+			hint = " (--volatile-query resumes it whatever the query)"
+		}
+		disp.println("rangefs: discarded the partial download (%s); starting from scratch%s", why, hint)
 	}
 	st := f.Stats()
 	if st.Present > 0 && !c.Quiet {
