@@ -50,15 +50,7 @@ func TestArchiveSymlinkChainsStayInside(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	archivetest.Shell(t, src, "tar --format=gnu -cf ../chain.tar . && tar -czf ../chain.tar.gz . && zip -q -r -y ../chain.zip .")
-	archives := map[string][]byte{}
-	for _, n := range []string{"chain.tar", "chain.tar.gz", "chain.zip"} {
-		b, err := os.ReadFile(filepath.Join(work, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		archives[n] = b
-	}
+	archives := toolArchives(t, src, "chain")
 	m := mountArchives(t, archives, t.TempDir(), nil)
 	for n := range archives {
 		t.Run(n, func(t *testing.T) {

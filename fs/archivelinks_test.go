@@ -52,15 +52,7 @@ func TestArchiveSymlinksThroughMount(t *testing.T) {
 	if err := os.Link(filepath.Join(src, "a/f.txt"), filepath.Join(src, "a/hard")); err != nil {
 		t.Fatal(err)
 	}
-	archivetest.Shell(t, src, "tar --format=gnu -cf ../links.tar . && tar -czf ../links.tar.gz . && zip -q -r -y ../links.zip .")
-	archives := map[string][]byte{}
-	for _, n := range []string{"links.tar", "links.tar.gz", "links.zip"} {
-		b, err := os.ReadFile(filepath.Join(work, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		archives[n] = b
-	}
+	archives := toolArchives(t, src, "links")
 	m := mountArchives(t, archives, t.TempDir(), nil)
 	for n := range archives {
 		t.Run(n, func(t *testing.T) {
@@ -117,6 +109,23 @@ func TestArchiveSymlinksThroughMount(t *testing.T) {
 	if !strings.Contains(m.log.String(), "lead out of the archive") {
 		t.Errorf("the log does not say links that lead out were left out:\n%s", m.log.String())
 	}
+}
+
+// toolArchives packs the tree src with GNU tar, tar with gzip and zip -y
+// (symlinks kept), as NAME.tar, NAME.tar.gz and NAME.zip beside it, and
+// returns their bytes by file name.
+func toolArchives(t *testing.T, src, name string) map[string][]byte {
+	t.Helper()
+	archivetest.Shell(t, src, "tar --format=gnu -cf ../"+name+".tar . && tar -czf ../"+name+".tar.gz . && zip -q -r -y ../"+name+".zip .")
+	archives := map[string][]byte{}
+	for _, n := range []string{name + ".tar", name + ".tar.gz", name + ".zip"} {
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(src), n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		archives[n] = b
+	}
+	return archives
 }
 
 // lineWith returns the first line of s containing sub, or "".

@@ -312,18 +312,26 @@ func TestGetRangeIgnoredFallsBackToOneStream(t *testing.T) {
 
 // A remote that changed between two runs restarts the download from scratch;
 // the result is entirely the new version.
-func TestGetRemoteChangedBetweenRunsRestarts(t *testing.T) {
-	const size = 8 << 20
-	srv, _ := patternServer(t, size, 1, fetchtest.WithConnRate(1<<20))
-	dir := t.TempDir()
-	cmd := exec.Command(binary, "get", "-q", "-j", "2", "--chunk-size", "256K", "-o", "out.bin", srv.URL())
+// killedGet starts `rangefs get -q ARGS` in dir, lets it run 1.5 s (about
+// 3 MiB at two connections of 1 MiB/s) and kills it, leaving a partial
+// download.
+func killedGet(t *testing.T, dir string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"get", "-q"}, args...)...)
 	cmd.Dir = dir
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond) // about 3 MiB of 8 arrive
+	time.Sleep(1500 * time.Millisecond)
 	cmd.Process.Kill()
 	cmd.Wait()
+}
+
+func TestGetRemoteChangedBetweenRunsRestarts(t *testing.T) {
+	const size = 8 << 20
+	srv, _ := patternServer(t, size, 1, fetchtest.WithConnRate(1<<20))
+	dir := t.TempDir()
+	killedGet(t, dir, "-j", "2", "--chunk-size", "256K", "-o", "out.bin", srv.URL())
 
 	v2 := fetchtest.Pattern(size, 2)
 	srv.SetContent(fetchtest.DefaultPath, v2, size)
@@ -352,14 +360,7 @@ func TestGetResumeOfAnotherURLStartsOver(t *testing.T) {
 		t.Fatalf("the servers' ETags differ (%s, %s): the test needs them equal", a.ETag(fetchtest.DefaultPath), b.ETag(fetchtest.DefaultPath))
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(binary, "get", "-q", "-j", "2", "--chunk-size", "256K", "-o", "out.bin", a.URL())
-	cmd.Dir = dir
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1500 * time.Millisecond) // about 3 MiB of 8 arrive
-	cmd.Process.Kill()
-	cmd.Wait()
+	killedGet(t, dir, "-j", "2", "--chunk-size", "256K", "-o", "out.bin", a.URL())
 	if _, err := os.Stat(filepath.Join(dir, "out.bin.rangefs")); err != nil {
 		t.Fatalf("no partial download to resume: %v", err)
 	}
@@ -380,24 +381,13 @@ func TestGetResumeOfAnotherURLStartsOver(t *testing.T) {
 	for _, volatile := range []bool{false, true} {
 		os.RemoveAll(filepath.Join(dir, "out.bin"))
 		a.SetConnRate(1 << 20)
-		args := []string{"get", "-q", "-j", "2", "--chunk-size", "256K", "-o", "out.bin"}
+		args := []string{"-j", "2", "--chunk-size", "256K", "-o", "out.bin"}
 		if volatile {
 			args = append(args, "--volatile-query")
 		}
-		cmd := exec.Command(binary, append(args, a.URL()+"?token=one")...)
-		cmd.Dir = dir
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(1500 * time.Millisecond)
-		cmd.Process.Kill()
-		cmd.Wait()
+		killedGet(t, dir, append(args, a.URL()+"?token=one")...)
 		a.SetConnRate(0)
-		again := []string{"get", "-j", "2", "--chunk-size", "256K", "-o", "out.bin"}
-		if volatile {
-			again = append(again, "--volatile-query")
-		}
-		r := rangefs(t, dir, append(again, a.URL()+"?token=two")...)
+		r := rangefs(t, dir, append(append([]string{"get"}, args...), a.URL()+"?token=two")...)
 		if r.code != exitOK {
 			t.Fatalf("volatile %v: exit %d: %s", volatile, r.code, r.stderr)
 		}
