@@ -59,6 +59,11 @@ func newMetrics() *metrics {
 			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5, 30},
 		}, []string{"cache"}),
 	}
+	// Every operation's retry count is there from the start, at 0: an alert
+	// on its rate needs the series before the first retry.
+	for _, op := range []string{"probe", "fetch", "stream"} {
+		m.retries.WithLabelValues(op)
+	}
 	m.reg.MustRegister(m.requests, m.retries, m.netBytes, m.readTimes, m,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

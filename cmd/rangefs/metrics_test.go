@@ -175,3 +175,30 @@ func TestMountMetrics(t *testing.T) {
 		t.Errorf("--metrics-addr nonsense: exit %d", r.code)
 	}
 }
+
+// The retry counter of every operation is exported from the start, at 0,
+// so that a rate() alert on it has a series before the first retry.
+func TestRetryCountersStartAtZero(t *testing.T) {
+	fams, err := newMetrics().reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string]bool{}
+	for _, f := range fams {
+		if f.GetName() != "rangefs_http_retries_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "op" && m.GetCounter().GetValue() == 0 {
+					ops[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	for _, op := range []string{"probe", "fetch", "stream"} {
+		if !ops[op] {
+			t.Errorf("rangefs_http_retries_total{op=%q} is not exported at 0 (have %v)", op, ops)
+		}
+	}
+}
