@@ -140,6 +140,20 @@ func rootCommand(ctx context.Context, args []string, env Env, stdout, stderr io.
 		versionCommand(stdout),
 		manCommand(root),
 	)
+	// cobra's completion command shows its help, and succeeds, for a shell
+	// it does not know: make that a usage error.
+	root.InitDefaultCompletionCmd()
+	if c, _, err := root.Find([]string{"completion"}); err == nil && c != root {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("completion knows bash, zsh, fish and powershell, not %q", args[0])
+			}
+			return nil
+		}
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			return usagef("completion needs a shell: bash, zsh, fish or powershell (see rangefs completion --help)")
+		}
+	}
 	return root
 }
 

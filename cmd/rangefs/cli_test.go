@@ -49,6 +49,12 @@ func TestCompletionAndManPages(t *testing.T) {
 			t.Errorf("completion %s: %v; output lacks %q", shell, err, want)
 		}
 	}
+	// A shell it does not know, or none: a usage error, not the help and success.
+	for _, args := range [][]string{{"completion", "nosuchshell"}, {"completion"}} {
+		if r := rangefs(t, t.TempDir(), args...); r.code != exitUsage || !strings.Contains(r.stderr, "bash, zsh, fish") {
+			t.Errorf("rangefs %q: exit %d, %q; want %d naming the shells", args, r.code, r.stderr, exitUsage)
+		}
+	}
 	dir := t.TempDir()
 	if out, err := exec.Command(binary, "gen-man", dir).CombinedOutput(); err != nil {
 		t.Fatalf("gen-man: %v\n%s", err, out)
