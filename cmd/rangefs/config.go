@@ -67,7 +67,7 @@ type getConfig struct {
 	InputFile string
 	Parallel  int // files downloaded at once with -i
 	// VolatileQuery: a partial download is resumed whatever the URL's query
-	// (getSource), as a mount keys its cache with --volatile-query.
+	// (cacheIdentity), as a mount keys its cache with --volatile-query.
 	VolatileQuery bool
 }
 

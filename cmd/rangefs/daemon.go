@@ -57,8 +57,8 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 	} else if c.Daemon {
 		return spawnDaemon(ctx, c, argv, stderr)
 	}
-	// early tells a waiting --daemon parent why this process fails before it
-	// mounts: the background process has no stderr of its own.
+	// early tells a waiting --daemon parent why this process fails before its
+	// mount answers: the background process has no stderr of its own.
 	early := func(err error) error {
 		if parent != nil {
 			fmt.Fprintf(parent, "ERR %d %s\n", exitCode(ctx, err), oneLine(err.Error()+errorHint(err)))
@@ -118,8 +118,7 @@ func runMountCLI(ctx context.Context, c *mountConfig, argv []string, stderr io.W
 				if err == nil {
 					err = errors.New("the mount ended before it answered")
 				}
-				fmt.Fprintf(parent, "ERR %d %s\n", exitCode(ctx, err), oneLine(err.Error()+errorHint(err)))
-				parent.Close()
+				return early(err)
 			}
 			return err
 		case <-ctx.Done():

@@ -120,8 +120,13 @@ func getOne(ctx context.Context, c *getConfig, j getJob, client *fetch.Client, l
 		return streamGet(ctx, c, j, obj, out, disp, stderr)
 	}
 
+	// The partial download is of one URL, named as a mount's cache directory
+	// is: a get of another URL to the same output starts over, whose
+	// server's validators may be the same (nginx's ETag is the mtime and the
+	// size).
+	source := cache.DirName(cacheIdentity(obj, j.URL, c.VolatileQuery))
 	for restart := 0; ; restart++ {
-		err = fillOnce(ctx, c, obj, getSource(obj, j.URL, c.VolatileQuery), state, pool, disp, out, log)
+		err = fillOnce(ctx, c, obj, source, state, pool, disp, out, log)
 		if errors.Is(err, fetch.ErrRangeIgnored) {
 			// The server advertised ranges but answered with whole bodies.
 			os.RemoveAll(state)
@@ -279,19 +284,6 @@ func publish(path, out string, force bool) error {
 	}
 	syncDir(filepath.Dir(out))
 	return nil
-}
-
-// getSource names the remote file a partial download is of, so that a get
-// of another URL to the same output starts over instead of resuming it:
-// the servers' validators may be the same (nginx's ETag is the mtime and
-// the size). It is a hash of the URL's identity, as a mount's cache
-// directory is, without the query of a signed URL, whose signature changes
-// from one issue to the next, or of any URL with --volatile-query.
-func getSource(obj *fetch.Object, rawURL string, volatileQuery bool) string {
-	if volatileQuery || signedQuery(rawURL) {
-		return cache.DirName(obj.IdentityNoQuery())
-	}
-	return cache.DirName(obj.Identity())
 }
 
 // fillOnce opens (or resumes) the download state in dir and fetches what is

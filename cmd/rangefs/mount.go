@@ -185,6 +185,16 @@ func probeAll(ctx context.Context, client *fetch.Client, urls []string) ([]*fetc
 	return objs, nil
 }
 
+// cacheIdentity is what a cache of o, probed at rawURL, is keyed by: its
+// URL's identity, without the query when that changes from run to run (a
+// signed URL's, or any with --volatile-query).
+func cacheIdentity(o *fetch.Object, rawURL string, volatileQuery bool) string {
+	if volatileQuery || signedQuery(rawURL) {
+		return o.IdentityNoQuery()
+	}
+	return o.Identity()
+}
+
 // signedQuery reports whether the URL's query carries a signature that is
 // replaced when the URL is re-signed (S3, GCS, Azure SAS, CloudFront), so the
 // cache must not be keyed by it.

@@ -80,10 +80,7 @@ var errSuperseded = fmt.Errorf("%w: a newer version of the file was opened", cac
 
 // open returns a reader of f's cache for the version o, probed at rawURL.
 func (t *objects) open(f *treeFile, o *fetch.Object, rawURL string) (fs.Reader, error) {
-	id := o.Identity()
-	if t.c.VolatileQuery || signedQuery(rawURL) {
-		id = o.IdentityNoQuery()
-	}
+	id := cacheIdentity(o, rawURL, t.c.VolatileQuery)
 	meta := metaOf(t.c, o)
 	version := meta.ETag + "\x00" + meta.WeakETag + "\x00" + meta.LastModified + "\x00" + strconv.FormatInt(meta.Size, 10)
 	dir := filepath.Join(t.c.CacheDir, cache.DirName(id))

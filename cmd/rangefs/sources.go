@@ -164,11 +164,7 @@ func mountFile(ctx context.Context, c *mountConfig, pool *cache.Pool, t *treeCtx
 	if err := checkRanges(ctx, o); err != nil {
 		return nil, err
 	}
-	id := o.Identity()
-	if c.VolatileQuery || signedQuery(raw) {
-		id = o.IdentityNoQuery()
-	}
-	dir := filepath.Join(c.CacheDir, cache.DirName(id))
+	dir := filepath.Join(c.CacheDir, cache.DirName(cacheIdentity(o, raw, c.VolatileQuery)))
 	f, err := cache.Open(dir, metaOf(c, o), o, cache.Options{Pool: pool, Logger: t.log, Root: c.CacheDir, Limits: c.Budget.limits(t.log)})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.URL(), err)
