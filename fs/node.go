@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"syscall"
@@ -272,7 +273,9 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	var n int
 	var held *cache.Held
 	var err error
-	if hr, ok := h.reader.(HeldReader); ok && len(dest) <= h.node.parent.t.spliceMax {
+	// A read that could not be spliced whole (see spliceFits) is copied from
+	// the start: held, it would be read a second time.
+	if hr, ok := h.reader.(HeldReader); ok && len(dest) <= h.node.parent.t.spliceMax && spliceFits(off, len(dest), os.Getpagesize()) {
 		n, held, err = hr.ReadHeld(tctx, dest, off)
 	} else {
 		n, err = h.reader.ReadAt(tctx, dest, off)
@@ -289,7 +292,8 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		}
 		// Not all of them could be spliced: read them again, copied, which
 		// finds what went wrong with the data file (and then falls back
-		// to the network), or copies bytes that did not fit go-fuse's pipe.
+		// to the network), or copies bytes that did not fit go-fuse's pipe
+		// after all (a read cut short by the end of the file).
 		held.Release()
 		h.node.parent.t.heldReread.Add(1)
 		n, err = h.reader.ReadAt(tctx, dest, off)
