@@ -137,7 +137,9 @@ func (a *Archive) damagedLocked(e *Entry) bool {
 	if a.damagedFrom < 0 || !e.data.inStream {
 		return false
 	}
-	return e.data.hdrOff >= a.damagedFrom || e.data.ownHdr >= a.damagedFrom || e.Mode.Type() == 0 && e.data.dataOff+e.Size > a.damagedFrom
+	// ownHdr is at or after hdrOff (a hard link's own header comes after its
+	// target's), so it alone says whether the header was in the bad part.
+	return e.data.ownHdr >= a.damagedFrom || e.Mode.Type() == 0 && e.data.dataOff+e.Size > a.damagedFrom
 }
 
 // errDamaged is Open's error for an entry damagedLocked reports.
