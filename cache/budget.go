@@ -605,7 +605,7 @@ func (fb *fileBudget) flushUse() {
 	fb.saveMu.Lock()
 	defer fb.saveMu.Unlock()
 	f := fb.f
-	if fb.gone || f.st.degraded.Load() {
+	if fb.gone || f.st.degraded() {
 		return
 	}
 	f.mu.Lock()
@@ -725,7 +725,7 @@ func (fb *fileBudget) detach() error {
 	fb.saveMu.Lock()
 	fb.gone = true
 	fb.saveMu.Unlock()
-	if !f.st.degraded.Load() {
+	if !f.st.degraded() {
 		errs = append(errs, f.st.saveUse(use, f.tab.present))
 	}
 	b := fb.b

@@ -89,7 +89,7 @@
 //   - committer.mu protects the pending records; taken alone.
 //
 // Atomics, lock-free: the table's present, verified and written bitsets
-// (written under File.mu), scheduler.closed and stale, store.degraded,
+// (written under File.mu), scheduler.closed and stale, store.cause,
 // Reader.closed and Reader.limit, the counters, run.moved and run.stopAt
 // (set by Reader.Close through scheduler.stopRuns, read by the run's writer
 // at each block boundary).

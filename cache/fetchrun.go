@@ -42,7 +42,7 @@ func (s *scheduler) fetchRun(ctx context.Context, r *run, first int64, release f
 	// started is the deadline the latest Source.Fetch began with.
 	var started waitDeadline
 	fetch := func(w *runWriter) error {
-		if s.st.degraded.Load() {
+		if s.st.degraded() {
 			return s.st.uncached()
 		}
 		started = deadlineOf(ctx)
@@ -240,7 +240,7 @@ var errOverrun = errors.New("cache: source wrote more bytes than requested")
 
 func (w *runWriter) Write(p []byte) (int, error) {
 	s := w.s
-	if s.st.degraded.Load() {
+	if s.st.degraded() {
 		// Another write failed: stop feeding a failing disk.
 		return 0, s.st.uncached()
 	}

@@ -243,7 +243,7 @@ func (s *scheduler) fill(ctx context.Context, prio priority, conns int) error {
 		if err := s.usable(); err != nil {
 			return err
 		}
-		if s.st.degraded.Load() {
+		if s.st.degraded() {
 			return fmt.Errorf("cache: cannot fill %s: %w", s.st.dir, s.st.uncached())
 		}
 		if err := ctx.Err(); err != nil {

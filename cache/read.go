@@ -145,7 +145,7 @@ func (f *File) willNeed(off, n int64) {
 // With hold, bytes readable from the data file may be left there as *held
 // (see readAtHeld).
 func (f *File) read(ctx context.Context, p []byte, off int64, shape readShape, hold bool, held **Held) (int, error) {
-	if !f.st.degraded.Load() {
+	if !f.st.degraded() {
 		filled, err := f.ensure(ctx, p, off, prioDemand, shape)
 		if err == nil && filled {
 			return len(p), nil
@@ -211,7 +211,7 @@ func (f *File) ensure(ctx context.Context, p []byte, off int64, prio priority, s
 		if err := f.sched.usable(); err != nil {
 			return false, err
 		}
-		if f.st.degraded.Load() {
+		if f.st.degraded() {
 			return false, f.st.uncached()
 		}
 		if err := ctx.Err(); err != nil {

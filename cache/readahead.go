@@ -73,7 +73,7 @@ func (s *scheduler) stopRuns(r *Reader, plans []*plan) {
 func (s *scheduler) readAhead(r *plan, closed *atomic.Bool, from, win int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if closed.Load() || s.closed.Load() || s.st.degraded.Load() || s.stale.Load() != nil || from >= s.lay.size {
+	if closed.Load() || s.closed.Load() || s.st.degraded() || s.stale.Load() != nil || from >= s.lay.size {
 		return
 	}
 	// The window starts at the first chunk after the one holding the last
@@ -156,7 +156,7 @@ func (s *scheduler) aheadBlocks(owner *Reader, from, end int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	end = min(end, s.lay.size)
-	if owner.closed.Load() || s.closed.Load() || s.st.degraded.Load() || s.stale.Load() != nil || from >= end {
+	if owner.closed.Load() || s.closed.Load() || s.st.degraded() || s.stale.Load() != nil || from >= end {
 		return
 	}
 	c := s.newClaims(prioReadAhead)

@@ -104,8 +104,9 @@ type store struct {
 	db            *bolt.DB
 	data          dataFile
 	com           *committer
-	degraded      atomic.Bool           // the data disk failed: no more caching
-	cause         atomic.Pointer[error] // the failure that degraded it
+	// cause is the disk failure that degraded the store, after which
+	// nothing more is cached (see degrade); nil until then.
+	cause atomic.Pointer[error]
 	// commitsStopped: a sync or an index commit failed, so nothing more is
 	// committed this session (see committer.round).
 	commitsStopped atomic.Bool
@@ -131,11 +132,13 @@ func (s *store) start() { go s.com.run() }
 // degrade stops caching after a disk failure. Reads keep working from the
 // network (and from chunks already committed); it logs once.
 func (s *store) degrade(err error) {
-	s.cause.CompareAndSwap(nil, &err)
-	if s.degraded.CompareAndSwap(false, true) {
+	if s.cause.CompareAndSwap(nil, &err) {
 		s.log.Error("cache disk failed; serving uncached from now on", "dir", s.dir, "err", err)
 	}
 }
+
+// degraded reports whether a disk failure stopped caching (see degrade).
+func (s *store) degraded() bool { return s.cause.Load() != nil }
 
 // uncached is the error of work refused because the store is degraded: it
 // wraps the failure that degraded it, so that a full disk still reads as
@@ -267,7 +270,7 @@ func (s *store) blockCRC(i, b int64) (uint32, error) {
 func (s *store) close() error {
 	s.com.stop()
 	errs := []error{}
-	if s.seal != nil && !s.degraded.Load() && !s.commitsStopped.Load() {
+	if s.seal != nil && !s.degraded() && !s.commitsStopped.Load() {
 		// A clean close: vouch for what was verified (see seal.go). A
 		// seal that cannot be written only costs the next Open its
 		// checks.

@@ -108,7 +108,7 @@ func (f *File) Verify(ctx context.Context) error {
 			continue
 		}
 		if claim && !f.verifyClaimed(i, 0, f.lay.blocks(i), nil, 0) {
-			if f.st.degraded.Load() && f.tab.present.get(i) {
+			if f.st.degraded() && f.tab.present.get(i) {
 				return fmt.Errorf("cache: verify chunk %d: %w", i, f.st.uncached())
 			}
 			bad++
