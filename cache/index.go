@@ -187,8 +187,8 @@ func writeMeta(tx *bolt.Tx, m Meta) error {
 
 // metaMismatch explains why a stored cache does not belong to m, or returns
 // "" when it does. URL is informational and not compared (Source is, when
-// both have one); Date is not
-// compared but must show that the stored version is proven (provenSame).
+// both have one); Date is not compared but must show that the stored
+// version is proven (provenSame).
 func metaMismatch(sm storedMeta, m Meta) string {
 	var why []string
 	if sm.format != formatVersion {
